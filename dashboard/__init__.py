@@ -1,0 +1,1 @@
+"""Dash dashboard and HTTP service (built in a later step)."""

@@ -1,0 +1,1 @@
+"""Cryo-SWAN encoder: the multi-scale wavelet autoencoder (built in a later step)."""

@@ -1,0 +1,28 @@
+"""Map and header ingest: files -> DensityMap -> CanonicalVolume, EMDB XML -> metadata."""
+
+from ingest.canonical import (
+    DEFAULT_GRID,
+    SURFACE_LEVEL,
+    CanonicalVolume,
+    SizeFeatures,
+    canonicalize,
+    choose_contour,
+    canonicalize_poses,
+    to_original_frame,
+    volume_correlation,
+)
+from ingest.contour import auto_contour
+from ingest.discover import MapEntry, find_entries, is_map_file
+from ingest.errors import HeaderError, IngestError, MapFormatError
+from ingest.header import EntryMetadata, emdb_id_from_name, read_header
+from ingest.mapio import DensityMap, read_map, sha256_file, write_map
+from ingest.simulate import ModelError, read_model, simulate_map
+from ingest.transform import random_rotation, rotate_map
+
+__all__ = [
+    "DEFAULT_GRID", "SURFACE_LEVEL", "CanonicalVolume", "DensityMap", "EntryMetadata",
+    "HeaderError", "IngestError", "MapEntry", "MapFormatError", "ModelError", "SizeFeatures",
+    "auto_contour", "canonicalize", "choose_contour", "canonicalize_poses", "emdb_id_from_name",
+    "find_entries", "is_map_file", "random_rotation", "read_header", "read_map",
+    "read_model", "rotate_map", "sha256_file", "simulate_map", "volume_correlation", "to_original_frame", "write_map",
+]

@@ -1,0 +1,1 @@
+"""The Store (DuckDB + FAISS per scale) and the ``swan`` command line."""

@@ -1,0 +1,50 @@
+"""The ``swan`` command line: one module per subcommand, registered here.
+
+Each module in :mod:`swan_index.commands` has a docstring (its ``--help``),
+``add_args(parser)`` and ``main(args) -> int`` (the exit code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+#: Subcommands, in the order ``swan --help`` lists them.
+COMMANDS = ["info"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="swan",
+        description="Cryo-SWAN search: latent-space search of cryo-EM density maps.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f"swan_index.commands.{name}")
+        doc = (module.__doc__ or "").strip()
+        cmd = sub.add_parser(name, help=doc.splitlines()[0] if doc else name,
+                             description=doc,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_args(cmd)
+        cmd.set_defaults(func=module.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``swan`` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except BrokenPipeError:  # e.g. `swan info --json ... | head`
+        sys.stderr.close()
+        return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

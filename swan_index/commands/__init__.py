@@ -1,0 +1,1 @@
+"""Subcommands of the ``swan`` command line (see :mod:`swan_index.cli`)."""
