@@ -1,0 +1,142 @@
+"""canonicalize: shape, contour choice, pose stability under rotation, inverse map."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ingest import (
+    SURFACE_LEVEL,
+    EntryMetadata,
+    MapFormatError,
+    canonicalize,
+    canonicalize_poses,
+    random_rotation,
+    read_map,
+    rotate_map,
+    simulate_map,
+    to_original_frame,
+    volume_correlation,
+)
+
+#: Stated bound: a rotated (and resampled) copy of a map canonicalizes to a volume
+#: whose Pearson correlation with the original's canonical volume is at least this,
+#: taking the best over the copy's candidate poses when the pose is ambiguous.
+POSE_BOUND = 0.95
+
+
+def test_shape_dtype_and_value_range(map_path):
+    cv = canonicalize(read_map(map_path("emd_1832")), grid=32)
+    assert cv.values.shape == (32, 32, 32) and cv.values.dtype == np.float32
+    inside = cv.values[cv.values > 0]
+    assert inside.min() >= SURFACE_LEVEL and inside.max() <= 1.0
+    assert cv.values[0].max() == 0  # the molecule does not touch the box
+    assert np.isclose(np.linalg.det(cv.rotation), 1.0)  # never mirrored
+
+
+def test_contour_precedence(map_path):
+    dmap = read_map(map_path("emd_21457_seg"))
+    assert canonicalize(dmap, grid=16).contour_source == "auto"
+    meta = EntryMetadata(emdb_id="EMD-21457", contour_level=0.4)
+    cv = canonicalize(dmap, grid=16, metadata=meta)
+    assert (cv.contour, cv.contour_source) == (0.4, "header")
+    cv = canonicalize(dmap, contour=0.6, grid=16, metadata=meta)
+    assert (cv.contour, cv.contour_source) == (0.6, "user")
+
+
+def test_higher_contour_gives_smaller_volume(map_path):
+    dmap = read_map(map_path("emd_21457_seg"))
+    assert canonicalize(dmap, 0.6, grid=16).size.volume < \
+        canonicalize(dmap, 0.3, grid=16).size.volume
+
+
+def test_nothing_above_contour_is_a_clear_error(map_path):
+    with pytest.raises(MapFormatError, match="no density at or above the contour"):
+        canonicalize(read_map(map_path("emd_1832")), contour=1e6, grid=16)
+
+
+def _best_correlation(ref, moved, contour):
+    poses = canonicalize_poses(moved, contour=contour, grid=ref.grid)
+    return max(volume_correlation(ref.values, p.values) for p in poses)
+
+
+@pytest.mark.parametrize("label", ["emd_1832", "emd_5625"])
+def test_real_map_pose_is_stable_under_rotation(map_path, rng, label):
+    dmap = read_map(map_path(label))
+    ref = canonicalize(dmap, grid=32)
+    for _ in range(2):
+        moved = rotate_map(dmap, random_rotation(rng))
+        assert _best_correlation(ref, moved, ref.contour) >= POSE_BOUND
+
+
+def test_symmetric_real_map_candidates_cover_rotation(map_path, rng):
+    # EMD-6824 (mucolipin, C4): two equal principal spreads, so the pose is
+    # ambiguous and the in-plane angle comes from the 4-fold harmonic.
+    dmap = read_map(map_path("emd_6824"))
+    ref = canonicalize(dmap, grid=32)
+    assert ref.pose_ambiguous and "4-fold" in ref.ambiguity
+    moved = rotate_map(dmap, random_rotation(rng))
+    assert _best_correlation(ref, moved, ref.contour) >= POSE_BOUND
+
+
+def test_simulated_map_pose_is_stable_under_rotation(model_path, rng):
+    ref = canonicalize(simulate_map(model_path("5me2"), resolution=6.0), grid=32)
+    for _ in range(2):
+        transform = np.eye(4)
+        transform[:3, :3] = random_rotation(rng)
+        transform[:3, 3] = rng.normal(scale=30.0, size=3)
+        moved = simulate_map(model_path("5me2"), 6.0, coords_transform=transform)
+        assert _best_correlation(ref, moved, None) >= POSE_BOUND
+
+
+def test_size_features_are_rotation_invariant(model_path, rng):
+    a = canonicalize(simulate_map(model_path("6272"), 5.0), grid=16).size
+    transform = np.eye(4)
+    transform[:3, :3] = random_rotation(rng)
+    b = canonicalize(simulate_map(model_path("6272"), 5.0, coords_transform=transform),
+                     grid=16).size
+    assert b.radius_of_gyration == pytest.approx(a.radius_of_gyration, rel=0.02)
+    assert b.volume == pytest.approx(a.volume, rel=0.05)
+    assert np.allclose(b.extents, a.extents, rtol=0.05)
+
+
+def test_physical_size_separates_small_from_large(model_path):
+    small = simulate_map(model_path("6272"), 6.0)
+    large = simulate_map(model_path("5me2"), 6.0)
+    assert canonicalize(large, grid=16).size.volume > \
+        2 * canonicalize(small, grid=16).size.volume
+
+
+def test_inverse_transform_puts_volume_back(map_path):
+    dmap = read_map(map_path("emd_1832"))
+    cv = canonicalize(dmap, grid=64)
+    back = to_original_frame(cv.values, cv, dmap)
+    assert back.shape == dmap.shape
+    original = dmap.data >= cv.contour
+    restored = back >= SURFACE_LEVEL / 2  # the 0 -> 0.5 step, after interpolation
+    iou = (original & restored).sum() / (original | restored).sum()
+    assert iou >= 0.8
+
+
+def test_world_index_round_trip(map_path):
+    cv = canonicalize(read_map(map_path("emd_5625")), grid=32)
+    idx = np.array([[0.0, 0.0, 0.0], [31.0, 5.5, 12.0], [15.5, 15.5, 15.5]])
+    assert np.allclose(cv.world_to_index(cv.index_to_world(idx)), idx)
+    assert np.allclose(cv.index_to_world(np.full(3, 15.5)), cv.center)
+
+
+def test_anisotropic_voxels_give_the_same_volume(model_path):
+    # Resample a simulated map onto anisotropic voxels: physical coordinates are
+    # used throughout, so the canonical volume must not change much.
+    from scipy import ndimage
+
+    from ingest import DensityMap
+
+    iso = simulate_map(model_path("5me2"), 6.0, voxel_size=1.0)
+    factors = (1.0, 1.0 / 1.5, 1.0 / 2.0)  # z, y, x zoom -> voxel (2, 1.5, 1) Å
+    data = ndimage.zoom(iso.data, factors, order=1)
+    aniso = DensityMap(data=data.astype(np.float32), voxel_size=(2.0, 1.5, 1.0),
+                       origin=iso.origin, path="aniso", sha256="",
+                       header=dict(iso.header), simulated=True)
+    a = canonicalize(iso, grid=32)
+    assert _best_correlation(a, aniso, a.contour) >= 0.9
