@@ -1,4 +1,4 @@
-"""Map and header ingest: files -> DensityMap -> CanonicalVolume, EMDB XML -> metadata."""
+"""Map and header ingest: files -> DensityMap -> CanonicalVolume; XML -> metadata."""
 
 from ingest.canonical import (
     DEFAULT_GRID,
@@ -6,8 +6,8 @@ from ingest.canonical import (
     CanonicalVolume,
     SizeFeatures,
     canonicalize,
-    choose_contour,
     canonicalize_poses,
+    choose_contour,
     to_original_frame,
     volume_correlation,
 )
@@ -20,9 +20,32 @@ from ingest.simulate import ModelError, read_model, simulate_map
 from ingest.transform import random_rotation, rotate_map
 
 __all__ = [
-    "DEFAULT_GRID", "SURFACE_LEVEL", "CanonicalVolume", "DensityMap", "EntryMetadata",
-    "HeaderError", "IngestError", "MapEntry", "MapFormatError", "ModelError", "SizeFeatures",
-    "auto_contour", "canonicalize", "choose_contour", "canonicalize_poses", "emdb_id_from_name",
-    "find_entries", "is_map_file", "random_rotation", "read_header", "read_map",
-    "read_model", "rotate_map", "sha256_file", "simulate_map", "volume_correlation", "to_original_frame", "write_map",
+    "DEFAULT_GRID",
+    "SURFACE_LEVEL",
+    "CanonicalVolume",
+    "DensityMap",
+    "EntryMetadata",
+    "HeaderError",
+    "IngestError",
+    "MapEntry",
+    "MapFormatError",
+    "ModelError",
+    "SizeFeatures",
+    "auto_contour",
+    "canonicalize",
+    "choose_contour",
+    "canonicalize_poses",
+    "emdb_id_from_name",
+    "find_entries",
+    "is_map_file",
+    "random_rotation",
+    "read_header",
+    "read_map",
+    "read_model",
+    "rotate_map",
+    "sha256_file",
+    "simulate_map",
+    "volume_correlation",
+    "to_original_frame",
+    "write_map",
 ]

@@ -87,8 +87,10 @@ class SizeFeatures:
 
     def as_array(self) -> np.ndarray:
         """``[rg, ext_x, ext_y, ext_z, volume^(1/3)]`` in Å, float32, shape (5,)."""
-        return np.array([self.radius_of_gyration, *self.extents,
-                         self.volume ** (1.0 / 3.0)], dtype=np.float32)
+        return np.array(
+            [self.radius_of_gyration, *self.extents, self.volume ** (1.0 / 3.0)],
+            dtype=np.float32,
+        )
 
 
 @dataclass(frozen=True, eq=False)
@@ -136,14 +138,14 @@ class CanonicalVolume:
         return len(self.candidates) > 1
 
     def index_to_world(self, index_zyx: np.ndarray) -> np.ndarray:
-        """Canonical voxel indices ``[..., (k, j, i)]`` -> physical Å ``[..., (x, y, z)]``."""
+        """Canonical voxel indices ``[..., (k, j, i)]`` -> Å ``[..., (x, y, z)]``."""
         index_zyx = np.asarray(index_zyx, dtype=np.float64)
         c0 = (self.grid - 1) / 2.0
         q = (index_zyx[..., ::-1] - c0) * self.angstrom_per_voxel
         return self.center + q @ self.rotation.T
 
     def world_to_index(self, xyz: np.ndarray) -> np.ndarray:
-        """Physical Å ``[..., (x, y, z)]`` -> canonical voxel indices ``[..., (k, j, i)]``."""
+        """Å ``[..., (x, y, z)]`` -> canonical voxel indices ``[..., (k, j, i)]``."""
         xyz = np.asarray(xyz, dtype=np.float64)
         c0 = (self.grid - 1) / 2.0
         q = (xyz - self.center) @ self.rotation / self.angstrom_per_voxel + c0
@@ -159,10 +161,10 @@ class CanonicalVolume:
 class _Prepared:
     """A map cropped and binned around its molecule, with the pose statistics."""
 
-    crop: np.ndarray          # [z, y, x], dust set below the contour
-    crop_origin: np.ndarray   # physical Å of crop[0, 0, 0] (voxel centre), xyz
-    crop_voxel: np.ndarray    # Å per crop voxel, xyz
-    low: float                # a value below the contour (background fill)
+    crop: np.ndarray  # [z, y, x], dust set below the contour
+    crop_origin: np.ndarray  # physical Å of crop[0, 0, 0] (voxel centre), xyz
+    crop_voxel: np.ndarray  # Å per crop voxel, xyz
+    low: float  # a value below the contour (background fill)
     contour: float
     contour_source: str
     density_scale: float
@@ -176,8 +178,11 @@ class _Prepared:
     simulated: bool
 
 
-def choose_contour(dmap: DensityMap, contour: float | None = None,
-                   metadata: EntryMetadata | None = None) -> tuple[float, str]:
+def choose_contour(
+    dmap: DensityMap,
+    contour: float | None = None,
+    metadata: EntryMetadata | None = None,
+) -> tuple[float, str]:
     """The contour level to use and where it came from.
 
     Precedence: the caller's ``contour`` (``"user"``), the header's recommended level
@@ -202,16 +207,17 @@ def _rotation_about(axis: int, angle: float) -> np.ndarray:
     return rot
 
 
-def _spin_degenerate_plane(frame: np.ndarray, proj: np.ndarray, weights: np.ndarray,
-                           axis: int) -> tuple[np.ndarray, int, float]:
+def _spin_degenerate_plane(
+    frame: np.ndarray, proj: np.ndarray, weights: np.ndarray, axis: int
+) -> tuple[np.ndarray, int, float]:
     """Fix the in-plane angle about ``axis`` when the other two spreads are equal.
 
     Equal spreads leave the angle about ``axis`` undetermined by second moments (as
     for any Cn-symmetric complex, n >= 3). The angular harmonics
     ``c_m = sum w exp(i m phi) / sum w`` for m = 2..8 pick it up: the strongest one
     sets the angle modulo 2 pi / m (m = 2 is kept: a pair only just inside the
-    threshold still has a usable two-fold anisotropy), so the n-fold symmetric copies all give the same
-    volume.
+    threshold still has a usable two-fold anisotropy), so the n-fold symmetric
+    copies all give the same volume.
 
     Returns:
         ``(frame, m, strength)``: the rotated frame, the harmonic used and |c_m|.
@@ -230,17 +236,23 @@ def _spin_degenerate_plane(frame: np.ndarray, proj: np.ndarray, weights: np.ndar
     return frame, m, float(abs(harmonics[m]))
 
 
-def _candidate_poses(base: np.ndarray, evals: np.ndarray, skew: np.ndarray,
-                     proj: np.ndarray, weights: np.ndarray
-                     ) -> tuple[tuple[np.ndarray, ...], str]:
+def _candidate_poses(
+    base: np.ndarray,
+    evals: np.ndarray,
+    skew: np.ndarray,
+    proj: np.ndarray,
+    weights: np.ndarray,
+) -> tuple[tuple[np.ndarray, ...], str]:
     """Primary rotation and alternatives when the principal frame is not determined.
 
     ``base`` columns are the principal axes (sign rule applied); ``proj`` the kept
     voxels' coordinates along them and ``skew`` their skewness.
     """
     reasons = []
-    gaps = ((evals[0] - evals[1]) / evals[0],
-            (evals[1] - evals[2]) / max(evals[1], 1e-12))
+    gaps = (
+        (evals[0] - evals[1]) / evals[0],
+        (evals[1] - evals[2]) / max(evals[1], 1e-12),
+    )
     spins = [np.eye(3)]
     spin_axis = None
     if gaps[1] < EIGEN_GAP:
@@ -248,16 +260,22 @@ def _candidate_poses(base: np.ndarray, evals: np.ndarray, skew: np.ndarray,
     elif gaps[0] < EIGEN_GAP:
         spin_axis = 2
     if gaps[0] < EIGEN_GAP and gaps[1] < EIGEN_GAP:
-        reasons.append("all three spreads within "
-                       f"{max(gaps):.1%}: candidate spins cover the degenerate plane")
+        reasons.append(
+            "all three spreads within "
+            f"{max(gaps):.1%}: candidate spins cover the degenerate plane"
+        )
     if spin_axis is not None:
         base, m, strength = _spin_degenerate_plane(base, proj, weights, spin_axis)
         plane = "y'/z'" if spin_axis == 0 else "x'/y'"
-        reasons.append(f"{plane} spreads within {gaps[1 if spin_axis == 0 else 0]:.1%}"
-                       f" (in-plane angle from the {m}-fold harmonic, "
-                       f"|c{m}|={strength:.2f})")
+        reasons.append(
+            f"{plane} spreads within {gaps[1 if spin_axis == 0 else 0]:.1%}"
+            f" (in-plane angle from the {m}-fold harmonic, "
+            f"|c{m}|={strength:.2f})"
+        )
         steps = m if strength >= 0.05 else 8
-        spins = [_rotation_about(spin_axis, 2 * np.pi * k / steps) for k in range(steps)]
+        spins = [
+            _rotation_about(spin_axis, 2 * np.pi * k / steps) for k in range(steps)
+        ]
     flips = [np.eye(3)]
     signed = [0, 1] if spin_axis is None else [spin_axis]
     for axis in signed:
@@ -265,7 +283,9 @@ def _candidate_poses(base: np.ndarray, evals: np.ndarray, skew: np.ndarray,
             reasons.append(f"{'xyz'[axis]}' sign (skew {skew[axis]:+.2f})")
             # A half turn about another axis flips this one and keeps the frame
             # right-handed.
-            flip = np.diag([1.0, -1.0, -1.0]) if axis == 1 else np.diag([-1.0, 1.0, -1.0])
+            flip = (
+                np.diag([1.0, -1.0, -1.0]) if axis == 1 else np.diag([-1.0, 1.0, -1.0])
+            )
             flips += [f @ flip for f in list(flips)]
     candidates: list[np.ndarray] = []
     for flip in flips:
@@ -276,15 +296,17 @@ def _candidate_poses(base: np.ndarray, evals: np.ndarray, skew: np.ndarray,
     return tuple(candidates[:MAX_CANDIDATES]), "; ".join(reasons)
 
 
-def _prepare(dmap: DensityMap, contour: float | None, grid: int,
-             metadata: EntryMetadata | None) -> _Prepared:
+def _prepare(
+    dmap: DensityMap, contour: float | None, grid: int, metadata: EntryMetadata | None
+) -> _Prepared:
     data = dmap.data
     path = dmap.path
     level, source = choose_contour(dmap, contour, metadata)
     mask = data >= level
     if not mask.any():
         raise MapFormatError(
-            path, f"no density at or above the contour {level:g} "
+            path,
+            f"no density at or above the contour {level:g} "
             f"(map maximum {float(data.max()):g}, contour from {source})",
             "pass a lower contour level",
         )
@@ -324,7 +346,9 @@ def _prepare(dmap: DensityMap, contour: float | None, grid: int,
     # RADIUS_QUANTILE of the kept voxels fills FILL of the half box. A quantile, not
     # the maximum, so that one stray voxel does not change the scale.
     half_voxel = 0.5 * float(vsize.max())
-    extent = float(np.quantile(np.linalg.norm(rel, axis=1), RADIUS_QUANTILE)) + half_voxel
+    extent = (
+        float(np.quantile(np.linalg.norm(rel, axis=1), RADIUS_QUANTILE)) + half_voxel
+    )
     span = proj.max(axis=0) - proj.min(axis=0) + 2 * half_voxel
     size = SizeFeatures(
         radius_of_gyration=float(np.sqrt(np.trace(cov))),
@@ -349,19 +373,35 @@ def _prepare(dmap: DensityMap, contour: float | None, grid: int,
     crop_origin = origin + lo * vsize
     if (factor > 1).any():
         fz, fy, fx = int(factor[2]), int(factor[1]), int(factor[0])
-        nz, ny, nx = (crop.shape[0] // fz) * fz, (crop.shape[1] // fy) * fy, \
-            (crop.shape[2] // fx) * fx
+        nz, ny, nx = (
+            (crop.shape[0] // fz) * fz,
+            (crop.shape[1] // fy) * fy,
+            (crop.shape[2] // fx) * fx,
+        )
         if min(nz, ny, nx) > 0:
-            crop = crop[:nz, :ny, :nx].reshape(nz // fz, fz, ny // fy, fy, nx // fx,
-                                               fx).mean(axis=(1, 3, 5))
+            crop = (
+                crop[:nz, :ny, :nx]
+                .reshape(nz // fz, fz, ny // fy, fy, nx // fx, fx)
+                .mean(axis=(1, 3, 5))
+            )
             crop_origin = crop_origin + (factor - 1) / 2.0 * vsize
             vsize = vsize * factor
     return _Prepared(
         crop=np.ascontiguousarray(crop, dtype=np.float32),
-        crop_origin=crop_origin, crop_voxel=vsize, low=low, contour=level,
-        contour_source=source, density_scale=scale, center=center,
-        base_rotation=evecs, candidates=candidates, ambiguity=ambiguity,
-        extent=extent, size=size, sha256=dmap.sha256, simulated=dmap.simulated,
+        crop_origin=crop_origin,
+        crop_voxel=vsize,
+        low=low,
+        contour=level,
+        contour_source=source,
+        density_scale=scale,
+        center=center,
+        base_rotation=evecs,
+        candidates=candidates,
+        ambiguity=ambiguity,
+        extent=extent,
+        size=size,
+        sha256=dmap.sha256,
+        simulated=dmap.simulated,
     )
 
 
@@ -371,18 +411,29 @@ def _render(prep: _Prepared, rotation: np.ndarray, grid: int) -> np.ndarray:
     c0 = (grid - 1) / 2.0
     inv_v = np.diag(1.0 / prep.crop_voxel)
     matrix = _REVERSE @ inv_v @ rotation @ (s * _REVERSE)
-    offset = _REVERSE @ inv_v @ (prep.center - prep.crop_origin) - matrix @ np.full(3, c0)
-    dens = ndimage.affine_transform(prep.crop, matrix, offset=offset,
-                                    output_shape=(grid, grid, grid), order=1,
-                                    mode="constant", cval=prep.low)
+    offset = _REVERSE @ inv_v @ (prep.center - prep.crop_origin) - matrix @ np.full(
+        3, c0
+    )
+    dens = ndimage.affine_transform(
+        prep.crop,
+        matrix,
+        offset=offset,
+        output_shape=(grid, grid, grid),
+        order=1,
+        mode="constant",
+        cval=prep.low,
+    )
     inside = dens >= prep.contour
     values = 0.5 + 0.5 * np.clip((dens - prep.contour) / prep.density_scale, 0.0, 1.0)
     return np.where(inside, values, 0.0).astype(np.float32)
 
 
-def canonicalize_poses(dmap: DensityMap, contour: float | None = None,
-                       grid: int = DEFAULT_GRID,
-                       metadata: EntryMetadata | None = None) -> list[CanonicalVolume]:
+def canonicalize_poses(
+    dmap: DensityMap,
+    contour: float | None = None,
+    grid: int = DEFAULT_GRID,
+    metadata: EntryMetadata | None = None,
+) -> list[CanonicalVolume]:
     """Canonical volumes of ``dmap`` for every candidate pose (primary first).
 
     Args:
@@ -403,20 +454,32 @@ def canonicalize_poses(dmap: DensityMap, contour: float | None = None,
         raise ValueError(f"grid={grid} is too small; use 32 or 64")
     prep = _prepare(dmap, contour, grid, metadata)
     base = CanonicalVolume(
-        values=np.empty(0, np.float32), grid=grid,
+        values=np.empty(0, np.float32),
+        grid=grid,
         angstrom_per_voxel=2.0 * prep.extent / (FILL * grid),
-        rotation=prep.candidates[0], center=prep.center, contour=prep.contour,
-        contour_source=prep.contour_source, density_scale=prep.density_scale,
-        size=prep.size, candidates=prep.candidates, ambiguity=prep.ambiguity,
-        source_sha256=prep.sha256, simulated=prep.simulated,
+        rotation=prep.candidates[0],
+        center=prep.center,
+        contour=prep.contour,
+        contour_source=prep.contour_source,
+        density_scale=prep.density_scale,
+        size=prep.size,
+        candidates=prep.candidates,
+        ambiguity=prep.ambiguity,
+        source_sha256=prep.sha256,
+        simulated=prep.simulated,
     )
-    return [replace(base, values=_render(prep, rot, grid), rotation=rot, pose_index=i)
-            for i, rot in enumerate(prep.candidates)]
+    return [
+        replace(base, values=_render(prep, rot, grid), rotation=rot, pose_index=i)
+        for i, rot in enumerate(prep.candidates)
+    ]
 
 
-def canonicalize(dmap: DensityMap, contour: float | None = None,
-                 grid: int = DEFAULT_GRID,
-                 metadata: EntryMetadata | None = None) -> CanonicalVolume:
+def canonicalize(
+    dmap: DensityMap,
+    contour: float | None = None,
+    grid: int = DEFAULT_GRID,
+    metadata: EntryMetadata | None = None,
+) -> CanonicalVolume:
     """The canonical volume of ``dmap`` in its primary pose.
 
     See :func:`canonicalize_poses` for the arguments; candidate poses are listed in
@@ -426,17 +489,25 @@ def canonicalize(dmap: DensityMap, contour: float | None = None,
         raise ValueError(f"grid={grid} is too small; use 32 or 64")
     prep = _prepare(dmap, contour, grid, metadata)
     return CanonicalVolume(
-        values=_render(prep, prep.candidates[0], grid), grid=grid,
+        values=_render(prep, prep.candidates[0], grid),
+        grid=grid,
         angstrom_per_voxel=2.0 * prep.extent / (FILL * grid),
-        rotation=prep.candidates[0], center=prep.center, contour=prep.contour,
-        contour_source=prep.contour_source, density_scale=prep.density_scale,
-        size=prep.size, candidates=prep.candidates, ambiguity=prep.ambiguity,
-        source_sha256=prep.sha256, simulated=prep.simulated,
+        rotation=prep.candidates[0],
+        center=prep.center,
+        contour=prep.contour,
+        contour_source=prep.contour_source,
+        density_scale=prep.density_scale,
+        size=prep.size,
+        candidates=prep.candidates,
+        ambiguity=prep.ambiguity,
+        source_sha256=prep.sha256,
+        simulated=prep.simulated,
     )
 
 
-def to_original_frame(values: np.ndarray, cv: CanonicalVolume,
-                      like: DensityMap) -> np.ndarray:
+def to_original_frame(
+    values: np.ndarray, cv: CanonicalVolume, like: DensityMap
+) -> np.ndarray:
     """Resample canonical-frame ``values`` back onto ``like``'s grid.
 
     Args:
@@ -455,9 +526,15 @@ def to_original_frame(values: np.ndarray, cv: CanonicalVolume,
     # map index n (zyx) -> world -> canonical index o (zyx)
     matrix = _REVERSE @ cv.rotation.T @ np.diag(vsize) @ _REVERSE / s
     offset = _REVERSE @ (cv.rotation.T @ (origin - cv.center)) / s + c0
-    out = ndimage.affine_transform(np.asarray(values, dtype=np.float32), matrix,
-                                   offset=offset, output_shape=like.shape, order=1,
-                                   mode="constant", cval=0.0)
+    out = ndimage.affine_transform(
+        np.asarray(values, dtype=np.float32),
+        matrix,
+        offset=offset,
+        output_shape=like.shape,
+        order=1,
+        mode="constant",
+        cval=0.0,
+    )
     return out.astype(np.float32)
 
 

@@ -17,11 +17,16 @@ ANGSTROM3_PER_DALTON = 1.21
 def _edge_shell(data: np.ndarray, width: int = 2) -> np.ndarray:
     """Voxels within ``width`` of the box faces: where the background is."""
     w = max(1, min(width, min(data.shape) // 4))
-    return np.concatenate([
-        data[:w].ravel(), data[-w:].ravel(),
-        data[w:-w, :w].ravel(), data[w:-w, -w:].ravel(),
-        data[w:-w, w:-w, :w].ravel(), data[w:-w, w:-w, -w:].ravel(),
-    ])
+    return np.concatenate(
+        [
+            data[:w].ravel(),
+            data[-w:].ravel(),
+            data[w:-w, :w].ravel(),
+            data[w:-w, -w:].ravel(),
+            data[w:-w, w:-w, :w].ravel(),
+            data[w:-w, w:-w, -w:].ravel(),
+        ]
+    )
 
 
 def background_level(data: np.ndarray) -> tuple[float, float]:
@@ -62,8 +67,9 @@ def auto_contour(data: np.ndarray) -> float:
     return floor + 0.5 * (split - floor)
 
 
-def contour_for_volume(data: np.ndarray, volume_angstrom3: float,
-                       voxel_volume: float) -> float:
+def contour_for_volume(
+    data: np.ndarray, volume_angstrom3: float, voxel_volume: float
+) -> float:
     """The level that encloses ``volume_angstrom3`` (e.g. from the molecular mass).
 
     Args:

@@ -66,7 +66,9 @@ def _best_header(candidates: Iterable[Path], emdb_id: str | None) -> Path | None
 
 def _xml_files(folder: Path) -> list[Path]:
     try:
-        return [p for p in folder.iterdir() if p.suffix.lower() == ".xml" and p.is_file()]
+        return [
+            p for p in folder.iterdir() if p.suffix.lower() == ".xml" and p.is_file()
+        ]
     except OSError:
         return []
 
@@ -96,7 +98,9 @@ def find_entries(root: str | Path) -> Iterator[MapEntry]:
     if root.is_file():
         if is_map_file(root):
             emdb_id = emdb_id_from_name(root.name)
-            siblings = _xml_files(root.parent) + _xml_files(root.parent.parent / "header")
+            siblings = _xml_files(root.parent) + _xml_files(
+                root.parent.parent / "header"
+            )
             yield MapEntry(root, _best_header(siblings, emdb_id), emdb_id)
         return
     for dirpath, dirnames, filenames in os.walk(root):

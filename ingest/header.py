@@ -149,16 +149,17 @@ def _parse_v3(root: Element, path: str) -> EntryMetadata:
         resolution=resolution,
         contour_level=contour,
         contour_source=contour_source,
-        pixel_spacing=_triple(
-            [_text(mp, f"pixel_spacing/{a}") for a in "xyz"], _float),
-        box=_triple([_text(mp, f"dimensions/{a}") for a in ("col", "row", "sec")],
-                    _int),
+        pixel_spacing=_triple([_text(mp, f"pixel_spacing/{a}") for a in "xyz"], _float),
+        box=_triple(
+            [_text(mp, f"dimensions/{a}") for a in ("col", "row", "sec")], _int
+        ),
         sample_name=_text(sample, "name"),
         organism=organisms[0] if organisms else None,
         organisms=organisms,
         fitted_pdbs=_unique(
             (n.text or "").lower()
-            for n in root.findall("crossreferences/pdb_list/pdb_reference/pdb_id")),
+            for n in root.findall("crossreferences/pdb_list/pdb_reference/pdb_id")
+        ),
         release_date=release,
         status=_text(admin, "current_status/code"),
         header_version=root.get("version"),
@@ -173,7 +174,8 @@ def _parse_v19(root: Element, path: str) -> EntryMetadata:
     sample = root.find("sample")
     organisms = _unique(
         node.text
-        for node in (sample.iter("sciSpeciesName") if sample is not None else []))
+        for node in (sample.iter("sciSpeciesName") if sample is not None else [])
+    )
     code = root.get("accessCode")
     return EntryMetadata(
         emdb_id=f"EMD-{code}" if code else None,
@@ -183,16 +185,19 @@ def _parse_v19(root: Element, path: str) -> EntryMetadata:
         contour_level=_float(contour_node.text if contour_node is not None else None),
         contour_source=contour_node.get("source") if contour_node is not None else None,
         pixel_spacing=_triple(
-            [_text(mp, f"pixelSpacing/pixel{a}") for a in "XYZ"], _float),
+            [_text(mp, f"pixelSpacing/pixel{a}") for a in "XYZ"], _float
+        ),
         box=_triple(
             [_text(mp, f"dimensions/num{a}") for a in ("Columns", "Rows", "Sections")],
-            _int),
+            _int,
+        ),
         sample_name=_text(sample, "name"),
         organism=organisms[0] if organisms else None,
         organisms=organisms,
         fitted_pdbs=_unique(
             (n.text or "").lower()
-            for n in root.findall("deposition/fittedPDBEntryIdList/fittedPDBEntryId")),
+            for n in root.findall("deposition/fittedPDBEntryIdList/fittedPDBEntryId")
+        ),
         release_date=_date(_text(dep, "mapReleaseDate")),
         status=_text(dep, "status"),
         header_version=root.get("version"),
@@ -218,29 +223,40 @@ def read_header(path: str | Path) -> EntryMetadata:
         raise HeaderError(path, "no such file", "check the path")
     size = path.stat().st_size
     if size > MAX_HEADER_BYTES:
-        raise HeaderError(path, f"is {size:,} bytes, too large for an EMDB header",
-                          "pass the entry's header XML (emd-N-v30.xml)")
+        raise HeaderError(
+            path,
+            f"is {size:,} bytes, too large for an EMDB header",
+            "pass the entry's header XML (emd-N-v30.xml)",
+        )
     try:
         root = SafeET.parse(path, forbid_dtd=True).getroot()
     except defusedxml.DefusedXmlException as err:
-        raise HeaderError(path, f"refused unsafe XML ({type(err).__name__})",
-                          "EMDB headers have no DTD or entities; use the file "
-                          "as distributed by EMDB") from err
+        raise HeaderError(
+            path,
+            f"refused unsafe XML ({type(err).__name__})",
+            "EMDB headers have no DTD or entities; use the file as distributed by EMDB",
+        ) from err
     except ParseError as err:
-        raise HeaderError(path, f"malformed XML ({err})",
-                          "download the header again") from err
+        raise HeaderError(
+            path, f"malformed XML ({err})", "download the header again"
+        ) from err
     except (OSError, UnicodeError) as err:
-        raise HeaderError(path, f"cannot be read ({err})",
-                          "check the file") from err
+        raise HeaderError(path, f"cannot be read ({err})", "check the file") from err
     tag = root.tag.rsplit("}", 1)[-1]
     if tag == "emd":
         meta = _parse_v3(root, str(path))
     elif tag == "emdEntry":
         meta = _parse_v19(root, str(path))
     else:
-        raise HeaderError(path, f"root element <{tag}> is not an EMDB header",
-                          "expected <emd> (schema v3) or <emdEntry> (v1.9)")
+        raise HeaderError(
+            path,
+            f"root element <{tag}> is not an EMDB header",
+            "expected <emd> (schema v3) or <emdEntry> (v1.9)",
+        )
     if meta.emdb_id is None:
-        raise HeaderError(path, "EMDB header has no entry id",
-                          "the header is incomplete; download it again")
+        raise HeaderError(
+            path,
+            "EMDB header has no entry id",
+            "the header is incomplete; download it again",
+        )
     return meta

@@ -34,7 +34,12 @@ try:  # isal's gzip is about 2.5x faster than the standard library's.
     from isal import isal_zlib as _isal_zlib
 
     _STREAM_ERRORS: tuple[type[BaseException], ...] = (
-        OSError, EOFError, ValueError, zlib.error, _isal_zlib.error)
+        OSError,
+        EOFError,
+        ValueError,
+        zlib.error,
+        _isal_zlib.error,
+    )
 except ImportError:  # pragma: no cover - isal is a declared dependency
     _fast_gzip = None
     _STREAM_ERRORS = (OSError, EOFError, ValueError, zlib.error)
@@ -183,8 +188,11 @@ def _header_fields(header: np.recarray) -> dict[str, Any]:
         "my": int(header.my),
         "mz": int(header.mz),
         "cella": xyz(header.cella),
-        "cellb": [float(header.cellb.alpha), float(header.cellb.beta),
-                  float(header.cellb.gamma)],
+        "cellb": [
+            float(header.cellb.alpha),
+            float(header.cellb.beta),
+            float(header.cellb.gamma),
+        ],
         "mapc": int(header.mapc),
         "mapr": int(header.mapr),
         "maps": int(header.maps),
@@ -206,22 +214,26 @@ def _check_geometry(h: dict[str, Any], path: Path, max_voxels: int) -> list[int]
     nx, ny, nz = h["nx"], h["ny"], h["nz"]
     if min(nx, ny, nz) < 1:
         raise MapFormatError(
-            path, f"header claims non-positive dimensions {nx}x{ny}x{nz}",
+            path,
+            f"header claims non-positive dimensions {nx}x{ny}x{nz}",
             "the file is corrupt; download it again",
         )
     if nz == 1 or ny == 1 or nx == 1:
         raise MapFormatError(
-            path, f"is a 2D image ({nx}x{ny}x{nz}), not a 3D volume",
+            path,
+            f"is a 2D image ({nx}x{ny}x{nz}), not a 3D volume",
             "ingest 3D density maps only",
         )
     if h["ispg"] == 0 and h["mz"] == 1:
         raise MapFormatError(
-            path, f"is a stack of {nz} 2D images (ISPG=0, MZ=1), not a 3D volume",
+            path,
+            f"is a stack of {nz} 2D images (ISPG=0, MZ=1), not a 3D volume",
             "ingest 3D density maps only",
         )
     if h["ispg"] >= 401:
         raise MapFormatError(
-            path, f"is a stack of volumes (ISPG={h['ispg']})",
+            path,
+            f"is a stack of volumes (ISPG={h['ispg']})",
             "split the stack into single volumes first",
         )
     n_voxels = nx * ny * nz
@@ -235,13 +247,15 @@ def _check_geometry(h: dict[str, Any], path: Path, max_voxels: int) -> list[int]
         )
     if not 0 <= h["nsymbt"] <= MAX_EXTENDED_HEADER:
         raise MapFormatError(
-            path, f"header claims an extended header of {h['nsymbt']:,} bytes",
+            path,
+            f"header claims an extended header of {h['nsymbt']:,} bytes",
             "the file is corrupt; download it again",
         )
     crs = [h["mapc"], h["mapr"], h["maps"]]
     if sorted(crs) != [1, 2, 3]:
         raise MapFormatError(
-            path, f"MAPC/MAPR/MAPS = {crs} is not a permutation of 1, 2, 3",
+            path,
+            f"MAPC/MAPR/MAPS = {crs} is not a permutation of 1, 2, 3",
             "the header is corrupt; fix the axis order fields",
         )
     return crs
@@ -251,18 +265,20 @@ def _voxel_size(h: dict[str, Any], notes: list[str]) -> tuple[float, float, floa
     cell = h["cella"]
     sampling = [h["mx"], h["my"], h["mz"]]
     sizes = []
-    for axis, (length, m) in enumerate(zip(cell, sampling)):
+    for axis, (length, m) in enumerate(zip(cell, sampling, strict=True)):
         if m > 0 and np.isfinite(length) and length > 0:
             sizes.append(float(length) / m)
         else:
             sizes.append(1.0)
-            notes.append(f"no voxel size for axis {'xyz'[axis]} in the header; "
-                         "assumed 1.0 Å")
+            notes.append(
+                f"no voxel size for axis {'xyz'[axis]} in the header; assumed 1.0 Å"
+            )
     return (sizes[0], sizes[1], sizes[2])
 
 
-def _origin(h: dict[str, Any], crs: list[int], voxel_size: tuple[float, ...],
-            notes: list[str]) -> tuple[float, float, float]:
+def _origin(
+    h: dict[str, Any], crs: list[int], voxel_size: tuple[float, ...], notes: list[str]
+) -> tuple[float, float, float]:
     """Origin in Å from the MRC2014 ORIGIN field, else from N*START."""
     origin = h["origin"]
     if all(np.isfinite(origin)) and any(o != 0.0 for o in origin):
@@ -271,7 +287,7 @@ def _origin(h: dict[str, Any], crs: list[int], voxel_size: tuple[float, ...],
         notes.append("ORIGIN field is not finite; used N*START instead")
     start_crs = [h["nxstart"], h["nystart"], h["nzstart"]]
     out = [0.0, 0.0, 0.0]
-    for start, axis in zip(start_crs, crs):
+    for start, axis in zip(start_crs, crs, strict=True):
         out[axis - 1] = float(start) * voxel_size[axis - 1]
     return (out[0], out[1], out[2])
 
@@ -296,8 +312,7 @@ def read_map(path: str | Path, max_voxels: int = MAX_VOXELS) -> DensityMap:
         raise MapFormatError(path, "no such file", "check the path")
     size = path.stat().st_size
     if size == 0:
-        raise MapFormatError(path, "file is empty (0 bytes)",
-                             "download the map again")
+        raise MapFormatError(path, "file is empty (0 bytes)", "download the map again")
     notes: list[str] = []
     try:
         with _open_stream(path) as stream:
@@ -306,7 +321,8 @@ def read_map(path: str | Path, max_voxels: int = MAX_VOXELS) -> DensityMap:
                 raise MapFormatError(
                     path,
                     f"truncated: only {len(raw)} bytes, less than the 1024-byte "
-                    "MRC header", "download the map again",
+                    "MRC header",
+                    "download the map again",
                 )
             header = _decode_header(raw, path, notes)
             h = _header_fields(header)
@@ -314,8 +330,11 @@ def read_map(path: str | Path, max_voxels: int = MAX_VOXELS) -> DensityMap:
             if h["nsymbt"]:
                 skipped = _read_exact(stream, memoryview(bytearray(h["nsymbt"])))
                 if skipped < h["nsymbt"]:
-                    raise MapFormatError(path, "truncated inside the extended header",
-                                         "download the map again")
+                    raise MapFormatError(
+                        path,
+                        "truncated inside the extended header",
+                        "download the map again",
+                    )
             dtype = mrc_utils.data_dtype_from_header(header)
             shape = (h["nz"], h["ny"], h["nx"])
             raw_data = np.empty(shape, dtype=dtype)
@@ -324,9 +343,11 @@ def read_map(path: str | Path, max_voxels: int = MAX_VOXELS) -> DensityMap:
     except _STREAM_ERRORS as err:
         if isinstance(err, MapFormatError):
             raise
-        raise MapFormatError(path, f"cannot be read ({type(err).__name__}: {err})",
-                             "the file is corrupt or truncated; download it again",
-                             ) from err
+        raise MapFormatError(
+            path,
+            f"cannot be read ({type(err).__name__}: {err})",
+            "the file is corrupt or truncated; download it again",
+        ) from err
     if got < expected:
         raise MapFormatError(
             path,
@@ -335,8 +356,9 @@ def read_map(path: str | Path, max_voxels: int = MAX_VOXELS) -> DensityMap:
             "download the map again",
         )
     if h["mode"] == 0 and h["nversion"] < 20140:
-        notes.append("mode 0 read as signed int8 (MRC2014); pre-2014 files may "
-                     "mean unsigned")
+        notes.append(
+            "mode 0 read as signed int8 (MRC2014); pre-2014 files may mean unsigned"
+        )
     if h["nversion"] == 0:
         notes.append("nversion=0 (pre-MRC2014 header)")
     if h["rms"] == 0.0:
@@ -346,7 +368,8 @@ def read_map(path: str | Path, max_voxels: int = MAX_VOXELS) -> DensityMap:
     bad = int(np.count_nonzero(~np.isfinite(data)))
     if bad:
         raise MapFormatError(
-            path, f"holds {bad:,} NaN/Inf values",
+            path,
+            f"holds {bad:,} NaN/Inf values",
             "replace them (e.g. with 0) or re-export the map",
         )
     voxel_size = _voxel_size(h, notes)
@@ -391,8 +414,9 @@ def write_map(dmap: DensityMap, path: str | Path, compress: bool | None = None) 
     path = Path(path)
     if compress is None:
         compress = path.suffix == ".gz"
-    with mrcfile.new(path, overwrite=True,
-                     compression="gzip" if compress else None) as mrc:
+    with mrcfile.new(
+        path, overwrite=True, compression="gzip" if compress else None
+    ) as mrc:
         mrc.set_data(np.ascontiguousarray(dmap.data, dtype=np.float32))
         mrc.voxel_size = tuple(dmap.voxel_size)
         mrc.header.origin.x, mrc.header.origin.y, mrc.header.origin.z = dmap.origin
@@ -411,5 +435,11 @@ def gunzip_bytes(path: str | Path) -> bytes:
     return gzip.decompress(blob)  # pragma: no cover
 
 
-__all__ = ["DensityMap", "read_map", "write_map", "sha256_file", "MAX_VOXELS",
-           "SUPPORTED_MODES"]
+__all__ = [
+    "DensityMap",
+    "read_map",
+    "write_map",
+    "sha256_file",
+    "MAX_VOXELS",
+    "SUPPORTED_MODES",
+]

@@ -42,8 +42,9 @@ def read_model(path: str | Path) -> gemmi.Structure:
     try:
         structure = gemmi.read_structure(str(path))
     except (RuntimeError, ValueError, OSError) as err:
-        raise ModelError(path, f"cannot be read as PDB/mmCIF ({err})",
-                         "check the file format") from err
+        raise ModelError(
+            path, f"cannot be read as PDB/mmCIF ({err})", "check the file format"
+        ) from err
     structure.setup_entities()
     structure.remove_waters()
     structure.remove_hydrogens()
@@ -52,9 +53,9 @@ def read_model(path: str | Path) -> gemmi.Structure:
     return structure
 
 
-def model_atoms(structure: gemmi.Structure,
-                chains: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray,
-                                                              np.ndarray]:
+def model_atoms(
+    structure: gemmi.Structure, chains: Sequence[str] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Coordinates (Å, xyz), atomic numbers and masses (Da) of the first model.
 
     Args:
@@ -72,15 +73,21 @@ def model_atoms(structure: gemmi.Structure,
                 xyz.append((pos.x, pos.y, pos.z))
                 z.append(atom.element.atomic_number)
                 mass.append(atom.element.weight)
-    return (np.asarray(xyz, dtype=np.float64).reshape(-1, 3),
-            np.asarray(z, dtype=np.float64), np.asarray(mass, dtype=np.float64))
+    return (
+        np.asarray(xyz, dtype=np.float64).reshape(-1, 3),
+        np.asarray(z, dtype=np.float64),
+        np.asarray(mass, dtype=np.float64),
+    )
 
 
-def simulate_map(model: str | Path | gemmi.Structure, resolution: float,
-                 voxel_size: float | None = None,
-                 chains: Sequence[str] | None = None,
-                 padding: float | None = None,
-                 coords_transform: np.ndarray | None = None) -> DensityMap:
+def simulate_map(
+    model: str | Path | gemmi.Structure,
+    resolution: float,
+    voxel_size: float | None = None,
+    chains: Sequence[str] | None = None,
+    padding: float | None = None,
+    coords_transform: np.ndarray | None = None,
+) -> DensityMap:
     """Simulate a density map from an atomic model.
 
     Args:
@@ -108,8 +115,11 @@ def simulate_map(model: str | Path | gemmi.Structure, resolution: float,
         structure, name = read_model(model), str(model)
     xyz, atomic_number, mass = model_atoms(structure, chains)
     if len(xyz) == 0:
-        raise ModelError(name, f"no atoms in chains {list(chains or [])}",
-                         "check the chain names (gemmi: structure[0] chain names)")
+        raise ModelError(
+            name,
+            f"no atoms in chains {list(chains or [])}",
+            "check the chain names (gemmi: structure[0] chain names)",
+        )
     if coords_transform is not None:
         t = np.asarray(coords_transform, dtype=np.float64)
         xyz = xyz @ t[:3, :3].T + t[:3, 3]
@@ -129,10 +139,16 @@ def simulate_map(model: str | Path | gemmi.Structure, resolution: float,
     for dx in (0, 1):
         for dy in (0, 1):
             for dz in (0, 1):
-                w = (np.where(dx, t[:, 0], 1 - t[:, 0]) * np.where(dy, t[:, 1], 1 - t[:, 1])
-                     * np.where(dz, t[:, 2], 1 - t[:, 2]))
-                np.add.at(grid, (base[:, 2] + dz, base[:, 1] + dy, base[:, 0] + dx),
-                          w * atomic_number)
+                w = (
+                    np.where(dx, t[:, 0], 1 - t[:, 0])
+                    * np.where(dy, t[:, 1], 1 - t[:, 1])
+                    * np.where(dz, t[:, 2], 1 - t[:, 2])
+                )
+                np.add.at(
+                    grid,
+                    (base[:, 2] + dz, base[:, 1] + dy, base[:, 0] + dx),
+                    w * atomic_number,
+                )
     data = ndimage.gaussian_filter(grid, sigma / vs, mode="constant", truncate=4.0)
     data = data.astype(np.float32)
     volume = float(mass.sum()) * ANGSTROM3_PER_DALTON
@@ -140,14 +156,24 @@ def simulate_map(model: str | Path | gemmi.Structure, resolution: float,
     digest = hashlib.sha256()
     digest.update(f"{name}|{resolution}|{vs}|{sorted(chains or [])}".encode())
     digest.update(np.ascontiguousarray(xyz).tobytes())
-    label = (f"SIMULATED from {Path(name).name} at {resolution:g} A "
-             f"(Gaussian sigma {sigma:.2f} A)")
+    label = (
+        f"SIMULATED from {Path(name).name} at {resolution:g} A "
+        f"(Gaussian sigma {sigma:.2f} A)"
+    )
     return DensityMap(
-        data=data, voxel_size=(vs, vs, vs),
+        data=data,
+        voxel_size=(vs, vs, vs),
         origin=(float(lo[0]), float(lo[1]), float(lo[2])),
-        path=f"simulated:{Path(name).name}", sha256=digest.hexdigest(), mode=2,
-        header={"labels": [label[:80]], "recommended_contour": contour,
-                "resolution": float(resolution), "model": str(name),
-                "chains": list(chains) if chains is not None else None},
-        warnings=("simulated from an atomic model",), simulated=True,
+        path=f"simulated:{Path(name).name}",
+        sha256=digest.hexdigest(),
+        mode=2,
+        header={
+            "labels": [label[:80]],
+            "recommended_contour": contour,
+            "resolution": float(resolution),
+            "model": str(name),
+            "chains": list(chains) if chains is not None else None,
+        },
+        warnings=("simulated from an atomic model",),
+        simulated=True,
     )

@@ -14,8 +14,12 @@ def random_rotation(rng: np.random.Generator) -> np.ndarray:
     return Rotation.random(random_state=rng).as_matrix()
 
 
-def rotate_map(dmap: DensityMap, rotation: np.ndarray, voxel_size: float | None = None,
-               pad: float = 1.0) -> DensityMap:
+def rotate_map(
+    dmap: DensityMap,
+    rotation: np.ndarray,
+    voxel_size: float | None = None,
+    pad: float = 1.0,
+) -> DensityMap:
     """Rotate a map about its box centre and resample it on a fresh cubic grid.
 
     Args:
@@ -39,15 +43,28 @@ def rotate_map(dmap: DensityMap, rotation: np.ndarray, voxel_size: float | None 
     rev = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], dtype=np.float64)
     # new index n (zyx) -> world w -> old world r = R^T (w - c) + c -> old index
     matrix = rev @ np.diag(1.0 / old_v) @ rotation.T @ (new_v * rev)
-    offset = rev @ (np.diag(1.0 / old_v) @ (rotation.T @ (new_origin - center)
-                                            + center - np.asarray(dmap.origin)))
+    offset = rev @ (
+        np.diag(1.0 / old_v)
+        @ (rotation.T @ (new_origin - center) + center - np.asarray(dmap.origin))
+    )
     background = float(np.median(dmap.data[0]))
-    data = ndimage.affine_transform(dmap.data, matrix, offset=offset,
-                                    output_shape=(side, side, side), order=3,
-                                    mode="constant", cval=background)
+    data = ndimage.affine_transform(
+        dmap.data,
+        matrix,
+        offset=offset,
+        output_shape=(side, side, side),
+        order=3,
+        mode="constant",
+        cval=background,
+    )
     return DensityMap(
-        data=data.astype(np.float32), voxel_size=(new_v, new_v, new_v),
-        origin=tuple(float(o) for o in new_origin), path=dmap.path,
-        sha256=dmap.sha256, mode=2, header=dict(dmap.header),
-        warnings=dmap.warnings + ("rotated and resampled",), simulated=dmap.simulated,
+        data=data.astype(np.float32),
+        voxel_size=(new_v, new_v, new_v),
+        origin=tuple(float(o) for o in new_origin),
+        path=dmap.path,
+        sha256=dmap.sha256,
+        mode=2,
+        header=dict(dmap.header),
+        warnings=dmap.warnings + ("rotated and resampled",),
+        simulated=dmap.simulated,
     )

@@ -26,9 +26,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMANDS:
         module = importlib.import_module(f"swan_index.commands.{name}")
         doc = (module.__doc__ or "").strip()
-        cmd = sub.add_parser(name, help=doc.splitlines()[0] if doc else name,
-                             description=doc,
-                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        cmd = sub.add_parser(
+            name,
+            help=doc.splitlines()[0] if doc else name,
+            description=doc,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         module.add_args(cmd)
         cmd.set_defaults(func=module.main)
     return parser
@@ -37,8 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``swan`` console script; returns the exit code."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
     try:
         return int(args.func(args) or 0)
     except BrokenPipeError:  # e.g. `swan info --json ... | head`

@@ -44,4 +44,3 @@ def model_path():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
-

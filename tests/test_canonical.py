@@ -46,8 +46,10 @@ def test_contour_precedence(map_path):
 
 def test_higher_contour_gives_smaller_volume(map_path):
     dmap = read_map(map_path("emd_21457_seg"))
-    assert canonicalize(dmap, 0.6, grid=16).size.volume < \
-        canonicalize(dmap, 0.3, grid=16).size.volume
+    assert (
+        canonicalize(dmap, 0.6, grid=16).size.volume
+        < canonicalize(dmap, 0.3, grid=16).size.volume
+    )
 
 
 def test_nothing_above_contour_is_a_clear_error(map_path):
@@ -93,8 +95,9 @@ def test_size_features_are_rotation_invariant(model_path, rng):
     a = canonicalize(simulate_map(model_path("6272"), 5.0), grid=16).size
     transform = np.eye(4)
     transform[:3, :3] = random_rotation(rng)
-    b = canonicalize(simulate_map(model_path("6272"), 5.0, coords_transform=transform),
-                     grid=16).size
+    b = canonicalize(
+        simulate_map(model_path("6272"), 5.0, coords_transform=transform), grid=16
+    ).size
     assert b.radius_of_gyration == pytest.approx(a.radius_of_gyration, rel=0.02)
     assert b.volume == pytest.approx(a.volume, rel=0.05)
     assert np.allclose(b.extents, a.extents, rtol=0.05)
@@ -103,8 +106,10 @@ def test_size_features_are_rotation_invariant(model_path, rng):
 def test_physical_size_separates_small_from_large(model_path):
     small = simulate_map(model_path("6272"), 6.0)
     large = simulate_map(model_path("5me2"), 6.0)
-    assert canonicalize(large, grid=16).size.volume > \
-        2 * canonicalize(small, grid=16).size.volume
+    assert (
+        canonicalize(large, grid=16).size.volume
+        > 2 * canonicalize(small, grid=16).size.volume
+    )
 
 
 def test_inverse_transform_puts_volume_back(map_path):
@@ -135,8 +140,14 @@ def test_anisotropic_voxels_give_the_same_volume(model_path):
     iso = simulate_map(model_path("5me2"), 6.0, voxel_size=1.0)
     factors = (1.0, 1.0 / 1.5, 1.0 / 2.0)  # z, y, x zoom -> voxel (2, 1.5, 1) Å
     data = ndimage.zoom(iso.data, factors, order=1)
-    aniso = DensityMap(data=data.astype(np.float32), voxel_size=(2.0, 1.5, 1.0),
-                       origin=iso.origin, path="aniso", sha256="",
-                       header=dict(iso.header), simulated=True)
+    aniso = DensityMap(
+        data=data.astype(np.float32),
+        voxel_size=(2.0, 1.5, 1.0),
+        origin=iso.origin,
+        path="aniso",
+        sha256="",
+        header=dict(iso.header),
+        simulated=True,
+    )
     a = canonicalize(iso, grid=32)
     assert _best_correlation(a, aniso, a.contour) >= 0.9

@@ -27,16 +27,23 @@ def test_every_header_parses(name):
     assert meta.pixel_spacing is not None and meta.box is not None
 
 
-@pytest.mark.parametrize("name,version", [("emd-0001-v30.xml", "3.0.0.1"),
-                                          ("emd-0001.xml", "3.0.0.1"),
-                                          ("emd-0001-v19.xml", "1.9.6")])
+@pytest.mark.parametrize(
+    "name,version",
+    [
+        ("emd-0001-v30.xml", "3.0.0.1"),
+        ("emd-0001.xml", "3.0.0.1"),
+        ("emd-0001-v19.xml", "1.9.6"),
+    ],
+)
 def test_emd_0001_by_hand(name, version):
     # Values read off the XML files by eye.
     meta = read_header(HEADERS / name)
     assert meta.emdb_id == "EMD-0001"
     assert meta.header_version == version
-    assert meta.title == ("Cryo-EM structure of bacterial RNA polymerase-sigma54 "
-                          "holoenzyme transcription open complex")
+    assert meta.title == (
+        "Cryo-EM structure of bacterial RNA polymerase-sigma54 "
+        "holoenzyme transcription open complex"
+    )
     assert meta.method == "singleParticle"
     assert meta.resolution == 3.4
     assert meta.contour_level == 0.018
@@ -95,15 +102,18 @@ XXE = """<?xml version="1.0"?>
 <emd emdb_id="EMD-1"><admin><title>&xxe;</title></admin></emd>"""
 
 
-@pytest.mark.parametrize("text,expected", [
-    (BOMB, "refused unsafe XML"),
-    (XXE, "refused unsafe XML"),
-    ("<emd emdb_id='EMD-1'><admin>", "malformed XML"),
-    ("", "malformed XML"),
-    ("\x00\x01\x02 binary", "malformed XML"),
-    ("<html><body>not found</body></html>", "not an EMDB header"),
-    ("<emd version='3.0'><admin/></emd>", "no entry id"),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (BOMB, "refused unsafe XML"),
+        (XXE, "refused unsafe XML"),
+        ("<emd emdb_id='EMD-1'><admin>", "malformed XML"),
+        ("", "malformed XML"),
+        ("\x00\x01\x02 binary", "malformed XML"),
+        ("<html><body>not found</body></html>", "not an EMDB header"),
+        ("<emd version='3.0'><admin/></emd>", "no entry id"),
+    ],
+)
 def test_bad_xml_gives_one_clear_line(tmp_path, text, expected):
     p = tmp_path / "bad.xml"
     p.write_text(text)

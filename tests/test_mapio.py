@@ -22,7 +22,8 @@ def test_real_maps_match_mrcfile(map_path, label):
     with mrcfile.open(path, permissive=True) as mrc:
         assert np.array_equal(dmap.data, mrc.data)
         assert dmap.voxel_size == pytest.approx(
-            tuple(float(v) for v in mrc.voxel_size.tolist()), rel=1e-6)
+            tuple(float(v) for v in mrc.voxel_size.tolist()), rel=1e-6
+        )
     assert dmap.data.dtype == np.float32
     assert dmap.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -32,7 +33,11 @@ def test_emd_3001_axis_order_is_reordered_to_zyx(map_path):
     dmap = read_map(map_path("emd_3001"))
     with mrcfile.open(map_path("emd_3001"), permissive=True) as mrc:
         raw = np.array(mrc.data)  # [section=y, row=x, column=z]
-        assert (int(mrc.header.mapc), int(mrc.header.mapr), int(mrc.header.maps)) == (3, 1, 2)
+        assert (int(mrc.header.mapc), int(mrc.header.mapr), int(mrc.header.maps)) == (
+            3,
+            1,
+            2,
+        )
     assert raw.shape == (25, 43, 73)
     assert dmap.shape == (73, 25, 43)  # z, y, x
     assert np.array_equal(dmap.data, raw.transpose(2, 0, 1))
@@ -43,8 +48,9 @@ def test_emd_3001_axis_order_is_reordered_to_zyx(map_path):
     assert any("nversion=0" in w for w in dmap.warnings)
 
 
-def test_nstart_origin_and_emdb_warnings_are_collected_not_printed(map_path, capsys,
-                                                                    recwarn):
+def test_nstart_origin_and_emdb_warnings_are_collected_not_printed(
+    map_path, capsys, recwarn
+):
     dmap = read_map(map_path("emd_1832"))
     assert dmap.origin == pytest.approx((-32 * 5.7,) * 3, abs=1e-3)
     assert "nversion=0 (pre-MRC2014 header)" in dmap.warnings
@@ -59,8 +65,9 @@ def test_origin_field_wins_over_nstart(map_path):
 
 def _sample(shape=(12, 10, 8), voxel=(1.5, 2.0, 2.5)) -> DensityMap:
     data = np.random.default_rng(0).normal(size=shape).astype(np.float32)
-    return DensityMap(data=data, voxel_size=voxel, origin=(10.0, -5.0, 3.0),
-                      path="x", sha256="")
+    return DensityMap(
+        data=data, voxel_size=voxel, origin=(10.0, -5.0, 3.0), path="x", sha256=""
+    )
 
 
 @pytest.mark.parametrize("name", ["a.mrc", "a.map.gz"])
@@ -82,8 +89,10 @@ def test_bz2_and_gzip_compression_detected_by_content(tmp_path, map_path):
     assert np.array_equal(read_map(tmp_path / "m.ccp4").data, ref)
 
 
-@pytest.mark.parametrize("dtype,mode", [(np.int8, 0), (np.int16, 1), (np.float32, 2),
-                                        (np.uint16, 6), (np.float16, 12)])
+@pytest.mark.parametrize(
+    "dtype,mode",
+    [(np.int8, 0), (np.int16, 1), (np.float32, 2), (np.uint16, 6), (np.float16, 12)],
+)
 def test_modes(tmp_path, dtype, mode):
     data = (np.arange(6 * 5 * 4).reshape(6, 5, 4) % 100).astype(dtype)
     with mrcfile.new(tmp_path / "m.mrc") as mrc:
@@ -103,6 +112,7 @@ def test_big_endian_map(tmp_path):
 
 
 # --- bad input -------------------------------------------------------------------
+
 
 def _patch_header(path, offset, fmt, *values):
     with open(path, "r+b") as fh:

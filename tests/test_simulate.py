@@ -40,8 +40,10 @@ def test_integral_is_total_atomic_number(model_path):
 
 def test_gaussian_width_follows_resolution(tmp_path):
     pdb = tmp_path / "one.pdb"
-    pdb.write_text("ATOM      1  C   ALA A   1       0.000   0.000   0.000  1.00 "
-                   "0.00           C\nEND\n")
+    pdb.write_text(
+        "ATOM      1  C   ALA A   1       0.000   0.000   0.000  1.00 "
+        "0.00           C\nEND\n"
+    )
     dmap = simulate_map(pdb, resolution=8.0, voxel_size=0.5)
     line = dmap.data[dmap.data.shape[0] // 2, dmap.data.shape[1] // 2]
     x = np.arange(line.size) * 0.5

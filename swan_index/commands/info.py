@@ -35,12 +35,16 @@ from ingest import (
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     """Register ``swan info``'s arguments."""
-    parser.add_argument("files", nargs="+", metavar="FILE",
-                        help="map files or folders")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON array on stdout")
-    parser.add_argument("--contour", type=float, default=None,
-                        help="contour level to report instead of the header's/auto")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="map files or folders")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON array on stdout"
+    )
+    parser.add_argument(
+        "--contour",
+        type=float,
+        default=None,
+        help="contour level to report instead of the header's/auto",
+    )
 
 
 def _entries(paths: list[str]) -> list[MapEntry | IngestError]:
@@ -49,8 +53,11 @@ def _entries(paths: list[str]) -> list[MapEntry | IngestError]:
         path = Path(raw)
         found = list(find_entries(path)) if path.exists() else []
         if not found:
-            problem = "no such file or folder" if not path.exists() else \
-                "no map files (.map/.mrc/.ccp4, optionally .gz/.bz2) found"
+            problem = (
+                "no such file or folder"
+                if not path.exists()
+                else "no map files (.map/.mrc/.ccp4, optionally .gz/.bz2) found"
+            )
             out.append(IngestError(path, problem, "check the path"))
         out.extend(found)
     return out
@@ -73,7 +80,8 @@ def describe(entry: MapEntry, contour: float | None = None) -> dict[str, Any]:
     level, source = choose_contour(dmap, contour, meta)
     return {
         "path": str(entry.map_path),
-        "emdb_id": (meta.emdb_id if meta else None) or entry.emdb_id
+        "emdb_id": (meta.emdb_id if meta else None)
+        or entry.emdb_id
         or emdb_id_from_name(entry.map_path.name),
         "header_path": str(entry.header_path) if meta else None,
         "title": meta.title if meta else None,
@@ -101,7 +109,9 @@ def _text(rec: dict[str, Any]) -> str:
         f"  grid        {x} x {y} x {z} (x, y, z), mode {rec['mode']}",
         "  voxel size  " + " x ".join(f"{v:.4g}" for v in rec["voxel_size"]) + " Å",
         "  origin      " + ", ".join(f"{v:.2f}" for v in rec["origin"]) + " Å",
-        "  extent      " + " x ".join(f"{v:.1f}" for v in rec["extent_angstrom"]) + " Å",
+        "  extent      "
+        + " x ".join(f"{v:.1f}" for v in rec["extent_angstrom"])
+        + " Å",
         f"  contour     {rec['contour']:.4g} ({rec['contour_source']})",
         f"  resolution  {res}",
     ]
