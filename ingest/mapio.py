@@ -48,8 +48,9 @@ log = logging.getLogger(__name__)
 
 #: MRC modes we read: int8, int16, float32, uint16, float16.
 SUPPORTED_MODES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float16"}
-#: Refuse maps with more voxels than this (2048^3) unless the caller raises it.
-MAX_VOXELS = 2048**3
+#: Refuse maps with more voxels than this (1200^3, 6.9 GB as float32) unless the
+#: caller raises it: a compressed file's real size is only known once decompressed.
+MAX_VOXELS = 1200**3
 #: Refuse an extended header larger than this.
 MAX_EXTENDED_HEADER = 64 * 2**20
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -106,15 +107,20 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _open_stream(path: Path) -> IO[bytes]:
-    """Open ``path`` for reading, decompressing gzip/bzip2 by their magic bytes."""
+def _open_stream(path: Path) -> tuple[IO[bytes], bool]:
+    """Open ``path`` for reading, decompressing gzip/bzip2 by their magic bytes.
+
+    Returns:
+        The stream and whether it is compressed.
+    """
     with open(path, "rb") as fh:
         magic = fh.read(3)
     if magic[:2] == _GZIP_MAGIC:
-        return _fast_gzip.open(path, "rb") if _fast_gzip else gzip.open(path, "rb")
+        opener = _fast_gzip.open if _fast_gzip else gzip.open
+        return opener(path, "rb"), True
     if magic == _BZIP2_MAGIC:
-        return bz2.open(path, "rb")
-    return open(path, "rb")
+        return bz2.open(path, "rb"), True
+    return open(path, "rb"), False
 
 
 def _read_exact(stream: IO[bytes], buffer: memoryview) -> int:
@@ -315,7 +321,8 @@ def read_map(path: str | Path, max_voxels: int = MAX_VOXELS) -> DensityMap:
         raise MapFormatError(path, "file is empty (0 bytes)", "download the map again")
     notes: list[str] = []
     try:
-        with _open_stream(path) as stream:
+        stream, compressed = _open_stream(path)
+        with stream:
             raw = stream.read(HEADER_DTYPE.itemsize)
             if len(raw) < HEADER_DTYPE.itemsize:
                 raise MapFormatError(
@@ -337,8 +344,17 @@ def read_map(path: str | Path, max_voxels: int = MAX_VOXELS) -> DensityMap:
                     )
             dtype = mrc_utils.data_dtype_from_header(header)
             shape = (h["nz"], h["ny"], h["nx"])
+            expected = int(np.prod(shape)) * dtype.itemsize
+            if not compressed and size < HEADER_DTYPE.itemsize + h["nsymbt"] + expected:
+                # Known before allocating anything: the file is too short.
+                raise MapFormatError(
+                    path,
+                    f"truncated: {size:,} bytes, but the header announces "
+                    f"{h['nx']}x{h['ny']}x{h['nz']} voxels of mode {h['mode']} "
+                    f"({HEADER_DTYPE.itemsize + h['nsymbt'] + expected:,} bytes)",
+                    "download the map again",
+                )
             raw_data = np.empty(shape, dtype=dtype)
-            expected = raw_data.nbytes
             got = _read_exact(stream, memoryview(raw_data.reshape(-1).view(np.uint8)))
     except _STREAM_ERRORS as err:
         if isinstance(err, MapFormatError):

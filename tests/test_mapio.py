@@ -226,3 +226,12 @@ def test_gzip_copy_of_real_map_reads_same(tmp_path, map_path):
     with open(map_path("emd_1832"), "rb") as src, gzip.open(dst, "wb") as out:
         shutil.copyfileobj(src, out)
     assert np.array_equal(read_map(dst).data, read_map(map_path("emd_1832")).data)
+
+
+def test_plain_file_shorter_than_announced_fails_before_allocating(tmp_path):
+    # Header claims 1000^3 float32 (4 GB); the file is 1 kB of data: refused from the
+    # file size alone, without allocating the array.
+    path = _small_map(tmp_path / "liar.mrc")
+    _patch_header(path, 0, "<3i", 1000, 1000, 1000)
+    with pytest.raises(MapFormatError, match="header announces 1000x1000x1000"):
+        read_map(path)
