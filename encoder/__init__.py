@@ -1,1 +1,21 @@
-"""Cryo-SWAN encoder: the multi-scale wavelet autoencoder (built in a later step)."""
+"""Cryo-SWAN encoder: multi-scale wavelet autoencoder with residual quantization."""
+
+from encoder.checkpoint import load_checkpoint, save_checkpoint, state_hash
+from encoder.code import MultiScaleCode
+from encoder.model import CryoSwan, CryoSwanConfig
+from encoder.quantize import Codebook, ResidualQuantizer
+from encoder.wavelet import haar_forward, haar_inverse, haar_pyramid
+
+__all__ = [
+    "Codebook",
+    "CryoSwan",
+    "CryoSwanConfig",
+    "MultiScaleCode",
+    "ResidualQuantizer",
+    "haar_forward",
+    "haar_inverse",
+    "haar_pyramid",
+    "load_checkpoint",
+    "save_checkpoint",
+    "state_hash",
+]

@@ -1,0 +1,108 @@
+"""Checkpoints that rebuild the model without the training code.
+
+A checkpoint is one ``torch.save`` file holding plain data only (loaded with
+``weights_only=True``): the config as a dict, the weights and buffers (codebooks
+included), the step, the optimizer state (optional), the package version, and a
+content hash of config + weights. The hash identifies the encoder in every code it
+makes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from encoder.model import CryoSwan, CryoSwanConfig
+
+FORMAT_VERSION = 1
+
+
+def state_hash(config: CryoSwanConfig, state: dict[str, torch.Tensor]) -> str:
+    """sha256 of the config (JSON, sorted keys) and every tensor, in key order."""
+    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    for key in sorted(state):
+        tensor = state[key].detach().cpu().contiguous()
+        digest.update(key.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(
+            tensor.view(-1).view(torch.uint8).numpy().tobytes()
+            if tensor.numel()
+            else b""
+        )
+    return digest.hexdigest()
+
+
+def save_checkpoint(
+    model: CryoSwan,
+    path: str | Path,
+    step: int = 0,
+    optimizer: torch.optim.Optimizer | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Write ``model`` to ``path`` atomically; returns the content hash."""
+    path = Path(path)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    digest = state_hash(model.config, state)
+    blob = {
+        "format_version": FORMAT_VERSION,
+        "config": model.config.to_dict(),
+        "state_dict": state,
+        "step": int(step),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "hash": digest,
+        "extra": extra or {},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(blob, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    model.checkpoint_hash = digest
+    return digest
+
+
+def load_checkpoint(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+) -> tuple[CryoSwan, dict[str, Any]]:
+    """Rebuild the model from ``path`` (eval mode) and return it with the raw blob.
+
+    Raises:
+        ValueError: the file is not a Cryo-SWAN checkpoint, or its weights do not
+            match its recorded hash (corrupt file).
+    """
+    path = Path(path)
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises many types for a bad file
+        raise ValueError(
+            f"{path}: not a readable checkpoint ({err}); "
+            "pass a file written by `swan train`"
+        ) from err
+    if not isinstance(blob, dict) or "config" not in blob or "state_dict" not in blob:
+        raise ValueError(
+            f"{path}: not a Cryo-SWAN checkpoint; pass a file written by `swan train`"
+        )
+    config = CryoSwanConfig.from_dict(blob["config"])
+    model = CryoSwan(config)
+    model.load_state_dict(blob["state_dict"])
+    digest = state_hash(config, blob["state_dict"])
+    if digest != blob.get("hash"):
+        raise ValueError(
+            f"{path}: weights do not match the recorded hash; "
+            "the file is corrupt, copy it again"
+        )
+    model.checkpoint_hash = digest
+    model.eval()
+    return model, blob

@@ -1,0 +1,300 @@
+"""The Cryo-SWAN model: Haar wavelet trunk, multi-scale residual quantization.
+
+Data flow for a canonical volume ``x`` ``[B, 1, G, G, G]`` (G = 64; n = G / 8):
+
+* **Encoder**: one Haar level turns ``x`` into 8 wavelet bands at G/2 (lossless);
+  two strided conv stages bring it to n^3; the Haar low-pass band of ``x`` at n^3
+  (the global shape) is concatenated before the last projection to ``latent_dim``
+  channels: ``f`` ``[B, D, n, n, n]``.
+* **Coarse-to-fine residual quantization** (as in VAR's multi-scale quantizer): for
+  each scale side ``s`` in ``config.scales`` (coarse to fine, the last equal to n),
+  the part of ``f`` that the coarser scales do not yet reconstruct, ``f - f_hat``,
+  is area-pooled to s^3 and quantized by that scale's own residual quantizer
+  (depth ``depths[i]``); the codes are upsampled to n^3, refined by a small conv
+  (``phi``) and added to ``f_hat``. So each finer scale is encoded conditioned on
+  what the coarser ones already reconstruct, and carries only the missing detail.
+* **Decoder**: from ``f_hat`` (all scales, or the first ``up_to``) two transposed-
+  conv stages up to G/2, a head predicts the 8 Haar bands, and the inverse Haar
+  transform gives the G^3 volume: no convolution ever runs at full resolution.
+* **Retrieval vectors**: for scale i, the cumulative reconstruction
+  ``f_hat`` after i+1 scales, area-pooled to ``min(s_i, 2)^3`` cells, flattened
+  and L2-normalised (``D`` dims at the coarsest scale, ``8 D`` after).
+* Optional **KL term** (``kl_weight > 0``): the encoder predicts a log-variance
+  too, ``f`` is sampled in training, and ``KL(q(f|x) || N(0, I))`` is added.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from encoder.code import MultiScaleCode
+from encoder.quantize import ResidualQuantizer
+from encoder.wavelet import haar_forward, haar_inverse, haar_pyramid
+
+
+@dataclass(frozen=True)
+class CryoSwanConfig:
+    """Model configuration (saved with every checkpoint)."""
+
+    grid: int = 64
+    scales: tuple[int, ...] = (1, 2, 4, 8)
+    depths: tuple[int, ...] = (2, 2, 2, 2)
+    codebook_size: int = 512
+    latent_dim: int = 32
+    channels: tuple[int, int, int] = (32, 64, 128)
+    groups: int = 8
+    kl_weight: float = 0.0
+    commitment: float = 0.25
+    ema_decay: float = 0.99
+    prefix_weight: float = 0.25
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = self.grid // 8
+        if self.grid % 8 or self.grid < 16:
+            raise ValueError(f"grid={self.grid}: use a multiple of 8, at least 16")
+        if list(self.scales) != sorted(self.scales) or self.scales[-1] != n:
+            raise ValueError(
+                f"scales {self.scales} must increase and end at grid/8={n}"
+            )
+        if len(self.depths) != len(self.scales):
+            raise ValueError("depths needs one entry per scale")
+
+    @property
+    def latent_side(self) -> int:
+        return self.grid // 8
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["scales"], d["depths"], d["channels"] = (
+            list(self.scales),
+            list(self.depths),
+            list(self.channels),
+        )
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> CryoSwanConfig:
+        d = dict(d)
+        for key in ("scales", "depths", "channels"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm-SiLU-conv, twice, plus the input."""
+
+    def __init__(self, ch: int, groups: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.GroupNorm(groups, ch),
+            nn.SiLU(),
+            nn.Conv3d(ch, ch, 3, padding=1),
+            nn.GroupNorm(groups, ch),
+            nn.SiLU(),
+            nn.Conv3d(ch, ch, 3, padding=1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: CryoSwanConfig) -> None:
+        super().__init__()
+        c0, c1, c2 = cfg.channels
+        g = cfg.groups
+        self.stem = nn.Conv3d(8, c0, 3, padding=1)
+        self.stages = nn.Sequential(
+            ResBlock(c0, g),
+            nn.Conv3d(c0, c1, 4, stride=2, padding=1),
+            ResBlock(c1, g),
+            nn.Conv3d(c1, c2, 4, stride=2, padding=1),
+            ResBlock(c2, g),
+            nn.GroupNorm(g, c2),
+            nn.SiLU(),
+        )
+        out = cfg.latent_dim * (2 if cfg.kl_weight > 0 else 1)
+        self.proj = nn.Conv3d(c2 + 1, out, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stages(self.stem(haar_forward(x)))
+        low = haar_pyramid(x, 3)[-1]  # global shape: the low-pass band at n^3
+        return self.proj(torch.cat([h, low], dim=1))
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: CryoSwanConfig) -> None:
+        super().__init__()
+        c0, c1, c2 = cfg.channels
+        g = cfg.groups
+        self.net = nn.Sequential(
+            nn.Conv3d(cfg.latent_dim, c2, 3, padding=1),
+            ResBlock(c2, g),
+            nn.ConvTranspose3d(c2, c1, 4, stride=2, padding=1),
+            ResBlock(c1, g),
+            nn.ConvTranspose3d(c1, c0, 4, stride=2, padding=1),
+            ResBlock(c0, g),
+            nn.GroupNorm(g, c0),
+            nn.SiLU(),
+            nn.Conv3d(c0, 8, 3, padding=1),
+        )
+
+    def forward(self, f_hat: torch.Tensor) -> torch.Tensor:
+        return haar_inverse(self.net(f_hat))
+
+
+class CryoSwan(nn.Module):
+    """The Cryo-SWAN autoencoder (see the module docstring)."""
+
+    def __init__(self, config: CryoSwanConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        d = config.latent_dim
+        self.quantizers = nn.ModuleList(
+            ResidualQuantizer(depth, config.codebook_size, d, config.ema_decay)
+            for depth in config.depths
+        )
+        self.phi = nn.ModuleList(nn.Conv3d(d, d, 3, padding=1) for _ in config.scales)
+        self.checkpoint_hash = "untrained"
+
+    # -- the multi-scale quantizer ------------------------------------------------
+    def _upsample(self, q: torch.Tensor, i: int) -> torch.Tensor:
+        n = self.config.latent_side
+        if q.shape[-1] != n:
+            q = F.interpolate(q, size=(n, n, n), mode="trilinear", align_corners=False)
+        return q + 0.5 * self.phi[i](q)
+
+    def _quantize(
+        self, f: torch.Tensor
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """Returns cumulative reconstructions per scale, indices per scale, and the
+        sum of per-scale quantization errors (for the codebook/phi loss)."""
+        b, d = f.shape[:2]
+        f_hat = torch.zeros_like(f)
+        cumulative, indices = [], []
+        for i, side in enumerate(self.config.scales):
+            rest = F.adaptive_avg_pool3d(f.detach() - f_hat.detach(), side)
+            flat = rest.permute(0, 2, 3, 4, 1).reshape(-1, d)
+            q, idx = self.quantizers[i](flat)
+            q = q.reshape(b, side, side, side, d).permute(0, 4, 1, 2, 3)
+            f_hat = f_hat + self._upsample(q, i)
+            cumulative.append(f_hat)
+            indices.append(idx.reshape(-1, b, side, side, side).transpose(0, 1))
+        return cumulative, indices, f_hat
+
+    def encode_latent(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pre-quantization latent ``f`` and the KL term (0 when disabled)."""
+        h = self.encoder(x)
+        if self.config.kl_weight <= 0:
+            return h, h.new_zeros(())
+        mu, logvar = h.chunk(2, dim=1)
+        logvar = logvar.clamp(-10, 10)
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).mean()
+        f = mu + torch.randn_like(mu) * (0.5 * logvar).exp() if self.training else mu
+        return f, kl
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Training forward pass: reconstruction and the loss terms.
+
+        Args:
+            x: ``[B, 1, G, G, G]`` canonical volumes.
+
+        Returns:
+            dict with ``recon`` ``[B, 1, G, G, G]``, ``loss`` and its parts.
+        """
+        f, kl = self.encode_latent(x)
+        cumulative, _, f_hat = self._quantize(f)
+        cfg = self.config
+        commit = F.mse_loss(f, f_hat.detach())
+        fit = F.mse_loss(f_hat, f.detach())  # trains phi
+        f_st = f + (f_hat - f).detach()  # straight-through
+        recon = self.decoder(f_st)
+        rec_loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
+        loss = rec_loss + cfg.commitment * commit + fit + cfg.kl_weight * kl
+        out = {
+            "recon": recon,
+            "rec_loss": rec_loss.detach(),
+            "commit": commit.detach(),
+            "kl": kl.detach(),
+        }
+        if cfg.prefix_weight > 0 and len(cfg.scales) > 1 and self.training:
+            # Teach the decoder to read partial codes: decode(up_to=s) of a random s.
+            s = int(torch.randint(1, len(cfg.scales), ()).item())
+            half = max(1, x.shape[0] // 2)
+            prefix = cumulative[s - 1][:half]
+            prefix = f[:half] + (prefix - f[:half]).detach()
+            part = self.decoder(prefix)
+            prefix_loss = F.mse_loss(part, x[:half])
+            loss = loss + cfg.prefix_weight * prefix_loss
+            out["prefix_loss"] = prefix_loss.detach()
+        out["loss"] = loss
+        return out
+
+    # -- inference ----------------------------------------------------------------
+    @torch.no_grad()
+    def encode_indices(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Token indices per scale, each ``[B, depth_s, s, s, s]`` (int64)."""
+        f, _ = self.encode_latent(x)
+        return self._quantize(f)[1]
+
+    @torch.no_grad()
+    def decode_indices(
+        self, indices: list[torch.Tensor], up_to: int | None = None
+    ) -> torch.Tensor:
+        """Reconstruct ``[B, 1, G, G, G]`` from the first ``up_to`` scales' tokens."""
+        n_scales = len(self.config.scales)
+        up_to = n_scales if up_to is None else up_to
+        if not 1 <= up_to <= n_scales:
+            raise ValueError(f"up_to={up_to}: use 1..{n_scales}")
+        f_hat = None
+        for i in range(up_to):
+            idx = indices[i].long().transpose(0, 1)  # [depth, B, s, s, s]
+            q = self.quantizers[i].decode(idx).permute(0, 4, 1, 2, 3)
+            up = self._upsample(q, i)
+            f_hat = up if f_hat is None else f_hat + up
+        return self.decoder(f_hat)
+
+    @torch.no_grad()
+    def encode(self, x: torch.Tensor) -> MultiScaleCode:
+        """Encode a batch ``[B, 1, G, G, G]`` into a :class:`MultiScaleCode`."""
+        f, _ = self.encode_latent(x)
+        cumulative, indices, _ = self._quantize(f)
+        vectors = []
+        for side, f_hat in zip(self.config.scales, cumulative, strict=True):
+            pooled = F.adaptive_avg_pool3d(f_hat, min(side, 2)).flatten(1)
+            vectors.append(F.normalize(pooled, dim=1).cpu().numpy().astype(np.float32))
+        tokens = tuple(t.cpu().numpy().astype(np.int16) for t in indices)
+        return MultiScaleCode(
+            tuple(self.config.scales), tokens, tuple(vectors), self.checkpoint_hash
+        )
+
+    @torch.no_grad()
+    def decode(self, code: MultiScaleCode, up_to: int | None = None) -> torch.Tensor:
+        """Reconstruct from a :class:`MultiScaleCode` (first ``up_to`` scales)."""
+        if code.checkpoint_hash != self.checkpoint_hash:
+            raise ValueError(
+                f"code was made by checkpoint {code.checkpoint_hash[:12]}, this model "
+                f"is {self.checkpoint_hash[:12]}; re-encode with the same checkpoint"
+            )
+        device = next(self.parameters()).device
+        idx = [torch.from_numpy(t.astype(np.int64)).to(device) for t in code.tokens]
+        return self.decode_indices(idx, up_to)
+
+    def codebook_stats(self) -> list[list[dict[str, float]]]:
+        """Per scale, per depth: perplexity and dead (unused) codes."""
+        return [[cb.stats() for cb in q.codebooks] for q in self.quantizers]
+
+    def bits_per_map(self) -> int:
+        cfg = self.config
+        tokens = sum(d * s**3 for d, s in zip(cfg.depths, cfg.scales, strict=True))
+        return int(tokens * math.log2(cfg.codebook_size))

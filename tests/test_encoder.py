@@ -1,0 +1,154 @@
+"""Cryo-SWAN model: wavelets, codebooks, multi-scale codes, checkpoints, training."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from encoder import (
+    Codebook,
+    CryoSwan,
+    CryoSwanConfig,
+    haar_forward,
+    haar_inverse,
+    haar_pyramid,
+    load_checkpoint,
+    save_checkpoint,
+)
+from ingest import canonicalize, read_map
+from tests.conftest import MAPS
+
+SMALL = CryoSwanConfig(
+    grid=32,
+    scales=(1, 2, 4),
+    depths=(2, 2, 2),
+    codebook_size=64,
+    latent_dim=16,
+    channels=(16, 32, 32),
+)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    """Real canonical volumes at 32^3 (EMDB sample maps), ``[4, 1, 32, 32, 32]``."""
+    vols = [
+        canonicalize(read_map(MAPS[k]), grid=32).values
+        for k in ("emd_1832", "emd_5625", "emd_21457_seg", "emd_6824")
+    ]
+    return torch.from_numpy(np.stack(vols)[:, None])
+
+
+def test_haar_is_orthonormal_and_invertible():
+    x = torch.randn(2, 3, 8, 8, 8)
+    y = haar_forward(x)
+    assert y.shape == (2, 24, 4, 4, 4)
+    assert torch.allclose(haar_inverse(y), x, atol=1e-5)
+    assert torch.allclose((y**2).sum(), (x**2).sum(), rtol=1e-5)
+    low = haar_pyramid(x, 3)[-1]
+    assert torch.allclose(low[..., 0, 0, 0], x.mean(dim=(2, 3, 4)), atol=1e-5)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="end at grid/8"):
+        CryoSwanConfig(grid=64, scales=(1, 2, 4))
+    with pytest.raises(ValueError, match="one entry per scale"):
+        CryoSwanConfig(grid=32, scales=(1, 2, 4), depths=(1, 1))
+
+
+def test_code_shapes_dtypes_and_norms(batch):
+    model = CryoSwan(SMALL).eval()
+    code = model.encode(batch)
+    assert code.scales == (1, 2, 4)
+    assert [t.shape for t in code.tokens] == [
+        (4, 2, 1, 1, 1),
+        (4, 2, 2, 2, 2),
+        (4, 2, 4, 4, 4),
+    ]
+    assert all(t.dtype == np.int16 for t in code.tokens)
+    assert [v.shape for v in code.vectors] == [(4, 16), (4, 128), (4, 128)]
+    for v in code.vectors:
+        assert v.dtype == np.float32
+        assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert len(code[1]) == 1 and code.bits(64) == model.bits_per_map()
+
+
+def test_eval_encoding_is_deterministic(batch):
+    model = CryoSwan(SMALL).eval()
+    a, b = model.encode(batch), model.encode(batch)
+    assert all(np.array_equal(x, y) for x, y in zip(a.tokens, b.tokens, strict=True))
+    assert all(np.array_equal(x, y) for x, y in zip(a.vectors, b.vectors, strict=True))
+
+
+def test_decode_indices_equals_forward_reconstruction(batch):
+    model = CryoSwan(SMALL).eval()
+    with torch.no_grad():
+        forward = model(batch)["recon"]
+    decoded = model.decode_indices(model.encode_indices(batch))
+    assert torch.allclose(forward, decoded, atol=1e-5)
+    assert torch.allclose(model.decode(model.encode(batch)), decoded, atol=1e-5)
+    assert (
+        model.decode_indices(model.encode_indices(batch), up_to=1).shape == batch.shape
+    )
+
+
+def test_checkpoint_round_trip_gives_identical_codes(batch, tmp_path):
+    model = CryoSwan(SMALL)
+    model.train()
+    model(batch)  # k-means init and one EMA update of the codebooks
+    model.eval()
+    digest = save_checkpoint(model, tmp_path / "m.pt", step=7)
+    loaded, blob = load_checkpoint(tmp_path / "m.pt")
+    assert blob["step"] == 7 and loaded.checkpoint_hash == digest
+    a, b = model.encode(batch), loaded.encode(batch)
+    assert a.checkpoint_hash == b.checkpoint_hash == digest
+    assert all(np.array_equal(x, y) for x, y in zip(a.tokens, b.tokens, strict=True))
+
+
+def test_codes_of_another_checkpoint_are_refused(batch, tmp_path):
+    model = CryoSwan(SMALL).eval()
+    save_checkpoint(model, tmp_path / "a.pt")
+    other = CryoSwan(SMALL).eval()
+    save_checkpoint(other, tmp_path / "b.pt")
+    with pytest.raises(ValueError, match="re-encode with the same checkpoint"):
+        other.decode(model.encode(batch))
+
+
+def test_corrupt_checkpoint_is_refused(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        load_checkpoint(bad)
+
+
+def test_training_steps_lower_the_loss(batch):
+    torch.manual_seed(0)
+    model = CryoSwan(SMALL).train()
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(25):
+        out = model(batch)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(float(out["rec_loss"]))
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+
+
+def test_dead_code_restart_replaces_unused_codes():
+    torch.manual_seed(0)
+    cb = Codebook(size=16, dim=4, decay=0.5, dead_threshold=0.05).train()
+    data = torch.randn(256, 4)
+    cb(data)  # k-means init
+    far = torch.full((4,), 100.0)
+    cb.embed[3] = far  # code 3 now never wins
+    cb.embed_sum[3] = far
+    for _ in range(10):
+        cb(data)
+    assert not torch.allclose(cb.embed[3], far)  # it was moved onto the data
+    assert cb.embed[3].abs().max() < 10
+    cb.reset_usage()
+    cb.eval()
+    cb(data)
+    stats = cb.stats()
+    assert stats["used"] + stats["dead"] == 16 and stats["perplexity"] > 1
