@@ -145,7 +145,8 @@ class ResidualQuantizer(nn.Module):
         return len(self.codebooks)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Quantize ``z`` ``[N, D]`` -> ``(sum of codes [N, D], indices [depth, N])``."""
+        """Quantize ``z`` ``[N, D]`` -> ``(codes summed [N, D], indices [depth, N])``.
+        """
         residual = z.detach()
         total = torch.zeros_like(residual)
         indices = []
