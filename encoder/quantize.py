@@ -145,8 +145,7 @@ class ResidualQuantizer(nn.Module):
         return len(self.codebooks)
 
     def forward(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Quantize ``z`` ``[N, D]`` -> ``(codes summed [N, D], indices [depth, N])``.
-        """
+        """Quantize ``z`` ``[N, D]`` -> ``(summed codes [N, D], idx [depth, N])``."""
         residual = z.detach()
         total = torch.zeros_like(residual)
         indices = []

@@ -40,7 +40,7 @@ feature because the scaling step removes it from the volume itself.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -450,28 +450,7 @@ def canonicalize_poses(
     Raises:
         MapFormatError: nothing in the map reaches the contour.
     """
-    if grid < 8:
-        raise ValueError(f"grid={grid} is too small; use 32 or 64")
-    prep = _prepare(dmap, contour, grid, metadata)
-    base = CanonicalVolume(
-        values=np.empty(0, np.float32),
-        grid=grid,
-        angstrom_per_voxel=2.0 * prep.extent / (FILL * grid),
-        rotation=prep.candidates[0],
-        center=prep.center,
-        contour=prep.contour,
-        contour_source=prep.contour_source,
-        density_scale=prep.density_scale,
-        size=prep.size,
-        candidates=prep.candidates,
-        ambiguity=prep.ambiguity,
-        source_sha256=prep.sha256,
-        simulated=prep.simulated,
-    )
-    return [
-        replace(base, values=_render(prep, rot, grid), rotation=rot, pose_index=i)
-        for i, rot in enumerate(prep.candidates)
-    ]
+    return _canonical_volumes(dmap, contour, grid, metadata, all_poses=True)
 
 
 def canonicalize(
@@ -485,24 +464,39 @@ def canonicalize(
     See :func:`canonicalize_poses` for the arguments; candidate poses are listed in
     the result's ``candidates`` but not rendered.
     """
+    return _canonical_volumes(dmap, contour, grid, metadata, all_poses=False)[0]
+
+
+def _canonical_volumes(
+    dmap: DensityMap,
+    contour: float | None,
+    grid: int,
+    metadata: EntryMetadata | None,
+    all_poses: bool,
+) -> list[CanonicalVolume]:
     if grid < 8:
         raise ValueError(f"grid={grid} is too small; use 32 or 64")
     prep = _prepare(dmap, contour, grid, metadata)
-    return CanonicalVolume(
-        values=_render(prep, prep.candidates[0], grid),
-        grid=grid,
-        angstrom_per_voxel=2.0 * prep.extent / (FILL * grid),
-        rotation=prep.candidates[0],
-        center=prep.center,
-        contour=prep.contour,
-        contour_source=prep.contour_source,
-        density_scale=prep.density_scale,
-        size=prep.size,
-        candidates=prep.candidates,
-        ambiguity=prep.ambiguity,
-        source_sha256=prep.sha256,
-        simulated=prep.simulated,
-    )
+    poses = prep.candidates if all_poses else prep.candidates[:1]
+    return [
+        CanonicalVolume(
+            values=_render(prep, rotation, grid),
+            grid=grid,
+            angstrom_per_voxel=2.0 * prep.extent / (FILL * grid),
+            rotation=rotation,
+            center=prep.center,
+            contour=prep.contour,
+            contour_source=prep.contour_source,
+            density_scale=prep.density_scale,
+            size=prep.size,
+            candidates=prep.candidates,
+            pose_index=index,
+            ambiguity=prep.ambiguity,
+            source_sha256=prep.sha256,
+            simulated=prep.simulated,
+        )
+        for index, rotation in enumerate(poses)
+    ]
 
 
 def to_original_frame(
