@@ -49,6 +49,7 @@ from ingest.contour import auto_contour
 from ingest.errors import MapFormatError
 from ingest.header import EntryMetadata
 from ingest.mapio import DensityMap
+from ingest.transform import resample_xyz
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +68,6 @@ EIGEN_GAP = 0.1
 SKEW_MIN = 0.1
 #: Cap on candidate poses.
 MAX_CANDIDATES = 32
-
-_REVERSE = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -409,18 +408,14 @@ def _render(prep: _Prepared, rotation: np.ndarray, grid: int) -> np.ndarray:
     """Resample the prepared crop into the canonical grid for one pose."""
     s = 2.0 * prep.extent / (FILL * grid)
     c0 = (grid - 1) / 2.0
+    # canonical index o -> world center + s R (o - c0) -> crop index
     inv_v = np.diag(1.0 / prep.crop_voxel)
-    matrix = _REVERSE @ inv_v @ rotation @ (s * _REVERSE)
-    offset = _REVERSE @ inv_v @ (prep.center - prep.crop_origin) - matrix @ np.full(
-        3, c0
-    )
-    dens = ndimage.affine_transform(
+    matrix = inv_v @ rotation * s
+    dens = resample_xyz(
         prep.crop,
         matrix,
-        offset=offset,
-        output_shape=(grid, grid, grid),
-        order=1,
-        mode="constant",
+        inv_v @ (prep.center - prep.crop_origin) - matrix @ np.full(3, c0),
+        (grid, grid, grid),
         cval=prep.low,
     )
     inside = dens >= prep.contour
@@ -517,19 +512,13 @@ def to_original_frame(
     origin = np.asarray(like.origin, dtype=np.float64)
     s = cv.angstrom_per_voxel
     c0 = (cv.grid - 1) / 2.0
-    # map index n (zyx) -> world -> canonical index o (zyx)
-    matrix = _REVERSE @ cv.rotation.T @ np.diag(vsize) @ _REVERSE / s
-    offset = _REVERSE @ (cv.rotation.T @ (origin - cv.center)) / s + c0
-    out = ndimage.affine_transform(
+    # map index n -> world origin + v n -> canonical index R^T (w - center) / s + c0
+    return resample_xyz(
         np.asarray(values, dtype=np.float32),
-        matrix,
-        offset=offset,
-        output_shape=like.shape,
-        order=1,
-        mode="constant",
-        cval=0.0,
+        cv.rotation.T @ np.diag(vsize) / s,
+        cv.rotation.T @ (origin - cv.center) / s + c0,
+        like.shape,
     )
-    return out.astype(np.float32)
 
 
 def volume_correlation(a: np.ndarray, b: np.ndarray) -> float:

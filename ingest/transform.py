@@ -8,6 +8,38 @@ from scipy.spatial.transform import Rotation
 
 from ingest.mapio import DensityMap
 
+_REVERSE = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], dtype=np.float64)
+
+
+def resample_xyz(
+    data: np.ndarray,
+    matrix_xyz: np.ndarray,
+    offset_xyz: np.ndarray,
+    output_shape: tuple[int, int, int],
+    order: int = 1,
+    cval: float = 0.0,
+) -> np.ndarray:
+    """Affine resampling written in (x, y, z) index order for ``[z, y, x]`` arrays.
+
+    The output voxel with index ``n = (i, j, k)`` (x, y, z) takes the value of
+    ``data`` at input index ``matrix_xyz @ n + offset_xyz`` (x, y, z); outside the
+    input, ``cval``. This is ``scipy.ndimage.affine_transform`` with both sides of
+    the map reversed into the arrays' [z, y, x] order.
+
+    Returns:
+        float32 array of ``output_shape`` ([z, y, x]).
+    """
+    out = ndimage.affine_transform(
+        data,
+        _REVERSE @ np.asarray(matrix_xyz, dtype=np.float64) @ _REVERSE,
+        offset=_REVERSE @ np.asarray(offset_xyz, dtype=np.float64),
+        output_shape=output_shape,
+        order=order,
+        mode="constant",
+        cval=cval,
+    )
+    return out.astype(np.float32, copy=False)
+
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:
     """A uniformly distributed 3x3 rotation matrix."""
@@ -40,22 +72,16 @@ def rotate_map(
     center = np.asarray(dmap.origin) + (np.array(dmap.shape[::-1]) - 1) / 2.0 * old_v
     side = int(np.ceil(np.linalg.norm(extent) * pad / new_v)) | 1
     new_origin = center - (side - 1) / 2.0 * new_v
-    rev = np.array([[0, 0, 1], [0, 1, 0], [1, 0, 0]], dtype=np.float64)
-    # new index n (zyx) -> world w -> old world r = R^T (w - c) + c -> old index
-    matrix = rev @ np.diag(1.0 / old_v) @ rotation.T @ (new_v * rev)
-    offset = rev @ (
-        np.diag(1.0 / old_v)
-        @ (rotation.T @ (new_origin - center) + center - np.asarray(dmap.origin))
-    )
-    background = float(np.median(dmap.data[0]))
-    data = ndimage.affine_transform(
+    # new index n -> world w = new_origin + new_v n -> old world
+    # r = R^T (w - c) + c -> old index (r - origin) / old_v
+    inv_v = np.diag(1.0 / old_v)
+    data = resample_xyz(
         dmap.data,
-        matrix,
-        offset=offset,
-        output_shape=(side, side, side),
+        inv_v @ rotation.T * new_v,
+        inv_v @ (rotation.T @ (new_origin - center) + center - np.asarray(dmap.origin)),
+        (side, side, side),
         order=3,
-        mode="constant",
-        cval=background,
+        cval=float(np.median(dmap.data[0])),
     )
     return DensityMap(
         data=data.astype(np.float32),
