@@ -2,10 +2,10 @@
 
 Data flow for a canonical volume ``x`` ``[B, 1, G, G, G]`` (G = 64; n = G / 8):
 
-* **Encoder**: one Haar level turns ``x`` into 8 wavelet bands at G/2 (lossless);
-  two strided conv stages bring it to n^3; the Haar low-pass band of ``x`` at n^3
-  (the global shape) is concatenated before the last projection to ``latent_dim``
-  channels: ``f`` ``[B, D, n, n, n]``.
+* **Encoder**: two Haar levels turn ``x`` into 64 wavelet bands at G/4 (lossless);
+  a conv stage there and a strided one bring it to n^3; the Haar low-pass band of
+  ``x`` at n^3 (the global shape) is concatenated before the last projection to
+  ``latent_dim`` channels: ``f`` ``[B, D, n, n, n]``.
 * **Coarse-to-fine residual quantization** (as in VAR's multi-scale quantizer): for
   each scale side ``s`` in ``config.scales`` (coarse to fine, the last equal to n),
   the part of ``f`` that the coarser scales do not yet reconstruct, ``f - f_hat``,
@@ -13,9 +13,10 @@ Data flow for a canonical volume ``x`` ``[B, 1, G, G, G]`` (G = 64; n = G / 8):
   (depth ``depths[i]``); the codes are upsampled to n^3, refined by a small conv
   (``phi``) and added to ``f_hat``. So each finer scale is encoded conditioned on
   what the coarser ones already reconstruct, and carries only the missing detail.
-* **Decoder**: from ``f_hat`` (all scales, or the first ``up_to``) two transposed-
-  conv stages up to G/2, a head predicts the 8 Haar bands, and the inverse Haar
-  transform gives the G^3 volume: no convolution ever runs at full resolution.
+* **Decoder**: from ``f_hat`` (all scales, or the first ``up_to``) a conv stage at
+  n^3 and a transposed conv to G/4, where a head predicts the 64 Haar bands; two
+  inverse Haar levels give the G^3 volume. No convolution runs above G/4, which
+  is what keeps the model fast on a CPU (full-resolution convs cost ~10x).
 * **Retrieval vectors**: for scale i, the cumulative reconstruction
   ``f_hat`` after i+1 scales, area-pooled to ``min(s_i, 2)^3`` cells, flattened
   and L2-normalised (``D`` dims at the coarsest scale, ``8 D`` after).
@@ -37,6 +38,9 @@ from encoder.code import MultiScaleCode
 from encoder.quantize import ResidualQuantizer
 from encoder.wavelet import haar_forward, haar_inverse, haar_pyramid
 
+#: Haar levels before the first / after the last convolution (G -> G/4).
+HAAR_LEVELS = 2
+
 
 @dataclass(frozen=True)
 class CryoSwanConfig:
@@ -47,7 +51,7 @@ class CryoSwanConfig:
     depths: tuple[int, ...] = (2, 2, 2, 2)
     codebook_size: int = 512
     latent_dim: int = 32
-    channels: tuple[int, int, int] = (32, 64, 128)
+    channels: tuple[int, int] = (32, 64)
     groups: int = 8
     kl_weight: float = 0.0
     commitment: float = 0.25
@@ -63,6 +67,8 @@ class CryoSwanConfig:
             raise ValueError(
                 f"scales {self.scales} must increase and end at grid/8={n}"
             )
+        if len(self.channels) != 2:
+            raise ValueError("channels takes two widths: (at G/4, at G/8)")
         if len(self.depths) != len(self.scales):
             raise ValueError("depths needs one entry per scale")
 
@@ -106,17 +112,29 @@ class ResBlock(nn.Module):
         return x + self.body(x)
 
 
+def _haar_down(x: torch.Tensor, levels: int) -> torch.Tensor:
+    for _ in range(levels):
+        x = haar_forward(x)
+    return x
+
+
+def _haar_up(x: torch.Tensor, levels: int) -> torch.Tensor:
+    for _ in range(levels):
+        x = haar_inverse(x)
+    return x
+
+
 class Encoder(nn.Module):
+    """Two Haar levels (lossless, G -> G/4 with 64 bands), conv stages to G/8."""
+
     def __init__(self, cfg: CryoSwanConfig) -> None:
         super().__init__()
-        c0, c1, c2 = cfg.channels
+        c1, c2 = cfg.channels
         g = cfg.groups
-        self.stem = nn.Conv3d(8, c0, 3, padding=1)
         self.stages = nn.Sequential(
-            ResBlock(c0, g),
-            nn.Conv3d(c0, c1, 4, stride=2, padding=1),
+            nn.Conv3d(8**HAAR_LEVELS, c1, 3, padding=1),
             ResBlock(c1, g),
-            nn.Conv3d(c1, c2, 4, stride=2, padding=1),
+            nn.Conv3d(c1, c2, 2, stride=2),
             ResBlock(c2, g),
             nn.GroupNorm(g, c2),
             nn.SiLU(),
@@ -125,30 +143,31 @@ class Encoder(nn.Module):
         self.proj = nn.Conv3d(c2 + 1, out, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.stages(self.stem(haar_forward(x)))
+        h = self.stages(_haar_down(x, HAAR_LEVELS))
         low = haar_pyramid(x, 3)[-1]  # global shape: the low-pass band at n^3
         return self.proj(torch.cat([h, low], dim=1))
 
 
 class Decoder(nn.Module):
+    """Conv stages from G/8 to G/4, a head predicting 64 Haar bands, two inverse
+    Haar levels back to G: no convolution runs above G/4."""
+
     def __init__(self, cfg: CryoSwanConfig) -> None:
         super().__init__()
-        c0, c1, c2 = cfg.channels
+        c1, c2 = cfg.channels
         g = cfg.groups
         self.net = nn.Sequential(
             nn.Conv3d(cfg.latent_dim, c2, 3, padding=1),
             ResBlock(c2, g),
-            nn.ConvTranspose3d(c2, c1, 4, stride=2, padding=1),
+            nn.ConvTranspose3d(c2, c1, 2, stride=2),
             ResBlock(c1, g),
-            nn.ConvTranspose3d(c1, c0, 4, stride=2, padding=1),
-            ResBlock(c0, g),
-            nn.GroupNorm(g, c0),
+            nn.GroupNorm(g, c1),
             nn.SiLU(),
-            nn.Conv3d(c0, 8, 3, padding=1),
+            nn.Conv3d(c1, 8**HAAR_LEVELS, 3, padding=1),
         )
 
     def forward(self, f_hat: torch.Tensor) -> torch.Tensor:
-        return haar_inverse(self.net(f_hat))
+        return _haar_up(self.net(f_hat), HAAR_LEVELS)
 
 
 class CryoSwan(nn.Module):

@@ -25,7 +25,7 @@ SMALL = CryoSwanConfig(
     depths=(2, 2, 2),
     codebook_size=64,
     latent_dim=16,
-    channels=(16, 32, 32),
+    channels=(16, 32),
 )
 
 
