@@ -52,6 +52,7 @@ def save_checkpoint(
     digest = state_hash(model.config, state)
     blob = {
         "format_version": FORMAT_VERSION,
+        "arch": model.config.extra.get("baseline", "cryoswan"),
         "config": model.config.to_dict(),
         "state_dict": state,
         "step": int(step),
@@ -75,7 +76,7 @@ def save_checkpoint(
 def load_checkpoint(
     path: str | Path,
     map_location: str | torch.device = "cpu",
-) -> tuple[CryoSwan, dict[str, Any]]:
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the model from ``path`` (eval mode) and return it with the raw blob.
 
     Raises:
@@ -95,7 +96,12 @@ def load_checkpoint(
             f"{path}: not a Cryo-SWAN checkpoint; pass a file written by `swan train`"
         )
     config = CryoSwanConfig.from_dict(blob["config"])
-    model = CryoSwan(config)
+    if blob.get("arch") == "plain-ae":
+        from encoder.baselines import PlainAutoencoder
+
+        model = PlainAutoencoder(config, config.latent_dim, config.extra["bits"])
+    else:
+        model = CryoSwan(config)
     model.load_state_dict(blob["state_dict"])
     digest = state_hash(config, blob["state_dict"])
     if digest != blob.get("hash"):

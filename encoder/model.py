@@ -27,7 +27,7 @@ Data flow for a canonical volume ``x`` ``[B, 1, G, G, G]`` (G = 64; n = G / 8):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -71,6 +71,14 @@ class CryoSwanConfig:
             raise ValueError("channels takes two widths: (at G/4, at G/8)")
         if len(self.depths) != len(self.scales):
             raise ValueError("depths needs one entry per scale")
+
+    def for_grid(self, grid: int) -> CryoSwanConfig:
+        """This config at another grid: scales beyond grid/8 are dropped."""
+        n = grid // 8
+        keep = [i for i, side in enumerate(self.scales) if side < n]
+        scales = tuple(self.scales[i] for i in keep) + (n,)
+        depths = tuple(self.depths[i] for i in keep) + (self.depths[-1],)
+        return replace(self, grid=grid, scales=scales, depths=depths)
 
     @property
     def latent_side(self) -> int:

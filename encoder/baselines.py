@@ -1,0 +1,93 @@
+"""Baselines for the reconstruction benchmark, at (nearly) equal code bits.
+
+Both reuse the Cryo-SWAN trunk (the same Haar encoder and decoder), so the
+comparison isolates the latent code:
+
+* **single-scale VQ-VAE**: :class:`~encoder.model.CryoSwan` with one scale, the
+  full latent grid n^3, and a residual quantizer of depth 2 with 1024 codes:
+  ``512 x 2 x 10 = 10,240`` bits at 64^3 (Cryo-SWAN's default: 10,530).
+* **plain convolutional autoencoder**: no codebook; a ``latent_dim``-channel
+  latent at n^3 squashed by tanh and uniformly quantized to ``bits`` bits per value
+  (straight-through in training): ``512 x 5 x 4 = 10,240`` bits at 64^3.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from encoder.model import CryoSwan, CryoSwanConfig, Decoder, Encoder
+
+
+def single_scale_config(base: CryoSwanConfig) -> CryoSwanConfig:
+    """The single-scale VQ-VAE's config for a Cryo-SWAN config ``base``."""
+    return replace(
+        base,
+        scales=(base.latent_side,),
+        depths=(2,),
+        codebook_size=1024,
+        prefix_weight=0.0,
+        extra={**base.extra, "baseline": "single-scale"},
+    )
+
+
+class PlainAutoencoder(nn.Module):
+    """Convolutional autoencoder with a uniformly quantized continuous latent."""
+
+    def __init__(
+        self, config: CryoSwanConfig, latent_dim: int = 5, bits: int = 4
+    ) -> None:
+        super().__init__()
+        self.config = replace(
+            config,
+            latent_dim=latent_dim,
+            kl_weight=0.0,
+            extra={**config.extra, "baseline": "plain-ae", "bits": bits},
+        )
+        self.bits = bits
+        self.encoder = Encoder(self.config)
+        self.decoder = Decoder(self.config)
+        self.checkpoint_hash = "untrained"
+
+    def _latent(self, x: torch.Tensor) -> torch.Tensor:
+        z = torch.tanh(self.encoder(x))
+        levels = 2**self.bits - 1
+        q = torch.round((z + 1) / 2 * levels) / levels * 2 - 1
+        return z + (q - z).detach()
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        recon = self.decoder(self._latent(x))
+        rec_loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
+        return {"recon": recon, "loss": rec_loss, "rec_loss": rec_loss.detach()}
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, up_to: int | None = None) -> torch.Tensor:
+        return self.decoder(self._latent(x))
+
+    def bits_per_map(self) -> int:
+        return self.config.latent_side**3 * self.config.latent_dim * self.bits
+
+
+def reconstruct(
+    model: nn.Module, x: torch.Tensor, up_to: int | None = None
+) -> torch.Tensor:
+    """Reconstruction of ``x`` by any benchmarked model (``up_to`` for Cryo-SWAN)."""
+    if isinstance(model, CryoSwan):
+        return model.decode_indices(model.encode_indices(x), up_to)
+    return model.reconstruct(x)
+
+
+def bits_up_to(model: nn.Module, up_to: int | None = None) -> int:
+    """Bits per map of the first ``up_to`` scales (all for the baselines)."""
+    if isinstance(model, CryoSwan):
+        cfg = model.config
+        k = up_to or len(cfg.scales)
+        tokens = sum(
+            d * s**3 for d, s in zip(cfg.depths[:k], cfg.scales[:k], strict=True)
+        )
+        return int(tokens * math.log2(cfg.codebook_size))
+    return model.bits_per_map()
