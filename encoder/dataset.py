@@ -259,7 +259,7 @@ def _real_job(path: str, view: int, seed: int, grid: int) -> tuple[np.ndarray, d
             dmap = crop_region(dmap, level, rng)
             aug["crop"] = True
         rotation = random_rotation(rng)
-        dmap = rotate_map(dmap, rotation)
+        dmap = rotate_map(dmap, rotation, order=1)
         aug["rotation"] = np.round(rotation, 4).tolist()
     cv = canonicalize(dmap, contour=level, grid=grid)
     return to_uint8(cv.values), _row(cv, aug, level)

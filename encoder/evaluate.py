@@ -112,3 +112,18 @@ def encoding_throughput(
         model.encode(x)
         best = min(best, time.perf_counter() - t0)
     return batch_size / best
+
+
+@torch.no_grad()
+def codebook_usage(model: CryoSwan, volumes: np.ndarray,
+                   batch_size: int = 32) -> list[list[dict[str, float]]]:
+    """Per scale and depth: perplexity and dead codes over uint8 ``volumes``."""
+    model.eval()
+    device = next(model.parameters()).device
+    for q in model.quantizers:
+        for cb in q.codebooks:
+            cb.reset_usage()
+    for start in range(0, len(volumes), batch_size):
+        x = torch.from_numpy(from_uint8(volumes[start:start + batch_size]))
+        model.encode_indices(x.unsqueeze(1).to(device))
+    return model.codebook_stats()

@@ -51,6 +51,7 @@ def rotate_map(
     rotation: np.ndarray,
     voxel_size: float | None = None,
     pad: float = 1.0,
+    order: int = 3,
 ) -> DensityMap:
     """Rotate a map about its box centre and resample it on a fresh cubic grid.
 
@@ -60,6 +61,7 @@ def rotate_map(
         voxel_size: Å per voxel of the new grid (default: the map's smallest).
         pad: extra box length, as a fraction of the rotated content's diagonal,
             (1.0 keeps every voxel of the old box inside the new one).
+        order: spline order of the interpolation (1 = trilinear, faster).
 
     Returns:
         A new :class:`DensityMap` (same path and hash, marked as transformed in its
@@ -80,7 +82,7 @@ def rotate_map(
         inv_v @ rotation.T * new_v,
         inv_v @ (rotation.T @ (new_origin - center) + center - np.asarray(dmap.origin)),
         (side, side, side),
-        order=3,
+        order=order,
         cval=float(np.median(dmap.data[0])),
     )
     return DensityMap(
