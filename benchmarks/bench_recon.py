@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--steps", type=int, default=6000)
+    parser.add_argument("--minutes", type=float, default=None,
+                        help="wall-time budget per model (equal for all runs)")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--kl-weight", type=float, default=1e-3)
@@ -65,7 +67,8 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict = {
         "benchmark": "reconstruction at equal code bits and equal training budget",
         "dataset": str(args.dataset),
-        "budget": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr},
+        "budget": {"steps": args.steps, "minutes": args.minutes,
+                   "batch_size": args.batch_size, "lr": args.lr},
         "runs": {},
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
                     "torch": torch.__version__,
@@ -83,7 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
             shutil.rmtree(run_dir)
         cfg = TrainConfig(dataset=str(args.dataset), out=str(run_dir), arch=arch,
                           model=model_cfg, batch_size=args.batch_size, lr=args.lr,
-                          steps=args.steps, device=args.device)
+                          steps=args.steps, minutes=args.minutes, device=args.device)
         t0 = time.time()
         final = train(cfg, progress=False)
         seconds = time.time() - t0
