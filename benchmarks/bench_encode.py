@@ -1,0 +1,102 @@
+"""Benchmark: encoding throughput (maps/s at 64^3, batched, CPU).
+
+Times ``CryoSwan.encode`` of the shipped checkpoint (or a fresh default model when
+there is none) against the encoders of the two baselines at equal bits, in the same
+run and on the same batch (best of ``--repeat``), and writes JSON.
+
+    $ python benchmarks/bench_encode.py [--checkpoint data/cryoswan.pt] [--batch 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from encoder.checkpoint import load_checkpoint  # noqa: E402
+from encoder.evaluate import encoding_throughput  # noqa: E402
+from encoder.model import CryoSwanConfig  # noqa: E402
+from encoder.train import build_model  # noqa: E402
+
+
+@torch.no_grad()
+def _plain_throughput(
+    model: torch.nn.Module, grid: int, batch: int, repeat: int
+) -> float:
+    x = (torch.rand(batch, 1, grid, grid, grid) > 0.9).float()
+    model.eval()
+    model.reconstruct(x[:2])
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        model._latent(x)
+        best = min(best, time.perf_counter() - t0)
+    return batch / best
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--checkpoint", type=Path, default=ROOT / "data" / "cryoswan.pt"
+    )
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "benchmarks" / "results" / "bench_encode.json",
+    )
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.checkpoint.exists():
+        model, _ = load_checkpoint(args.checkpoint)
+        source = (
+            str(args.checkpoint.relative_to(ROOT))
+            if args.checkpoint.is_relative_to(ROOT)
+            else str(args.checkpoint)
+        )
+    else:
+        model, source = build_model("cryoswan", CryoSwanConfig()), "untrained default"
+    grid = model.config.grid
+    single = build_model("single-scale", model.config)
+    plain = build_model("plain-ae", model.config)
+    result = {
+        "benchmark": f"encode throughput, {grid}^3, batch {args.batch}, CPU",
+        "checkpoint": source,
+        "threads": torch.get_num_threads(),
+        "maps_per_s": {
+            "cryoswan": encoding_throughput(model, grid, args.batch, args.repeat),
+            "single_scale_vq": encoding_throughput(
+                single, grid, args.batch, args.repeat
+            ),
+            "plain_ae": _plain_throughput(plain, grid, args.batch, args.repeat),
+        },
+        "machine": {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+        },
+    }
+    rates = result["maps_per_s"]
+    result["ratios"] = {
+        "cryoswan_over_single_scale": rates["cryoswan"] / rates["single_scale_vq"],
+        "cryoswan_over_plain_ae": rates["cryoswan"] / rates["plain_ae"],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return result
+
+
+if __name__ == "__main__":
+    main()
