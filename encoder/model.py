@@ -192,6 +192,9 @@ class CryoSwan(nn.Module):
             for depth in config.depths
         )
         self.phi = nn.ModuleList(nn.Conv3d(d, d, 3, padding=1) for _ in config.scales)
+        for conv in self.phi:  # start as the identity: a plain residual quantizer
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
         self.checkpoint_hash = "untrained"
 
     # -- the multi-scale quantizer ------------------------------------------------

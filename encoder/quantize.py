@@ -2,8 +2,8 @@
 
 The codebook learns by exponential moving averages of the vectors assigned to each
 code (no gradient), starts from k-means on the first training batch, and restarts
-dead codes (EMA usage below ``dead_threshold``) on random vectors of the current
-batch, so the whole codebook stays in use.
+dead codes (EMA usage below ``dead_threshold`` of the average code's) on random
+vectors of the current batch, so the whole codebook stays in use.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ class Codebook(nn.Module):
         size: int,
         dim: int,
         decay: float = 0.99,
-        dead_threshold: float = 0.05,
+        dead_threshold: float = 0.02,
         eps: float = 1e-5,
     ) -> None:
         super().__init__()
@@ -100,12 +100,15 @@ class Codebook(nn.Module):
 
     @torch.no_grad()
     def restart_dead(self, z: torch.Tensor) -> int:
-        """Move codes whose EMA usage is below threshold onto random rows of ``z``.
+        """Move codes whose EMA usage is below ``dead_threshold`` times the average
+        code's onto random rows of ``z``. Relative, so that a coarse scale (one
+        vector per map, few per batch) does not churn codes that are merely rare.
 
         Returns:
             How many codes were restarted.
         """
-        dead = self.cluster_size < self.dead_threshold
+        average = float(self.cluster_size.sum()) / self.size
+        dead = self.cluster_size < self.dead_threshold * average
         n_dead = int(dead.sum())
         if n_dead:
             pick = torch.randint(0, z.shape[0], (n_dead,), device=z.device)
