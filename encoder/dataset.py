@@ -125,11 +125,7 @@ def group_of(path: str | Path) -> str:
     """The molecule group of a real map or model file (its stem when unlisted)."""
     name = Path(path).name
     for suffix in (".gz", ".bz2", ".map", ".mrc", ".ccp4", ".pdb", ".cif", ".ent"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
-    for suffix in (".map", ".mrc", ".pdb", ".cif"):
-        if name.endswith(suffix):
-            name = name[: -len(suffix)]
+        name = name.removesuffix(suffix)  # in this order: compression first
     return GROUPS.get(name, name)
 
 
