@@ -13,7 +13,6 @@ import argparse
 import json
 import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,21 +24,6 @@ from encoder.checkpoint import load_checkpoint  # noqa: E402
 from encoder.evaluate import encoding_throughput  # noqa: E402
 from encoder.model import CryoSwanConfig  # noqa: E402
 from encoder.train import build_model  # noqa: E402
-
-
-@torch.no_grad()
-def _plain_throughput(
-    model: torch.nn.Module, grid: int, batch: int, repeat: int
-) -> float:
-    x = (torch.rand(batch, 1, grid, grid, grid) > 0.9).float()
-    model.eval()
-    model.reconstruct(x[:2])
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        model._latent(x)
-        best = min(best, time.perf_counter() - t0)
-    return batch / best
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -79,7 +63,9 @@ def main(argv: list[str] | None = None) -> dict:
             "single_scale_vq": encoding_throughput(
                 single, grid, args.batch, args.repeat
             ),
-            "plain_ae": _plain_throughput(plain, grid, args.batch, args.repeat),
+            "plain_ae": encoding_throughput(
+                plain, grid, args.batch, args.repeat, encode=plain._latent
+            ),
         },
         "machine": {
             "python": sys.version.split()[0],

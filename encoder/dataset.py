@@ -354,26 +354,25 @@ def _files(folder: str | None, suffixes: tuple[str, ...]) -> list[Path]:
 def plan_jobs(cfg: DatasetConfig) -> list[tuple[tuple, str, str, str]]:
     """Every job with its ``(job, kind, group, source)``, in a fixed order."""
     jobs: list[tuple[tuple, str, str, str]] = []
-    for path in _files(cfg.real_maps, (".map", ".mrc", ".ccp4", ".map.gz", ".mrc.gz")):
-        for view in range(cfg.real_views):
-            jobs.append(
-                (
-                    ("real", str(path), view, cfg.seed, cfg.grid),
-                    "real",
-                    group_of(path),
-                    path.name,
-                )
-            )
-    for path in _files(cfg.models, (".pdb", ".cif", ".ent", ".pdb.gz", ".cif.gz")):
-        for view in range(cfg.model_views):
-            jobs.append(
-                (
-                    ("simulated", str(path), view, cfg.seed, cfg.grid),
-                    "simulated",
-                    group_of(path),
-                    path.name,
-                )
-            )
+    sources = (
+        (
+            "real",
+            cfg.real_maps,
+            (".map", ".mrc", ".ccp4", ".map.gz", ".mrc.gz"),
+            cfg.real_views,
+        ),
+        (
+            "simulated",
+            cfg.models,
+            (".pdb", ".cif", ".ent", ".pdb.gz", ".cif.gz"),
+            cfg.model_views,
+        ),
+    )
+    for kind, folder, suffixes, views in sources:
+        for path in _files(folder, suffixes):
+            for view in range(views):
+                job = (kind, str(path), view, cfg.seed, cfg.grid)
+                jobs.append((job, kind, group_of(path), path.name))
     for i in range(cfg.synthetic):
         jobs.append(
             (

@@ -598,21 +598,20 @@ def _relax(
         if worst > -0.05 and it > 0:
             break
         x += 0.5 * delta
-        for _ in range(2):
-            for s, ws, wt in sweeps:
-                d = x[s + 1] - x[s]
-                length = np.sqrt(np.einsum("ij,ij->i", d, d))[:, None]
-                c = (length - CA_CA) / np.maximum(length, 1e-9) * d
-                x[s] += ws * c
-                x[s + 1] -= wt * c
-    for _ in range(10):
+        _restore_steps(x, sweeps, 2)
+    _restore_steps(x, sweeps, 10)
+    return x
+
+
+def _restore_steps(x: np.ndarray, sweeps: list, rounds: int) -> None:
+    """Pull consecutive CAs back to CA_CA apart, in place (``rounds`` sweeps)."""
+    for _ in range(rounds):
         for s, ws, wt in sweeps:
             d = x[s + 1] - x[s]
             length = np.sqrt(np.einsum("ij,ij->i", d, d))[:, None]
             c = (length - CA_CA) / np.maximum(length, 1e-9) * d
             x[s] += ws * c
             x[s + 1] -= wt * c
-    return x
 
 
 def _arc(
