@@ -42,7 +42,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +165,6 @@ def from_uint8(volumes: np.ndarray) -> np.ndarray:
 
 def lowpass(dmap, resolution: float, native: float | None):  # noqa: ANN001, ANN201
     """Blur a map to ``resolution`` Å (Gaussian, molmap's sigma = 0.225 x res)."""
-    from ingest import DensityMap
     from ingest.simulate import SIGMA_FACTOR
 
     native = native or 2.0 * min(dmap.voxel_size)
@@ -174,15 +173,7 @@ def lowpass(dmap, resolution: float, native: float | None):  # noqa: ANN001, ANN
         return dmap
     sigma = [extra / v for v in dmap.voxel_size[::-1]]  # z, y, x
     data = ndimage.gaussian_filter(dmap.data, sigma, mode="nearest")
-    return DensityMap(
-        data=data.astype(np.float32),
-        voxel_size=dmap.voxel_size,
-        origin=dmap.origin,
-        path=dmap.path,
-        sha256=dmap.sha256,
-        header=dict(dmap.header),
-        warnings=dmap.warnings,
-    )
+    return replace(dmap, data=data.astype(np.float32))
 
 
 def crop_region(
@@ -192,8 +183,6 @@ def crop_region(
     keep: float = 0.6,
 ):
     """A sub-box around a random voxel of the molecule, ``keep`` of the box side."""
-    from ingest import DensityMap
-
     inside = np.argwhere(dmap.data >= contour)
     if len(inside) < 8:
         return dmap
@@ -203,14 +192,8 @@ def crop_region(
     lo = np.clip(centre - size // 2, 0, np.array(dmap.shape) - size)
     box = tuple(slice(int(a), int(a + s)) for a, s in zip(lo, size, strict=True))
     origin = np.asarray(dmap.origin) + lo[::-1] * np.asarray(dmap.voxel_size)
-    return DensityMap(
-        data=np.ascontiguousarray(dmap.data[box]),
-        voxel_size=dmap.voxel_size,
-        origin=tuple(origin.tolist()),
-        path=dmap.path,
-        sha256=dmap.sha256,
-        header=dict(dmap.header),
-        warnings=dmap.warnings,
+    return replace(
+        dmap, data=np.ascontiguousarray(dmap.data[box]), origin=tuple(origin.tolist())
     )
 
 
@@ -249,7 +232,7 @@ def _real_job(path: str, view: int, seed: int, grid: int) -> tuple[np.ndarray, d
             data = dmap.data + rng.normal(0, noise * scale, dmap.shape).astype(
                 np.float32
             )
-            dmap = _with_data(dmap, data)
+            dmap = replace(dmap, data=data)
             aug["noise"] = noise
         if rng.random() < 0.2:
             dmap = crop_region(dmap, level, rng)
@@ -259,21 +242,6 @@ def _real_job(path: str, view: int, seed: int, grid: int) -> tuple[np.ndarray, d
         aug["rotation"] = np.round(rotation, 4).tolist()
     cv = canonicalize(dmap, contour=level, grid=grid)
     return to_uint8(cv.values), _row(cv, aug, level)
-
-
-def _with_data(dmap, data):  # noqa: ANN001, ANN202
-    from ingest import DensityMap
-
-    return DensityMap(
-        data=data,
-        voxel_size=dmap.voxel_size,
-        origin=dmap.origin,
-        path=dmap.path,
-        sha256=dmap.sha256,
-        header=dict(dmap.header),
-        warnings=dmap.warnings,
-        simulated=dmap.simulated,
-    )
 
 
 def _model_job(path: str, view: int, seed: int, grid: int) -> tuple[np.ndarray, dict]:
