@@ -12,7 +12,7 @@ import logging
 import sys
 
 #: Subcommands, in the order ``swan --help`` lists them.
-COMMANDS = ["info", "dataset", "train", "eval"]
+COMMANDS = ["info", "ingest", "search", "dataset", "train", "eval"]
 
 
 def build_parser() -> argparse.ArgumentParser:

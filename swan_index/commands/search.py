@@ -1,0 +1,93 @@
+"""Find the stored maps most similar to a query map, coarse to fine.
+
+QUERY is a map file (.map/.mrc/.ccp4, optionally .gz/.bz2) or an entry already in
+the store (its store id, or its EMDB id such as EMD-1832). A map file is searched in
+every candidate canonical pose; each hit keeps its best pose. Scores: the mean
+cosine similarity over the scales, minus a size term (see the README); --json lists
+the per-scale cosines of every hit.
+
+--where takes a SQL predicate over the entries table (columns: emdb_id, title,
+method, resolution, organism, sample_name, release_date, voxel_size, rg, label,
+simulated, ...); it runs read-only.
+
+examples:
+  $ swan search data/maps/emd_5625.map --store runs/store -k 5
+  $ swan search EMD-1832 --store runs/store --where "resolution < 4" --json
+  $ swan search query.map.gz --store emdb.swan \\
+        --where "method = 'singleParticle' AND year(release_date) >= 2020"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ingest.errors import IngestError
+from swan_index.db import StoreBusyError
+from swan_index.pipeline import DEFAULT_CHECKPOINT, MapEncoder
+from swan_index.store import Store
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    """Register ``swan search``'s arguments."""
+    parser.add_argument("query", metavar="QUERY", help="map file, store id or EMDB id")
+    parser.add_argument("--store", required=True)
+    parser.add_argument("-k", type=int, default=10, help="hits (default 10)")
+    parser.add_argument("--where", default=None, help="SQL predicate over entries")
+    parser.add_argument(
+        "--exact", action="store_true", help="score every entry (no candidates)"
+    )
+    parser.add_argument(
+        "--scales", default=None, help="comma-separated scale sides, e.g. 1,2"
+    )
+    parser.add_argument("--contour", type=float, default=None, help="query contour")
+    parser.add_argument(
+        "--checkpoint",
+        default=str(DEFAULT_CHECKPOINT),
+        help="encoder (must be the store's)",
+    )
+    parser.add_argument("--json", action="store_true")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``swan search``."""
+    try:
+        store = Store.open(args.store, read_only=True)
+    except (FileNotFoundError, ValueError, StoreBusyError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    try:
+        scales = tuple(int(s) for s in args.scales.split(",")) if args.scales else None
+        if Path(args.query).is_file():
+            encoder = MapEncoder(args.checkpoint)
+            code, prepared = encoder.encode_query(args.query, args.contour)
+            query, rg = code, prepared.record.rg
+        else:
+            query, rg = store.find(args.query), None
+        hits = store.search(
+            query, k=args.k, where=args.where, scales=scales, exact=args.exact, rg=rg
+        )
+    except (IngestError, ValueError, KeyError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) else str(err)
+        if isinstance(err, KeyError) and not Path(args.query).exists():
+            msg += "; QUERY is a map file, a store id or an EMDB id"
+        print(f"error: {msg}", file=sys.stderr)
+        return 1 if isinstance(err, IngestError) else 2
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([h.to_dict() for h in hits], indent=1))
+        return 0
+    sides = [str(s) for s in (scales or store.encoder.scales)]
+    head = "  ".join(f"s{s:>4s}" for s in sides)
+    print(f"{'rank':>4s} {'id':>7s} {'EMDB':12s} {'score':>6s}  {head}  title")
+    for h in hits:
+        per = "  ".join(f"{h.scores.get(s, float('nan')):5.3f}" for s in sides)
+        title = (h.entry.get("title") or h.entry.get("label") or "")[:40]
+        print(
+            f"{h.rank:4d} {h.id:7d} {h.emdb_id or '-':12s} {h.score:6.3f}  {per}  "
+            f"{title}"
+        )
+    return 0

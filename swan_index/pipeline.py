@@ -1,0 +1,91 @@
+"""Encoding: a checkpoint that turns canonical volumes (and map files) into codes.
+
+The part that needs no model (reading, canonicalization) is in
+:mod:`swan_index.prepare`, so that worker processes need not import torch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from encoder.checkpoint import load_checkpoint
+from encoder.code import MultiScaleCode
+from encoder.model import CryoSwan
+from ingest.mapio import read_map
+from swan_index.prepare import PreparedMap, prepare_map
+from swan_index.store import EncoderInfo
+
+#: The trained checkpoint shipped with the package.
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "data" / "cryoswan.pt"
+
+
+class MapEncoder:
+    """A loaded Cryo-SWAN checkpoint that encodes canonical volumes.
+
+    Args:
+        checkpoint: a file written by ``swan train`` (default: the shipped one).
+        device: torch device.
+    """
+
+    def __init__(
+        self, checkpoint: str | Path = DEFAULT_CHECKPOINT, device: str = "cpu"
+    ) -> None:
+        model, _ = load_checkpoint(checkpoint, map_location=device)
+        if not isinstance(model, CryoSwan):
+            raise ValueError(
+                f"{checkpoint}: a baseline checkpoint; the store needs a Cryo-SWAN one"
+            )
+        self.model = model.eval()
+        self.device = device
+        self.checkpoint = Path(checkpoint)
+        self.info = EncoderInfo.of(model)
+
+    @property
+    def grid(self) -> int:
+        return int(self.model.config.grid)
+
+    def encode(self, volumes: np.ndarray, batch_size: int = 32) -> MultiScaleCode:
+        """Codes of canonical volumes ``[B, G, G, G]`` (one row per volume)."""
+        volumes = np.asarray(volumes, np.float32)
+        g = self.grid
+        if volumes.ndim != 4 or volumes.shape[1:] != (g, g, g):
+            raise ValueError(
+                f"volumes {volumes.shape}: expected [B, {g}, {g}, {g}] canonical "
+                "volumes at this checkpoint's grid"
+            )
+        parts = []
+        for start in range(0, len(volumes), batch_size):
+            x = torch.from_numpy(volumes[start : start + batch_size])[:, None]
+            parts.append(self.model.encode(x.to(self.device)))
+        return concat_codes(parts)
+
+    def encode_query(
+        self, path: str | Path, contour: float | None = None
+    ) -> tuple[MultiScaleCode, PreparedMap]:
+        """Code of a query map in every candidate pose (one row per pose).
+
+        Raises:
+            IngestError: the file cannot be read or holds no density above the
+                contour.
+        """
+        prepared = prepare_map(
+            read_map(path), self.grid, all_poses=True, contour=contour
+        )
+        return self.encode(prepared.volumes), prepared
+
+
+def concat_codes(codes: list[MultiScaleCode]) -> MultiScaleCode:
+    """One code holding the rows of several (same encoder)."""
+    first = codes[0]
+    if any(c.checkpoint_hash != first.checkpoint_hash for c in codes):
+        raise ValueError("cannot join codes of different encoders")
+    n = len(first.scales)
+    return MultiScaleCode(
+        first.scales,
+        tuple(np.concatenate([c.tokens[i] for c in codes]) for i in range(n)),
+        tuple(np.concatenate([c.vectors[i] for c in codes]) for i in range(n)),
+        first.checkpoint_hash,
+    )

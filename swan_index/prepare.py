@@ -1,0 +1,140 @@
+"""Reading and canonicalizing maps for the store: no model, no torch.
+
+Bulk ingest runs :func:`prepare_entry` in worker processes, so this module keeps
+its imports light.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ingest.canonical import CanonicalVolume, canonicalize, canonicalize_poses
+from ingest.discover import MapEntry
+from ingest.header import EntryMetadata, emdb_id_from_name, read_header
+from ingest.mapio import DensityMap, read_map
+from swan_index.schema import EntryRecord
+
+#: Side of the stored preview volumes.
+PREVIEW_GRID = 32
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedMap:
+    """A map ready for encoding.
+
+    Attributes:
+        record: its metadata row.
+        volumes: float32 ``[P, G, G, G]`` canonical volumes, one per candidate pose
+            (primary first; P = 1 unless all poses were asked for).
+    """
+
+    record: EntryRecord
+    volumes: np.ndarray
+
+    def preview(self, grid: int = PREVIEW_GRID) -> np.ndarray:
+        """The primary canonical volume box-averaged to ``grid^3``."""
+        return shrink(self.volumes[0], grid)
+
+
+def shrink(volume: np.ndarray, grid: int) -> np.ndarray:
+    """Box-average a cube ``[G, G, G]`` down to ``[grid]^3`` (G a multiple of grid;
+    a cube already at most ``grid`` is returned as is)."""
+    g = volume.shape[0]
+    if g <= grid:
+        return np.asarray(volume, np.float32)
+    if g % grid:
+        raise ValueError(f"grid {g} is not a multiple of the preview grid {grid}")
+    f = g // grid
+    return volume.reshape(grid, f, grid, f, grid, f).mean(
+        axis=(1, 3, 5), dtype=np.float32
+    )
+
+
+def record_for(
+    dmap: DensityMap,
+    canon: CanonicalVolume,
+    metadata: EntryMetadata | None = None,
+    entry: MapEntry | None = None,
+    label: str | None = None,
+) -> EntryRecord:
+    """The ``entries`` row of a map and its canonical volume."""
+    meta = metadata or EntryMetadata()
+    box = tuple(int(n) for n in dmap.data.shape[::-1])
+    extent = tuple(float(e) for e in dmap.extent_angstrom)
+    size, stat = canon.size, None
+    source = None
+    if entry is not None:
+        source = str(Path(entry.map_path).resolve())
+        stat = os.stat(source)
+    elif not dmap.simulated and os.path.exists(dmap.path):
+        source = str(Path(dmap.path).resolve())
+        stat = os.stat(source)
+    emdb = meta.emdb_id or (entry.emdb_id if entry else None)
+    if emdb is None and not dmap.simulated:
+        emdb = emdb_id_from_name(Path(dmap.path).name)
+    return EntryRecord(
+        sha256=dmap.sha256,
+        emdb_id=emdb,
+        title=meta.title,
+        method=meta.method,
+        resolution=meta.resolution,
+        contour=float(canon.contour),
+        contour_source=canon.contour_source,
+        organism=meta.organism,
+        sample_name=meta.sample_name,
+        release_date=meta.release_date,
+        fitted_pdbs=tuple(meta.fitted_pdbs),
+        voxel_size=float(np.mean(dmap.voxel_size)),
+        box=box,  # type: ignore[arg-type]
+        extent=extent,  # type: ignore[arg-type]
+        rg=float(size.radius_of_gyration),
+        mol_extents=tuple(float(e) for e in size.extents),  # type: ignore[arg-type]
+        mol_volume=float(size.volume),
+        n_poses=len(canon.candidates),
+        label=label,
+        simulated=bool(dmap.simulated),
+        source_path=source,
+        header_path=str(Path(entry.header_path).resolve())
+        if entry is not None and entry.header_path is not None
+        else meta.path,
+        file_size=None if stat is None else int(stat.st_size),
+        file_mtime_ns=None if stat is None else int(stat.st_mtime_ns),
+    )
+
+
+def prepare_map(
+    dmap: DensityMap,
+    grid: int,
+    all_poses: bool = False,
+    metadata: EntryMetadata | None = None,
+    entry: MapEntry | None = None,
+    contour: float | None = None,
+    label: str | None = None,
+) -> PreparedMap:
+    """Canonical volume(s) and record of a map already read.
+
+    Raises:
+        MapFormatError: nothing in the map reaches the contour.
+    """
+    if all_poses:
+        canon = canonicalize_poses(dmap, contour, grid, metadata)
+    else:
+        canon = [canonicalize(dmap, contour, grid, metadata)]
+    volumes = np.stack([c.values for c in canon]).astype(np.float32)
+    return PreparedMap(record_for(dmap, canon[0], metadata, entry, label), volumes)
+
+
+def prepare_entry(entry: MapEntry, grid: int, all_poses: bool = False) -> PreparedMap:
+    """Read a map and its header and canonicalize it.
+
+    Raises:
+        IngestError: the map or its header cannot be read (the message names the
+            file and the fix).
+    """
+    metadata = read_header(entry.header_path) if entry.header_path else None
+    dmap = read_map(entry.map_path)
+    return prepare_map(dmap, grid, all_poses, metadata, entry)

@@ -1,0 +1,167 @@
+"""The store's DuckDB schema and the record of one entry.
+
+Tables (``swan.duckdb``):
+
+* ``entries``: one row per map (the columns of :class:`EntryRecord`, plus ``id``,
+  ``encoder_hash`` and ``ingested_at``). ``--where`` predicates run over it.
+* ``codes``: ``id``, then per scale ``i`` (coarse to fine) ``tokens_i`` (int16
+  bytes, ``[depth, s, s, s]``) and ``vector_i`` (``FLOAT[dim_i]``, L2-normalised).
+* ``previews``: ``id``, ``grid``, ``volume``: the canonical volume at a small grid,
+  uint8 (0..255 for 0..1), zlib-compressed, for the dashboard's 3D view.
+* ``layout``: ``id``, ``x``, ``y``, ``cluster``: the UMAP layout of the archive.
+* ``ingest_log``: every file an ingest tried: ``ok``, ``skipped`` or ``error`` with
+  the reason.
+* ``store_meta``: key/value (JSON): format version, encoder identity, next id,
+  generation (bumped by every write).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, fields
+
+import pyarrow as pa
+
+FORMAT_VERSION = 1
+
+#: ``entries`` columns from :class:`EntryRecord`, with their SQL types.
+_SQL_TYPES = {
+    "emdb_id": "VARCHAR",
+    "title": "VARCHAR",
+    "method": "VARCHAR",
+    "resolution": "DOUBLE",
+    "contour": "DOUBLE",
+    "contour_source": "VARCHAR",
+    "organism": "VARCHAR",
+    "sample_name": "VARCHAR",
+    "release_date": "DATE",
+    "fitted_pdbs": "VARCHAR[]",
+    "voxel_size": "DOUBLE",
+    "box": "INTEGER[3]",
+    "extent": "DOUBLE[3]",
+    "rg": "DOUBLE",
+    "mol_extents": "DOUBLE[3]",
+    "mol_volume": "DOUBLE",
+    "n_poses": "INTEGER",
+    "label": "VARCHAR",
+    "simulated": "BOOLEAN",
+    "source_path": "VARCHAR",
+    "header_path": "VARCHAR",
+    "sha256": "VARCHAR",
+    "file_size": "BIGINT",
+    "file_mtime_ns": "BIGINT",
+}
+
+_ARROW = {
+    "VARCHAR": pa.string(),
+    "DOUBLE": pa.float64(),
+    "DATE": pa.date32(),
+    "VARCHAR[]": pa.list_(pa.string()),
+    "INTEGER[3]": pa.list_(pa.int32(), 3),
+    "DOUBLE[3]": pa.list_(pa.float64(), 3),
+    "INTEGER": pa.int32(),
+    "BOOLEAN": pa.bool_(),
+    "BIGINT": pa.int64(),
+}
+#: Arrow type of every ``entries`` column from :class:`EntryRecord`.
+ARROW_TYPES = {name: _ARROW[sql] for name, sql in _SQL_TYPES.items()}
+
+
+@dataclass(frozen=True)
+class EntryRecord:
+    """Metadata of one stored map (a row of ``entries`` without the store's own
+    columns). Missing values are ``None``.
+
+    Attributes:
+        emdb_id: ``"EMD-N"``, or ``None`` for maps that are not EMDB entries.
+        title, method, organism, sample_name, release_date, fitted_pdbs: from the
+            EMDB header.
+        resolution: Å (header).
+        contour: contour level used for the canonical volume, map units.
+        contour_source: ``user``, ``header``, ``map`` (simulated) or ``auto``.
+        voxel_size: Å per voxel (mean over the axes).
+        box: grid size ``(x, y, z)``.
+        extent: physical box size ``(x, y, z)``, Å.
+        rg: radius of gyration of the density above the contour, Å.
+        mol_extents: molecule extents along its principal axes, Å, largest first.
+        mol_volume: enclosed volume at the contour, Å^3.
+        n_poses: candidate canonical poses (more than 1 when the pose is ambiguous).
+        label: a free label (e.g. the family of a labelled simulated set).
+        simulated: the map was computed from a model.
+        source_path: the map file (absolute).
+        header_path: its header XML.
+        sha256: content hash of the map file (or of the simulated volume).
+        file_size, file_mtime_ns: of the source file, to skip unchanged files on
+            re-ingest without reading them.
+    """
+
+    sha256: str
+    emdb_id: str | None = None
+    title: str | None = None
+    method: str | None = None
+    resolution: float | None = None
+    contour: float | None = None
+    contour_source: str | None = None
+    organism: str | None = None
+    sample_name: str | None = None
+    release_date: dt.date | None = None
+    fitted_pdbs: tuple[str, ...] = ()
+    voxel_size: float | None = None
+    box: tuple[int, int, int] | None = None
+    extent: tuple[float, float, float] | None = None
+    rg: float | None = None
+    mol_extents: tuple[float, float, float] | None = None
+    mol_volume: float | None = None
+    n_poses: int = 1
+    label: str | None = None
+    simulated: bool = False
+    source_path: str | None = None
+    header_path: str | None = None
+    file_size: int | None = None
+    file_mtime_ns: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.sha256 or not isinstance(self.sha256, str):
+            raise ValueError("EntryRecord needs sha256 (the content hash of the map)")
+
+    def row(self) -> list:
+        """Values in :func:`record_columns` order."""
+        values = []
+        for name in record_columns():
+            value = getattr(self, name)
+            values.append(list(value) if isinstance(value, tuple) else value)
+        return values
+
+
+def record_columns() -> list[str]:
+    return [f.name for f in fields(EntryRecord)]
+
+
+def ddl(scales: tuple[int, ...], dims: tuple[int, ...]) -> list[str]:
+    """CREATE statements for a store whose encoder has these scales and dims."""
+    entry_cols = ",\n    ".join(f"{c} {_SQL_TYPES[c]}" for c in record_columns())
+    code_cols = ",\n    ".join(
+        f"tokens_{i} BLOB NOT NULL, vector_{i} FLOAT[{d}] NOT NULL"
+        for i, d in enumerate(dims)
+    )
+    return [
+        f"""CREATE TABLE entries (
+    id BIGINT PRIMARY KEY,
+    {entry_cols},
+    encoder_hash VARCHAR NOT NULL,
+    ingested_at TIMESTAMP NOT NULL
+)""",
+        f"CREATE TABLE codes (\n    id BIGINT PRIMARY KEY,\n    {code_cols}\n)",
+        """CREATE TABLE previews (
+    id BIGINT PRIMARY KEY, grid SMALLINT NOT NULL, volume BLOB NOT NULL
+)""",
+        """CREATE TABLE layout (
+    id BIGINT PRIMARY KEY, x DOUBLE, y DOUBLE, cluster INTEGER
+)""",
+        """CREATE TABLE ingest_log (
+    run_id VARCHAR, logged_at TIMESTAMP, path VARCHAR, sha256 VARCHAR,
+    status VARCHAR, reason VARCHAR, entry_id BIGINT
+)""",
+        "CREATE TABLE store_meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
+        "CREATE INDEX entries_sha256 ON entries (sha256)",
+    ]

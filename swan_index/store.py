@@ -1,0 +1,991 @@
+"""The Store: DuckDB (source of truth) plus one FAISS index per scale.
+
+A store is a folder::
+
+    STORE/swan.duckdb            entries, codes, previews, layout, ingest_log, meta
+    STORE/faiss/scale_<s>.index  one FAISS index per scale side s, ids = entry ids
+    STORE/manifest.json          encoder hash + config, counts, index kinds, format
+    STORE/write.lock             held by the one writer
+
+**Consistency.** Every write is one DuckDB transaction (an entry, its code and its
+preview land together or not at all); the FAISS indexes follow in memory and are
+written to disk atomically by :meth:`Store.flush` (at the end of an ingest, every
+minute during one, on close). Entry ids are never reused, so an index agrees with
+the database exactly when it holds the same id set. On open (and on
+:meth:`Store.refresh`) each index is compared with the ``codes`` table: ids the
+database holds but the index lacks are added from the database, ids it no longer
+holds are removed; an unreadable index is rebuilt. A crash between the two writes
+therefore never gives a wrong answer.
+
+**Locking.** One writer (an exclusive lock on ``write.lock`` for its whole life) and
+any number of readers. Neither holds the DuckDB file for long: see
+:mod:`swan_index.db`. A reader sees the store as of its last open or refresh.
+
+**Search** (:meth:`Store.search`) is coarse-to-fine:
+
+1. ``where`` (a SQL predicate over ``entries``) is run read-only and gives the
+   allowed ids.
+2. Candidates: the ``overfetch * k`` (at least ``min_candidates``) nearest entries
+   at the coarsest scale, for each query pose, restricted to the allowed ids. With
+   an approximate (IVF) coarsest index the scan widens until k allowed entries are
+   found, so a filter matching at least k entries always gives k hits. When the
+   filter leaves few entries (``<= exact_filter_limit``) they are all scored.
+3. Re-ranking: every candidate is scored at every scale by cosine similarity of
+   the retrieval vectors. The shape score is the weighted mean of the per-scale
+   cosines (equal weights unless ``weights`` is given); an entry's score is its best
+   over the query poses, minus ``size_weight * |ln(rg_query / rg_entry)|`` when the
+   query's radius of gyration is known (a ribosome should not match a small protein
+   just because their shapes rhyme).
+
+``exact=True`` skips step 2 and scores every allowed entry (the ground truth).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from encoder.code import MultiScaleCode
+from swan_index.db import DEFAULT_TIMEOUT, WriterLock, connect
+from swan_index.files import atomic_write_text
+from swan_index.schema import (
+    ARROW_TYPES,
+    FORMAT_VERSION,
+    EntryRecord,
+    ddl,
+    record_columns,
+)
+from swan_index.vectors import DEFAULT_NPROBE, ScaleIndex, index_kind
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "swan.duckdb"
+#: Above this many entries the coarsest scale gets an approximate (IVF) index.
+APPROX_THRESHOLD = 100_000
+#: A filter leaving at most this many entries scores them all exactly.
+EXACT_FILTER_LIMIT = 20_000
+#: Default weight of the size term in the search score.
+SIZE_WEIGHT = 0.5
+#: Columns every hit carries from ``entries``.
+HIT_COLUMNS = ("emdb_id", "title", "method", "resolution", "label", "rg")
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What a store needs to know about the encoder whose codes it holds."""
+
+    hash: str
+    scales: tuple[int, ...]
+    depths: tuple[int, ...]
+    dims: tuple[int, ...]
+    codebook_size: int
+    config: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, model: Any) -> EncoderInfo:
+        """From a loaded :class:`encoder.CryoSwan`."""
+        cfg = model.config
+        dims = tuple(cfg.latent_dim * min(s, 2) ** 3 for s in cfg.scales)
+        return cls(
+            model.checkpoint_hash,
+            tuple(cfg.scales),
+            tuple(cfg.depths),
+            dims,
+            cfg.codebook_size,
+            cfg.to_dict(),
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "hash": self.hash,
+            "scales": list(self.scales),
+            "depths": list(self.depths),
+            "dims": list(self.dims),
+            "codebook_size": self.codebook_size,
+            "config": self.config,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EncoderInfo:
+        return cls(
+            d["hash"],
+            tuple(d["scales"]),
+            tuple(d["depths"]),
+            tuple(d["dims"]),
+            int(d["codebook_size"]),
+            d.get("config", {}),
+        )
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result.
+
+    Attributes:
+        rank: 1-based.
+        id: store entry id.
+        score: combined score (see the module docs); higher is more similar.
+        scores: per scale side (``"1"``, ``"2"``...) the cosine similarity, plus
+            ``"size"``: ``ln(rg_query / rg_entry)`` when both are known.
+        pose: index of the query pose that scored best.
+        entry: the entry's ``emdb_id``, ``title``, ``method``, ``resolution``,
+            ``label`` and ``rg``.
+    """
+
+    rank: int
+    id: int
+    score: float
+    scores: dict[str, float]
+    pose: int
+    entry: dict[str, Any]
+
+    @property
+    def emdb_id(self) -> str | None:
+        return self.entry.get("emdb_id")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank,
+            "id": self.id,
+            "emdb_id": self.emdb_id,
+            "score": self.score,
+            "scores": self.scores,
+            "pose": self.pose,
+            **{k: v for k, v in self.entry.items() if k != "emdb_id"},
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def encode_preview(volume: np.ndarray) -> bytes:
+    """A canonical volume ``[g, g, g]`` in [0, 1] -> zlib-compressed uint8."""
+    q = np.clip(np.rint(np.asarray(volume, np.float32) * 255), 0, 255).astype(np.uint8)
+    return zlib.compress(q.tobytes(), 6)
+
+
+def decode_preview(blob: bytes, grid: int) -> np.ndarray:
+    """Inverse of :func:`encode_preview`: float32 ``[g, g, g]`` in [0, 1]."""
+    q = np.frombuffer(zlib.decompress(blob), np.uint8).reshape(grid, grid, grid)
+    return q.astype(np.float32) / 255.0
+
+
+class Store:
+    """A Cryo-SWAN store. Use :meth:`Store.open`; see the module docs."""
+
+    def __init__(
+        self,
+        path: Path,
+        encoder: EncoderInfo,
+        read_only: bool,
+        lock: WriterLock | None,
+        approx_threshold: int,
+        timeout: float,
+    ) -> None:
+        self.path = path
+        self.encoder = encoder
+        self.read_only = read_only
+        self._lock = lock
+        self.approx_threshold = approx_threshold
+        self.timeout = timeout
+        self._indexes = [ScaleIndex(d) for d in encoder.dims]
+        self._dirty = [False] * len(encoder.dims)
+        self._ids = np.zeros(0, np.int64)  # sorted entry ids
+        self._rg = np.zeros(0, np.float64)  # aligned with _ids (NaN: unknown)
+        self._generation = -1
+        self._all_cache: dict[int, np.ndarray | None] = {}
+        self._closed = False
+
+    # -- opening -------------------------------------------------------------------
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        encoder: EncoderInfo | None = None,
+        read_only: bool = False,
+        approx_threshold: int = APPROX_THRESHOLD,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> Store:
+        """Open the store at ``path``; create it when ``encoder`` is given and the
+        folder holds no store.
+
+        Args:
+            path: the store folder.
+            encoder: the encoder whose codes go in (creates a new store; checked
+                against an existing one).
+            read_only: open as a reader (no write lock; nothing on disk changes).
+            approx_threshold: entries above which the coarsest index becomes IVF.
+            timeout: seconds to wait for the database while another process holds
+                it.
+
+        Raises:
+            FileNotFoundError: no store at ``path`` and nothing to create it from.
+            ValueError: ``encoder`` differs from the store's.
+            StoreBusyError: another process is writing (``read_only=False`` only).
+        """
+        path = Path(path)
+        db = path / DB_NAME
+        lock = None
+        if not db.exists():
+            if encoder is None or read_only:
+                raise FileNotFoundError(
+                    f"{path}: no store here (no {DB_NAME}); create one with "
+                    "`swan ingest MAPS --store DIR`"
+                )
+            path.mkdir(parents=True, exist_ok=True)
+        if not read_only:
+            lock = WriterLock(path)
+            lock.acquire()
+        try:
+            if not db.exists():
+                cls._create(db, encoder)
+            with connect(db, read_only=True, timeout=timeout) as con:
+                meta = cls._read_meta(con)
+            if meta.get("format_version") != FORMAT_VERSION:
+                raise ValueError(
+                    f"{path}: store format {meta.get('format_version')}, this version "
+                    f"reads {FORMAT_VERSION}; re-ingest into a new store"
+                )
+            stored = EncoderInfo.from_dict(meta["encoder"])
+            if encoder is not None and encoder.hash != stored.hash:
+                raise ValueError(
+                    f"{path}: the store holds codes of encoder {stored.hash[:12]}, "
+                    f"not {encoder.hash[:12]}; use that checkpoint or a new store"
+                )
+            store = cls(path, stored, read_only, lock, approx_threshold, timeout)
+            store._load_indexes()
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
+        if not read_only:
+            for tmp in (path / "faiss").glob("*.tmp"):
+                tmp.unlink(missing_ok=True)  # left by a crash mid-write
+            store.flush()
+        return store
+
+    @staticmethod
+    def _create(db: Path, encoder: EncoderInfo) -> None:
+        tmp = db.with_name(db.name + ".creating")
+        tmp.unlink(missing_ok=True)
+        con = duckdb.connect(str(tmp))
+        try:
+            for stmt in ddl(encoder.scales, encoder.dims):
+                con.execute(stmt)
+            meta = {
+                "format_version": FORMAT_VERSION,
+                "encoder": encoder.to_dict(),
+                "next_id": 1,
+                "generation": 0,
+                "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+            }
+            con.executemany(
+                "INSERT INTO store_meta VALUES (?, ?)",
+                [(k, json.dumps(v)) for k, v in meta.items()],
+            )
+            con.close()
+            os.replace(tmp, db)
+        finally:
+            con.close()
+            tmp.unlink(missing_ok=True)
+
+    @staticmethod
+    def _read_meta(con: duckdb.DuckDBPyConnection) -> dict[str, Any]:
+        rows = con.execute("SELECT key, value FROM store_meta").fetchall()
+        return {k: json.loads(v) for k, v in rows}
+
+    def _db(self, read_only: bool):  # noqa: ANN202
+        return connect(self.path / DB_NAME, read_only=read_only, timeout=self.timeout)
+
+    def _index_path(self, i: int) -> Path:
+        return self.path / "faiss" / f"scale_{self.encoder.scales[i]}.index"
+
+    def _load_indexes(self) -> None:
+        for i, dim in enumerate(self.encoder.dims):
+            path = self._index_path(i)
+            if path.exists():
+                try:
+                    self._indexes[i] = ScaleIndex.read(path, dim)
+                except Exception as exc:  # noqa: BLE001 - any damage: rebuild
+                    log.warning(
+                        "%s unreadable (%s): rebuilding from the database", path, exc
+                    )
+                    self._indexes[i] = ScaleIndex(dim)
+                    self._dirty[i] = True
+        self._sync()
+
+    def _sync(self) -> None:
+        """Bring the in-memory indexes and size table in line with DuckDB."""
+        with self._db(read_only=True) as con:
+            generation = json.loads(
+                con.execute(
+                    "SELECT value FROM store_meta WHERE key = 'generation'"
+                ).fetchone()[0]
+            )
+            if generation == self._generation:
+                return
+            got = con.execute("SELECT id, rg FROM entries ORDER BY id").fetchnumpy()
+            code_ids = con.execute("SELECT id FROM codes ORDER BY id").fetchnumpy()[
+                "id"
+            ]
+            self._ids = np.asarray(got["id"], np.int64)
+            self._rg = np.asarray(
+                np.ma.filled(np.ma.asarray(got["rg"], np.float64), np.nan), np.float64
+            )
+            for i, index in enumerate(self._indexes):
+                have = index.ids()
+                extra = np.setdiff1d(have, code_ids)
+                missing = np.setdiff1d(code_ids, have)
+                if len(extra) or len(missing):
+                    if len(have):
+                        log.warning(
+                            "%s disagreed with the database (%d missing, %d extra): "
+                            "repaired",
+                            self._index_path(i),
+                            len(missing),
+                            len(extra),
+                        )
+                    index.remove(extra)
+                    for ids, vecs in self._fetch_vectors(con, i, missing):
+                        index.add(ids, vecs)
+                    self._dirty[i] = True
+            self._generation = generation
+        self._all_cache.clear()
+
+    def _fetch_vectors(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        i: int,
+        ids: np.ndarray,
+        chunk: int = 200_000,
+    ):  # noqa: ANN202 - generator of (ids, vectors)
+        dim = self.encoder.dims[i]
+        for start in range(0, len(ids), chunk):
+            want = pa.table({"id": pa.array(ids[start : start + chunk], pa.int64())})
+            con.register("want_ids", want)
+            table = con.sql(
+                f"SELECT c.id, c.vector_{i} AS v FROM codes c "
+                "JOIN want_ids w ON c.id = w.id ORDER BY c.id"
+            ).to_arrow_table()
+            con.unregister("want_ids")
+            got = table.column("id").to_numpy().astype(np.int64)
+            vec = table.column("v").combine_chunks().values.to_numpy()
+            yield got, vec.astype(np.float32, copy=False).reshape(len(got), dim)
+
+    def refresh(self) -> None:
+        """Pick up what a writer committed since this store was opened."""
+        self._check_open()
+        self._sync()
+
+    # -- writing -------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"{self.path}: store is closed; open it again")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.read_only:
+            raise PermissionError(f"{self.path}: opened read-only; open it to write")
+
+    def _check_code(self, code: MultiScaleCode) -> None:
+        enc = self.encoder
+        if code.checkpoint_hash != enc.hash:
+            raise ValueError(
+                f"code made by encoder {code.checkpoint_hash[:12]}, the store holds "
+                f"codes of {enc.hash[:12]}; encode with the store's checkpoint"
+            )
+        if tuple(code.scales) != enc.scales:
+            raise ValueError(f"code scales {code.scales}, store scales {enc.scales}")
+        for i, (tok, vec) in enumerate(zip(code.tokens, code.vectors, strict=True)):
+            side, depth = enc.scales[i], enc.depths[i]
+            if tok.shape[1:] != (depth, side, side, side):
+                raise ValueError(
+                    f"scale {side}: tokens {tok.shape[1:]}, expected "
+                    f"{(depth, side, side, side)}"
+                )
+            if vec.ndim != 2 or vec.shape[1] != enc.dims[i]:
+                raise ValueError(
+                    f"scale {side}: vectors {vec.shape[1:]}, expected ({enc.dims[i]},)"
+                )
+            if not np.all(np.isfinite(vec)):
+                raise ValueError(f"scale {side}: vectors hold NaN or Inf")
+            norms = np.linalg.norm(vec, axis=1)
+            if np.any(np.abs(norms - 1) > 1e-3):
+                raise ValueError(f"scale {side}: vectors must be L2-normalised")
+
+    def add(
+        self,
+        code: MultiScaleCode,
+        records: list[EntryRecord],
+        previews: list[np.ndarray] | None = None,
+        log_rows: list[dict[str, Any]] | None = None,
+        replaces: list[int] | None = None,
+    ) -> np.ndarray:
+        """Store a batch of entries in one transaction.
+
+        Args:
+            code: codes of the batch, ``len(code) == len(records)``.
+            records: their metadata.
+            previews: optional small canonical volumes ``[g, g, g]`` in [0, 1].
+            log_rows: ``ingest_log`` rows to commit with the batch (keys ``path``,
+                ``sha256``, ``status``, ``reason``, ``run_id``; ``entry_id`` is
+                filled in for rows whose ``sha256`` is in the batch).
+            replaces: entry ids to delete in the same transaction (older versions
+                of these maps).
+
+        Returns:
+            The new entry ids, int64 ``[B]``.
+
+        Raises:
+            ValueError: wrong encoder, shapes, or a sha256 that is already stored.
+        """
+        self._check_writable()
+        self._check_code(code)
+        n = len(code)
+        if len(records) != n:
+            raise ValueError(f"{len(records)} records for {n} codes")
+        if previews is not None and len(previews) != n:
+            raise ValueError(f"{len(previews)} previews for {n} codes")
+        shas = [r.sha256 for r in records]
+        if len(set(shas)) != n:
+            raise ValueError("the batch holds the same map (sha256) twice")
+        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        with self._db(read_only=False) as con:
+            con.begin()
+            try:
+                con.register("batch_sha", pa.table({"sha256": pa.array(shas)}))
+                dup = con.execute(
+                    "SELECT e.sha256, e.id FROM entries e "
+                    "JOIN batch_sha b ON e.sha256 = b.sha256"
+                ).fetchall()
+                con.unregister("batch_sha")
+                if dup:
+                    raise ValueError(
+                        f"{len(dup)} map(s) already stored (sha256 {dup[0][0][:12]} "
+                        f"is entry {dup[0][1]}); delete them first or skip them"
+                    )
+                gone = np.unique(np.asarray(replaces or [], np.int64))
+                if len(gone):
+                    self._delete_rows(con, gone)
+                meta = self._read_meta(con)
+                first = int(meta["next_id"])
+                ids = np.arange(first, first + n, dtype=np.int64)
+                self._insert_entries(con, ids, records, now)
+                self._insert_codes(con, ids, code)
+                if previews is not None:
+                    grid = int(previews[0].shape[0])
+                    con.executemany(
+                        "INSERT INTO previews VALUES (?, ?, ?)",
+                        [
+                            (int(i), grid, encode_preview(p))
+                            for i, p in zip(ids, previews, strict=True)
+                        ],
+                    )
+                if log_rows:
+                    by_sha = dict(zip(shas, ids.tolist(), strict=True))
+                    self._insert_log(con, log_rows, by_sha, now)
+                self._bump(con, meta, next_id=first + n)
+                con.commit()
+            except BaseException:
+                con.rollback()
+                raise
+        if len(gone):
+            self._forget(gone)
+        for i, index in enumerate(self._indexes):
+            index.add(ids, code.vectors[i])
+            self._dirty[i] = True
+        rg = np.array([np.nan if r.rg is None else r.rg for r in records])
+        self._ids = np.concatenate([self._ids, ids])
+        self._rg = np.concatenate([self._rg, rg])
+        self._generation += 1
+        self._all_cache.clear()
+        return ids
+
+    @staticmethod
+    def _bump(con: duckdb.DuckDBPyConnection, meta: dict, **changes: Any) -> None:
+        changes["generation"] = int(meta["generation"]) + 1
+        for key, value in changes.items():
+            con.execute(
+                "UPDATE store_meta SET value = ? WHERE key = ?",
+                [json.dumps(value), key],
+            )
+
+    def _insert_entries(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        ids: np.ndarray,
+        records: list[EntryRecord],
+        now: dt.datetime,
+    ) -> None:
+        columns = {"id": pa.array(ids, pa.int64())}
+        rows = [r.row() for r in records]
+        for j, name in enumerate(record_columns()):
+            columns[name] = pa.array([row[j] for row in rows], ARROW_TYPES[name])
+        columns["encoder_hash"] = pa.array([self.encoder.hash] * len(ids))
+        columns["ingested_at"] = pa.array([now] * len(ids), pa.timestamp("us"))
+        con.register("batch_entries", pa.table(columns))
+        con.execute("INSERT INTO entries SELECT * FROM batch_entries")
+        con.unregister("batch_entries")
+
+    def _insert_codes(
+        self, con: duckdb.DuckDBPyConnection, ids: np.ndarray, code: MultiScaleCode
+    ) -> None:
+        columns: dict[str, pa.Array] = {"id": pa.array(ids, pa.int64())}
+        for i, (tok, vec) in enumerate(zip(code.tokens, code.vectors, strict=True)):
+            tok = np.ascontiguousarray(tok, dtype="<i2")
+            columns[f"tokens_{i}"] = pa.array([t.tobytes() for t in tok], pa.binary())
+            flat = pa.array(np.ascontiguousarray(vec, np.float32).ravel(), pa.float32())
+            columns[f"vector_{i}"] = pa.FixedSizeListArray.from_arrays(
+                flat, vec.shape[1]
+            )
+        con.register("batch_codes", pa.table(columns))
+        con.execute("INSERT INTO codes SELECT * FROM batch_codes")
+        con.unregister("batch_codes")
+
+    @staticmethod
+    def _insert_log(
+        con: duckdb.DuckDBPyConnection,
+        rows: list[dict[str, Any]],
+        by_sha: dict[str, int],
+        now: dt.datetime,
+    ) -> None:
+        con.executemany(
+            "INSERT INTO ingest_log VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    r.get("run_id"),
+                    now,
+                    r.get("path"),
+                    r.get("sha256"),
+                    r["status"],
+                    r.get("reason"),
+                    r.get("entry_id", by_sha.get(r.get("sha256"))),
+                )
+                for r in rows
+            ],
+        )
+
+    def log(self, rows: list[dict[str, Any]]) -> None:
+        """Append ``ingest_log`` rows (skipped or failed files) in one transaction."""
+        self._check_writable()
+        if not rows:
+            return
+        now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        with self._db(read_only=False) as con:
+            self._insert_log(con, rows, {}, now)
+
+    def delete(self, ids: list[int] | np.ndarray) -> int:
+        """Delete entries (metadata, codes, previews, layout); returns how many."""
+        self._check_writable()
+        ids = np.unique(np.asarray(ids, np.int64))
+        if not len(ids):
+            return 0
+        with self._db(read_only=False) as con:
+            con.begin()
+            try:
+                n = self._delete_rows(con, ids)
+                self._bump(con, self._read_meta(con))
+                con.commit()
+            except BaseException:
+                con.rollback()
+                raise
+        self._forget(ids)
+        self._generation += 1
+        return n
+
+    @staticmethod
+    def _delete_rows(con: duckdb.DuckDBPyConnection, ids: np.ndarray) -> int:
+        con.register("del_ids", pa.table({"id": pa.array(ids, pa.int64())}))
+        n = con.execute(
+            "SELECT count(*) FROM entries WHERE id IN (SELECT id FROM del_ids)"
+        ).fetchone()[0]
+        for table in ("codes", "previews", "layout", "entries"):
+            con.execute(f"DELETE FROM {table} WHERE id IN (SELECT id FROM del_ids)")
+        con.unregister("del_ids")
+        return int(n)
+
+    def _forget(self, ids: np.ndarray) -> None:
+        """Drop deleted ids from the in-memory indexes and tables."""
+        for i, index in enumerate(self._indexes):
+            index.remove(ids)
+            self._dirty[i] = True
+        keep = ~np.isin(self._ids, ids)
+        self._ids, self._rg = self._ids[keep], self._rg[keep]
+        self._all_cache.clear()
+
+    def flush(self) -> None:
+        """Write changed FAISS indexes (atomically) and the manifest."""
+        self._check_writable()
+        n = len(self._ids)
+        for i, index in enumerate(self._indexes):
+            kind = index_kind(n, i == 0, self.approx_threshold)
+            if kind != index.kind:
+                log.info("scale %d: %s index for %d entries", i, kind, n)
+                index.convert(kind)
+                self._dirty[i] = True
+            if self._dirty[i] or not self._index_path(i).exists():
+                index.write(self._index_path(i))
+                self._dirty[i] = False
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "encoder": self.encoder.to_dict(),
+            "count": n,
+            "indexes": {
+                str(side): {"kind": idx.kind, "ntotal": idx.ntotal, "nlist": idx.nlist}
+                for side, idx in zip(self.encoder.scales, self._indexes, strict=True)
+            },
+            "approx_threshold": self.approx_threshold,
+            "written": dt.datetime.now(dt.timezone.utc).isoformat(),
+        }
+        atomic_write_text(self.path / "manifest.json", json.dumps(manifest, indent=2))
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            if not self.read_only:
+                self.flush()
+        finally:
+            self._closed = True
+            if self._lock is not None:
+                self._lock.release()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading -------------------------------------------------------------------
+    def count(self, where: str | None = None) -> int:
+        """Number of entries (matching ``where``)."""
+        self._check_open()
+        if where is None:
+            return len(self._ids)
+        return len(self._allowed(where))
+
+    def index_info(self) -> list[dict[str, Any]]:
+        """Per scale: side, dims, index kind, entries."""
+        return [
+            {"scale": s, "dim": d, "kind": idx.kind, "ntotal": idx.ntotal}
+            for s, d, idx in zip(
+                self.encoder.scales, self.encoder.dims, self._indexes, strict=True
+            )
+        ]
+
+    def _query_sql(self, sql: str, params: list | None = None) -> list[dict]:
+        with self._db(read_only=True) as con:
+            cur = con.execute(sql, params or [])
+            names = [d[0] for d in cur.description]
+            return [
+                {k: _jsonable(v) for k, v in zip(names, row, strict=True)}
+                for row in cur.fetchall()
+            ]
+
+    def get(self, ids: list[int] | np.ndarray | int) -> list[dict[str, Any]]:
+        """Metadata rows of ``ids`` (in that order; unknown ids are left out)."""
+        self._check_open()
+        ids = [int(i) for i in np.atleast_1d(np.asarray(ids, np.int64))]
+        rows = self._query_sql(
+            "SELECT * FROM entries WHERE list_contains(?, id)", [ids]
+        )
+        by_id = {r["id"]: r for r in rows}
+        return [by_id[i] for i in ids if i in by_id]
+
+    def find(self, key: str | int) -> int:
+        """Entry id of a store id or an EMDB id (``EMD-1832``, ``emd_1832``, ``1832``
+        is taken as a store id).
+
+        Raises:
+            KeyError: no such entry.
+        """
+        self._check_open()
+        text = str(key).strip()
+        if text.isdigit():
+            i = int(text)
+            pos = np.searchsorted(self._ids, i)
+            if pos < len(self._ids) and self._ids[pos] == i:
+                return i
+            raise KeyError(f"no entry {i} in {self.path}")
+        from ingest.header import emdb_id_from_name
+
+        emdb = emdb_id_from_name(text)
+        rows = self._query_sql(
+            "SELECT id FROM entries WHERE emdb_id = ? ORDER BY id DESC LIMIT 1",
+            [emdb or text],
+        )
+        if not rows:
+            raise KeyError(f"no entry {text!r} in {self.path}")
+        return int(rows[0]["id"])
+
+    def get_code(self, entry_id: int) -> MultiScaleCode:
+        """The stored code of one entry (a batch of one)."""
+        self._check_open()
+        enc = self.encoder
+        with self._db(read_only=True) as con:
+            cols = ", ".join(f"tokens_{i}, vector_{i}" for i in range(len(enc.scales)))
+            row = con.execute(
+                f"SELECT {cols} FROM codes WHERE id = ?", [int(entry_id)]
+            ).fetchone()
+        if row is None:
+            raise KeyError(f"no entry {entry_id} in {self.path}")
+        tokens, vectors = [], []
+        for i, side in enumerate(enc.scales):
+            tok = np.frombuffer(row[2 * i], "<i2").astype(np.int16)
+            tokens.append(tok.reshape(1, enc.depths[i], side, side, side))
+            vectors.append(np.asarray(row[2 * i + 1], np.float32)[None])
+        return MultiScaleCode(enc.scales, tuple(tokens), tuple(vectors), enc.hash)
+
+    def get_preview(self, entry_id: int) -> np.ndarray | None:
+        """The stored preview volume of one entry, or ``None``."""
+        rows = self._query_sql(
+            "SELECT grid, volume FROM previews WHERE id = ?", [int(entry_id)]
+        )
+        if not rows:
+            return None
+        return decode_preview(rows[0]["volume"], int(rows[0]["grid"]))
+
+    def known_files(self) -> dict[str, dict[str, Any]]:
+        """``source_path -> {id, file_size, file_mtime_ns, sha256}`` of stored
+        entries."""
+        rows = self._query_sql(
+            "SELECT source_path, id, file_size, file_mtime_ns, sha256 FROM entries "
+            "WHERE source_path IS NOT NULL"
+        )
+        return {r.pop("source_path"): r for r in rows}
+
+    def known_sha256(self) -> set[str]:
+        return {r["sha256"] for r in self._query_sql("SELECT sha256 FROM entries")}
+
+    # -- search --------------------------------------------------------------------
+    def _allowed(self, where: str) -> np.ndarray:
+        """Ids of entries matching the SQL predicate ``where`` (run read-only)."""
+        sql = f"SELECT id FROM entries WHERE ({where}) ORDER BY id"
+        try:
+            statements = duckdb.extract_statements(sql)
+        except duckdb.Error as exc:
+            raise ValueError(f"--where {where!r}: {str(exc).splitlines()[0]}") from None
+        if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+            raise ValueError(
+                f"--where {where!r}: give one predicate over entries, e.g. "
+                "\"resolution < 4 AND method = 'singleParticle'\""
+            )
+        try:
+            with self._db(read_only=True) as con:
+                ids = con.execute(sql).fetchnumpy()["id"]
+        except duckdb.Error as exc:
+            columns = ", ".join(["id", *record_columns(), "ingested_at"])
+            raise ValueError(
+                f"--where {where!r}: {str(exc).splitlines()[0]} (columns: {columns})"
+            ) from None
+        # Entries committed after this store's snapshot are not searchable yet.
+        return np.intersect1d(np.asarray(ids, np.int64), self._ids)
+
+    def _query_vectors(
+        self, query: MultiScaleCode | int
+    ) -> tuple[list[np.ndarray], float | None]:
+        """Per scale ``[P, dim]`` query vectors (P poses) and the entry's rg."""
+        if isinstance(query, MultiScaleCode):
+            if query.checkpoint_hash != self.encoder.hash:
+                raise ValueError(
+                    f"query encoded by {query.checkpoint_hash[:12]}, the store holds "
+                    f"codes of {self.encoder.hash[:12]}; encode with the same "
+                    "checkpoint"
+                )
+            if tuple(query.scales) != self.encoder.scales:
+                raise ValueError(
+                    f"query scales {query.scales}, store scales {self.encoder.scales}"
+                )
+            vecs = [np.asarray(v, np.float32) for v in query.vectors]
+            for v, d in zip(vecs, self.encoder.dims, strict=True):
+                if v.ndim != 2 or v.shape[1] != d or not np.all(np.isfinite(v)):
+                    raise ValueError(f"query vectors {v.shape}: expected [P, {d}]")
+            return vecs, None
+        entry_id = int(query)
+        pos = np.searchsorted(self._ids, entry_id)
+        if pos >= len(self._ids) or self._ids[pos] != entry_id:
+            raise KeyError(f"no entry {entry_id} in {self.path}")
+        ids = np.array([entry_id])
+        rg = self._rg[pos]
+        vecs = [index.lookup(ids) for index in self._indexes]
+        return vecs, (None if np.isnan(rg) else float(rg))
+
+    def _rg_of(self, ids: np.ndarray) -> np.ndarray:
+        return self._rg[np.searchsorted(self._ids, ids)]
+
+    def _all_scores(self, i: int, q: np.ndarray) -> np.ndarray:
+        """``[P, N]`` cosines of every entry (in ``self._ids`` order) at scale i."""
+        index = self._indexes[i]
+        if i not in self._all_cache:
+            ids, vecs = index.all_vectors(copy=False)
+            if len(ids) != len(self._ids):
+                raise RuntimeError(f"{self._index_path(i)} out of step; reopen")
+            if np.all(ids == self._ids):  # the usual case: no copy needed
+                self._all_cache[i] = None
+            else:
+                order = np.argsort(ids)
+                self._all_cache[i] = np.ascontiguousarray(vecs[order])
+        vecs = self._all_cache[i]
+        if vecs is None:
+            vecs = index.all_vectors(copy=False)[1]
+        return q @ vecs.T
+
+    def search(
+        self,
+        query: MultiScaleCode | int,
+        k: int = 10,
+        where: str | None = None,
+        scales: tuple[int, ...] | None = None,
+        exact: bool = False,
+        rg: float | None = None,
+        size_weight: float = SIZE_WEIGHT,
+        weights: tuple[float, ...] | None = None,
+        overfetch: int = 20,
+        min_candidates: int = 200,
+        nprobe: int = DEFAULT_NPROBE,
+        exact_filter_limit: int = EXACT_FILTER_LIMIT,
+    ) -> list[Hit]:
+        """Entries most similar to ``query``, best first.
+
+        Args:
+            query: the code of one map (its rows are candidate poses of that map;
+                each entry keeps its best pose), or a stored entry id.
+            k: hits wanted.
+            where: SQL predicate over ``entries``, e.g. ``"resolution < 4"``.
+            scales: scale sides to score with (default all); the first is the
+                candidate scale.
+            exact: score every (allowed) entry instead of coarse candidates.
+            rg: the query's radius of gyration (Å), for the size term (taken from
+                the entry when ``query`` is an id).
+            size_weight: weight of ``|ln(rg_q / rg_e)|``; 0 disables it.
+            weights: per selected scale, for the shape score (default equal).
+            overfetch, min_candidates: coarse candidates = max(overfetch * k,
+                min_candidates) per pose.
+            nprobe: IVF lists scanned at first.
+            exact_filter_limit: a filter leaving at most this many entries scores
+                them all.
+
+        Returns:
+            Up to ``k`` :class:`Hit` objects (fewer only when fewer entries match).
+
+        Raises:
+            ValueError: bad ``k``, ``scales``, ``weights``, ``where``, or a query
+                from another encoder.
+            KeyError: ``query`` is an id the store does not hold.
+        """
+        self._check_open()
+        if not isinstance(k, int | np.integer) or k < 1:
+            raise ValueError(f"k={k!r}: ask for at least 1 hit")
+        sides = tuple(self.encoder.scales) if scales is None else tuple(scales)
+        bad = [s for s in sides if s not in self.encoder.scales]
+        if bad or not sides:
+            raise ValueError(f"scales {scales}: choose from {self.encoder.scales}")
+        sel = sorted(self.encoder.scales.index(s) for s in set(sides))
+        w = np.ones(len(sel)) if weights is None else np.asarray(weights, np.float64)
+        if w.shape != (len(sel),) or np.any(w < 0) or w.sum() <= 0:
+            raise ValueError(f"weights {weights}: one non-negative weight per scale")
+        w = w / w.sum()
+        qv, entry_rg = self._query_vectors(query)
+        rg = entry_rg if rg is None else rg
+        allowed = self._allowed(where) if where is not None else None
+        pool = self._ids if allowed is None else allowed
+        if not len(pool):
+            return []
+        k = int(min(k, len(pool)))
+        small = len(pool) <= max(min_candidates, k)
+        if allowed is None and (exact or small):  # every entry, in _ids order
+            cand = self._ids
+            per_scale = [self._all_scores(i, qv[i]) for i in sel]
+        else:
+            if exact or small or len(allowed) <= exact_filter_limit:
+                cand = allowed
+            else:
+                cand = self._candidates(
+                    qv[sel[0]],
+                    sel[0],
+                    max(overfetch * k, min_candidates),
+                    k,
+                    allowed,
+                    nprobe,
+                )
+            per_scale = [qv[i] @ self._indexes[i].lookup(cand).T for i in sel]
+        shape = sum(wi * s for wi, s in zip(w, per_scale, strict=True))  # [P, n]
+        pose = np.argmax(shape, axis=0)
+        cols = np.arange(len(cand))
+        score = shape[pose, cols]
+        log_ratio = np.full(len(cand), np.nan)
+        if rg is not None and rg > 0:
+            cand_rg = self._rg_of(cand)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                log_ratio = np.log(rg / cand_rg)
+            score = score - size_weight * np.nan_to_num(np.abs(log_ratio), nan=0.0)
+        top = np.argsort(-score, kind="stable")[:k]
+        top_ids = cand[top]
+        info = {
+            r["id"]: r
+            for r in self._query_sql(
+                f"SELECT id, {', '.join(HIT_COLUMNS)} FROM entries "
+                "WHERE list_contains(?, id)",
+                [[int(i) for i in top_ids]],
+            )
+        }
+        hits = []
+        for rank, j in enumerate(top, start=1):
+            scores = {
+                str(self.encoder.scales[i]): float(s[pose[j], j])
+                for i, s in zip(sel, per_scale, strict=True)
+            }
+            if not np.isnan(log_ratio[j]):
+                scores["size"] = float(log_ratio[j])
+            entry = {c: info.get(int(cand[j]), {}).get(c) for c in HIT_COLUMNS}
+            hits.append(
+                Hit(rank, int(cand[j]), float(score[j]), scores, int(pose[j]), entry)
+            )
+        return hits
+
+    def _candidates(
+        self,
+        q: np.ndarray,
+        i: int,
+        n_cand: int,
+        k: int,
+        allowed: np.ndarray | None,
+        nprobe: int,
+    ) -> np.ndarray:
+        """Union over poses of the coarse scale's nearest entries (see search)."""
+        index = self._indexes[i]
+        need = k if allowed is None else min(k, len(allowed))
+        while True:
+            _, found = index.search(q, n_cand, allowed, nprobe)
+            cand = np.unique(found[found >= 0])
+            if len(cand) >= need or index.kind != "ivf" or nprobe >= index.nlist:
+                return cand
+            nprobe *= 4  # the filter left too few in the lists scanned: widen
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and sizes, for ``swan info --store`` and the manifest."""
+        files = [self.path / DB_NAME, *sorted((self.path / "faiss").glob("*.index"))]
+        return {
+            "path": str(self.path),
+            "entries": len(self._ids),
+            "encoder": self.encoder.hash,
+            "indexes": self.index_info(),
+            "bytes": {f.name: f.stat().st_size for f in files if f.exists()},
+            "time": time.time(),
+        }
