@@ -173,7 +173,7 @@ def ingest_paths(
         run.failed += 1
         run.failures.append({"path": path, "reason": reason})
         pending_log.append(_row(run.run_id, path, "error", reason, sha))
-        log.warning("%s", reason)
+        log.info("%s", reason)
 
     def skip(path: str, reason: str, sha: str | None = None) -> None:
         run.skipped += 1

@@ -14,6 +14,8 @@ import torch
 from encoder.checkpoint import load_checkpoint
 from encoder.code import MultiScaleCode
 from encoder.model import CryoSwan
+from ingest.discover import find_entries
+from ingest.header import read_header
 from ingest.mapio import read_map
 from swan_index.prepare import PreparedMap, prepare_map
 from swan_index.store import EncoderInfo
@@ -67,12 +69,19 @@ class MapEncoder:
     ) -> tuple[MultiScaleCode, PreparedMap]:
         """Code of a query map in every candidate pose (one row per pose).
 
+        Its EMDB header, when one lies beside it (as ingest finds them), gives the
+        contour, so that a stored map searched again gives the same volume.
+
         Raises:
-            IngestError: the file cannot be read or holds no density above the
-                contour.
+            IngestError: the file (or its header) cannot be read or holds no
+                density above the contour.
         """
+        entry = next(iter(find_entries(path)), None)
+        metadata = None
+        if entry is not None and entry.header_path is not None:
+            metadata = read_header(entry.header_path)
         prepared = prepare_map(
-            read_map(path), self.grid, all_poses=True, contour=contour
+            read_map(path), self.grid, True, metadata, entry, contour=contour
         )
         return self.encode(prepared.volumes), prepared
 

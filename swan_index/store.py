@@ -353,7 +353,7 @@ class Store:
                 extra = np.setdiff1d(have, code_ids)
                 missing = np.setdiff1d(code_ids, have)
                 if len(extra) or len(missing):
-                    if len(have):
+                    if len(have) and self._generation < 0:  # on open: a crash
                         log.warning(
                             "%s disagreed with the database (%d missing, %d extra): "
                             "repaired",
@@ -913,7 +913,9 @@ class Store:
             cand = self._ids
             per_scale = [self._all_scores(i, qv[i]) for i in sel]
         else:
-            if exact or small or len(allowed) <= exact_filter_limit:
+            if allowed is not None and (
+                exact or small or len(allowed) <= exact_filter_limit
+            ):
                 cand = allowed
             else:
                 cand = self._candidates(

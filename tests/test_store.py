@@ -1,0 +1,325 @@
+"""The Store: add / search / get / delete, reopen, filters, consistency, locking."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from encoder.code import MultiScaleCode
+from ingest import find_entries
+from swan_index.db import StoreBusyError
+from swan_index.pipeline import MapEncoder, concat_codes
+from swan_index.prepare import prepare_entry
+from swan_index.schema import EntryRecord
+from swan_index.store import Store, decode_preview, encode_preview
+
+from .conftest import DATA
+
+
+@pytest.fixture(scope="module")
+def encoder() -> MapEncoder:
+    return MapEncoder()
+
+
+@pytest.fixture(scope="module")
+def samples(encoder):
+    """The six shipped real maps, prepared and encoded (primary pose)."""
+    prepared = [prepare_entry(e, encoder.grid) for e in find_entries(DATA / "maps")]
+    code = encoder.encode(np.concatenate([p.volumes for p in prepared]))
+    return prepared, code
+
+
+@pytest.fixture
+def store(tmp_path, encoder, samples):
+    prepared, code = samples
+    st = Store.open(tmp_path / "s", encoder=encoder.info)
+    st.add(code, [p.record for p in prepared], [p.preview() for p in prepared])
+    yield st
+    st.close()
+
+
+def _seeded(encoder, n: int, seed: int = 0, spread: float = 0.35):
+    """Seeded clustered vectors in the shape of the encoder's codes (for index
+    tests): 50 cluster centres; an entry is a noisy copy of one, with its noise
+    shared across scales (as in real codes, where the finer scales refine the
+    coarse shape) plus a little noise of each scale's own."""
+    rng = np.random.default_rng(seed)
+    info = encoder.info
+    centre_of = rng.integers(0, 50, n)
+    shared = rng.normal(size=(n, 32))
+    vectors, tokens = [], []
+    for side, depth, dim in zip(info.scales, info.depths, info.dims, strict=True):
+        mix = np.random.default_rng(side).normal(size=(32, dim)) / np.sqrt(32)
+        centres = np.random.default_rng(100 + side).normal(size=(50, dim))
+        v = centres[centre_of] + spread * (shared @ mix)
+        v += 0.1 * spread * rng.normal(size=(n, dim))
+        vectors.append((v / np.linalg.norm(v, axis=1, keepdims=True)).astype("f4"))
+        tokens.append(rng.integers(0, 512, (n, depth, side, side, side), np.int16))
+    code = MultiScaleCode(info.scales, tuple(tokens), tuple(vectors), info.hash)
+    records = [
+        EntryRecord(
+            sha256=f"seeded-{seed}-{i}",
+            resolution=float(2 + i % 10),
+            method="singleParticle" if i % 3 else "helical",
+            rg=float(30 + 5 * (i % 7)),
+        )
+        for i in range(n)
+    ]
+    return code, records
+
+
+def test_add_get_count_search_delete(store, samples):
+    prepared, code = samples
+    assert store.count() == 6
+    rows = store.get([1, 2, 999])
+    assert [r["id"] for r in rows] == [1, 2]
+    assert rows[0]["sha256"] == prepared[0].record.sha256
+    assert rows[0]["encoder_hash"] == store.encoder.hash
+    for i in range(6):  # every stored map finds itself first, by code and by id
+        hits = store.search(code[i], k=3)
+        assert hits[0].id == i + 1 and hits[0].score == pytest.approx(1, abs=1e-5)
+        assert store.search(i + 1, k=1)[0].id == i + 1
+        assert set(hits[0].scores) == {"1", "2", "4", "8"}
+    assert store.get([1])[0]["emdb_id"] == "EMD-1832"
+    assert store.find("EMD-1832") == store.find("emd_1832") == store.find("1") == 1
+    with pytest.raises(KeyError):
+        store.find("EMD-999999")
+    assert store.delete([2, 2, 999]) == 1
+    assert store.count() == 5 and store.get([2]) == []
+    assert 2 not in [h.id for h in store.search(code[1], k=10, exact=True)]
+    assert 2 not in [h.id for h in store.search(code[1], k=10)]
+    with pytest.raises(KeyError):
+        store.search(2)
+
+
+def test_hits_carry_metadata_and_ranked_scores(store, samples):
+    _, code = samples
+    hits = store.search(code[3], k=6)
+    assert [h.rank for h in hits] == list(range(1, 7))
+    assert all(a.score >= b.score for a, b in zip(hits, hits[1:], strict=False))
+    d = hits[0].to_dict()
+    for key in ("rank", "id", "emdb_id", "score", "scores", "title", "resolution"):
+        assert key in d
+    # exact search scores everything and agrees on this small store
+    exact = store.search(code[3], k=6, exact=True)
+    assert [h.id for h in exact] == [h.id for h in hits]
+
+
+def test_reopen_answers_the_same(tmp_path, store, samples):
+    _, code = samples
+    before = [(h.id, round(h.score, 6)) for h in store.search(code[0], k=6)]
+    store.close()
+    with Store.open(tmp_path / "s", read_only=True) as reader:
+        after = [(h.id, round(h.score, 6)) for h in reader.search(code[0], k=6)]
+        assert reader.count() == 6
+    assert before == after
+    with Store.open(tmp_path / "s") as writer:
+        assert [
+            (h.id, round(h.score, 6)) for h in writer.search(code[0], k=6)
+        ] == before
+
+
+def test_previews_and_codes_round_trip(store, samples, encoder):
+    prepared, code = samples
+    preview = store.get_preview(1)
+    assert preview.shape == (32, 32, 32)
+    np.testing.assert_allclose(preview, prepared[0].preview(), atol=1 / 255 + 1e-6)
+    stored = store.get_code(1)
+    for a, b in zip(stored.tokens, code[0].tokens, strict=True):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(stored.vectors, code[0].vectors, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    recon = encoder.model.decode(stored)
+    assert recon.shape == (1, 1, 64, 64, 64)
+    volume = np.random.default_rng(0).random((8, 8, 8)).astype("f4")
+    np.testing.assert_allclose(
+        decode_preview(encode_preview(volume), 8), volume, atol=0.5 / 255 + 1e-6
+    )
+
+
+def test_boundary_checks(store, samples, encoder):
+    prepared, code = samples
+    records = [p.record for p in prepared]
+    other = MultiScaleCode(code.scales, code.tokens, code.vectors, "0" * 64)
+    with pytest.raises(ValueError, match="encoder"):
+        store.add(other, records)
+    with pytest.raises(ValueError, match="encode"):
+        store.search(other)
+    with pytest.raises(ValueError, match="already stored"):
+        store.add(code, records)  # same sha256s
+    assert store.count() == 6  # the failed transaction left nothing behind
+    bad = list(code.vectors)
+    bad[1] = bad[1] * 2
+    with pytest.raises(ValueError, match="normalised"):
+        store.add(
+            MultiScaleCode(code.scales, code.tokens, tuple(bad), code.checkpoint_hash),
+            records,
+        )
+    short = list(code.vectors)
+    short[2] = short[2][:, :10]
+    with pytest.raises(ValueError, match="expected"):
+        store.add(
+            MultiScaleCode(
+                code.scales, code.tokens, tuple(short), code.checkpoint_hash
+            ),
+            records,
+        )
+    with pytest.raises(ValueError, match="records"):
+        store.add(code, records[:2])
+    with pytest.raises(ValueError, match="k="):
+        store.search(code[0], k=0)
+    with pytest.raises(ValueError, match="scales"):
+        store.search(code[0], scales=(3,))
+    with pytest.raises(ValueError, match="other|encoder|holds"):
+        Store.open(
+            store.path, encoder=replace(encoder.info, hash="f" * 64), read_only=True
+        )
+
+
+def test_where_filters(store, samples):
+    _, code = samples
+    coarse = store.get(list(range(1, 7)))
+    big = sorted(r["id"] for r in coarse if r["voxel_size"] > 2)
+    assert 0 < len(big) < 6
+    hits = store.search(code[0], k=10, where="voxel_size > 2")
+    assert sorted(h.id for h in hits) == big
+    assert store.count("voxel_size > 2") == len(big)
+    assert store.search(code[0], k=3, where="emdb_id = 'EMD-0'") == []
+    hits = store.search(code[0], k=1, where="voxel_size > 2 AND rg > 0")
+    assert len(hits) == 1 and hits[0].id in big
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        "resolutoin < 4",  # typo: the error names the columns
+        "1=1); DROP TABLE entries; SELECT (1",
+        "id IN (SELECT 1 FROM read_csv('/etc/passwd'))",
+        "id > 0; DELETE FROM entries",
+    ],
+)
+def test_where_is_checked_and_read_only(store, where):
+    with pytest.raises(ValueError, match="--where"):
+        store.search(1, where=where)
+    assert store.count() == 6 and len(store.get([1, 2, 3, 4, 5, 6])) == 6
+
+
+def test_approximate_agrees_with_exact_on_seeded_data(tmp_path, encoder):
+    code, records = _seeded(encoder, 3000)
+    queries, _ = _seeded(encoder, 40, seed=1)
+    flat_store = Store.open(tmp_path / "flat", encoder=encoder.info)
+    flat_store.add(code, records)
+    with Store.open(
+        tmp_path / "ivf", encoder=encoder.info, approx_threshold=1000
+    ) as st:
+        st.add(code, records)
+        st.flush()
+        assert st.index_info()[0]["kind"] == "ivf"
+        assert [i["kind"] for i in st.index_info()[1:]] == ["flat"] * 3
+        recalls = []
+        for q in range(len(queries)):
+            approx = [h.id for h in st.search(queries[q], k=10)]
+            exact = [h.id for h in st.search(queries[q], k=10, exact=True)]
+            recalls.append(len(set(approx) & set(exact)) / 10)
+            # scanning every list, the IVF stage is exact: same as a flat index
+            full = [h.id for h in st.search(queries[q], k=10, nprobe=10**6)]
+            flat = [h.id for h in flat_store.search(queries[q], k=10)]
+            assert full == flat
+        assert np.mean(recalls) >= 0.95
+        # a filter that leaves few entries still gives k hits with the IVF index
+        where = "method = 'helical' AND resolution = 3"
+        n = st.count(where)
+        assert 10 <= n < 200
+        hits = st.search(queries[0], k=10, where=where, exact_filter_limit=0, nprobe=1)
+        assert len(hits) == 10
+        rows = st.get([h.id for h in hits])
+        assert all(r["method"] == "helical" and r["resolution"] == 3 for r in rows)
+        top = [h.id for h in st.search(queries[0], k=10)]
+    with Store.open(tmp_path / "ivf", read_only=True) as reader:  # the IVF reloads
+        assert reader.index_info()[0]["kind"] == "ivf"
+        assert [h.id for h in reader.search(queries[0], k=10)] == top
+    flat_store.close()
+
+
+def test_query_poses_keep_each_entrys_best(store, samples):
+    _, code = samples
+    two = concat_codes([code[4], code[1]])  # "poses" of one query
+    hits = store.search(two, k=6, exact=True)
+    best = {h.id: h for h in hits}
+    assert best[5].pose == 0 and best[2].pose == 1
+    assert best[5].scores["1"] == pytest.approx(1, abs=1e-5)
+
+
+def test_size_term(store, samples):
+    _, code = samples
+    rg = store.get([3])[0]["rg"]
+    hits = store.search(code[2], k=6, rg=rg)
+    assert hits[0].id == 3 and hits[0].scores["size"] == pytest.approx(0)
+    far = store.search(code[2], k=6, rg=rg * 10)
+    assert far[0].score < hits[0].score - 0.5  # 10x the size is penalised
+    plain = store.search(code[2], k=6, rg=rg * 10, size_weight=0)
+    assert plain[0].id == 3 and plain[0].score == pytest.approx(1, abs=1e-5)
+
+
+def test_indexes_repaired_from_the_database(tmp_path, store, samples):
+    prepared, code = samples
+    path = store.path
+    store.close()
+    old = tmp_path / "old"
+    shutil.copytree(path / "faiss", old)
+    # (1) index files that lack new entries and hold deleted ones
+    with Store.open(path) as st:
+        extra, records = _seeded_like(code, prepared)
+        new_ids = st.add(extra, records)
+        st.delete([1])
+    shutil.rmtree(path / "faiss")
+    shutil.copytree(old, path / "faiss")  # as if the crash came before the flush
+    with Store.open(path, read_only=True) as reader:
+        assert reader.count() == 11
+        assert all(i["ntotal"] == 11 for i in reader.index_info())
+        assert reader.search(int(new_ids[0]), k=1)[0].id == new_ids[0]
+        assert 1 not in [h.id for h in reader.search(code[0], k=11, exact=True)]
+    # (2) a damaged index file and a missing one are rebuilt
+    (path / "faiss" / "scale_2.index").write_bytes(b"garbage" * 10)
+    (path / "faiss" / "scale_8.index").unlink()
+    (path / "faiss" / "scale_4.indexq8x1.tmp").write_bytes(b"half")
+    with Store.open(path) as st:
+        assert all(i["ntotal"] == 11 for i in st.index_info())
+        hits = st.search(int(new_ids[1]), k=2)  # itself and its twin (same code)
+        assert new_ids[1] in [h.id for h in hits] and hits[1].score > 0.9999
+    assert (path / "faiss" / "scale_8.index").exists()
+    assert not list((path / "faiss").glob("*.tmp*"))
+
+
+def _seeded_like(code, prepared):
+    """Six more entries: the sample codes with new sha256s."""
+    records = [
+        EntryRecord(sha256=p.record.sha256 + "-copy", rg=p.record.rg) for p in prepared
+    ]
+    return code, records
+
+
+def test_one_writer_many_readers(store, samples):
+    prepared, code = samples
+    with pytest.raises(StoreBusyError, match="another process"):
+        Store.open(store.path)
+    with Store.open(store.path, read_only=True) as reader:
+        assert reader.count() == 6
+        extra, records = _seeded_like(code, prepared)
+        store.add(extra, records)
+        assert reader.count() == 6  # a reader sees its snapshot ...
+        reader.refresh()
+        assert reader.count() == 12  # ... until it refreshes
+        assert 12 in [h.id for h in reader.search(12, k=2)]
+        with pytest.raises(PermissionError):
+            reader.delete([1])
+
+
+def test_open_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no store"):
+        Store.open(tmp_path / "none", read_only=True)
+    with pytest.raises(FileNotFoundError, match="swan ingest"):
+        Store.open(tmp_path / "none")
