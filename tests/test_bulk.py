@@ -195,6 +195,11 @@ def test_sigkill_mid_ingest_loses_nothing(tmp_path, many_maps, encoder):
             assert proc.poll() is None, proc.stderr.read().decode()
             assert time.monotonic() < deadline, "ingest never committed a batch"
             time.sleep(0.02)
+        # a reader works while the ingest runs
+        with Store.open(store_dir, read_only=True) as reader:
+            seen = reader.count()
+            assert seen >= 2 and reader.search(1, k=1)[0].score > 0.9999
+        assert proc.poll() is None or seen == 16
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     finally:
