@@ -773,6 +773,98 @@ class Store:
     def known_sha256(self) -> set[str]:
         return {r["sha256"] for r in self._query_sql("SELECT sha256 FROM entries")}
 
+    def vectors(self, scale: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids [N], vectors [N, dim])`` of every entry at scale side ``scale``,
+        ids ascending (a copy)."""
+        self._check_open()
+        if scale not in self.encoder.scales:
+            raise ValueError(f"scale {scale}: choose from {self.encoder.scales}")
+        ids, vecs = self._indexes[self.encoder.scales.index(scale)].all_vectors()
+        order = np.argsort(ids)
+        return ids[order], vecs[order]
+
+    def entries(
+        self,
+        columns: tuple[str, ...] = ("id", "emdb_id", "title"),
+        where: str | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> dict[str, np.ndarray]:
+        """Columns of ``entries`` (joined with ``layout``: ``x``, ``y``, ``cluster``)
+        as arrays, ordered by id, for tables and plots.
+
+        Args:
+            columns: column names of ``entries`` or ``layout``.
+            where: SQL predicate over ``entries`` (as in :meth:`search`).
+            limit, offset: paging.
+        """
+        self._check_open()
+        known = {"id", *record_columns(), "encoder_hash", "ingested_at"}
+        known |= {"x", "y", "cluster"}
+        bad = [c for c in columns if c not in known]
+        if bad:
+            raise ValueError(f"unknown columns {bad}; choose from {sorted(known)}")
+        select = ", ".join(
+            f"l.{c}" if c in ("x", "y", "cluster") else f"e.{c}" for c in columns
+        )
+        sql = f"SELECT {select} FROM entries e LEFT JOIN layout l ON e.id = l.id"
+        params: list = []
+        if where is not None:
+            allowed = self._allowed(where)
+            sql += " WHERE list_contains(?, e.id)"
+            params.append([int(i) for i in allowed])
+        sql += " ORDER BY e.id"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)} OFFSET {int(offset)}"
+        with self._db(read_only=True) as con:
+            got = con.execute(sql, params).fetchnumpy()
+        return {c: got[c] for c in columns}
+
+    def set_layout(
+        self, ids: np.ndarray, xy: np.ndarray, cluster: np.ndarray | None = None
+    ) -> None:
+        """Replace the stored 2D layout (UMAP) of the archive in one transaction.
+
+        Args:
+            ids: entry ids ``[N]``.
+            xy: coordinates ``[N, 2]``.
+            cluster: cluster label per entry ``[N]`` (-1: none).
+        """
+        self._check_writable()
+        ids = np.asarray(ids, np.int64)
+        xy = np.asarray(xy, np.float64)
+        if xy.shape != (len(ids), 2) or not np.all(np.isfinite(xy)):
+            raise ValueError(f"xy {xy.shape}: expected finite [{len(ids)}, 2]")
+        cluster = (
+            np.full(len(ids), -1, np.int32)
+            if cluster is None
+            else np.asarray(cluster, np.int32)
+        )
+        table = pa.table(
+            {
+                "id": pa.array(ids, pa.int64()),
+                "x": pa.array(xy[:, 0]),
+                "y": pa.array(xy[:, 1]),
+                "cluster": pa.array(cluster, pa.int32()),
+            }
+        )
+        with self._db(read_only=False) as con:
+            con.begin()
+            try:
+                con.execute("DELETE FROM layout")
+                con.register("new_layout", table)
+                con.execute(
+                    "INSERT INTO layout SELECT n.* FROM new_layout n "
+                    "JOIN entries e ON e.id = n.id"
+                )
+                con.unregister("new_layout")
+                self._bump(con, self._read_meta(con))
+                con.commit()
+            except BaseException:
+                con.rollback()
+                raise
+        self._generation += 1
+
     # -- search --------------------------------------------------------------------
     def _allowed(self, where: str) -> np.ndarray:
         """Ids of entries matching the SQL predicate ``where`` (run read-only)."""

@@ -1,0 +1,334 @@
+"""What the HTTP API and the dashboard do, as plain Python over one store.
+
+:class:`SwanService` holds a read-only :class:`~swan_index.store.Store` and the
+encoder that made its codes. It is shared by the API routes and the Dash callbacks,
+so both answer the same way, and it is what their tests call directly.
+
+Uploads are handled here: size-limited, written to a private temporary file whose
+name never comes from the client, recognised by content (``read_map`` reads the
+magic bytes), and removed after use. Write operations (ingest an upload, delete an
+entry) open the store as its writer for the duration of the call; they are refused
+unless the operator configured a write token (checked by the API).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ingest.errors import IngestError
+from ingest.mapio import read_map
+from swan_index.bulk import ingest_paths
+from swan_index.db import StoreBusyError
+from swan_index.pipeline import DEFAULT_CHECKPOINT, MapEncoder
+from swan_index.prepare import prepare_map, shrink
+from swan_index.store import Store
+
+log = logging.getLogger(__name__)
+
+#: Largest accepted upload (bytes); EMDB maps above this are rare and slow to send.
+MAX_UPLOAD_BYTES = 512 * 2**20
+#: Seconds between checks for a writer's new commits.
+REFRESH_EVERY = 2.0
+
+
+class UploadError(ValueError):
+    """A bad upload: the message says what is wrong and how to fix it."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class QueryInfo:
+    """What the service saw in an uploaded query map."""
+
+    name: str
+    grid: tuple[int, int, int]
+    voxel_size: float
+    contour: float
+    contour_source: str
+    rg: float
+    poses: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "grid": list(self.grid),
+            "voxel_size": self.voxel_size,
+            "contour": self.contour,
+            "contour_source": self.contour_source,
+            "rg": self.rg,
+            "poses": self.poses,
+        }
+
+
+class SwanService:
+    """Search, details, encoding and (optional) writes over one store.
+
+    Args:
+        store_path: the store folder.
+        checkpoint: the encoder checkpoint; must be the one the store was built with.
+        write_token: enables ingest/delete when set (the API checks it).
+        max_upload_bytes: uploads above this are refused (413).
+    """
+
+    def __init__(
+        self,
+        store_path: str | Path,
+        checkpoint: str | Path = DEFAULT_CHECKPOINT,
+        write_token: str | None = None,
+        max_upload_bytes: int = MAX_UPLOAD_BYTES,
+    ) -> None:
+        self.store_path = Path(store_path)
+        self.store = Store.open(self.store_path, read_only=True)
+        self.encoder = MapEncoder(checkpoint)
+        if self.encoder.info.hash != self.store.encoder.hash:
+            raise ValueError(
+                f"{checkpoint}: encoder {self.encoder.info.hash[:12]}, but the store "
+                f"holds codes of {self.store.encoder.hash[:12]}; pass its checkpoint"
+            )
+        self.write_token = write_token
+        self.max_upload_bytes = max_upload_bytes
+        self._lock = threading.RLock()
+        self._checked = time.monotonic()
+
+    # -- housekeeping ----------------------------------------------------------------
+    def refresh(self, force: bool = False) -> None:
+        """Pick up a writer's commits (at most every ``REFRESH_EVERY`` seconds)."""
+        now = time.monotonic()
+        if force or now - self._checked > REFRESH_EVERY:
+            with self._lock:
+                self.store.refresh()
+                self._checked = now
+
+    def close(self) -> None:
+        self.store.close()
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "entries": self.store.count(),
+            "encoder": self.store.encoder.hash,
+            "scales": list(self.store.encoder.scales),
+            "writes_enabled": self.write_token is not None,
+        }
+
+    # -- uploads ---------------------------------------------------------------------
+    def _check_upload(self, data: bytes) -> None:
+        if not data:
+            raise UploadError("empty upload; send a .map/.mrc/.ccp4 file (gz/bz2 ok)")
+        if len(data) > self.max_upload_bytes:
+            raise UploadError(
+                f"upload of {len(data):,} bytes is over the "
+                f"{self.max_upload_bytes:,}-byte limit; send a smaller or gzipped map",
+                status=413,
+            )
+
+    @contextmanager
+    def _upload_file(self, data: bytes) -> Iterator[Path]:
+        self._check_upload(data)
+        fd, name = tempfile.mkstemp(prefix="swan-upload-", suffix=".bin")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            yield Path(name)
+        finally:
+            os.unlink(name)
+
+    def _encode_upload(self, data: bytes, name: str, contour: float | None):  # noqa: ANN202
+        """``(code, prepared, info)`` of an uploaded map, all candidate poses."""
+        with self._upload_file(data) as path:
+            try:
+                dmap = read_map(path)
+            except IngestError as exc:
+                raise UploadError(_client_message(exc, path, name)) from None
+            try:
+                prepared = prepare_map(
+                    dmap, self.encoder.grid, all_poses=True, contour=contour
+                )
+            except IngestError as exc:
+                raise UploadError(_client_message(exc, path, name)) from None
+        code = self.encoder.encode(prepared.volumes)
+        rec = prepared.record
+        info = QueryInfo(
+            name=_safe_name(name),
+            grid=tuple(int(n) for n in dmap.data.shape[::-1]),  # type: ignore[arg-type]
+            voxel_size=float(np.mean(dmap.voxel_size)),
+            contour=float(rec.contour or 0.0),
+            contour_source=str(rec.contour_source),
+            rg=float(rec.rg or 0.0),
+            poses=len(prepared.volumes),
+        )
+        return code, prepared, info
+
+    # -- reading ---------------------------------------------------------------------
+    def search_upload(
+        self,
+        data: bytes,
+        name: str = "upload",
+        k: int = 10,
+        where: str | None = None,
+        exact: bool = False,
+        contour: float | None = None,
+    ) -> dict[str, Any]:
+        """Search with an uploaded map: ``{"query": {...}, "hits": [...]}``.
+
+        Raises:
+            UploadError: bad upload (status 400, or 413 when too large).
+            ValueError: bad ``k`` or ``where``.
+        """
+        self.refresh()
+        code, prepared, info = self._encode_upload(data, name, contour)
+        with self._lock:
+            hits = self.store.search(
+                code, k=k, where=where, exact=exact, rg=prepared.record.rg
+            )
+        return {"query": info.to_dict(), "hits": [h.to_dict() for h in hits]}
+
+    def similar(
+        self,
+        entry: str | int,
+        k: int = 10,
+        where: str | None = None,
+        exact: bool = False,
+    ) -> dict[str, Any]:
+        """Entries most similar to a stored one (store id or EMDB id).
+
+        Raises:
+            KeyError: no such entry.
+        """
+        self.refresh()
+        with self._lock:
+            entry_id = self.store.find(entry)
+            hits = self.store.search(entry_id, k=k, where=where, exact=exact)
+        return {"query": {"id": entry_id}, "hits": [h.to_dict() for h in hits]}
+
+    def entry(self, entry: str | int) -> dict[str, Any]:
+        """Metadata of one entry.
+
+        Raises:
+            KeyError: no such entry.
+        """
+        self.refresh()
+        with self._lock:
+            entry_id = self.store.find(entry)
+            rows = self.store.get([entry_id])
+        if not rows:
+            raise KeyError(f"no entry {entry}")
+        return rows[0]
+
+    def preview(self, entry: str | int) -> np.ndarray | None:
+        """The stored preview volume ``[g, g, g]`` in [0, 1], or ``None``."""
+        with self._lock:
+            return self.store.get_preview(self.store.find(entry))
+
+    def coarse_to_fine(self, entry: str | int, grid: int = 32) -> list[np.ndarray]:
+        """The entry decoded from its first 1, 2, ... all scales, each ``[grid]^3``
+        in [0, 1] (what each scale of its code holds)."""
+        with self._lock:
+            code = self.store.get_code(self.store.find(entry))
+        model = self.encoder.model
+        out = []
+        for s in range(1, len(code.scales) + 1):
+            volume = model.decode(code, up_to=s)[0, 0].clamp(0, 1).cpu().numpy()
+            out.append(shrink(volume, grid))
+        return out
+
+    def encode_upload(
+        self, data: bytes, name: str = "upload", contour: float | None = None
+    ) -> dict[str, Any]:
+        """The code of an uploaded map in its primary pose: per scale, the token
+        indices and the retrieval vector."""
+        code, _, info = self._encode_upload(data, name, contour)
+        first = code[0]
+        return {
+            "query": info.to_dict(),
+            "checkpoint_hash": first.checkpoint_hash,
+            "bits": first.bits(self.store.encoder.codebook_size),
+            "scales": [
+                {
+                    "scale": side,
+                    "tokens": first.tokens[i][0].tolist(),
+                    "vector": first.vectors[i][0].tolist(),
+                }
+                for i, side in enumerate(first.scales)
+            ],
+        }
+
+    # -- writing (token-gated by the API) ---------------------------------------------
+    @contextmanager
+    def _writer(self) -> Iterator[Store]:
+        if self.write_token is None:
+            raise PermissionError("writes are disabled; start the server with a token")
+        try:
+            store = Store.open(self.store_path)
+        except StoreBusyError as exc:
+            raise UploadError(str(exc), status=409) from None
+        try:
+            yield store
+        finally:
+            store.close()
+            self.refresh(force=True)
+
+    def ingest_upload(self, data: bytes, name: str = "upload") -> dict[str, Any]:
+        """Store an uploaded map (kept under ``STORE/uploads/``)."""
+        if self.write_token is None:
+            raise PermissionError("writes are disabled; start the server with a token")
+        self._check_upload(data)
+        uploads = self.store_path / "uploads"
+        uploads.mkdir(exist_ok=True)
+        fd, kept = tempfile.mkstemp(dir=uploads, prefix="upload-", suffix=".map")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        try:
+            read_map(kept)
+            with self._writer() as store:
+                summary = ingest_paths(
+                    [kept], store, self.encoder, workers=0, progress=False
+                )
+            if summary.failed:
+                raise UploadError(
+                    _client_message_text(summary.failures[0]["reason"], kept, name)
+                )
+        except IngestError as exc:
+            Path(kept).unlink(missing_ok=True)
+            raise UploadError(_client_message(exc, kept, name)) from None
+        except BaseException:
+            Path(kept).unlink(missing_ok=True)
+            raise
+        return summary.to_dict()
+
+    def delete(self, entry: str | int) -> dict[str, Any]:
+        with self._lock:
+            entry_id = self.store.find(entry)
+        with self._writer() as store:
+            n = store.delete([entry_id])
+        return {"deleted": n, "id": entry_id}
+
+
+def _safe_name(name: str | None) -> str:
+    """A client file name fit for display only (never used as a path)."""
+    base = os.path.basename(str(name or "upload")).strip() or "upload"
+    return "".join(c if c.isprintable() else "?" for c in base)[:120]
+
+
+def _client_message(exc: Exception, tmp: Path | str, name: str) -> str:
+    return _client_message_text(str(exc), tmp, name)
+
+
+def _client_message_text(text: str, tmp: Path | str, name: str) -> str:
+    """The reader's one-line message, with the upload's name instead of the
+    server's temporary path."""
+    return text.replace(str(tmp), _safe_name(name))
