@@ -1,7 +1,11 @@
 """The ``swan`` command line: one module per subcommand, registered here.
 
-Each module in :mod:`swan_index.commands` has a docstring (its ``--help``),
-``add_args(parser)`` and ``main(args) -> int`` (the exit code).
+Each command module has a docstring (its ``--help``), ``add_args(parser)`` and
+``main(args) -> int`` (the exit code). They live in :mod:`swan_index.commands`,
+except ``serve`` and ``demo``, which live with the server in
+:mod:`dashboard.commands` (so that ``swan_index`` never imports the dashboard; the
+registry below names them only as strings, and imports them when the parser is
+built).
 """
 
 from __future__ import annotations
@@ -11,8 +15,18 @@ import importlib
 import logging
 import sys
 
-#: Subcommands, in the order ``swan --help`` lists them.
-COMMANDS = ["info", "ingest", "search", "dataset", "train", "eval"]
+#: Subcommands and their modules, in the order ``swan --help`` lists them.
+COMMANDS = {
+    "info": "swan_index.commands.info",
+    "ingest": "swan_index.commands.ingest",
+    "search": "swan_index.commands.search",
+    "layout": "swan_index.commands.layout",
+    "serve": "dashboard.commands.serve",
+    "demo": "dashboard.commands.demo",
+    "dataset": "swan_index.commands.dataset",
+    "train": "swan_index.commands.train",
+    "eval": "swan_index.commands.eval",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
-        module = importlib.import_module(f"swan_index.commands.{name}")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
         doc = (module.__doc__ or "").strip()
         cmd = sub.add_parser(
             name,

@@ -1,0 +1,1 @@
+"""``swan`` subcommands that serve the dashboard (registered in swan_index.cli)."""
