@@ -258,7 +258,7 @@ def test_size_term(store, samples):
     rg = store.get([3])[0]["rg"]
     hits = store.search(code[2], k=6, rg=rg)
     assert hits[0].id == 3 and hits[0].scores["size"] == pytest.approx(0)
-    far = store.search(code[2], k=6, rg=rg * 10)
+    far = store.search(code[2], k=6, rg=rg * 10, size_weight=0.5)
     assert far[0].score < hits[0].score - 0.5  # 10x the size is penalised
     plain = store.search(code[2], k=6, rg=rg * 10, size_weight=0)
     assert plain[0].id == 3 and plain[0].score == pytest.approx(1, abs=1e-5)
