@@ -1,0 +1,163 @@
+"""The dashboard in a real browser: Chromium (Debian's package) driven by Playwright.
+
+`swan serve` runs in a subprocess over a small store (the real sample maps plus a
+labelled simulated set); the tests load the page, count the UMAP's points, click a
+point for its 3D view, and upload a map to search. Screenshots go to
+``tests/artifacts/`` (or ``$SWAN_TEST_ARTIFACTS``).
+
+Without ``/usr/bin/chromium`` these tests are skipped, unless
+``SWAN_REQUIRE_BROWSER=1`` (set by ``.ci/run``), which makes a missing browser fail.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from swan_index.demo import DemoConfig, build_demo_store
+from swan_index.pipeline import MapEncoder
+from swan_index.store import Store
+
+from .conftest import MAPS, ROOT
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(os.environ.get("SWAN_TEST_ARTIFACTS", ROOT / "tests" / "artifacts"))
+
+if not CHROMIUM.exists() and not os.environ.get("SWAN_REQUIRE_BROWSER"):
+    pytest.skip("no /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
+
+sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+
+
+def _pca_layout(store: Store) -> None:
+    """A 2D layout without UMAP (its compilation is kept out of tests)."""
+    parts = []
+    for side in store.encoder.scales:
+        ids, vecs = store.vectors(side)
+        parts.append(vecs - vecs.mean(0))
+    x = np.concatenate(parts, axis=1)
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    labels = store.entries(("id", "label"))["label"]
+    names = sorted({str(v) for v in labels if v})
+    cluster = np.array([names.index(str(v)) if v else -1 for v in labels])
+    store.set_layout(ids, u[:, :2] * s[:2], cluster)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """(base url, number of entries) of a running `swan serve`."""
+    path = tmp_path_factory.mktemp("browser") / "store"
+    encoder = MapEncoder()
+    build_demo_store(path, encoder, DemoConfig(synthetic_families=2, variants=6), False)
+    with Store.open(path) as store:
+        _pca_layout(store)
+        n = store.count()
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "swan_index.cli", "serve", "--store", str(path),
+         "--port", str(port)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"swan serve did not start: {proc.stdout.read().decode()}")
+        time.sleep(0.3)
+    yield url, n
+    proc.terminate()
+    proc.wait(20)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        pg = browser.new_page(viewport={"width": 1500, "height": 1100})
+        errors: list[str] = []
+        pg.on("pageerror", lambda exc: errors.append(str(exc)))
+        pg.goto(server[0], wait_until="networkidle", timeout=60_000)
+        pg.errors = errors
+        yield pg
+        browser.close()
+
+
+UMAP_POINTS = """() => {
+  const gd = document.querySelector('#umap-graph .js-plotly-plot');
+  if (!gd || !gd.data) return -1;
+  return gd.data.filter(t => !(t.meta && t.meta.highlight))
+                .reduce((n, t) => n + (t.x ? t.x.length : 0), 0);
+}"""
+
+
+def test_dashboard_loads_with_every_point(page, server):
+    page.wait_for_function(f"({UMAP_POINTS})() > 0", timeout=60_000)
+    assert page.evaluate(UMAP_POINTS) == server[1]
+    page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    assert not page.errors
+
+
+def test_click_opens_the_3d_view(page):
+    page.wait_for_function(f"({UMAP_POINTS})() > 0", timeout=60_000)
+    # the pixel position of the first point, from Plotly's own axes
+    x, y = page.evaluate(
+        """() => {
+      const gd = document.querySelector('#umap-graph .js-plotly-plot');
+      const fl = gd._fullLayout, t = gd.data[0];
+      const box = gd.getBoundingClientRect();
+      return [box.left + fl._size.l + fl.xaxis.l2p(t.x[0]),
+              box.top + fl._size.t + fl.yaxis.l2p(t.y[0])];
+    }"""
+    )
+    page.mouse.move(x, y)
+    page.mouse.click(x, y)
+    page.wait_for_function(
+        """() => { const gd = document.querySelector('#iso-graph .js-plotly-plot');
+                   return gd && gd.data && gd.data.some(t => t.type === 'mesh3d'); }""",
+        timeout=60_000,
+    )
+    page.screenshot(path=str(ARTIFACTS / "entry_3d.png"), full_page=True)
+
+
+def test_upload_lists_hits(page):
+    page.set_input_files("#upload-map input[type=file]", str(MAPS["emd_6824"]))
+    page.wait_for_function(
+        """() => { const t = document.querySelector('#hits-table');
+                   return t && t.innerText.includes('EMD-6824'); }""",
+        timeout=90_000,
+    )
+    text = page.inner_text("#hits-table")
+    assert text.index("EMD-6824") >= 0
+    page.screenshot(path=str(ARTIFACTS / "upload_hits.png"), full_page=True)
