@@ -293,11 +293,12 @@ class SwanService:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         try:
-            read_map(kept)
+            sha = read_map(kept).sha256
             with self._writer() as store:
                 summary = ingest_paths(
                     [kept], store, self.encoder, workers=0, progress=False
                 )
+                entry_id = store.find_sha256(sha)
             if summary.failed:
                 raise UploadError(
                     _client_message_text(summary.failures[0]["reason"], kept, name)
@@ -308,13 +309,21 @@ class SwanService:
         except BaseException:
             Path(kept).unlink(missing_ok=True)
             raise
-        return summary.to_dict()
+        if summary.skipped:  # the same map was stored already: keep no copy
+            Path(kept).unlink(missing_ok=True)
+        return {**summary.to_dict(), "id": entry_id}
 
     def delete(self, entry: str | int) -> dict[str, Any]:
+        """Delete an entry (and the file of an entry that came by upload)."""
         with self._lock:
             entry_id = self.store.find(entry)
+            rows = self.store.get([entry_id])
         with self._writer() as store:
             n = store.delete([entry_id])
+        uploads = (self.store_path / "uploads").resolve()
+        source = rows[0].get("source_path") if rows else None
+        if n and source and Path(source).resolve().parent == uploads:
+            Path(source).unlink(missing_ok=True)
         return {"deleted": n, "id": entry_id}
 
 

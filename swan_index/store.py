@@ -46,6 +46,7 @@ import datetime as dt
 import json
 import logging
 import os
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -188,6 +189,55 @@ def decode_preview(blob: bytes, grid: int) -> np.ndarray:
     """Inverse of :func:`encode_preview`: float32 ``[g, g, g]`` in [0, 1]."""
     q = np.frombuffer(zlib.decompress(blob), np.uint8).reshape(grid, grid, grid)
     return q.astype(np.float32) / 255.0
+
+
+#: Tables a ``where`` predicate may read.
+WHERE_TABLES = frozenset({"entries", "layout"})
+#: Functions a ``where`` predicate may not call (they reveal the server's setup).
+WHERE_FORBIDDEN = frozenset({"current_setting", "getenv", "duckdb_settings"})
+#: Seconds a ``where`` predicate may run.
+WHERE_TIMEOUT = 10.0
+
+
+def _check_predicate(where: str, sql: str) -> None:
+    """Refuse anything but one expression over ``entries`` (and ``layout``)."""
+    example = "e.g. \"resolution < 4 AND method = 'singleParticle'\""
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise ValueError(f"where {where!r}: {str(exc).splitlines()[0]}") from None
+    if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
+        raise ValueError(f"where {where!r}: give one predicate over entries, {example}")
+    con = duckdb.connect(config={"enable_external_access": False})
+    try:
+        tree = json.loads(
+            con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0]
+        )
+    finally:
+        con.close()
+    if tree.get("error"):
+        msg = tree.get("error_message", "syntax error")
+        raise ValueError(f"where {where!r}: {msg}")
+    stack: list[Any] = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, list):
+            stack.extend(node)
+            continue
+        if not isinstance(node, dict):
+            continue
+        kind = node.get("type")
+        if kind == "BASE_TABLE" and str(node.get("table_name")).lower() not in (
+            WHERE_TABLES
+        ):
+            raise ValueError(
+                f"where {where!r}: only the entries and layout tables can be used"
+            )
+        if kind == "TABLE_FUNCTION":
+            raise ValueError(f"where {where!r}: table functions are not allowed")
+        if str(node.get("function_name", "")).lower() in WHERE_FORBIDDEN:
+            raise ValueError(f"where {where!r}: {node['function_name']} is not allowed")
+        stack.extend(node.values())
 
 
 class Store:
@@ -774,6 +824,11 @@ class Store:
         )
         return {r.pop("source_path"): r for r in rows}
 
+    def find_sha256(self, sha256: str) -> int | None:
+        """Id of the entry holding the map with this content hash, or ``None``."""
+        rows = self._query_sql("SELECT id FROM entries WHERE sha256 = ?", [sha256])
+        return int(rows[0]["id"]) if rows else None
+
     def known_sha256(self) -> set[str]:
         return {r["sha256"] for r in self._query_sql("SELECT sha256 FROM entries")}
 
@@ -871,24 +926,32 @@ class Store:
 
     # -- search --------------------------------------------------------------------
     def _allowed(self, where: str) -> np.ndarray:
-        """Ids of entries matching the SQL predicate ``where`` (run read-only)."""
+        """Ids of entries matching the SQL predicate ``where``.
+
+        The predicate may use the columns of ``entries`` and subqueries over
+        ``entries`` and ``layout`` only (no other table, no table function such as
+        ``read_csv`` or ``range``, no settings); it runs on a read-only connection
+        with file access disabled, and is interrupted after ``WHERE_TIMEOUT``
+        seconds.
+        """
         sql = f"SELECT id FROM entries WHERE ({where}) ORDER BY id"
-        try:
-            statements = duckdb.extract_statements(sql)
-        except duckdb.Error as exc:
-            raise ValueError(f"--where {where!r}: {str(exc).splitlines()[0]}") from None
-        if len(statements) != 1 or statements[0].type != duckdb.StatementType.SELECT:
-            raise ValueError(
-                f"--where {where!r}: give one predicate over entries, e.g. "
-                "\"resolution < 4 AND method = 'singleParticle'\""
-            )
+        _check_predicate(where, sql)
         try:
             with self._db(read_only=True) as con:
-                ids = con.execute(sql).fetchnumpy()["id"]
+                timer = threading.Timer(WHERE_TIMEOUT, con.interrupt)
+                timer.start()
+                try:
+                    ids = con.execute(sql).fetchnumpy()["id"]
+                finally:
+                    timer.cancel()
+        except duckdb.InterruptException:
+            raise ValueError(
+                f"where {where!r}: took over {WHERE_TIMEOUT:.0f} s; simplify it"
+            ) from None
         except duckdb.Error as exc:
             columns = ", ".join(["id", *record_columns(), "ingested_at"])
             raise ValueError(
-                f"--where {where!r}: {str(exc).splitlines()[0]} (columns: {columns})"
+                f"where {where!r}: {str(exc).splitlines()[0]} (columns: {columns})"
             ) from None
         # Entries committed after this store's snapshot are not searchable yet.
         return np.intersect1d(np.asarray(ids, np.int64), self._ids)

@@ -43,7 +43,9 @@ ARGS = [
 ARTIFACTS = Path(os.environ.get("SWAN_TEST_ARTIFACTS", ROOT / "tests" / "artifacts"))
 
 if not CHROMIUM.exists() and not os.environ.get("SWAN_REQUIRE_BROWSER"):
-    pytest.skip("no /usr/bin/chromium (apt-get install chromium)", allow_module_level=True)
+    pytest.skip(
+        "no /usr/bin/chromium (apt-get install chromium)", allow_module_level=True
+    )
 
 sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
 
@@ -79,9 +81,19 @@ def server(tmp_path_factory):
         n = store.count()
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "swan_index.cli", "serve", "--store", str(path),
-         "--port", str(port)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "swan_index.cli",
+            "serve",
+            "--store",
+            str(path),
+            "--port",
+            str(port),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120

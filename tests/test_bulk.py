@@ -150,7 +150,7 @@ def test_cli_ingest_and_search(tmp_path, folder, capsys):
     err = capsys.readouterr().err
     assert "random.map" in err and len(err.strip().splitlines()) == 1
     assert main(["search", query, "--store", store, "--where", "nope > 1"]) == 2
-    assert "--where" in capsys.readouterr().err
+    assert "where " in capsys.readouterr().err
     assert main(["search", query, "--store", str(tmp_path / "none")]) == 2
 
 

@@ -202,7 +202,7 @@ def test_where_filters(store, samples):
     ],
 )
 def test_where_is_checked_and_read_only(store, where):
-    with pytest.raises(ValueError, match="--where"):
+    with pytest.raises(ValueError, match="^where "):
         store.search(1, where=where)
     assert store.count() == 6 and len(store.get([1, 2, 3, 4, 5, 6])) == 6
 

@@ -1,0 +1,473 @@
+"""The HTTP API (dashboard/api.py) and the combined server (dashboard/server.py),
+over a small store of the real sample maps, plus a bounded schemathesis fuzz of
+the OpenAPI schema."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from dashboard.server import create_server
+from dashboard.service import SwanService
+from swan_index.bulk import ingest_paths
+from swan_index.pipeline import MapEncoder
+from swan_index.store import Store
+from tests.conftest import MAPS
+
+TOKEN = "test-token-0123456789"
+#: Stored in the module's store; EMD-3197 is left out to be ingested by upload.
+STORED = ["emd_1832", "emd_5625", "emd_21457_seg", "emd_3001", "emd_6824"]
+UPLOADED = "emd_3197"
+#: The upload limit of the module's service (the sample maps are under 1.4 MB).
+LIMIT = 4 * 2**20
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("api") / "store"
+    encoder = MapEncoder()
+    with Store.open(folder, encoder=encoder.info) as store:
+        summary = ingest_paths(
+            [MAPS[m] for m in STORED], store, encoder, workers=0, progress=False
+        )
+    assert summary.ok == len(STORED), summary.failures
+    return folder
+
+
+@pytest.fixture(scope="module")
+def service(store_dir: Path):
+    svc = SwanService(store_dir, write_token=TOKEN, max_upload_bytes=LIMIT)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture(scope="module")
+def dash_app():
+    dash = pytest.importorskip("dash")
+    app = dash.Dash(__name__)
+    app.layout = dash.html.Div("dashboard here", id="hello")
+    return app
+
+
+@pytest.fixture(scope="module")
+def client(service: SwanService, dash_app) -> TestClient:
+    with TestClient(create_server(service, dash_app)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def map_bytes():
+    return lambda label: MAPS[label].read_bytes()
+
+
+def assert_error(response, status: int) -> str:
+    """The response is a JSON error with this status; returns its message."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"}
+    message = body["error"]
+    assert message and "\n" not in message and "Traceback" not in message
+    return message
+
+
+# -- reading -----------------------------------------------------------------------
+def test_health(client: TestClient):
+    body = client.get("/api/health").json()
+    assert body["status"] == "ok"
+    assert body["entries"] == len(STORED)
+    assert body["scales"] == [1, 2, 4, 8]
+    assert body["writes_enabled"] is True
+
+
+def test_search_upload_finds_itself_first(client: TestClient, map_bytes):
+    response = client.post(
+        "/api/search",
+        params={"k": 3},
+        files={"file": ("emd_6824.mrc", map_bytes("emd_6824"))},
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["query"]["name"] == "emd_6824.mrc"
+    assert body["query"]["grid"] == [70, 70, 70]
+    hits = body["hits"]
+    assert [h["rank"] for h in hits] == [1, 2, 3]
+    assert hits[0]["emdb_id"] == "EMD-6824"
+    assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert set(hits[0]["scores"]) >= {"1", "2", "4", "8"}
+    assert all(isinstance(h["id"], int) for h in hits)
+
+
+def test_search_options_as_form_fields(client: TestClient, map_bytes):
+    """k/where as form fields (curl -F) win over the query parameters."""
+    response = client.post(
+        "/api/search",
+        params={"k": 4},
+        data={"k": "2", "where": "emdb_id <> 'EMD-6824'", "exact": "true"},
+        files={"file": ("q.mrc", map_bytes("emd_6824"))},
+    )
+    assert response.status_code == 200, response.text
+    hits = response.json()["hits"]
+    assert len(hits) == 2
+    assert "EMD-6824" not in {h["emdb_id"] for h in hits}
+
+
+def test_entry_by_store_id_and_by_emdb_id(client: TestClient):
+    by_emdb = client.get("/api/entries/EMD-1832")
+    assert by_emdb.status_code == 200, by_emdb.text
+    row = by_emdb.json()
+    assert row["emdb_id"] == "EMD-1832"
+    assert client.get(f"/api/entries/{row['id']}").json() == row
+    assert client.get("/api/entries/emd_1832").json()["id"] == row["id"]
+    # no server folders in the answer
+    assert row["source_path"] == "emd_1832.map"
+
+
+@pytest.mark.parametrize(
+    "entry", ["EMD-999999", "424242", "99999999999999999999999", "%C2%B2", "%00"]
+)
+def test_unknown_entry_is_404(client: TestClient, entry: str):
+    message = assert_error(client.get(f"/api/entries/{entry}"), 404)
+    assert "no entry" in message
+    assert_error(client.get(f"/api/entries/{entry}/similar"), 404)
+
+
+def test_similar(client: TestClient):
+    response = client.get("/api/entries/EMD-5625/similar", params={"k": 3})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    hits = body["hits"]
+    assert len(hits) == 3
+    assert hits[0]["emdb_id"] == "EMD-5625"
+    assert hits[0]["id"] == body["query"]["id"]
+    assert [h["score"] for h in hits] == sorted(
+        (h["score"] for h in hits), reverse=True
+    )
+    exact = client.get(
+        "/api/entries/EMD-5625/similar", params={"k": 3, "exact": True}
+    ).json()
+    assert [h["id"] for h in exact["hits"]] == [h["id"] for h in hits]
+    filtered = client.get(
+        "/api/entries/EMD-5625/similar",
+        params={"k": 10, "where": "emdb_id IN ('EMD-1832', 'EMD-3001')"},
+    ).json()
+    assert {h["emdb_id"] for h in filtered["hits"]} == {"EMD-1832", "EMD-3001"}
+
+
+def test_encode_matches_the_stored_code(
+    client: TestClient, service: SwanService, map_bytes
+):
+    response = client.post(
+        "/api/encode", files={"file": ("emd_6824.mrc", map_bytes("emd_6824"))}
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["checkpoint_hash"] == service.store.encoder.hash
+    assert [s["scale"] for s in body["scales"]] == [1, 2, 4, 8]
+    stored = service.store.get_code(service.store.find("EMD-6824"))
+    for i, scale in enumerate(body["scales"]):
+        tokens = np.asarray(scale["tokens"])
+        assert tokens.shape == stored.tokens[i].shape[1:]
+        np.testing.assert_array_equal(tokens, stored.tokens[i][0])
+        np.testing.assert_allclose(scale["vector"], stored.vectors[i][0], atol=1e-4)
+
+
+# -- bad input ---------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kind, content",
+    [
+        ("random", np.random.default_rng(7).bytes(5000)),
+        ("truncated", MAPS["emd_6824"].read_bytes()[:20_000]),
+        ("empty", b""),
+        ("bad gzip", gzip.compress(b"not a map at all" * 100)[:200]),
+    ],
+)
+def test_bad_uploads_are_400_and_the_server_keeps_serving(
+    client: TestClient, kind: str, content: bytes
+):
+    for route in ("/api/search", "/api/encode"):
+        response = client.post(route, files={"file": ("query.mrc", content)})
+        message = assert_error(response, 400)
+        assert "tmp" not in message and "swan-upload" not in message
+    assert (
+        client.get("/api/entries/EMD-1832/similar", params={"k": 1}).status_code == 200
+    )
+
+
+def test_client_file_name_is_never_a_path(client: TestClient, store_dir: Path):
+    junk = b"this is not a map" * 200
+    uploads = store_dir / "uploads"
+    kept = set(uploads.glob("*")) if uploads.exists() else set()
+    response = client.post("/api/search", files={"file": ("../../etc/passwd", junk)})
+    message = assert_error(response, 400)
+    assert message.startswith("passwd:")
+    assert "../" not in message and "/etc" not in message
+    response = client.post(
+        "/api/entries",
+        files={"file": ("../../../passwd", junk)},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    message = assert_error(response, 400)
+    assert "../" not in message and str(store_dir) not in message
+    # nothing kept, nothing written next to the store
+    assert set(uploads.glob("*")) == kept
+    assert not (store_dir.parent / "passwd").exists()
+
+
+def test_missing_file_and_bad_parameters_are_422(client: TestClient, map_bytes):
+    assert "file" in assert_error(client.post("/api/search"), 422)
+    assert "k" in assert_error(client.get("/api/entries/1/similar?k=0"), 422)
+    assert "k" in assert_error(client.get("/api/entries/1/similar?k=1001"), 422)
+    assert_error(client.get("/api/entries/1/similar?exact=maybe"), 422)
+    assert_error(
+        client.get("/api/entries/1/similar", params={"where": "x" * 3000}), 422
+    )
+
+
+@pytest.mark.parametrize(
+    "where", ["resolution <", "no_such_column > 1", "1; DROP TABLE entries", "'a' + 1"]
+)
+def test_bad_where_is_400(client: TestClient, where: str):
+    message = assert_error(
+        client.get("/api/entries/EMD-1832/similar", params={"where": where}), 400
+    )
+    assert message.startswith("where ")
+    assert client.get("/api/health").json()["entries"] == len(STORED)
+
+
+def test_where_errors_do_not_show_server_paths(client: TestClient, store_dir: Path):
+    response = client.get(
+        "/api/entries/EMD-1832/similar",
+        params={"where": "CAST(source_path AS INTEGER) = 1"},
+    )
+    message = assert_error(response, 400)
+    assert str(MAPS["emd_1832"].parent) not in message
+    assert str(store_dir) not in message
+
+
+def test_unexpected_errors_are_json_500_without_details(
+    service: SwanService, monkeypatch: pytest.MonkeyPatch
+):
+    def broken() -> dict:
+        raise RuntimeError("/srv/secret/swan.duckdb: something broke")
+
+    monkeypatch.setattr(service, "health", broken)
+    with TestClient(create_server(service), raise_server_exceptions=False) as c:
+        message = assert_error(c.get("/api/health"), 500)
+    assert "secret" not in message and "RuntimeError" not in message
+
+
+def test_unknown_route_and_method_are_json(client: TestClient):
+    assert "/api/nothing" in assert_error(client.get("/api/nothing"), 404)
+    assert_error(client.put("/api/health"), 405)
+
+
+# -- size limit --------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_client(store_dir: Path) -> TestClient:
+    svc = SwanService(store_dir, max_upload_bytes=10_000)
+    with TestClient(create_server(svc)) as c:
+        yield c
+    svc.close()
+
+
+def test_oversized_body_is_413_before_reading(small_client: TestClient, map_bytes):
+    response = small_client.post(
+        "/api/search", files={"file": ("big.mrc", map_bytes("emd_6824"))}
+    )
+    message = assert_error(response, 413)
+    assert "10,000" in message
+    assert small_client.get("/api/health").status_code == 200
+
+
+def test_oversized_chunked_body_is_413(small_client: TestClient):
+    """No Content-Length: the bytes are counted as they arrive."""
+
+    def chunks():
+        yield (
+            b"--bnd\r\nContent-Disposition: form-data; name=file; filename=a.mrc"
+            b"\r\n\r\n"
+        )
+        for _ in range(20):
+            yield b"x" * 8192
+        yield b"\r\n--bnd--\r\n"
+
+    response = small_client.post(
+        "/api/search",
+        content=chunks(),
+        headers={"content-type": "multipart/form-data; boundary=bnd"},
+    )
+    assert "content-length" not in response.request.headers
+    # the middleware's answer (the service would say "upload of N bytes ...")
+    assert assert_error(response, 413).startswith("request body is over")
+    assert small_client.get("/api/health").status_code == 200
+
+
+def test_upload_just_over_the_map_limit_is_413(small_client: TestClient):
+    """Within the multipart allowance, but over the map limit: the service's 413."""
+    response = small_client.post(
+        "/api/search", files={"file": ("m.mrc", b"0" * 10_001)}
+    )
+    assert "10,000" in assert_error(response, 413)
+
+
+# -- writes ------------------------------------------------------------------------
+def test_writes_need_the_token(client: TestClient, map_bytes):
+    upload = {"file": ("emd_3197.map.gz", map_bytes(UPLOADED))}
+    assert "token" in assert_error(client.post("/api/entries", files=upload), 403)
+    wrong = {"Authorization": "Bearer not-the-token"}
+    assert_error(client.post("/api/entries", files=upload, headers=wrong), 403)
+    assert_error(client.delete("/api/entries/EMD-1832", headers=wrong), 403)
+    assert_error(client.delete("/api/entries/EMD-1832"), 403)
+    assert client.get("/api/health").json()["entries"] == len(STORED)
+
+
+def test_ingest_then_delete(client: TestClient, map_bytes):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    upload = {"file": ("emd_3197.map.gz", map_bytes(UPLOADED))}
+    response = client.post("/api/entries", files=upload, headers=auth)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["ok"] == 1 and body["failed"] == 0
+    [stored] = body["entries"]
+    assert client.get("/api/health").json()["entries"] == len(STORED) + 1
+    hits = client.get(f"/api/entries/{stored['id']}/similar", params={"k": 1}).json()
+    assert hits["hits"][0]["id"] == stored["id"]
+    # the same map again is skipped, and names the same entry
+    again = client.post("/api/entries", files=upload, headers=auth).json()
+    assert again["ok"] == 0 and again["skipped"] == 1
+    assert again["entries"] == [stored]
+
+    response = client.delete(f"/api/entries/{stored['id']}", headers=auth)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"deleted": 1, "id": stored["id"]}
+    assert client.get("/api/health").json()["entries"] == len(STORED)
+    assert_error(client.get(f"/api/entries/{stored['id']}"), 404)
+    assert_error(client.delete(f"/api/entries/{stored['id']}", headers=auth), 404)
+
+
+def test_write_while_another_writer_holds_the_store_is_409(
+    client: TestClient, store_dir: Path
+):
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with Store.open(store_dir):
+        message = assert_error(
+            client.delete("/api/entries/EMD-1832", headers=auth), 409
+        )
+    assert str(store_dir) not in message
+    assert client.get("/api/entries/EMD-1832").status_code == 200
+
+
+def test_writes_disabled_without_a_token(store_dir: Path, map_bytes):
+    svc = SwanService(store_dir)
+    try:
+        with TestClient(create_server(svc)) as c:
+            auth = {"Authorization": f"Bearer {TOKEN}"}
+            upload = {"file": ("m.map.gz", map_bytes(UPLOADED))}
+            message = assert_error(
+                c.post("/api/entries", files=upload, headers=auth), 403
+            )
+            assert "disabled" in message
+            assert_error(c.delete("/api/entries/1", headers=auth), 403)
+            assert c.get("/api/health").json()["writes_enabled"] is False
+    finally:
+        svc.close()
+
+
+# -- the combined server -----------------------------------------------------------
+def test_dashboard_is_mounted_beside_the_api(client: TestClient):
+    page = client.get("/")
+    assert page.status_code == 200
+    assert "<html" in page.text.lower()
+    layout = client.get("/_dash-layout")
+    assert layout.status_code == 200
+    assert layout.json()["props"]["children"] == "dashboard here"
+    assert client.get("/api/health").json()["status"] == "ok"
+
+
+def test_openapi_schema(client: TestClient):
+    schema = client.get("/api/openapi.json").json()
+    paths = schema["paths"]
+    assert set(paths) == {
+        "/api/health",
+        "/api/search",
+        "/api/encode",
+        "/api/entries",
+        "/api/entries/{entry}",
+        "/api/entries/{entry}/similar",
+    }
+    assert "413" in paths["/api/search"]["post"]["responses"]
+    assert "403" in paths["/api/entries"]["post"]["responses"]
+    assert client.get("/api/docs").status_code == 200
+
+
+# -- fuzzing from the schema -------------------------------------------------------
+@pytest.fixture(scope="module")
+def api_schema(service: SwanService):
+    schemathesis = pytest.importorskip("schemathesis")
+    return schemathesis.openapi.from_asgi("/api/openapi.json", create_server(service))
+
+
+@pytest.mark.parametrize(
+    "path, method, examples",
+    [
+        ("/api/health", "GET", 3),
+        ("/api/entries/{entry}", "GET", 10),
+        ("/api/entries/{entry}/similar", "GET", 10),
+        ("/api/search", "POST", 5),
+        ("/api/encode", "POST", 5),
+        ("/api/entries", "POST", 3),
+        ("/api/entries/{entry}", "DELETE", 3),
+    ],
+)
+def test_fuzz_from_the_schema(api_schema, path: str, method: str, examples: int):
+    """Generated requests (valid and invalid) never give a 5xx or an answer the
+    schema does not describe. Writes are fuzzed without the token (403)."""
+    from hypothesis import HealthCheck, Phase, settings
+    from schemathesis import GenerationMode
+    from schemathesis.checks import not_a_server_error
+    from schemathesis.specs.openapi.checks import (
+        content_type_conformance,
+        negative_data_rejection,
+        response_schema_conformance,
+        status_code_conformance,
+    )
+
+    operation = api_schema[path][method]
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+    ]
+    fuzz = settings(
+        max_examples=examples,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        phases=[Phase.explicit, Phase.generate],
+        suppress_health_check=list(HealthCheck),
+    )
+    modes = [(GenerationMode.POSITIVE, [])]
+    if path != "/api/health":  # no parameters: nothing to make invalid
+        modes.append((GenerationMode.NEGATIVE, [negative_data_rejection]))
+    for mode, extra in modes:
+        _fuzz(operation.as_strategy(generation_mode=mode), fuzz, checks + extra)
+
+
+def _fuzz(strategy, fuzz_settings, checks: list) -> None:
+    """Run ``checks`` on the cases ``strategy`` generates (hypothesis settings
+    ``fuzz_settings``)."""
+    from hypothesis import given
+
+    @fuzz_settings
+    @given(case=strategy)
+    def run(case) -> None:
+        response = case.call_and_validate(checks=checks)
+        assert response.status_code < 500
+
+    run()
