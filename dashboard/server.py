@@ -13,6 +13,7 @@ from typing import Any
 
 from a2wsgi import WSGIMiddleware
 from fastapi import FastAPI
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.routing import Match, Mount
 from starlette.types import Scope
 
@@ -49,6 +50,8 @@ def create_server(
         The ASGI app to run.
     """
     app = create_api(service, **api_options)
+    # the archive map of a large store is megabytes of JSON: ~7x smaller gzipped
+    app.add_middleware(GZipMiddleware, minimum_size=1000)
     if dash_app is not None:
         wsgi = WSGIMiddleware(dash_app.server)
         app.router.routes.append(_DashboardMount("/", app=wsgi, name="dashboard"))

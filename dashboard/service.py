@@ -116,6 +116,19 @@ class SwanService:
     def close(self) -> None:
         self.store.close()
 
+    def table(
+        self, columns: tuple[str, ...], where: str | None = None
+    ) -> dict[str, np.ndarray]:
+        """Entry columns (with the layout's x, y, cluster) as arrays, by id."""
+        self.refresh()
+        with self._lock:
+            return self.store.entries(columns, where=where)
+
+    def count(self, where: str | None = None) -> int:
+        self.refresh()
+        with self._lock:
+            return self.store.count(where)
+
     def health(self) -> dict[str, Any]:
         return {
             "status": "ok",

@@ -126,12 +126,14 @@ def page(server):
         browser.close()
 
 
-UMAP_POINTS = """() => {
+#: Traces drawn over the map (search hits, the chosen entry), not entries.
+OVERLAYS = "['search hits', 'selected entry']"
+UMAP_POINTS = f"""() => {{
   const gd = document.querySelector('#umap-graph .js-plotly-plot');
-  if (!gd || !gd.data) return -1;
-  return gd.data.filter(t => !(t.meta && t.meta.highlight))
-                .reduce((n, t) => n + (t.x ? t.x.length : 0), 0);
-}"""
+  if (!gd || !gd._fullData) return -1;
+  return gd._fullData.filter(t => !{OVERLAYS}.includes(t.name))
+                     .reduce((n, t) => n + (t._length || 0), 0);
+}}"""
 
 
 def test_dashboard_loads_with_every_point(page, server):
@@ -147,7 +149,7 @@ def test_click_opens_the_3d_view(page):
     x, y = page.evaluate(
         """() => {
       const gd = document.querySelector('#umap-graph .js-plotly-plot');
-      const fl = gd._fullLayout, t = gd.data[0];
+      const fl = gd._fullLayout, t = gd._fullData.find(t => t._length > 0);
       const box = gd.getBoundingClientRect();
       return [box.left + fl._size.l + fl.xaxis.l2p(t.x[0]),
               box.top + fl._size.t + fl.yaxis.l2p(t.y[0])];

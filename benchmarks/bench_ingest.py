@@ -1,0 +1,324 @@
+"""Benchmark: end-to-end ingest of a folder of ~300^3 .map.gz files versus bare
+decompression of the same files, in the same run.
+
+The maps are **simulated** (``ingest.simulate_map`` from the atomic models in
+``data/models`` and ``../shared/data/real/models``, 3-5 Å, random rotation),
+placed off-centre in a box of about 300^3 voxels (``--size`` +- 16) at a voxel size
+that makes the molecule span about half the box, plus Gaussian noise at 5 % of the
+peak so that they compress like real unmasked maps (the file names start with
+``simulated_`` and the MRC label says SIMULATED). They are written with
+``ingest.write_map`` and cached in ``--cache``.
+
+In the same run, over the same files (page cache warm: every file is read once
+before timing), ``--repeat`` rounds of:
+
+* ``isal``: read + ``isal.igzip.decompress`` of each file, one process (ingest's
+  decompressor);
+* ``zlib``: read + ``gzip.decompress`` (standard library), one process;
+* ``isal_parallel``: the ``isal`` pass in a process pool with as many workers as
+  ingest uses (its default: CPU count, at most 8);
+* ``ingest``: ``swan_index.bulk.ingest_paths`` of the folder into a fresh store
+  with default workers (read + canonicalize in workers, encode + store in the main
+  process; the checkpoint is loaded beforehand, store creation is excluded).
+
+It reports maps/s and MB/s (compressed) per pass (best round), the ratios
+``ingest / isal_parallel``, ``ingest / isal`` and ``ingest / zlib`` in maps/s,
+and a one-process breakdown of one ingest (read_map, canonicalize, encode, store
+add) over every file. JSON goes to ``benchmarks/results/bench_ingest.json``.
+
+    $ python benchmarks/bench_ingest.py [--maps 10] [--size 300] [--repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import gzip
+import json
+import multiprocessing
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from isal import igzip
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ingest import (  # noqa: E402
+    DensityMap,
+    random_rotation,
+    read_map,
+    read_model,
+    simulate_map,
+    write_map,
+)
+from ingest.simulate import SIGMA_FACTOR, model_atoms  # noqa: E402
+
+SHARED_MODELS = ROOT.parent / "shared" / "data" / "real" / "models"
+#: Models to simulate, in turn (those present are used).
+MODELS = (
+    ROOT / "data" / "models" / "5me2.pdb",
+    SHARED_MODELS / "6gyn.pdb",
+    ROOT / "data" / "models" / "6272.pdb",
+    SHARED_MODELS / "pdb5fuu.ent",
+    SHARED_MODELS / "emd_2513_af2.pdb",
+    SHARED_MODELS / "3j9sA_af2.pdb",
+    SHARED_MODELS / "1J6Z.pdb",
+    SHARED_MODELS / "Q99J21.pdb",
+)
+MAPS_VERSION = 1
+
+
+def make_maps(args: argparse.Namespace) -> list[Path]:
+    """The simulated ``.map.gz`` files (cached: rebuilt when the settings change)."""
+    folder = args.cache / "maps"
+    params = {
+        "version": MAPS_VERSION,
+        "maps": args.maps,
+        "size": args.size,
+        "seed": args.seed,
+    }
+    stamp = folder / "params.json"
+    if stamp.exists() and json.loads(stamp.read_text()) == params:
+        files = sorted(folder.glob("simulated_*.map.gz"))
+        if len(files) == args.maps:
+            return files
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    models = [m for m in MODELS if m.exists()]
+    rng = np.random.default_rng(args.seed)
+    files = []
+    for i in range(args.maps):
+        t0 = time.perf_counter()
+        model = models[i % len(models)]
+        structure = read_model(model)
+        resolution = float(rng.uniform(3.0, 5.0))
+        size = int(args.size + rng.integers(-16, 17))
+        transform = np.eye(4)
+        transform[:3, :3] = random_rotation(rng)
+        xyz = model_atoms(structure)[0] @ transform[:3, :3].T
+        span = float(np.ptp(xyz, axis=0).max()) + 6 * SIGMA_FACTOR * resolution
+        voxel = float(np.clip(span / (0.5 * size), 0.6, 2.0))
+        sim = simulate_map(
+            structure, resolution, voxel_size=voxel, coords_transform=transform
+        )
+        box = np.zeros((size, size, size), dtype=np.float32)
+        shape = np.minimum(sim.data.shape, size)
+        start = [int(rng.integers(0, size - n + 1)) for n in shape]
+        box[
+            start[0] : start[0] + shape[0],
+            start[1] : start[1] + shape[1],
+            start[2] : start[2] + shape[2],
+        ] = sim.data[: shape[0], : shape[1], : shape[2]]
+        peak = float(sim.data.max())
+        box += rng.normal(scale=0.05 * peak, size=box.shape).astype(np.float32)
+        origin = tuple(
+            float(o - s * voxel) for o, s in zip(sim.origin, start[::-1], strict=True)
+        )
+        dmap = DensityMap(
+            data=box,
+            voxel_size=(voxel, voxel, voxel),
+            origin=origin,
+            path="simulated",
+            sha256="",
+            header={
+                "labels": [
+                    f"SIMULATED {model.name} {resolution:.1f} A, noise 5% of peak"
+                ]
+            },
+            simulated=True,
+        )
+        path = folder / f"simulated_{i:02d}_{model.name.split('.')[0]}.map.gz"
+        write_map(dmap, path)
+        files.append(path)
+        print(
+            f"  {path.name}: {size}^3 at {voxel:.2f} Å, {resolution:.1f} Å, "
+            f"{path.stat().st_size / 1e6:.0f} MB ({time.perf_counter() - t0:.0f} s)",
+            flush=True,
+        )
+    stamp.write_text(json.dumps(params))
+    return files
+
+
+def _isal_one(path: str) -> int:
+    with open(path, "rb") as fh:
+        return len(igzip.decompress(fh.read()))
+
+
+def _zlib_one(path: str) -> int:
+    with open(path, "rb") as fh:
+        return len(gzip.decompress(fh.read()))
+
+
+def decompress_pass(files: list[Path], fn: Any, workers: int = 0) -> float:
+    """Seconds to decompress every file (in a pool when ``workers``)."""
+    t0 = time.perf_counter()
+    if workers:
+        ctx = multiprocessing.get_context("spawn")
+        with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            list(pool.map(fn, [str(f) for f in files]))
+    else:
+        for f in files:
+            fn(str(f))
+    return time.perf_counter() - t0
+
+
+def ingest_pass(files: list[Path], encoder: Any, store_path: Path) -> dict[str, Any]:
+    """End-to-end ingest of the folder into a fresh store."""
+    from swan_index.bulk import ingest_paths
+    from swan_index.store import Store
+
+    shutil.rmtree(store_path, ignore_errors=True)
+    store = Store.open(store_path, encoder=encoder.info)
+    t0 = time.perf_counter()
+    summary = ingest_paths([files[0].parent], store, encoder, progress=False)
+    seconds = time.perf_counter() - t0
+    store.close()
+    shutil.rmtree(store_path, ignore_errors=True)
+    if summary.ok != len(files):
+        raise RuntimeError(
+            f"ingest stored {summary.ok} of {len(files)} maps: {summary}"
+        )
+    return {"seconds": seconds, "summary": summary.to_dict()}
+
+
+def breakdown(files: list[Path], encoder: Any, store_path: Path) -> dict[str, float]:
+    """One process, stage by stage, over every file (seconds in total)."""
+    from ingest import find_entries
+    from ingest.header import read_header
+    from swan_index.prepare import prepare_map
+    from swan_index.store import Store
+
+    shutil.rmtree(store_path, ignore_errors=True)
+    store = Store.open(store_path, encoder=encoder.info)
+    t = {"read_map": 0.0, "canonicalize": 0.0, "encode": 0.0, "store_add": 0.0}
+    for f in files:
+        (entry,) = list(find_entries(f))
+        t0 = time.perf_counter()
+        meta = read_header(entry.header_path) if entry.header_path else None
+        dmap = read_map(f)
+        t1 = time.perf_counter()
+        prepared = prepare_map(dmap, encoder.grid, metadata=meta, entry=entry)
+        t2 = time.perf_counter()
+        code = encoder.encode(prepared.volumes)
+        t3 = time.perf_counter()
+        store.add(code, [prepared.record], [prepared.preview()])
+        t4 = time.perf_counter()
+        t["read_map"] += t1 - t0
+        t["canonicalize"] += t2 - t1
+        t["encode"] += t3 - t2
+        t["store_add"] += t4 - t3
+    store.close()
+    shutil.rmtree(store_path, ignore_errors=True)
+    t["total"] = sum(t.values())
+    return t
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--maps", type=int, default=10)
+    parser.add_argument("--size", type=int, default=300)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cache", type=Path, default=Path("/tmp/bench_ingest"))
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "benchmarks" / "results" / "bench_ingest.json",
+    )
+    args = parser.parse_args(argv)
+    t_start = time.perf_counter()
+    load = {"start": os.getloadavg()}
+    print("maps:", flush=True)
+    files = make_maps(args)
+    sizes = [f.stat().st_size for f in files]
+    raw = [_isal_one(str(f)) for f in files]  # warms the page cache too
+    workers = min(8, os.cpu_count() or 1)  # ingest_paths' default
+
+    from swan_index.pipeline import MapEncoder
+
+    t0 = time.perf_counter()
+    encoder = MapEncoder()
+    t_model = time.perf_counter() - t0
+    store_path = args.cache / "store"
+    rounds: dict[str, list[float]] = {
+        "isal": [],
+        "zlib": [],
+        "isal_parallel": [],
+        "ingest": [],
+    }
+    summaries = []
+    for r in range(args.repeat):
+        rounds["isal"].append(decompress_pass(files, _isal_one))
+        rounds["zlib"].append(decompress_pass(files, _zlib_one))
+        rounds["isal_parallel"].append(decompress_pass(files, _isal_one, workers))
+        got = ingest_pass(files, encoder, store_path)
+        rounds["ingest"].append(got["seconds"])
+        summaries.append(got["summary"])
+        print(
+            f"  round {r + 1}: "
+            + ", ".join(f"{k} {v[-1]:.1f} s" for k, v in rounds.items()),
+            flush=True,
+        )
+    stages = breakdown(files, encoder, store_path)
+    load["end"] = os.getloadavg()
+    n = len(files)
+    best = {k: min(v) for k, v in rounds.items()}
+    mps = {k: n / v for k, v in best.items()}
+    result = {
+        "benchmark": "end-to-end ingest vs bare decompression, same files, same run",
+        "maps": {
+            "count": n,
+            "simulated": True,
+            "files": [f.name for f in files],
+            "compressed_mb": [round(s / 1e6, 1) for s in sizes],
+            "uncompressed_mb": [round(s / 1e6, 1) for s in raw],
+            "compressed_mb_total": round(sum(sizes) / 1e6, 1),
+        },
+        "workers": workers,
+        "repeat": args.repeat,
+        "seconds_per_round": rounds,
+        "seconds_best": best,
+        "maps_per_s": mps,
+        "compressed_mb_per_s": {k: sum(sizes) / 1e6 / v for k, v in best.items()},
+        "ratios": {
+            "ingest_over_isal_parallel": mps["ingest"] / mps["isal_parallel"],
+            "ingest_over_isal": mps["ingest"] / mps["isal"],
+            "ingest_over_zlib": mps["ingest"] / mps["zlib"],
+            "isal_speedup_over_zlib": mps["isal"] / mps["zlib"],
+        },
+        "one_process_breakdown_s": stages,
+        "one_process_maps_per_s": n / stages["total"],
+        "model_load_s": t_model,
+        "ingest_summary_last": summaries[-1],
+        "seconds_total": time.perf_counter() - t_start,
+        "load_average_1_5_15_min": load,
+        "machine": {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print()
+    print(f"{'pass':<16} {'best s':>8} {'maps/s':>8} {'MB/s':>8}")
+    for k in rounds:
+        print(
+            f"{k:<16} {best[k]:>8.2f} {mps[k]:>8.2f} "
+            f"{result['compressed_mb_per_s'][k]:>8.1f}"
+        )
+    print(json.dumps(result["ratios"], indent=1))
+    print("one process:", json.dumps({k: round(v, 2) for k, v in stages.items()}))
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

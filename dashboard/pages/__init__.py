@@ -1,0 +1,17 @@
+"""Sections of the dashboard's page, each owning its layout and its callbacks.
+
+Every module has ``layout(service)`` (components) and ``register(app, service)``
+(its callbacks, registered on that app only, so two apps can live in one process);
+the callback bodies are plain module-level functions that tests call directly.
+
+* :mod:`~dashboard.pages.explore`: metadata filters, colour-by, the UMAP map,
+  box/lasso selection table.
+* :mod:`~dashboard.pages.search`: upload a map, search, list and mark the hits.
+* :mod:`~dashboard.pages.entry`: the entry detail panel (metadata, 3D isosurface,
+  similar maps, coarse-to-fine reconstructions).
+
+Sections talk through ``dcc.Store`` components defined by :mod:`dashboard.app`:
+``where-store`` (the filter in effect), ``hits-store`` (ids of the last search's
+hits), ``entry-store`` (the entry in the detail panel) and ``umap-meta`` (how the
+map's overlay traces are indexed).
+"""

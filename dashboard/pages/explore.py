@@ -1,0 +1,419 @@
+"""The archive map: metadata filters, colour-by, the UMAP scatter, and the table of
+entries selected with the box or lasso tool.
+
+Component ids: ``where-input``, ``resolution-slider``, ``method-filter``,
+``k-input``, ``filter-message``, ``color-by``, ``umap-graph``, ``selection-table``,
+``selection-message``, and two stores: ``resolution-bounds`` (the slider's full
+range) and ``selection-ids`` (entry ids of the box/lasso selection, taken from
+``selectedData`` in the browser).
+
+The map is the stored layout (``swan layout``), read with the filter; nothing is
+computed on page load. Changing the filter or the colouring rebuilds the figure
+(``uirevision`` keeps zoom and pan); search hits and the selected entry are two
+overlay traces patched in place (:func:`on_overlay`), so marking them never
+re-sends the 50,000 points.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import numpy as np
+from dash import Dash, Input, Output, Patch, State, dcc, html, no_update
+
+from dashboard.figures import (
+    COLOR_FIELDS,
+    OVERLAY_TRACES,
+    overlay_traces,
+    placeholder_figure,
+    table_columns,
+    table_rows,
+    umap_columns,
+    umap_figure,
+)
+from dashboard.pages.common import (
+    CARD,
+    LABEL,
+    SECTION_TITLE,
+    data_table,
+    filter_error,
+    ids_where,
+    message,
+)
+from dashboard.service import SwanService
+
+log = logging.getLogger(__name__)
+
+#: Columns of the selection table.
+SELECTION_COLUMNS = (
+    "id",
+    "emdb_id",
+    "title",
+    "method",
+    "resolution",
+    "organism",
+    "release_date",
+    "cluster",
+)
+#: The selection table lists at most this many entries.
+MAX_SELECTION_ROWS = 5_000
+#: In the browser: ``selectedData`` -> entry ids (the points' ``customdata``).
+#: A selection's points carry every per-point array of the figure (coordinates,
+#: hover text...), 10 MB for 50,000 points; only the ids go to the server.
+SELECTION_IDS_JS = """
+function (selected) {
+    if (!selected || !selected.points) { return []; }
+    var seen = new Set(), ids = [];
+    selected.points.forEach(function (p) {
+        var v = Array.isArray(p.customdata) ? p.customdata[0] : p.customdata;
+        if (v !== undefined && v !== null && !seen.has(v)) { seen.add(v); ids.push(v); }
+    });
+    return ids;
+}
+"""
+_EXAMPLE_WHERE = "resolution < 4 AND method = 'singleParticle'"
+
+
+# -- filters ---------------------------------------------------------------------------
+def _sql_text(value: str) -> str:
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def filter_options(service: SwanService) -> dict[str, Any]:
+    """Choices for the quick filters, from the store: ``methods`` (sorted) and
+    ``resolution`` bounds ``[lo, hi]`` (Å, to 0.1; ``None`` when no entry has
+    one)."""
+    table = service.table(("id", "method", "resolution"))
+    methods = np.ma.compressed(np.ma.asarray(table["method"]))
+    res = np.ma.compressed(np.ma.asarray(table["resolution"], np.float64))
+    res = res[np.isfinite(res)]
+    bounds = None
+    if len(res):
+        lo, hi = math.floor(res.min() * 10) / 10, math.ceil(res.max() * 10) / 10
+        bounds = [round(lo, 1), round(hi if hi > lo else lo + 0.1, 1)]
+    return {
+        "methods": sorted({str(m) for m in methods if m is not None}),
+        "resolution": bounds,
+    }
+
+
+def build_where(
+    where_text: str | None,
+    res_range: list[float] | None = None,
+    methods: list[str] | None = None,
+    res_bounds: list[float] | None = None,
+) -> str | None:
+    """One SQL predicate from the free ``where`` and the quick filters (joined
+    with AND), or ``None`` for no filter.
+
+    The resolution range filters only when narrower than ``res_bounds`` (the
+    store's full range), so entries with no resolution are not dropped by an
+    untouched slider.
+    """
+    parts = []
+    text = (where_text or "").strip().rstrip(";").strip()
+    if text:
+        parts.append(f"({text})")
+    if res_range and len(res_range) == 2 and res_bounds:
+        lo, hi = float(res_range[0]), float(res_range[1])
+        if lo > res_bounds[0] + 1e-9 or hi < res_bounds[1] - 1e-9:
+            parts.append(f"resolution BETWEEN {lo:g} AND {hi:g}")
+    if methods:
+        parts.append(f"method IN ({', '.join(_sql_text(m) for m in methods)})")
+    return " AND ".join(parts) or None
+
+
+def on_filter(
+    service: SwanService,
+    where_text: str | None,
+    res_range: list[float] | None = None,
+    methods: list[str] | None = None,
+    res_bounds: list[float] | None = None,
+) -> tuple[Any, html.Div]:
+    """Filters changed: ``(where for where-store, message)``.
+
+    An invalid ``where`` leaves the filter in effect unchanged (``no_update``) and
+    says what is wrong.
+    """
+    where = build_where(where_text, res_range, methods, res_bounds)
+    if where is None:
+        return None, message(f"no filter: all {service.count():,} entries")
+    try:
+        n = service.count(where)
+    except ValueError as exc:
+        text = f"{filter_error(exc)}. Example: {_EXAMPLE_WHERE}"
+        return no_update, message(text, error=True)
+    matches = "1 entry matches" if n == 1 else f"{n:,} entries match"
+    return where, message(f"{matches}: {where}")
+
+
+# -- the map ---------------------------------------------------------------------------
+def on_map(
+    service: SwanService,
+    where: str | None,
+    color_by: str | None,
+    hits: list[int] | None = None,
+    entry: int | None = None,
+) -> tuple[Any, str, dict[str, int]]:
+    """Filter or colouring changed: ``(figure, entry-count text, umap-meta)``."""
+    service.refresh()
+    color_by = color_by if color_by in COLOR_FIELDS else "cluster"
+    table = service.table(umap_columns(color_by), where=where)
+    fig = umap_figure(table, color_by, hits, [entry] if entry is not None else None)
+    total = service.count()
+    shown = len(table["id"])
+    placed = int(np.sum(~np.ma.getmaskarray(table["x"])))
+    text = f"{total:,} entries"
+    if where is not None:
+        text += f" · {shown:,} match the filter"
+    if placed < shown:
+        text += f" · {shown - placed:,} without a layout (run `swan layout`)"
+    return fig, text, {"traces": len(fig.data)}
+
+
+def on_overlay(
+    service: SwanService,
+    hits: list[int] | None,
+    entry: int | None,
+    meta: dict[str, int] | None,
+    where: str | None = None,
+) -> Any:
+    """Hits or selected entry changed: a ``Patch`` replacing only the map's two
+    overlay traces (``no_update`` before the map exists)."""
+    if not meta or meta.get("traces", 0) < OVERLAY_TRACES:
+        return no_update
+    hits = [int(h) for h in hits or []]
+    selected = [int(entry)] if entry is not None else []
+    wanted = [*hits, *selected]
+    columns = ("id", "x", "y", "emdb_id", "title", "method", "resolution")
+    if wanted:
+        table = service.table(columns, where=ids_where(wanted, where))
+    else:
+        table = {c: np.zeros(0) for c in columns}
+    patch = Patch()
+    first = meta["traces"] - OVERLAY_TRACES
+    for j, trace in enumerate(overlay_traces(table, hits, selected)):
+        patch["data"][first + j] = trace.to_plotly_json()
+    return patch
+
+
+# -- selection -------------------------------------------------------------------------
+def _point_ids(points: list[dict[str, Any]]) -> list[int]:
+    """Entry ids from plotly event points (their ``customdata``), in order, once."""
+    seen: dict[int, None] = {}
+    for p in points:
+        value = p.get("customdata")
+        if isinstance(value, list | tuple):
+            value = value[0] if value else None
+        if value is None:
+            continue
+        try:
+            seen.setdefault(int(value), None)
+        except (TypeError, ValueError):
+            continue
+    return list(seen)
+
+
+def on_select(
+    service: SwanService, selection: dict[str, Any] | list[int] | None
+) -> tuple[list[dict[str, Any]], html.Div]:
+    """Box/lasso selection on the map: ``(selection table rows, message)``.
+
+    Args:
+        selection: the graph's ``selectedData`` (points with ``customdata``), or
+            the entry ids already taken from it (what the app sends: see
+            :data:`SELECTION_IDS_JS`).
+    """
+    if isinstance(selection, dict):
+        ids = _point_ids(selection.get("points") or [])
+    else:
+        ids = list(dict.fromkeys(int(i) for i in selection or []))
+    if not ids:
+        return [], message("Select entries on the map with the box or lasso tool.")
+    shown = ids[:MAX_SELECTION_ROWS]
+    table = service.table(SELECTION_COLUMNS, where=ids_where(shown))
+    rows = table_rows(table, SELECTION_COLUMNS)
+    text = f"{len(ids):,} selected"
+    if len(ids) > len(shown):
+        text += f" (listing the first {len(shown):,})"
+    return rows, message(text)
+
+
+# -- layout and callbacks --------------------------------------------------------------
+def layout(service: SwanService) -> html.Div:
+    """Filters, colour-by, the map and the selection table."""
+    options = filter_options(service)
+    bounds = options["resolution"]
+    slider = dcc.RangeSlider(
+        id="resolution-slider",
+        min=bounds[0] if bounds else 0,
+        max=bounds[1] if bounds else 10,
+        step=0.1,
+        value=list(bounds) if bounds else [0, 10],
+        disabled=bounds is None,
+        allow_direct_input=False,
+        tooltip={"placement": "bottom", "always_visible": False},
+        marks=None,
+    )
+    filters = html.Div(
+        [
+            html.H3("Filters (map and searches)", style=SECTION_TITLE),
+            html.Div(
+                [
+                    html.Span("SQL where", style=LABEL),
+                    dcc.Input(
+                        id="where-input",
+                        type="text",
+                        debounce=True,
+                        placeholder=_EXAMPLE_WHERE,
+                        style={"width": "70%", "fontFamily": "monospace"},
+                    ),
+                ]
+            ),
+            html.Div(
+                [
+                    html.Div(
+                        [
+                            html.Span(
+                                "resolution (Å)"
+                                + ("" if bounds else ": no entry has one"),
+                                style=LABEL,
+                            ),
+                            slider,
+                        ],
+                        style={"flex": "1 1 260px"},
+                    ),
+                    html.Div(
+                        [
+                            html.Span("method", style=LABEL),
+                            dcc.Dropdown(
+                                id="method-filter",
+                                options=options["methods"],
+                                multi=True,
+                                placeholder="any method",
+                            ),
+                        ],
+                        style={"flex": "1 1 200px"},
+                    ),
+                    html.Div(
+                        [
+                            html.Span("hits per search", style=LABEL),
+                            dcc.Input(
+                                id="k-input",
+                                type="number",
+                                min=1,
+                                max=100,
+                                step=1,
+                                value=10,
+                                style={"width": "70px"},
+                            ),
+                        ],
+                        style={"flex": "0 0 120px"},
+                    ),
+                ],
+                style={"display": "flex", "gap": "16px", "marginTop": "8px"},
+            ),
+            html.Div(id="filter-message"),
+            dcc.Store(id="resolution-bounds", data=bounds),
+            dcc.Store(id="selection-ids", data=[]),
+        ],
+        style=CARD,
+    )
+    color_options = [{"label": f.label, "value": k} for k, f in COLOR_FIELDS.items()]
+    archive = html.Div(
+        [
+            html.Div(
+                [
+                    html.H3("Archive map (UMAP of the codes)", style=SECTION_TITLE),
+                    html.Span("colour by", style={**LABEL, "marginLeft": "auto"}),
+                    dcc.Dropdown(
+                        id="color-by",
+                        options=color_options,
+                        value="cluster",
+                        clearable=False,
+                        style={"width": "200px"},
+                    ),
+                ],
+                style={"display": "flex", "alignItems": "center", "gap": "8px"},
+            ),
+            dcc.Graph(
+                id="umap-graph",
+                figure=placeholder_figure("loading the map…"),
+                style={"height": "620px"},
+                config={"displaylogo": False, "scrollZoom": True},
+            ),
+        ],
+        style=CARD,
+    )
+    selection = html.Div(
+        [
+            html.H3("Selected entries", style=SECTION_TITLE),
+            html.Div(
+                message("Select entries on the map with the box or lasso tool."),
+                id="selection-message",
+            ),
+            data_table(
+                "selection-table",
+                table_columns([], SELECTION_COLUMNS),
+                page_size=12,
+            ),
+        ],
+        style=CARD,
+    )
+    return html.Div([filters, archive, selection])
+
+
+def register(app: Dash, service: SwanService) -> None:
+    """The map's callbacks, on ``app``."""
+
+    @app.callback(
+        Output("where-store", "data"),
+        Output("filter-message", "children"),
+        Input("where-input", "value"),
+        Input("resolution-slider", "value"),
+        Input("method-filter", "value"),
+        State("resolution-bounds", "data"),
+    )
+    def _filter(where_text, res_range, methods, bounds):  # noqa: ANN001, ANN202
+        return on_filter(service, where_text, res_range, methods, bounds)
+
+    @app.callback(
+        Output("umap-graph", "figure"),
+        Output("entry-count", "children"),
+        Output("umap-meta", "data"),
+        Input("where-store", "data"),
+        Input("color-by", "value"),
+        State("hits-store", "data"),
+        State("entry-store", "data"),
+    )
+    def _map(where, color_by, hits, entry):  # noqa: ANN001, ANN202
+        return on_map(service, where, color_by, hits, entry)
+
+    @app.callback(
+        Output("umap-graph", "figure", allow_duplicate=True),
+        Input("hits-store", "data"),
+        Input("entry-store", "data"),
+        State("umap-meta", "data"),
+        State("where-store", "data"),
+        prevent_initial_call=True,
+    )
+    def _overlay(hits, entry, meta, where):  # noqa: ANN001, ANN202
+        return on_overlay(service, hits, entry, meta, where)
+
+    app.clientside_callback(
+        SELECTION_IDS_JS,
+        Output("selection-ids", "data"),
+        Input("umap-graph", "selectedData"),
+        prevent_initial_call=True,
+    )
+
+    @app.callback(
+        Output("selection-table", "data"),
+        Output("selection-message", "children"),
+        Input("selection-ids", "data"),
+        prevent_initial_call=True,
+    )
+    def _select(ids):  # noqa: ANN001, ANN202
+        return on_select(service, ids)
