@@ -257,21 +257,14 @@ class CryoSwan(nn.Module):
             "commit": commit.detach(),
             "kl": kl.detach(),
         }
-        n_prefix = len(cfg.scales) - 1
-        if cfg.prefix_weight > 0 and n_prefix and self.training:
-            # Teach the decoder to read partial codes: every step, decode(up_to=s)
-            # for each s < all, each on its own slice of the batch (one pass).
-            q = max(1, x.shape[0] // (n_prefix + 1))
-            parts, targets = [], []
-            for s in range(1, n_prefix + 1):
-                lo, hi = (s - 1) * q, min(s * q, x.shape[0])
-                if lo >= hi:
-                    break
-                prefix = cumulative[s - 1][lo:hi]
-                parts.append(f[lo:hi] + (prefix - f[lo:hi]).detach())
-                targets.append(x[lo:hi])
-            decoded = self.decoder(torch.cat(parts))
-            prefix_loss = F.mse_loss(decoded, torch.cat(targets))
+        if cfg.prefix_weight > 0 and len(cfg.scales) > 1 and self.training:
+            # Teach the decoder to read partial codes: decode(up_to=s) of a random s.
+            s = int(torch.randint(1, len(cfg.scales), ()).item())
+            half = max(1, x.shape[0] // 2)
+            prefix = cumulative[s - 1][:half]
+            prefix = f[:half] + (prefix - f[:half]).detach()
+            part = self.decoder(prefix)
+            prefix_loss = F.mse_loss(part, x[:half])
             loss = loss + cfg.prefix_weight * prefix_loss
             out["prefix_loss"] = prefix_loss.detach()
         out["loss"] = loss
