@@ -174,4 +174,11 @@ def test_upload_lists_hits(page):
     )
     text = page.inner_text("#hits-table")
     assert text.index("EMD-6824") >= 0
+    # ... and the hits are marked on the map
+    page.wait_for_function(
+        """() => { const gd = document.querySelector('#umap-graph .js-plotly-plot');
+                   const t = gd._fullData.find(t => t.name === 'search hits');
+                   return t && t._length >= 10; }""",
+        timeout=30_000,
+    )
     page.screenshot(path=str(ARTIFACTS / "upload_hits.png"), full_page=True)
