@@ -403,9 +403,11 @@ class Store:
                 np.ma.filled(np.ma.asarray(got["rg"], np.float64), np.nan), np.float64
             )
             for i, index in enumerate(self._indexes):
-                have = index.ids()
-                extra = np.setdiff1d(have, code_ids)
-                missing = np.setdiff1d(code_ids, have)
+                have = np.sort(index.ids())  # ids are unique on both sides
+                if np.array_equal(have, code_ids):
+                    continue
+                extra = np.setdiff1d(have, code_ids, assume_unique=True)
+                missing = np.setdiff1d(code_ids, have, assume_unique=True)
                 if len(extra) or len(missing):
                     if len(have) and self._generation < 0:  # on open: a crash
                         log.warning(
