@@ -51,7 +51,7 @@ def create_server(
     """
     app = create_api(service, **api_options)
     # the archive map of a large store is megabytes of JSON: ~7x smaller gzipped
-    app.add_middleware(GZipMiddleware, minimum_size=1000)
+    app.add_middleware(GZipMiddleware, minimum_size=1000, compresslevel=5)
     if dash_app is not None:
         wsgi = WSGIMiddleware(dash_app.server)
         app.router.routes.append(_DashboardMount("/", app=wsgi, name="dashboard"))
