@@ -323,3 +323,19 @@ def test_open_errors(tmp_path):
         Store.open(tmp_path / "none", read_only=True)
     with pytest.raises(FileNotFoundError, match="swan ingest"):
         Store.open(tmp_path / "none")
+
+
+def test_scale_index_lookup_sorted_and_not():
+    from swan_index.vectors import ScaleIndex
+
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(6, 8)).astype("f4")
+    for ids in ([1, 2, 3, 7, 8, 9], [5, 3, 9, 1, 2, 4]):  # ascending, then not
+        index = ScaleIndex(8)
+        index.add(np.array(ids), vecs)
+        want = np.array([ids[4], ids[0], ids[4]])
+        np.testing.assert_array_equal(index.lookup(want), vecs[[4, 0, 4]])
+        index.remove(np.array([ids[1]]))
+        np.testing.assert_array_equal(index.lookup(np.array([ids[5]])), vecs[[5]])
+        with pytest.raises((KeyError, RuntimeError)):
+            index.lookup(np.array([ids[1]]))
