@@ -75,6 +75,17 @@ MODELS = (
 MAPS_VERSION = 1
 
 
+def code_version() -> dict[str, str]:
+    """sha256 (first 12 hex digits) of the store's sources, to tell which version
+    of the code a result measured."""
+    import hashlib
+
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:12]
+        for p in sorted((ROOT / "swan_index").glob("*.py"))
+    }
+
+
 def make_maps(args: argparse.Namespace) -> list[Path]:
     """The simulated ``.map.gz`` files (cached: rebuilt when the settings change)."""
     folder = args.cache / "maps"
@@ -235,6 +246,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     t_start = time.perf_counter()
     load = {"start": os.getloadavg()}
+    version_start = code_version()
     print("maps:", flush=True)
     files = make_maps(args)
     sizes = [f.stat().st_size for f in files]
@@ -299,6 +311,8 @@ def main(argv: list[str] | None = None) -> dict:
         "ingest_summary_last": summaries[-1],
         "seconds_total": time.perf_counter() - t_start,
         "load_average_1_5_15_min": load,
+        "swan_index_sha256": version_start,
+        "swan_index_changed_during_run": code_version() != version_start,
         "machine": {
             "python": sys.version.split()[0],
             "platform": platform.platform(),

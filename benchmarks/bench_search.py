@@ -99,6 +99,17 @@ FILTERS = {
 BASE_VERSION = 1
 
 
+def code_version() -> dict[str, str]:
+    """sha256 (first 12 hex digits) of the store's sources, to tell which version
+    of the code a result measured."""
+    import hashlib
+
+    return {
+        p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:12]
+        for p in sorted((ROOT / "swan_index").glob("*.py"))
+    }
+
+
 # -- base codes -------------------------------------------------------------------
 def _source_files(dirs: tuple[Path, ...], suffixes: tuple[str, ...]) -> list[Path]:
     """Files in ``dirs`` with a suffix in ``suffixes``, one per file name."""
@@ -787,6 +798,7 @@ def main(argv: list[str] | None = None) -> dict:
         return {}
     t_start = time.perf_counter()
     load = {"start": os.getloadavg()}
+    version_start = code_version()
     base = make_base(args)
     from swan_index.store import EncoderInfo
 
@@ -865,6 +877,8 @@ def main(argv: list[str] | None = None) -> dict:
         "search": search,
         "seconds_total": time.perf_counter() - t_start,
         "load_average_1_5_15_min": load,
+        "swan_index_sha256": version_start,
+        "swan_index_changed_during_run": code_version() != version_start,
         "machine": {
             "python": sys.version.split()[0],
             "platform": platform.platform(),
