@@ -82,6 +82,9 @@ EXACT_FILTER_LIMIT = 20_000
 #: term, 0.889 / 0.899 / 0.885 / 0.861 / 0.841 with weights 0.02 / 0.05 / 0.1 /
 #: 0.2 / 0.5 (the cosines of this checkpoint's vectors span a narrow range).
 SIZE_WEIGHT = 0.05
+#: With a size term, the coarse stage fetches this many times the candidates and
+#: keeps the best by coarse cosine minus the size term.
+PRUNE_FACTOR = 4
 #: Columns every hit carries from ``entries``.
 HIT_COLUMNS = ("emdb_id", "title", "method", "resolution", "label", "rg")
 
@@ -1023,8 +1026,8 @@ class Store:
         rg: float | None = None,
         size_weight: float = SIZE_WEIGHT,
         weights: tuple[float, ...] | None = None,
-        overfetch: int = 20,
-        min_candidates: int = 200,
+        overfetch: int = 100,
+        min_candidates: int = 1000,
         nprobe: int = DEFAULT_NPROBE,
         exact_filter_limit: int = EXACT_FILTER_LIMIT,
     ) -> list[Hit]:
@@ -1092,6 +1095,8 @@ class Store:
                     k,
                     allowed,
                     nprobe,
+                    rg,
+                    size_weight,
                 )
             per_scale = [qv[i] @ self._indexes[i].lookup(cand).T for i in sel]
         shape = sum(wi * s for wi, s in zip(w, per_scale, strict=True))  # [P, n]
@@ -1140,13 +1145,33 @@ class Store:
         k: int,
         allowed: np.ndarray | None,
         nprobe: int,
+        rg: float | None = None,
+        size_weight: float = 0.0,
     ) -> np.ndarray:
-        """Union over poses of the coarse scale's nearest entries (see search)."""
+        """The coarse stage of :meth:`search`: entries nearest the query at the
+        coarse scale ``i`` (union over poses), at most ``n_cand`` of them.
+
+        With a size term, ``PRUNE_FACTOR`` times as many are fetched and ranked
+        by coarse cosine minus the size term first, so that the candidates agree
+        with the final score, which weighs size too.
+        """
         index = self._indexes[i]
         need = k if allowed is None else min(k, len(allowed))
+        sized = rg is not None and rg > 0 and size_weight > 0
+        n_fetch = n_cand * PRUNE_FACTOR if sized else n_cand
         while True:
-            _, found = index.search(q, n_cand, allowed, nprobe)
-            cand = np.unique(found[found >= 0])
+            sims, found = index.search(q, n_fetch, allowed, nprobe)
+            ok = found >= 0
+            cand, inverse = np.unique(found[ok], return_inverse=True)
+            if len(cand) > n_cand:
+                best = np.full(len(cand), -np.inf)
+                np.maximum.at(best, inverse, sims[ok])
+                if sized:
+                    with np.errstate(invalid="ignore", divide="ignore"):
+                        gap = np.abs(np.log(rg / self._rg_of(cand)))
+                    best -= size_weight * np.nan_to_num(gap, nan=0.0)
+                keep = np.argpartition(-best, n_cand - 1)[:n_cand]
+                cand = np.sort(cand[keep])
             if len(cand) >= need or index.kind != "ivf" or nprobe >= index.nlist:
                 return cand
             nprobe *= 4  # the filter left too few in the lists scanned: widen
