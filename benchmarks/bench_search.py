@@ -27,8 +27,8 @@ z_j)``, ``z_j ~ N(0, 1)``: with the default 0.5 a replicate sits about half as f
 from its base as a view sits from its molecule's mean. The JSON reports the
 measured cosines (replicate to base, views of one molecule, unrelated bases) per
 scale. Tokens are the base's with ``--token-swaps`` of them replaced at random; rg
-is the base's times ``exp(N(0, 0.05))``. Queries are fresh perturbations of random bases
-(never stored), searched with their rg (as ``swan search MAP`` does) and one pose.
+is the base's times ``exp(N(0, 0.05))``. Queries are fresh perturbations of random
+bases (never stored), with one pose.
 
 **Metadata.** Each entry takes a random row of ``EMDB_metadata.csv`` (the 8,071
 real entries): ``emdb_id``, ``resolution``, ``fitted_pdbs``, ``release_date``
@@ -38,17 +38,30 @@ molecule; voxel size, box and extents are plausible values derived from rg. Ever
 entry is flagged ``simulated`` (labels ``bench:<kind>``); ``sha256`` is a hash of
 the entry index.
 
-Timings are sequential, one query at a time, on all CPU threads FAISS and BLAS use
-by default; the page cache is warm (nothing is dropped). JSON goes to
-``benchmarks/results/bench_search.json``.
+**Queries.** Four sets, each against ``exact`` on the same queries: ``all``
+(searched with the query's rg, as ``swan search MAP`` does, so the size term
+counts), ``all, no rg`` (shape only), and the filters in ``FILTERS`` (with rg,
+``--filtered-queries`` of them). recall@10 is the overlap of a mode's top 10 with
+exact's. The modes of a set are interleaved query by query, so load from other
+processes on a shared machine falls on them alike; each mode's first query runs
+once beforehand and is reported apart (``first_query_ms``), as are cProfile
+summaries of ``--profile`` queries. Everything runs under each ``--threads``
+setting in turn (``default``: the libraries' own thread pools; ``1``: BLAS and
+FAISS's OpenMP limited to one thread with threadpoolctl, FAISS's only without
+it). Searches are sequential, one query at a time; the page cache is warm
+(nothing is dropped).
+The JSON records the load average and a hash of every ``swan_index`` source
+file, since timings on a shared machine and a store under development move.
 
     $ python benchmarks/bench_search.py [--entries 1000000] [--queries 200] \\
-          [--store /tmp/bench_search/store_1000000] [--keep-store]
+          [--filtered-queries 60] [--threads default 1] [--keep-store]
+    $ python benchmarks/bench_search.py --entries 20000 --queries 50   # quick
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import cProfile
 import csv
 import datetime as dt
@@ -65,11 +78,11 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from threadpoolctl import threadpool_info, threadpool_limits
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -99,11 +112,35 @@ FILTERS = {
 BASE_VERSION = 1
 
 
+@contextlib.contextmanager
+def thread_limit(threads: str) -> Iterator[dict[str, int]]:
+    """Limit BLAS and OpenMP thread pools (``"default"``: leave them); yields the
+    pools' sizes. Uses threadpoolctl (scikit-learn's dependency) when installed,
+    else limits FAISS's OpenMP only."""
+    import faiss
+
+    limits = None if threads == "default" else int(threads)
+    try:
+        from threadpoolctl import threadpool_info, threadpool_limits
+    except ImportError:
+        before = faiss.omp_get_max_threads()
+        if limits:
+            faiss.omp_set_num_threads(limits)
+        try:
+            yield {"faiss_openmp": faiss.omp_get_max_threads()}
+        finally:
+            faiss.omp_set_num_threads(before)
+        return
+    with threadpool_limits(limits=limits):
+        yield {
+            f"{p['internal_api']}:{p['prefix']}": p["num_threads"]
+            for p in threadpool_info()
+        }
+
+
 def code_version() -> dict[str, str]:
     """sha256 (first 12 hex digits) of the store's sources, to tell which version
     of the code a result measured."""
-    import hashlib
-
     return {
         p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:12]
         for p in sorted((ROOT / "swan_index").glob("*.py"))
@@ -611,12 +648,7 @@ def search_all(
         "modes": {},
     }
     for threads in args.threads:
-        limits = None if threads == "default" else int(threads)
-        with threadpool_limits(limits=limits):
-            pools = {
-                f"{p['internal_api']}:{p['prefix']}": p["num_threads"]
-                for p in threadpool_info()
-            }
+        with thread_limit(threads) as pools:
             print(f"  threads {threads}: {pools}", flush=True)
             for sname, where, with_rg, modes, nq in query_sets(args, nlist):
                 results["query_sets"][sname] = {

@@ -1026,8 +1026,8 @@ class Store:
         rg: float | None = None,
         size_weight: float = SIZE_WEIGHT,
         weights: tuple[float, ...] | None = None,
-        overfetch: int = 100,
-        min_candidates: int = 1000,
+        overfetch: int = 200,
+        min_candidates: int = 2000,
         nprobe: int = DEFAULT_NPROBE,
         exact_filter_limit: int = EXACT_FILTER_LIMIT,
     ) -> list[Hit]:
