@@ -236,8 +236,8 @@ def _ivf(vectors: np.ndarray, seed: int) -> faiss.Index:
     index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(seed)
     sample = vectors
-    if n > 256 * nlist:
-        sample = vectors[rng.choice(n, 256 * nlist, replace=False)]
+    if n > 64 * nlist:  # 64 points per list train k-means well enough, 4x faster
+        sample = vectors[rng.choice(n, 64 * nlist, replace=False)]
     index.cp.seed = seed
     index.train(np.ascontiguousarray(sample, dtype=np.float32))
     index.set_direct_map_type(faiss.DirectMap.Hashtable)
