@@ -1156,7 +1156,9 @@ class Store:
         with the final score, which weighs size too.
         """
         index = self._indexes[i]
-        need = k if allowed is None else min(k, len(allowed))
+        # An IVF scan under a filter may meet few allowed entries: widen it until
+        # it finds the candidates asked for (or all allowed entries, or k).
+        need = k if allowed is None else min(n_cand, len(allowed))
         sized = rg is not None and rg > 0 and size_weight > 0
         n_fetch = n_cand * PRUNE_FACTOR if sized else n_cand
         while True:
