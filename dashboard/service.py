@@ -285,15 +285,18 @@ class SwanService:
     def _writer(self) -> Iterator[Store]:
         if self.write_token is None:
             raise PermissionError("writes are disabled; start the server with a token")
-        try:
-            store = Store.open(self.store_path)
-        except StoreBusyError as exc:
-            raise UploadError(str(exc), status=409) from None
-        try:
-            yield store
-        finally:
-            store.close()
-            self.refresh(force=True)
+        # DuckDB refuses a read-write and a read-only connection to one file in
+        # one process at once: reads wait on the same lock while a write runs.
+        with self._lock:
+            try:
+                store = Store.open(self.store_path)
+            except StoreBusyError as exc:
+                raise UploadError(str(exc), status=409) from None
+            try:
+                yield store
+            finally:
+                store.close()
+                self.refresh(force=True)
 
     def ingest_upload(self, data: bytes, name: str = "upload") -> dict[str, Any]:
         """Store an uploaded map (kept under ``STORE/uploads/``)."""

@@ -29,7 +29,11 @@ class StoreBusyError(RuntimeError):
 
 def _is_lock_conflict(exc: Exception) -> bool:
     text = str(exc)
-    return "Could not set lock" in text or "Conflicting lock" in text
+    return (
+        "Could not set lock" in text
+        or "Conflicting lock" in text
+        or "different configuration" in text  # same process, read-write open
+    )
 
 
 @contextmanager
@@ -48,7 +52,7 @@ def connect(
         try:
             con = duckdb.connect(str(path), read_only=read_only, config=config)
             break
-        except duckdb.IOException as exc:
+        except (duckdb.IOException, duckdb.ConnectionException) as exc:
             if not _is_lock_conflict(exc) or time.monotonic() > deadline:
                 if _is_lock_conflict(exc):
                     raise StoreBusyError(

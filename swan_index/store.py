@@ -332,9 +332,14 @@ class Store:
                 lock.release()
             raise
         if not read_only:
-            for tmp in (path / "faiss").glob("*.tmp"):
-                tmp.unlink(missing_ok=True)  # left by a crash mid-write
-            store.flush()
+            try:
+                leftovers = [*(path / "faiss").glob("*.tmp"), *path.glob("*.json*.tmp")]
+                for tmp in leftovers:
+                    tmp.unlink(missing_ok=True)  # left by a crash mid-write
+                store.flush()
+            except BaseException:
+                lock.release()
+                raise
         return store
 
     @staticmethod
@@ -786,12 +791,15 @@ class Store:
 
         emdb = emdb_id_from_name(text)
         rows = self._query_sql(
-            "SELECT id FROM entries WHERE emdb_id = ? ORDER BY id DESC LIMIT 1",
+            "SELECT id FROM entries WHERE emdb_id = ? ORDER BY id DESC",
             [emdb or text],
         )
-        if not rows:
-            raise KeyError(f"no entry {text!r} in {self.path}")
-        return int(rows[0]["id"])
+        for row in rows:  # the newest one this snapshot holds
+            i = int(row["id"])
+            pos = np.searchsorted(self._ids, i)
+            if pos < len(self._ids) and self._ids[pos] == i:
+                return i
+        raise KeyError(f"no entry {text!r} in {self.path}")
 
     def get_code(self, entry_id: int) -> MultiScaleCode:
         """The stored code of one entry (a batch of one)."""
@@ -1038,8 +1046,8 @@ class Store:
                 each entry keeps its best pose), or a stored entry id.
             k: hits wanted.
             where: SQL predicate over ``entries``, e.g. ``"resolution < 4"``.
-            scales: scale sides to score with (default all); the first is the
-                candidate scale.
+            scales: scale sides to score with (default all); the coarsest of them
+                gives the candidates.
             exact: score every (allowed) entry instead of coarse candidates.
             rg: the query's radius of gyration (Å), for the size term (taken from
                 the entry when ``query`` is an id).
@@ -1066,7 +1074,12 @@ class Store:
         bad = [s for s in sides if s not in self.encoder.scales]
         if bad or not sides:
             raise ValueError(f"scales {scales}: choose from {self.encoder.scales}")
-        sel = sorted(self.encoder.scales.index(s) for s in set(sides))
+        if len(set(sides)) != len(sides):
+            raise ValueError(f"scales {scales}: each scale once")
+        # in the caller's order (weights follow it); the coarsest is the candidate
+        # scale
+        sel = [self.encoder.scales.index(s) for s in sides]
+        cand_scale = min(sel)
         w = np.ones(len(sel)) if weights is None else np.asarray(weights, np.float64)
         if w.shape != (len(sel),) or np.any(w < 0) or w.sum() <= 0:
             raise ValueError(f"weights {weights}: one non-negative weight per scale")
@@ -1089,8 +1102,8 @@ class Store:
                 cand = allowed
             else:
                 cand = self._candidates(
-                    qv[sel[0]],
-                    sel[0],
+                    qv[cand_scale],
+                    cand_scale,
                     max(overfetch * k, min_candidates),
                     k,
                     allowed,

@@ -76,6 +76,8 @@ class ScaleIndex:
             return
         self._sorted_ids = None
         ids, vecs = self.all_vectors()
+        order = np.argsort(ids)  # ascending ids keep lookups on the fast path
+        ids, vecs = ids[order], vecs[order]
         if kind == "flat":
             self.index = _flat(self.dim)
         else:
@@ -169,12 +171,15 @@ class ScaleIndex:
                 ascending = len(held) < 2 or bool(np.all(held[1:] > held[:-1]))
                 self._sorted_ids = held if ascending else np.zeros(0, np.int64)
             held = self._sorted_ids
-            if len(held) == self.ntotal:
+            if len(held) and len(held) == self.ntotal:
                 pos = np.searchsorted(held, ids).clip(0, max(len(held) - 1, 0))
                 if np.array_equal(held[pos], ids):
                     return self._flat_vectors()[pos]
                 raise KeyError(f"ids not in the index: {ids[held[pos] != ids][:5]}")
-        return self.index.reconstruct_batch(ids)
+        try:
+            return self.index.reconstruct_batch(ids)
+        except RuntimeError as exc:
+            raise KeyError(f"ids not in the index: {ids[:5]}") from exc
 
     # -- search --------------------------------------------------------------------
     def search(

@@ -339,3 +339,12 @@ def test_scale_index_lookup_sorted_and_not():
         np.testing.assert_array_equal(index.lookup(np.array([ids[5]])), vecs[[5]])
         with pytest.raises((KeyError, RuntimeError)):
             index.lookup(np.array([ids[1]]))
+
+
+def test_weights_follow_the_given_scales(store, samples):
+    _, code = samples
+    hits = store.search(code[0], k=6, scales=(8, 1), weights=(1.0, 0.0), size_weight=0)
+    for h in hits:
+        assert h.score == pytest.approx(h.scores["8"], abs=1e-6)
+    with pytest.raises(ValueError, match="once"):
+        store.search(code[0], scales=(1, 1))

@@ -38,6 +38,8 @@ def main(args: argparse.Namespace) -> int:
         return 2
     with store:
         info = layout_store(store, seed=args.seed, n_neighbors=args.neighbors)
-    print(f"{args.store}: layout of {store.count()} entries in "
-          f"{time.perf_counter() - t0:.1f} s; {info}")
+    print(
+        f"{args.store}: layout of {store.count()} entries in "
+        f"{time.perf_counter() - t0:.1f} s; {info}"
+    )
     return 0
