@@ -127,12 +127,26 @@ def test_reingest_is_idempotent_and_tracks_changes(tmp_path, folder, encoder):
 
 def test_cli_ingest_and_search(tmp_path, folder, capsys):
     store = str(tmp_path / "s")
-    code = main(["ingest", str(folder), "--store", store, "--workers", "0", "--json"])
+    code = main(
+        [
+            "ingest",
+            str(folder),
+            "--store",
+            store,
+            "--workers",
+            "0",
+            "--json",
+            "--layout",
+        ]
+    )
     out = capsys.readouterr()
     summary = json.loads(out.out)
     assert code == 1  # some files failed; the good ones are stored
     assert (summary["ok"], summary["skipped"], summary["failed"]) == (3, 0, 4)
     assert out.err.count("failed: ") == 4
+    with Store.open(store, read_only=True) as reader:  # --layout stored the map
+        xy = reader.entries(("id", "x", "y"))
+        assert len(xy["id"]) == 3 and np.all(np.isfinite(np.asarray(xy["x"])))
     query = str(folder / "emd_21457_seg.mrc")
     assert main(["search", query, "--store", store, "--json", "-k", "3"]) == 0
     hits = json.loads(capsys.readouterr().out)

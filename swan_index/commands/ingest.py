@@ -13,6 +13,7 @@ examples:
   $ swan ingest data/maps --store runs/store
   $ swan ingest /mirror/emdb/structures --store emdb.swan --workers 8
   $ swan ingest /mirror/emdb/structures --store emdb.swan --prune --json
+  $ swan ingest new_maps/ --store emdb.swan --layout   # and refresh the UMAP
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="delete entries whose files under the given folders vanished",
     )
+    parser.add_argument(
+        "--layout",
+        action="store_true",
+        help="recompute the UMAP layout of the archive afterwards (swan layout)",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -67,6 +73,10 @@ def main(args: argparse.Namespace) -> int:
             prune=args.prune,
             progress=not args.quiet and not args.json,
         )
+        if args.layout and (summary.ok or summary.removed):
+            from swan_index.layout import layout_store
+
+            layout_store(store)
         total = store.count()
     for failure in summary.failures:
         print(f"failed: {failure['reason']}", file=sys.stderr)
