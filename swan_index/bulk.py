@@ -198,6 +198,7 @@ def ingest_paths(
             todo.append(entry)
 
     batch: list[PreparedMap] = []
+    touched: list[tuple[int, int | None, int | None]] = []
     last_flush = time.monotonic()
 
     def commit() -> None:
@@ -243,6 +244,15 @@ def ingest_paths(
                     "same content as an entry already stored",
                     result.record.sha256,
                 )
+                stored = known.get(result.record.source_path or "")
+                if stored and stored["sha256"] == result.record.sha256:
+                    touched.append(  # only its time changed: skip unread next time
+                        (
+                            stored["id"],
+                            result.record.file_size,
+                            result.record.file_mtime_ns,
+                        )
+                    )
             else:
                 known_sha.add(result.record.sha256)
                 batch.append(result)
@@ -250,6 +260,8 @@ def ingest_paths(
                 commit()
             bar.set_postfix(ok=run.ok + len(batch), skip=run.skipped, fail=run.failed)
         commit()
+        if touched:
+            store.update_file_stats(touched)
     finally:
         bar.close()
     if prune:

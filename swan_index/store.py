@@ -654,6 +654,16 @@ class Store:
         with self._db(read_only=False) as con:
             self._insert_log(con, rows, {}, now)
 
+    def update_file_stats(self, rows: list[tuple[int, int | None, int | None]]) -> None:
+        """Record new ``(id, file_size, file_mtime_ns)`` of entries whose source
+        file was touched but not changed (so re-ingest skips it unread)."""
+        self._check_writable()
+        with self._db(read_only=False) as con:
+            con.executemany(
+                "UPDATE entries SET file_size = ?, file_mtime_ns = ? WHERE id = ?",
+                [(size, mtime, int(i)) for i, size, mtime in rows],
+            )
+
     def delete(self, ids: list[int] | np.ndarray) -> int:
         """Delete entries (metadata, codes, previews, layout); returns how many."""
         self._check_writable()

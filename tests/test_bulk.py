@@ -104,6 +104,13 @@ def test_reingest_is_idempotent_and_tracks_changes(tmp_path, folder, encoder):
         os.utime(folder / "emd_6824.mrc", ns=(1, 10**18))
         touched = ingest_paths([folder], store, encoder, workers=0, progress=False)
         assert (touched.ok, touched.skipped) == (0, 3)
+        # ... and its new time is recorded: the next run skips it unread
+        assert (
+            store.known_files()[str((folder / "emd_6824.mrc").resolve())][
+                "file_mtime_ns"
+            ]
+            == 10**18
+        )
         # changed content: the new version replaces the old entry
         dmap = read_map(folder / "emd_6824.mrc")
         rotated = rotate_map(dmap, random_rotation(np.random.default_rng(3)))
