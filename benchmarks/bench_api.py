@@ -36,7 +36,6 @@ import datetime as dt
 import json
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from dashboard.testing import free_port, wait_healthy  # noqa: E402
 
 QUERY_MAP = ROOT / "data" / "maps" / "emd_6824.mrc"
 K = 10
@@ -67,12 +68,6 @@ def _serve(store: Path, port: int) -> None:
     )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _build_store(folder: Path) -> Path:
     from swan_index.bulk import ingest_paths
     from swan_index.pipeline import MapEncoder
@@ -87,22 +82,6 @@ def _build_store(folder: Path) -> Path:
     if summary.failed:
         raise RuntimeError(f"building the store failed: {summary.failures}")
     return store
-
-
-def _wait_ready(url: str, proc: subprocess.Popen, timeout: float = 180.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with code {proc.returncode}")
-        try:
-            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"the server did not answer within {timeout:.0f} s")
 
 
 def _stats(seconds: list[float]) -> dict[str, float]:
@@ -200,14 +179,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         store = Path(args.store)
     data = QUERY_MAP.read_bytes()
-    port = _free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve", str(store), "--port", str(port)],
         cwd=ROOT,
     )
     try:
-        _wait_ready(url, proc)
+        wait_healthy(url, proc)
         service = SwanService(store)
         ids = [int(i) for i in service.store.entries(("id",))["id"].tolist()]
         print(f"{len(ids)} entries; server on {url}", flush=True)

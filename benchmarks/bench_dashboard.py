@@ -66,7 +66,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -80,20 +79,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from dashboard.testing import CHROMIUM, CHROMIUM_ARGS, start_serve  # noqa: E402
+
 #: Resolutions and release dates of real EMDB entries (optional).
 EMDB_METADATA = ROOT.parent / "shared/data/real/headers/EMDB_metadata.csv"
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 VIEWPORT = {"width": 1500, "height": 1100}
 CENTRES = 50
 NOISE_FRACTION = 0.04
@@ -389,35 +378,9 @@ def build_store(path: Path, n: int, seed: int = 0) -> dict[str, Any]:
 
 
 # -- the server ------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_server(store: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    """``swan serve`` over ``store`` on a free port; returns (process, url) once
-    ``/api/health`` answers 200."""
-    import httpx
-
-    port = _free_port()
-    cmd = [sys.executable, "-m", "swan_index.cli", "serve", "--store", str(store)]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [*cmd, "--port", str(port)], cwd=ROOT, stdout=out, stderr=out
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
-    while True:
-        try:
-            if httpx.get(f"{url}/api/health", timeout=5).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"swan serve did not start: {log.read_text()[-2000:]}")
-        time.sleep(0.3)
+    """``swan serve`` over ``store`` on a free port, once ``/api/health`` answers."""
+    return start_serve(store, log, timeout=300)
 
 
 def inprocess_map(store: Path, repeats: int) -> dict[str, Any]:

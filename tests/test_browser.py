@@ -12,34 +12,18 @@ Without ``/usr/bin/chromium`` these tests are skipped, unless
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
+from dashboard.testing import CHROMIUM, CHROMIUM_ARGS, start_serve
 from swan_index.demo import DemoConfig, build_demo_store
 from swan_index.pipeline import MapEncoder
 from swan_index.store import Store
 
 from .conftest import MAPS, ROOT
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = Path(os.environ.get("SWAN_TEST_ARTIFACTS", ROOT / "tests" / "artifacts"))
 
 if not CHROMIUM.exists() and not os.environ.get("SWAN_REQUIRE_BROWSER"):
@@ -64,12 +48,6 @@ def _pca_layout(store: Store) -> None:
     store.set_layout(ids, u[:, :2] * s[:2], cluster)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """(base url, number of entries) of a running `swan serve`."""
@@ -79,34 +57,7 @@ def server(tmp_path_factory):
     with Store.open(path) as store:
         _pca_layout(store)
         n = store.count()
-    port = _free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "swan_index.cli",
-            "serve",
-            "--store",
-            str(path),
-            "--port",
-            str(port),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/api/health", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"swan serve did not start: {proc.stdout.read().decode()}")
-        time.sleep(0.3)
+    proc, url = start_serve(path, tmp_path_factory.mktemp("log") / "serve.log")
     yield url, n
     proc.terminate()
     proc.wait(20)
@@ -116,7 +67,7 @@ def server(tmp_path_factory):
 def page(server):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         pg = browser.new_page(viewport={"width": 1500, "height": 1100})
         errors: list[str] = []
         pg.on("pageerror", lambda exc: errors.append(str(exc)))
