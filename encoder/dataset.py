@@ -245,7 +245,8 @@ def _real_job(path: str, view: int, seed: int, grid: int) -> tuple[np.ndarray, d
 
 
 def _model_job(path: str, view: int, seed: int, grid: int) -> tuple[np.ndarray, dict]:
-    from ingest import canonicalize, random_rotation, read_model, simulate_map
+    from ingest import canonicalize, read_model
+    from ingest.simulate import simulate_view
 
     rng = np.random.default_rng([seed, view, int(_fraction(path, 1) * 2**31)])
     structure = read_model(path)
@@ -254,16 +255,7 @@ def _model_job(path: str, view: int, seed: int, grid: int) -> tuple[np.ndarray, 
     if len(chains) > 1 and rng.random() < 0.3:
         k = int(rng.integers(1, len(chains)))
         chosen = sorted(rng.choice(chains, size=k, replace=False).tolist())
-    resolution = float(rng.uniform(3.0, 12.0))
-    transform = np.eye(4)
-    transform[:3, :3] = random_rotation(rng)
-    dmap = simulate_map(
-        structure,
-        resolution,
-        voxel_size=max(resolution / 3, 1.0),
-        chains=chosen,
-        coords_transform=transform,
-    )
+    dmap, resolution = simulate_view(structure, rng, chosen)
     cv = canonicalize(dmap, grid=grid)
     aug = {"view": view, "resolution": round(resolution, 2), "chains": chosen}
     return to_uint8(cv.values), _row(cv, aug, cv.contour)

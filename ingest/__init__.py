@@ -16,7 +16,7 @@ from ingest.discover import MapEntry, find_entries, is_map_file
 from ingest.errors import HeaderError, IngestError, MapFormatError
 from ingest.header import EntryMetadata, emdb_id_from_name, read_header
 from ingest.mapio import DensityMap, read_map, sha256_file, write_map
-from ingest.simulate import ModelError, read_model, simulate_map
+from ingest.simulate import ModelError, read_model, simulate_map, simulate_view
 from ingest.transform import random_rotation, rotate_map
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "rotate_map",
     "sha256_file",
     "simulate_map",
+    "simulate_view",
     "volume_correlation",
     "to_original_frame",
     "write_map",

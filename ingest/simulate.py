@@ -177,3 +177,31 @@ def simulate_map(
         warnings=("simulated from an atomic model",),
         simulated=True,
     )
+
+
+def simulate_view(
+    atoms: gemmi.Structure | str | Path | np.ndarray,
+    rng: np.random.Generator,
+    chains: Sequence[str] | None = None,
+    resolutions: tuple[float, float] = (3.0, 12.0),
+) -> tuple[DensityMap, float]:
+    """A simulated map as one deposition might show the molecule: a resolution
+    drawn from ``resolutions`` (Å), a uniformly random rotation, voxels of a third
+    of the resolution (at least 1 Å).
+
+    Returns:
+        The map (labelled simulated) and the resolution drawn.
+    """
+    from ingest.transform import random_rotation
+
+    resolution = float(rng.uniform(*resolutions))
+    transform = np.eye(4)
+    transform[:3, :3] = random_rotation(rng)
+    dmap = simulate_map(
+        atoms,
+        resolution,
+        voxel_size=max(resolution / 3, 1.0),
+        chains=chains,
+        coords_transform=transform,
+    )
+    return dmap, resolution

@@ -26,8 +26,7 @@ from tqdm import tqdm
 from encoder.synthetic import build_assembly, describe, random_spec
 from ingest.header import EntryMetadata
 from ingest.mapio import DensityMap
-from ingest.simulate import read_model, simulate_map
-from ingest.transform import random_rotation
+from ingest.simulate import read_model, simulate_view
 from swan_index.bulk import ingest_paths
 from swan_index.pipeline import MapEncoder
 from swan_index.prepare import PreparedMap, prepare_map
@@ -68,16 +67,7 @@ def default_demo_path(encoder: MapEncoder) -> Path:
 def _variant(
     atoms: object, rng: np.random.Generator, chains: list[str] | None
 ) -> tuple[DensityMap, float]:
-    resolution = float(rng.uniform(3.0, 12.0))
-    transform = np.eye(4)
-    transform[:3, :3] = random_rotation(rng)
-    dmap = simulate_map(
-        atoms,
-        resolution,
-        voxel_size=max(resolution / 3, 1.0),
-        chains=chains,
-        coords_transform=transform,
-    )
+    dmap, resolution = simulate_view(atoms, rng, chains)
     noise = float(rng.uniform(0.0, 0.08)) * float(dmap.data.max())
     data = dmap.data + rng.normal(0, 1, dmap.data.shape).astype(np.float32) * noise
     return replace(dmap, data=data.astype(np.float32)), resolution
