@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import datetime as dt
-import json
 import os
 import platform
 import statistics
@@ -49,6 +48,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import save_result  # noqa: E402
 from dashboard.testing import free_port, wait_healthy  # noqa: E402
 
 QUERY_MAP = ROOT / "data" / "maps" / "emd_6824.mrc"
@@ -286,11 +286,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "command": " ".join(sys.argv),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    _print_table(result)
-    print(f"\nsaved {args.out}")
-    return result
+    return save_result(result, args.out, _print_table)
 
 
 def _print_table(result: dict[str, Any]) -> None:

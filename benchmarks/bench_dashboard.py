@@ -62,7 +62,6 @@ import datetime as dt
 import gzip
 import hashlib
 import importlib.metadata
-import json
 import os
 import platform
 import shutil
@@ -79,6 +78,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import save_result  # noqa: E402
 from dashboard.testing import CHROMIUM, CHROMIUM_ARGS, start_serve  # noqa: E402
 
 #: Resolutions and release dates of real EMDB entries (optional).
@@ -784,11 +784,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "command": " ".join(sys.argv),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    _print_table(result)
-    print(f"\nsaved {args.out}")
-    return result
+    return save_result(result, args.out, _print_table)
 
 
 def _print_table(result: dict[str, Any]) -> None:

@@ -37,7 +37,6 @@ import gzip
 import json
 import multiprocessing
 import os
-import platform
 import shutil
 import sys
 import time
@@ -50,6 +49,7 @@ from isal import igzip
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import code_version, machine_info  # noqa: E402
 from ingest import (  # noqa: E402
     DensityMap,
     random_rotation,
@@ -73,17 +73,6 @@ MODELS = (
     SHARED_MODELS / "Q99J21.pdb",
 )
 MAPS_VERSION = 1
-
-
-def code_version() -> dict[str, str]:
-    """sha256 (first 12 hex digits) of the store's sources, to tell which version
-    of the code a result measured."""
-    import hashlib
-
-    return {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:12]
-        for p in sorted((ROOT / "swan_index").glob("*.py"))
-    }
 
 
 def make_maps(args: argparse.Namespace) -> list[Path]:
@@ -313,11 +302,7 @@ def main(argv: list[str] | None = None) -> dict:
         "load_average_1_5_15_min": load,
         "swan_index_sha256": version_start,
         "swan_index_changed_during_run": code_version() != version_start,
-        "machine": {
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-        },
+        "machine": machine_info(),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -71,7 +71,6 @@ import io
 import json
 import multiprocessing
 import os
-import platform
 import pstats
 import shutil
 import statistics
@@ -87,6 +86,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import code_version, machine_info  # noqa: E402
 from encoder.code import MultiScaleCode  # noqa: E402
 from swan_index.schema import EntryRecord  # noqa: E402
 from swan_index.store import Store  # noqa: E402
@@ -136,15 +136,6 @@ def thread_limit(threads: str) -> Iterator[dict[str, int]]:
             f"{p['internal_api']}:{p['prefix']}": p["num_threads"]
             for p in threadpool_info()
         }
-
-
-def code_version() -> dict[str, str]:
-    """sha256 (first 12 hex digits) of the store's sources, to tell which version
-    of the code a result measured."""
-    return {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:12]
-        for p in sorted((ROOT / "swan_index").glob("*.py"))
-    }
 
 
 # -- base codes -------------------------------------------------------------------
@@ -911,13 +902,9 @@ def main(argv: list[str] | None = None) -> dict:
         "load_average_1_5_15_min": load,
         "swan_index_sha256": version_start,
         "swan_index_changed_during_run": code_version() != version_start,
-        "machine": {
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "cpus": os.cpu_count(),
-            "faiss": faiss.__version__,
-            "faiss_omp_threads": faiss.omp_get_max_threads(),
-        },
+        "machine": machine_info(
+            faiss=faiss.__version__, faiss_omp_threads=faiss.omp_get_max_threads()
+        ),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
