@@ -262,14 +262,16 @@ def _codes(info: Any, centre_of: np.ndarray, rng: np.random.Generator) -> Any:
     n = len(centre_of)
     shared = rng.normal(size=(n, 32))
     vectors, tokens = [], []
-    for side, depth, dim in zip(info.scales, info.depths, info.dims, strict=True):
+    for side, depth, dim, k in zip(
+        info.scales, info.depths, info.dims, info.codebook_sizes, strict=True
+    ):
         mix = np.random.default_rng(side).normal(size=(32, dim)) / np.sqrt(32)
         centres = np.random.default_rng(100 + side).normal(size=(CENTRES, dim))
         v = centres[centre_of] + 0.35 * (shared @ mix)
         v += 0.035 * rng.normal(size=(n, dim))
         vectors.append((v / np.linalg.norm(v, axis=1, keepdims=True)).astype("f4"))
         size = (n, depth, side, side, side)
-        tokens.append(rng.integers(0, info.codebook_size, size, np.int16))
+        tokens.append(rng.integers(0, k, size, np.int16))
     return MultiScaleCode(info.scales, tuple(tokens), tuple(vectors), info.hash)
 
 

@@ -17,6 +17,14 @@ writes JSON.
 
     $ python benchmarks/bench_recon.py --dataset runs/ds --steps 6000 \\
           --out benchmarks/results/bench_recon.json --checkpoints runs/bench
+
+Variants of the model config: ``--set key=value`` (JSON values; lists become
+tuples) changes the base config of every run, and ``--label`` names the run. Runs
+can go in separate processes (on one GPU, say) and be merged afterwards:
+
+    $ python benchmarks/bench_recon.py --dataset runs/ds --runs cryoswan \\
+          --set prefix_trains_encoder=false --label cryoswan-pd --out a.json
+    $ python benchmarks/bench_recon.py --merge a.json b.json --out all.json
 """
 
 from __future__ import annotations
@@ -49,9 +57,37 @@ RUNS = {
 }
 
 
+def _overrides(items: list[str]) -> dict:
+    """``key=value`` strings -> config overrides (JSON values, lists as tuples)."""
+    out = {}
+    for item in items:
+        key, _, raw = item.partition("=")
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        out[key] = tuple(value) if isinstance(value, list) else value
+    return out
+
+
+def merge(paths: list[Path], out: Path) -> dict:
+    """One result file from several runs' files (the first one's header)."""
+    results = json.loads(paths[0].read_text())
+    for path in paths[1:]:
+        results["runs"].update(json.loads(path.read_text())["runs"])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1) + "\n")
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", required=True)
+    parser.add_argument("--dataset")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a field of the base model config")
+    parser.add_argument("--label", help="name of the run in the results (one run)")
+    parser.add_argument("--merge", nargs="+", type=Path,
+                        help="merge these result files into --out and stop")
     parser.add_argument("--steps", type=int, default=6000)
     parser.add_argument("--minutes", type=float, default=None,
                         help="wall-time budget per model (equal for all runs)")
@@ -64,11 +100,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", type=Path,
                         default=ROOT / "benchmarks" / "results" / "bench_recon.json")
     args = parser.parse_args(argv)
+    if args.merge:
+        return merge(args.merge, args.out)
+    if not args.dataset:
+        parser.error("--dataset is required")
+    if args.label and len(args.runs) != 1:
+        parser.error("--label names one run: give one --runs")
+    base = replace(CryoSwanConfig(), **_overrides(args.set))
     results: dict = {
         "benchmark": "reconstruction at equal code bits and equal training budget",
         "dataset": str(args.dataset),
         "budget": {"steps": args.steps, "minutes": args.minutes,
                    "batch_size": args.batch_size, "lr": args.lr},
+        "config_overrides": args.set,
         "runs": {},
         "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
                     "torch": torch.__version__,
@@ -78,9 +122,10 @@ def main(argv: list[str] | None = None) -> dict:
     test = load_split(args.dataset, "test")
     for name in args.runs:
         arch, overrides = RUNS[name]
-        model_cfg = CryoSwanConfig()
+        model_cfg = base
         if "kl_weight" in overrides:
             model_cfg = replace(model_cfg, kl_weight=args.kl_weight)
+        name = args.label or name
         run_dir = args.checkpoints / name
         if run_dir.exists():
             shutil.rmtree(run_dir)
@@ -93,7 +138,8 @@ def main(argv: list[str] | None = None) -> dict:
         model, blob = load_checkpoint(final)
         if torch.cuda.is_available() and args.device != "cpu":
             model = model.cuda()
-        entry = {"arch": arch, "train_seconds": round(seconds, 1),
+        entry = {"arch": arch, "config": model.config.to_dict(),
+                 "train_seconds": round(seconds, 1),
                  "steps": blob["step"], "checkpoint": str(final),
                  "checkpoint_hash": blob["hash"],
                  "recon": evaluate_recon(model, args.dataset, "test")}

@@ -269,7 +269,7 @@ class SwanService:
         return {
             "query": info.to_dict(),
             "checkpoint_hash": first.checkpoint_hash,
-            "bits": first.bits(self.store.encoder.codebook_size),
+            "bits": first.bits(self.store.encoder.codebook_sizes),
             "scales": [
                 {
                     "scale": side,

@@ -4,8 +4,9 @@ Both reuse the Cryo-SWAN trunk (the same Haar encoder and decoder), so the
 comparison isolates the latent code:
 
 * **single-scale VQ-VAE**: :class:`~encoder.model.CryoSwan` with one scale, the
-  full latent grid n^3, and a residual quantizer of depth 2 with 1024 codes:
-  ``512 x 2 x 10 = 10,240`` bits at 64^3 (Cryo-SWAN's default: 10,530).
+  full latent grid n^3, and a residual quantizer of depth 2 whose codebook size is
+  chosen so that its bits equal the Cryo-SWAN config's (``2 x n^3 x log2(K)``;
+  K = 1,246 against Cryo-SWAN's 10,530 bits at 64^3).
 * **plain convolutional autoencoder**: no codebook; a ``latent_dim``-channel
   latent at n^3 squashed by tanh and uniformly quantized to ``bits`` bits per value
   (straight-through in training): ``512 x 5 x 4 = 10,240`` bits at 64^3.
@@ -13,7 +14,6 @@ comparison isolates the latent code:
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import torch
@@ -24,12 +24,16 @@ from encoder.model import CryoSwan, CryoSwanConfig, Decoder, Encoder
 
 
 def single_scale_config(base: CryoSwanConfig) -> CryoSwanConfig:
-    """The single-scale VQ-VAE's config for a Cryo-SWAN config ``base``."""
+    """The single-scale VQ-VAE's config for a Cryo-SWAN config ``base``, at the
+    same bits per map (within one code's rounding)."""
+    depth, cells = 2, base.latent_side**3
+    size = round(2 ** (base.bits() / (depth * cells)))
     return replace(
         base,
         scales=(base.latent_side,),
-        depths=(2,),
-        codebook_size=1024,
+        depths=(depth,),
+        codebook_size=size,
+        coarse_codebook_size=None,
         prefix_weight=0.0,
         extra={**base.extra, "baseline": "single-scale"},
     )
@@ -84,10 +88,5 @@ def reconstruct(
 def bits_up_to(model: nn.Module, up_to: int | None = None) -> int:
     """Bits per map of the first ``up_to`` scales (all for the baselines)."""
     if isinstance(model, CryoSwan):
-        cfg = model.config
-        k = up_to or len(cfg.scales)
-        tokens = sum(
-            d * s**3 for d, s in zip(cfg.depths[:k], cfg.scales[:k], strict=True)
-        )
-        return int(tokens * math.log2(cfg.codebook_size))
+        return model.config.bits(up_to)
     return model.bits_per_map()

@@ -18,14 +18,19 @@ from typing import Any
 
 import torch
 
-from encoder.model import CryoSwan, CryoSwanConfig
+from encoder.model import ADDED_FIELDS, CryoSwan, CryoSwanConfig
 
 FORMAT_VERSION = 1
 
 
 def state_hash(config: CryoSwanConfig, state: dict[str, torch.Tensor]) -> str:
     """sha256 of the config (JSON, sorted keys) and every tensor, in key order."""
-    digest = hashlib.sha256(json.dumps(config.to_dict(), sort_keys=True).encode())
+    described = {
+        k: v
+        for k, v in config.to_dict().items()
+        if not (k in ADDED_FIELDS and v == ADDED_FIELDS[k])
+    }
+    digest = hashlib.sha256(json.dumps(described, sort_keys=True).encode())
     for key in sorted(state):
         tensor = state[key].detach().cpu().contiguous()
         digest.update(key.encode())

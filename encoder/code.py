@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +47,17 @@ class MultiScaleCode:
             self.checkpoint_hash,
         )
 
-    def bits(self, codebook_size: int) -> int:
-        """Bits per map: every token costs log2(codebook_size)."""
-        per_map = sum(int(np.prod(t.shape[1:])) for t in self.tokens)
-        return int(per_map * np.log2(codebook_size))
+    def bits(self, codebook_sizes: int | Sequence[int]) -> int:
+        """Bits per map: a token of a scale whose codebook holds K codes costs
+        log2(K) bits (``codebook_sizes``: one size for all scales, or one each)."""
+        sizes = (
+            [codebook_sizes] * len(self.tokens)
+            if isinstance(codebook_sizes, int)
+            else list(codebook_sizes)
+        )
+        return int(
+            sum(
+                np.prod(t.shape[1:]) * np.log2(k)
+                for t, k in zip(self.tokens, sizes, strict=True)
+            )
+        )

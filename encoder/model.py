@@ -17,9 +17,12 @@ Data flow for a canonical volume ``x`` ``[B, 1, G, G, G]`` (G = 64; n = G / 8):
   n^3 and a transposed conv to G/4, where a head predicts the 64 Haar bands; two
   inverse Haar levels give the G^3 volume. No convolution runs above G/4, which
   is what keeps the model fast on a CPU (full-resolution convs cost ~10x).
-* **Retrieval vectors**: for scale i, the cumulative reconstruction
-  ``f_hat`` after i+1 scales, area-pooled to ``min(s_i, 2)^3`` cells, flattened
-  and L2-normalised (``D`` dims at the coarsest scale, ``8 D`` after).
+* **Retrieval vectors**: for scale i, what the decoder reconstructs from the
+  first i+1 scales' codes, area-pooled to ``retrieval_grids[i]^3`` cells (4, 4, 4,
+  6: 64, 64, 64 and 216 dims), centred and L2-normalised, so that their cosine is
+  the Pearson correlation of the two reconstructions at that detail. (Pooling the
+  quantized latent itself, ``retrieval_from="latent"``, was measurably worse for
+  retrieval: see the README.)
 * Optional **KL term** (``kl_weight > 0``): the encoder predicts a log-variance
   too, ``f`` is sampled in training, and ``KL(q(f|x) || N(0, I))`` is added.
 """
@@ -41,6 +44,18 @@ from encoder.wavelet import haar_forward, haar_inverse, haar_pyramid
 #: Haar levels before the first / after the last convolution (G -> G/4).
 HAAR_LEVELS = 2
 
+#: Config fields added after checkpoints were first shipped, with the value that
+#: reproduces the older behaviour: filled in when an older config is read, and
+#: left out of the content hash at that value, so older checkpoints keep theirs.
+ADDED_FIELDS = {
+    "coarse_codebook_size": None,
+    "prefix_trains_encoder": True,
+    "retrieval_from": "latent",
+    "retrieval_grids": None,
+}
+# (retrieval_grids=None is also the current default: it stays out of the hash
+# either way, and retrieval_from decides what None means)
+
 
 @dataclass(frozen=True)
 class CryoSwanConfig:
@@ -48,8 +63,10 @@ class CryoSwanConfig:
 
     grid: int = 64
     scales: tuple[int, ...] = (1, 2, 4, 8)
-    depths: tuple[int, ...] = (2, 2, 2, 2)
-    codebook_size: int = 512
+    depths: tuple[int, ...] = (1, 1, 1, 2)
+    codebook_size: int = 1024
+    #: codebook size of the scales before the last (``None``: ``codebook_size``)
+    coarse_codebook_size: int | None = 256
     latent_dim: int = 32
     channels: tuple[int, int] = (32, 64)
     groups: int = 8
@@ -57,6 +74,17 @@ class CryoSwanConfig:
     commitment: float = 0.25
     ema_decay: float = 0.99
     prefix_weight: float = 0.25
+    #: whether the partial-code loss also trains the encoder (else only the
+    #: decoder and the refinement convs learn to read partial codes)
+    prefix_trains_encoder: bool = False
+    #: what a scale's retrieval vector is pooled from: "reconstruction" (what the
+    #: decoder makes of the first scales' codes) or "latent" (the cumulative
+    #: quantized latent itself, as the first checkpoints did)
+    retrieval_from: str = "reconstruction"
+    #: per scale, the side of the cell grid the vector is pooled to (None: from
+    #: the reconstruction, 4 for the coarser scales and 6 for the finest, i.e.
+    #: 64 and 216 dims; from the latent, min(side, 2))
+    retrieval_grids: tuple[int, ...] | None = None
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -71,6 +99,13 @@ class CryoSwanConfig:
             raise ValueError("channels takes two widths: (at G/4, at G/8)")
         if len(self.depths) != len(self.scales):
             raise ValueError("depths needs one entry per scale")
+        if self.retrieval_from not in ("reconstruction", "latent"):
+            raise ValueError("retrieval_from: use 'reconstruction' or 'latent'")
+        if self.retrieval_grids is not None and (
+            len(self.retrieval_grids) != len(self.scales)
+            or min(self.retrieval_grids) < 1
+        ):
+            raise ValueError("retrieval_grids needs one positive side per scale")
 
     def for_grid(self, grid: int) -> CryoSwanConfig:
         """This config at another grid: scales beyond grid/8 are dropped."""
@@ -78,26 +113,65 @@ class CryoSwanConfig:
         keep = [i for i, side in enumerate(self.scales) if side < n]
         scales = tuple(self.scales[i] for i in keep) + (n,)
         depths = tuple(self.depths[i] for i in keep) + (self.depths[-1],)
-        return replace(self, grid=grid, scales=scales, depths=depths)
+        grids = self.retrieval_grids
+        if grids is not None:
+            grids = tuple(grids[i] for i in keep) + (grids[-1],)
+        return replace(
+            self, grid=grid, scales=scales, depths=depths, retrieval_grids=grids
+        )
 
     @property
     def latent_side(self) -> int:
         return self.grid // 8
 
+    @property
+    def retrieval_cells(self) -> tuple[int, ...]:
+        """Per scale, the side of the grid its retrieval vector is pooled to."""
+        if self.retrieval_grids is not None:
+            return tuple(self.retrieval_grids)
+        if self.retrieval_from == "latent":
+            return tuple(min(s, 2) for s in self.scales)
+        return (4,) * (len(self.scales) - 1) + (6,)
+
+    @property
+    def retrieval_dims(self) -> tuple[int, ...]:
+        """Dimension of each scale's retrieval vector."""
+        per_cell = 1 if self.retrieval_from == "reconstruction" else self.latent_dim
+        return tuple(per_cell * g**3 for g in self.retrieval_cells)
+
+    @property
+    def codebook_sizes(self) -> tuple[int, ...]:
+        """Codebook size of each scale, coarse to fine."""
+        coarse = self.coarse_codebook_size or self.codebook_size
+        return (coarse,) * (len(self.scales) - 1) + (self.codebook_size,)
+
+    def bits(self, up_to: int | None = None) -> int:
+        """Bits per map of the first ``up_to`` scales' tokens (all by default)."""
+        k = len(self.scales) if up_to is None else up_to
+        return int(
+            sum(
+                d * s**3 * math.log2(size)
+                for d, s, size in zip(
+                    self.depths[:k], self.scales[:k], self.codebook_sizes[:k],
+                    strict=True,
+                )
+            )
+        )
+
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["scales"], d["depths"], d["channels"] = (
-            list(self.scales),
-            list(self.depths),
-            list(self.channels),
-        )
+        for key in ("scales", "depths", "channels", "retrieval_grids"):
+            if d[key] is not None:
+                d[key] = list(d[key])
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> CryoSwanConfig:
         d = dict(d)
-        for key in ("scales", "depths", "channels"):
-            if key in d:
+        for key, legacy in ADDED_FIELDS.items():
+            d.setdefault(key, legacy)
+        for key in ("scales", "depths", "channels", "retrieval_grids"):
+            if d.get(key) is not None:
                 d[key] = tuple(d[key])
         return cls(**d)
 
@@ -188,8 +262,8 @@ class CryoSwan(nn.Module):
         self.decoder = Decoder(config)
         d = config.latent_dim
         self.quantizers = nn.ModuleList(
-            ResidualQuantizer(depth, config.codebook_size, d, config.ema_decay)
-            for depth in config.depths
+            ResidualQuantizer(depth, size, d, config.ema_decay)
+            for depth, size in zip(config.depths, config.codebook_sizes, strict=True)
         )
         self.phi = nn.ModuleList(nn.Conv3d(d, d, 3, padding=1) for _ in config.scales)
         for conv in self.phi:  # start as the identity: a plain residual quantizer
@@ -261,8 +335,9 @@ class CryoSwan(nn.Module):
             # Teach the decoder to read partial codes: decode(up_to=s) of a random s.
             s = int(torch.randint(1, len(cfg.scales), ()).item())
             half = max(1, x.shape[0] // 2)
-            prefix = cumulative[s - 1][:half]
-            prefix = f[:half] + (prefix - f[:half]).detach()
+            prefix = cumulative[s - 1][:half]  # carries gradients to phi only
+            if cfg.prefix_trains_encoder:  # straight-through to the encoder too
+                prefix = f[:half] + (prefix - f[:half]).detach()
             part = self.decoder(prefix)
             prefix_loss = F.mse_loss(part, x[:half])
             loss = loss + cfg.prefix_weight * prefix_loss
@@ -300,8 +375,13 @@ class CryoSwan(nn.Module):
         f, _ = self.encode_latent(x)
         cumulative, indices, _ = self._quantize(f)
         vectors = []
-        for side, f_hat in zip(self.config.scales, cumulative, strict=True):
-            pooled = F.adaptive_avg_pool3d(f_hat, min(side, 2)).flatten(1)
+        cfg = self.config
+        for f_hat, cells in zip(cumulative, cfg.retrieval_cells, strict=True):
+            if cfg.retrieval_from == "latent":
+                pooled = F.adaptive_avg_pool3d(f_hat, cells).flatten(1)
+            else:  # the reconstruction from the scales so far, centred: Pearson
+                pooled = F.adaptive_avg_pool3d(self.decoder(f_hat), cells).flatten(1)
+                pooled = pooled - pooled.mean(dim=1, keepdim=True)
             vectors.append(F.normalize(pooled, dim=1).cpu().numpy().astype(np.float32))
         tokens = tuple(t.cpu().numpy().astype(np.int16) for t in indices)
         return MultiScaleCode(
@@ -325,6 +405,4 @@ class CryoSwan(nn.Module):
         return [[cb.stats() for cb in q.codebooks] for q in self.quantizers]
 
     def bits_per_map(self) -> int:
-        cfg = self.config
-        tokens = sum(d * s**3 for d, s in zip(cfg.depths, cfg.scales, strict=True))
-        return int(tokens * math.log2(cfg.codebook_size))
+        return self.config.bits()

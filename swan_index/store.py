@@ -104,7 +104,7 @@ class EncoderInfo:
     def of(cls, model: Any) -> EncoderInfo:
         """From a loaded :class:`encoder.CryoSwan`."""
         cfg = model.config
-        dims = tuple(cfg.latent_dim * min(s, 2) ** 3 for s in cfg.scales)
+        dims = tuple(cfg.retrieval_dims)
         return cls(
             model.checkpoint_hash,
             tuple(cfg.scales),
@@ -113,6 +113,12 @@ class EncoderInfo:
             cfg.codebook_size,
             cfg.to_dict(),
         )
+
+    @property
+    def codebook_sizes(self) -> tuple[int, ...]:
+        """Codebook size per scale (the coarse scales may have smaller ones)."""
+        coarse = self.config.get("coarse_codebook_size") or self.codebook_size
+        return (int(coarse),) * (len(self.scales) - 1) + (self.codebook_size,)
 
     def to_dict(self) -> dict:
         return {

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from encoder import (
     Codebook,
@@ -66,11 +69,29 @@ def test_code_shapes_dtypes_and_norms(batch):
         (4, 2, 4, 4, 4),
     ]
     assert all(t.dtype == np.int16 for t in code.tokens)
-    assert [v.shape for v in code.vectors] == [(4, 16), (4, 128), (4, 128)]
+    # pooled from the reconstructions to 4^3 cells, 6^3 at the finest scale
+    assert [v.shape for v in code.vectors] == [(4, 64), (4, 64), (4, 216)]
+    assert SMALL.retrieval_dims == (64, 64, 216)
     for v in code.vectors:
         assert v.dtype == np.float32
         assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
-    assert len(code[1]) == 1 and code.bits(64) == model.bits_per_map()
+    assert len(code[1]) == 1
+    assert code.bits(SMALL.codebook_sizes) == model.bits_per_map() == SMALL.bits()
+    assert SMALL.codebook_sizes == (256, 256, 64)
+
+
+def test_retrieval_vectors_correlate_the_partial_reconstructions(batch):
+    model = CryoSwan(SMALL).eval()
+    code = model.encode(batch)
+    for s, cells in ((1, 4), (3, 6)):
+        recon = model.decode(code, up_to=s)
+        pooled = F.adaptive_avg_pool3d(recon, cells).flatten(1)
+        r = np.corrcoef(pooled.numpy().astype(np.float64))
+        cos = code.vectors[s - 1].astype(np.float64) @ code.vectors[s - 1].T
+        assert np.allclose(cos, r, atol=1e-4)
+    latent = CryoSwan(replace(SMALL, retrieval_from="latent")).eval()
+    dims = [v.shape[1] for v in latent.encode(batch).vectors]
+    assert dims == [16, 128, 128] == list(latent.config.retrieval_dims)
 
 
 def test_eval_encoding_is_deterministic(batch):

@@ -259,7 +259,9 @@ def test_size_term(store, samples):
     hits = store.search(code[2], k=6, rg=rg)
     assert hits[0].id == 3 and hits[0].scores["size"] == pytest.approx(0)
     far = store.search(code[2], k=6, rg=rg * 10, size_weight=0.5)
-    assert far[0].score < hits[0].score - 0.5  # 10x the size is penalised
+    same = next(h for h in far if h.id == 3)  # 10x the size is penalised
+    assert same.score == pytest.approx(1 - 0.5 * np.log(10), abs=1e-4)
+    assert same.scores["size"] == pytest.approx(np.log(10))
     plain = store.search(code[2], k=6, rg=rg * 10, size_weight=0)
     assert plain[0].id == 3 and plain[0].score == pytest.approx(1, abs=1e-5)
 

@@ -1,14 +1,22 @@
-"""Evaluate models: reconstruction quality per scale on a dataset split.
+"""Evaluate: reconstruction quality per scale, retrieval against your own labels.
 
 `swan eval recon` prints, per checkpoint and per kind of item (real, simulated,
 synthetic, shape), the IoU at the contour, the Pearson correlation and the bits per
 map, for the first 1, 2, ... all scales of a Cryo-SWAN code (the full code for a
 baseline).
 
+`swan eval retrieval` takes a store and a truth CSV (header `entry,group`; entry is a
+store id or an EMDB id; entries of one group are the same molecule or family). Every
+labelled entry whose group has another entry searches the store (leave-one-out);
+unlabelled entries are distractors. It prints precision@1, mean reciprocal rank,
+mean average precision and recall@10, overall and per group.
+
 examples:
   $ swan eval recon --checkpoint data/cryoswan.pt --dataset runs/ds
   $ swan eval recon --checkpoint runs/a/model.pt runs/b/model.pt --dataset runs/ds \\
         --json > recon.json
+  $ swan eval retrieval --store runs/store --truth labels.csv
+  $ swan eval retrieval --store runs/store --truth labels.csv --scales 1 --json
 """
 
 from __future__ import annotations
@@ -30,10 +38,26 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     recon.add_argument("--split", default="test")
     recon.add_argument("--limit", type=int, default=None)
     recon.add_argument("--json", action="store_true")
+    ret = sub.add_parser("retrieval", help="retrieval against a truth table")
+    ret.add_argument("--store", required=True)
+    ret.add_argument("--truth", required=True, help="CSV with columns entry,group")
+    ret.add_argument("-k", type=int, default=100, help="hits per query (100)")
+    ret.add_argument(
+        "--approximate",
+        action="store_true",
+        help="coarse candidates as a default search does (default: exact)",
+    )
+    ret.add_argument("--scales", default=None, help="comma-separated scale sides")
+    ret.add_argument(
+        "--size-weight", type=float, default=None, help="weight of the size term"
+    )
+    ret.add_argument("--json", action="store_true")
 
 
 def main(args: argparse.Namespace) -> int:
     """Run ``swan eval``."""
+    if args.what == "retrieval":
+        return _retrieval(args)
     results = {}
     for path in args.checkpoint:
         try:
@@ -57,4 +81,58 @@ def main(args: argparse.Namespace) -> int:
                     f"  {kind:10s} {key:>5s} {m['bits']:7d} {m['iou']:6.3f} "
                     f"{m['pearson']:8.3f}"
                 )
+    return 0
+
+
+def _retrieval(args: argparse.Namespace) -> int:
+    from swan_index.commands import open_reader
+    from swan_index.retrieval import METRICS, evaluate_store, read_truth
+
+    if args.k < 1:
+        print("error: -k must be at least 1", file=sys.stderr)
+        return 2
+    search: dict = {}
+    try:
+        if args.scales:
+            search["scales"] = tuple(int(s) for s in args.scales.split(","))
+    except ValueError:
+        print(f"error: --scales {args.scales!r}: give sides like 1,2", file=sys.stderr)
+        return 2
+    if args.size_weight is not None:
+        search["size_weight"] = args.size_weight
+    store = open_reader(args.store)
+    if store is None:
+        return 2
+    try:
+        truth = read_truth(args.truth, store.find)
+        result = evaluate_store(
+            store, truth, k=args.k, exact=not args.approximate, **search
+        )
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    for key in truth.unknown:
+        print(
+            f"warning: {args.truth}: entry {key} is not in the store", file=sys.stderr
+        )
+    if args.json:
+        print(json.dumps({**result, "unknown": list(truth.unknown)}, indent=1))
+        return 0
+    if not result["queries"]:
+        print("no group has two entries in the store: nothing to evaluate")
+        return 0
+    print(f"{'group':24s} {'n':>4s} " + " ".join(f"{m:>12s}" for m in METRICS))
+    rows = [*result["by_group"].items(), ("all", result["summary"])]
+    for group, m in rows:
+        print(
+            f"{group[:24]:24s} {m['n']:4d} "
+            + " ".join(f"{m[key]:12.3f}" for key in METRICS)
+        )
+    if result["skipped"]:
+        print(
+            f"({len(result['skipped'])} labelled entries have no other entry "
+            "of their group and were not queried)"
+        )
     return 0

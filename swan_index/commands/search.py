@@ -25,9 +25,8 @@ import sys
 from pathlib import Path
 
 from ingest.errors import IngestError
-from swan_index.db import StoreBusyError
+from swan_index.commands import open_reader
 from swan_index.pipeline import DEFAULT_CHECKPOINT, MapEncoder
-from swan_index.store import Store
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -53,10 +52,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``swan search``."""
-    try:
-        store = Store.open(args.store, read_only=True)
-    except (FileNotFoundError, ValueError, StoreBusyError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    store = open_reader(args.store)
+    if store is None:
         return 2
     try:
         scales = tuple(int(s) for s in args.scales.split(",")) if args.scales else None

@@ -34,7 +34,18 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "--kl-weight", type=float, default=0.0, help="weight of the KL term (0 = off)"
     )
     parser.add_argument("--latent-dim", type=int, default=32)
-    parser.add_argument("--codebook-size", type=int, default=512)
+    parser.add_argument(
+        "--codebook-size",
+        type=int,
+        default=CryoSwanConfig.codebook_size,
+        help="codes per codebook at the finest scale",
+    )
+    parser.add_argument(
+        "--coarse-codebook-size",
+        type=int,
+        default=CryoSwanConfig.coarse_codebook_size,
+        help="codes per codebook at the coarser scales",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -47,6 +58,7 @@ def main(args: argparse.Namespace) -> int:
         kl_weight=args.kl_weight,
         latent_dim=args.latent_dim,
         codebook_size=args.codebook_size,
+        coarse_codebook_size=args.coarse_codebook_size,
     )
     cfg = TrainConfig(
         dataset=args.dataset,

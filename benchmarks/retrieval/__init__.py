@@ -1,0 +1,1 @@
+"""Retrieval benchmark: ground-truth variants, baselines and metrics."""
