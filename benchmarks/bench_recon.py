@@ -83,22 +83,36 @@ def merge(paths: list[Path], out: Path) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a field of the base model config")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a field of the base model config",
+    )
     parser.add_argument("--label", help="name of the run in the results (one run)")
-    parser.add_argument("--merge", nargs="+", type=Path,
-                        help="merge these result files into --out and stop")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        help="merge these result files into --out and stop",
+    )
     parser.add_argument("--steps", type=int, default=6000)
-    parser.add_argument("--minutes", type=float, default=None,
-                        help="wall-time budget per model (equal for all runs)")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="wall-time budget per model (equal for all runs)",
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--kl-weight", type=float, default=1e-3)
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--device", default="auto")
     parser.add_argument("--checkpoints", type=Path, default=ROOT / "runs" / "bench")
-    parser.add_argument("--out", type=Path,
-                        default=ROOT / "benchmarks" / "results" / "bench_recon.json")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_recon.json"
+    )
     args = parser.parse_args(argv)
     if args.merge:
         return merge(args.merge, args.out)
@@ -110,14 +124,20 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict = {
         "benchmark": "reconstruction at equal code bits and equal training budget",
         "dataset": str(args.dataset),
-        "budget": {"steps": args.steps, "minutes": args.minutes,
-                   "batch_size": args.batch_size, "lr": args.lr},
+        "budget": {
+            "steps": args.steps,
+            "minutes": args.minutes,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+        },
         "config_overrides": args.set,
         "runs": {},
-        "machine": {"python": sys.version.split()[0], "platform": platform.platform(),
-                    "torch": torch.__version__,
-                    "gpu": torch.cuda.get_device_name(0)
-                    if torch.cuda.is_available() else None},
+        "machine": {
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "torch": torch.__version__,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
     }
     test = load_split(args.dataset, "test")
     for name in args.runs:
@@ -129,25 +149,39 @@ def main(argv: list[str] | None = None) -> dict:
         run_dir = args.checkpoints / name
         if run_dir.exists():
             shutil.rmtree(run_dir)
-        cfg = TrainConfig(dataset=str(args.dataset), out=str(run_dir), arch=arch,
-                          model=model_cfg, batch_size=args.batch_size, lr=args.lr,
-                          steps=args.steps, minutes=args.minutes, device=args.device)
+        cfg = TrainConfig(
+            dataset=str(args.dataset),
+            out=str(run_dir),
+            arch=arch,
+            model=model_cfg,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            steps=args.steps,
+            minutes=args.minutes,
+            device=args.device,
+        )
         t0 = time.time()
         final = train(cfg, progress=False)
         seconds = time.time() - t0
         model, blob = load_checkpoint(final)
         if torch.cuda.is_available() and args.device != "cpu":
             model = model.cuda()
-        entry = {"arch": arch, "config": model.config.to_dict(),
-                 "train_seconds": round(seconds, 1),
-                 "steps": blob["step"], "checkpoint": str(final),
-                 "checkpoint_hash": blob["hash"],
-                 "recon": evaluate_recon(model, args.dataset, "test")}
+        entry = {
+            "arch": arch,
+            "config": model.config.to_dict(),
+            "train_seconds": round(seconds, 1),
+            "steps": blob["step"],
+            "checkpoint": str(final),
+            "checkpoint_hash": blob["hash"],
+            "recon": evaluate_recon(model, args.dataset, "test"),
+        }
         if arch != "plain-ae":
             entry["codebooks"] = codebook_usage(model, test)
         results["runs"][name] = entry
-        print(json.dumps({name: {k: v for k, v in entry.items() if k != "recon"}}),
-              flush=True)
+        print(
+            json.dumps({name: {k: v for k, v in entry.items() if k != "recon"}}),
+            flush=True,
+        )
         print(json.dumps(entry["recon"]["by_kind"].get("all")), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")

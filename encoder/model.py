@@ -152,7 +152,9 @@ class CryoSwanConfig:
             sum(
                 d * s**3 * math.log2(size)
                 for d, s, size in zip(
-                    self.depths[:k], self.scales[:k], self.codebook_sizes[:k],
+                    self.depths[:k],
+                    self.scales[:k],
+                    self.codebook_sizes[:k],
                     strict=True,
                 )
             )

@@ -132,19 +132,58 @@ def test_eval_retrieval_command(labelled_store, tmp_path, capsys):
         f"entry,group\n{ids['EMD-5625']},x\n{copies[0]},x\n{copies[1]},x\n"
         f"{ids['EMD-1832']},y\n{copies[2]},y\nEMD-77777,y\n"
     )
-    assert swan(["eval", "retrieval", "--store", str(path), "--truth",
-                 str(truth), "--json"]) == 0
+    assert (
+        swan(
+            ["eval", "retrieval", "--store", str(path), "--truth", str(truth), "--json"]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     assert out["summary"]["n"] == 5 and out["unknown"] == ["EMD-77777"]
     assert "EMD-77777 is not in the store" in captured.err
-    assert swan(["eval", "retrieval", "--store", str(path), "--truth",
-                 str(truth), "--scales", "1"]) == 0
+    assert (
+        swan(
+            [
+                "eval",
+                "retrieval",
+                "--store",
+                str(path),
+                "--truth",
+                str(truth),
+                "--scales",
+                "1",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "p_at_1" in text and text.splitlines()[-1].startswith("all")
-    assert swan(["eval", "retrieval", "--store", str(tmp_path / "nope"),
-                 "--truth", str(truth)]) == 2
+    assert (
+        swan(
+            [
+                "eval",
+                "retrieval",
+                "--store",
+                str(tmp_path / "nope"),
+                "--truth",
+                str(truth),
+            ]
+        )
+        == 2
+    )
     (tmp_path / "bad.csv").write_text("id,label\n1,a\n")
-    assert swan(["eval", "retrieval", "--store", str(path), "--truth",
-                 str(tmp_path / "bad.csv")]) == 2
+    assert (
+        swan(
+            [
+                "eval",
+                "retrieval",
+                "--store",
+                str(path),
+                "--truth",
+                str(tmp_path / "bad.csv"),
+            ]
+        )
+        == 2
+    )
     assert "entry,group" in capsys.readouterr().err

@@ -29,8 +29,10 @@ def test_error_does_not_grow_as_scales_are_added():
     model, _ = load_checkpoint(CHECKPOINT)
     x = _sample_batch(model.config.grid)
     code = model.encode(x)
-    errors = [float(((model.decode(code, up_to=s) - x) ** 2).mean())
-              for s in range(1, len(code.scales) + 1)]
+    errors = [
+        float(((model.decode(code, up_to=s) - x) ** 2).mean())
+        for s in range(1, len(code.scales) + 1)
+    ]
     assert all(b <= a + 1e-4 for a, b in zip(errors, errors[1:], strict=False)), errors
     assert errors[-1] < 0.8 * errors[0]
 

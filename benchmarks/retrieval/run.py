@@ -103,8 +103,14 @@ def _gallery_and_queries(args: argparse.Namespace) -> tuple[list[Item], list[Ite
         dmap, res = simulate_view(mol.structure(), rng)
         name = f"{mol.name}/distractor"
         gallery.append(
-            Item(name, name, "distractor-synthetic", "reference", dmap,
-                 {"resolution": res})
+            Item(
+                name,
+                name,
+                "distractor-synthetic",
+                "reference",
+                dmap,
+                {"resolution": res},
+            )
         )
     if args.maps:
         for path in sorted(Path(args.maps).iterdir()):
@@ -117,8 +123,9 @@ def _gallery_and_queries(args: argparse.Namespace) -> tuple[list[Item], list[Ite
         from encoder.shapes import iter_shapes
 
         for name, dmap in iter_shapes(args.shapes, limit_per_file=args.shapes_limit):
-            gallery.append(Item(f"shape/{name}", f"shape/{name}", "shape",
-                                "reference", dmap))
+            gallery.append(
+                Item(f"shape/{name}", f"shape/{name}", "shape", "reference", dmap)
+            )
     return gallery, queries
 
 
@@ -239,8 +246,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for method, ids in ranked.items():
                 labels = [by_id[i].group for i in ids if i != self_id]
                 rows.append(
-                    {**base, "method": method, "top": labels[0] if labels else None,
-                     **rank_metrics(labels, q.group, n_rel)}
+                    {
+                        **base,
+                        "method": method,
+                        "top": labels[0] if labels else None,
+                        **rank_metrics(labels, q.group, n_rel),
+                    }
                 )
         store.close()
     methods = [*OURS, *BASELINES]
@@ -253,19 +264,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "size": len(gallery),
             "by_kind": _count(it.kind for it in gallery),
         },
-        "queries": {"size": len({r["query"] for r in rows}),
-                    "by_condition": _count(r["condition"] for r in rows
-                                           if r["method"] == "cryo-swan")},
+        "queries": {
+            "size": len({r["query"] for r in rows}),
+            "by_condition": _count(
+                r["condition"] for r in rows if r["method"] == "cryo-swan"
+            ),
+        },
         "setup_seconds": round(setup_s, 1),
-        "summary": {m: summarize(r for r in rows if r["method"] == m)
-                    for m in methods},
+        "summary": {m: summarize(r for r in rows if r["method"] == m) for m in methods},
         "by_condition": _breakdown(rows, methods, "condition"),
         "by_kind": _breakdown(rows, methods, "kind"),
         "by_resolution_gap": _breakdown(rows, methods, "resolution_gap"),
         "by_rotation": _breakdown(rows, methods, "rotation"),
         "by_noise": _breakdown(rows, methods, "noise"),
-        "ms_per_query": {m: round(1000 * float(np.median(t)), 3)
-                         for m, t in timing.items()},
+        "ms_per_query": {
+            m: round(1000 * float(np.median(t)), 3) for m, t in timing.items()
+        },
         "per_comparison": {
             "cryo-swan floats": int(sum(encoder.info.dims)),
             "canonical-correlation floats": int(flat.shape[1]),
@@ -287,8 +301,10 @@ def _count(values: Any) -> dict[str, int]:
 def _breakdown(rows: list[dict], methods: list[str], key: str) -> dict:
     values = sorted({r[key] for r in rows if r[key] is not None}, key=str)
     return {
-        str(v): {m: summarize(r for r in rows if r[key] == v and r["method"] == m)
-                 for m in methods}
+        str(v): {
+            m: summarize(r for r in rows if r[key] == v and r["method"] == m)
+            for m in methods
+        }
         for v in values
     }
 
@@ -297,14 +313,21 @@ def print_table(result: dict[str, Any]) -> None:
     methods = list(result["summary"])
     print(f"gallery {result['gallery']['size']}, queries {result['queries']['size']}")
     print(f"{'condition':16s} {'n':>4s} " + " ".join(f"{m[:12]:>12s}" for m in methods))
-    blocks = [("all", {"all": result["summary"]}), ("", result["by_condition"]),
-              ("", result["by_resolution_gap"]), ("", result["by_rotation"]),
-              ("", result["by_noise"]), ("", result["by_kind"])]
+    blocks = [
+        ("all", {"all": result["summary"]}),
+        ("", result["by_condition"]),
+        ("", result["by_resolution_gap"]),
+        ("", result["by_rotation"]),
+        ("", result["by_noise"]),
+        ("", result["by_kind"]),
+    ]
     for _, block in blocks:
         for name, per in block.items():
             n = next(iter(per.values()))["n"]
-            print(f"{name[:16]:16s} {n:4d} "
-                  + " ".join(f"{per[m]['p_at_1']:12.3f}" for m in methods))
+            print(
+                f"{name[:16]:16s} {n:4d} "
+                + " ".join(f"{per[m]['p_at_1']:12.3f}" for m in methods)
+            )
     print("(precision@1; the JSON has MRR, mAP and recall@10 too)")
     print("median ms per query:", result["ms_per_query"])
 
@@ -315,17 +338,29 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--models", type=Path, default=shared / "models")
     parser.add_argument("--maps", type=Path, default=shared / "maps")
     parser.add_argument("--shapes", type=Path, default=shared / "shapes")
-    parser.add_argument("--synthetic", type=int, default=40,
-                        help="held-out synthetic molecules with queries")
-    parser.add_argument("--distractors", type=int, default=60,
-                        help="synthetic molecules in the gallery only")
-    parser.add_argument("--shapes-limit", type=int, default=10,
-                        help="shapes per ModelNet file")
+    parser.add_argument(
+        "--synthetic",
+        type=int,
+        default=40,
+        help="held-out synthetic molecules with queries",
+    )
+    parser.add_argument(
+        "--distractors",
+        type=int,
+        default=60,
+        help="synthetic molecules in the gallery only",
+    )
+    parser.add_argument(
+        "--shapes-limit", type=int, default=10, help="shapes per ModelNet file"
+    )
     parser.add_argument("--per-condition", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
-    parser.add_argument("--out", type=Path,
-                        default=ROOT / "benchmarks" / "results" / "bench_retrieval.json")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=ROOT / "benchmarks" / "results" / "bench_retrieval.json",
+    )
     args = parser.parse_args(argv)
     for name in ("models", "maps", "shapes"):
         path = getattr(args, name)
