@@ -50,6 +50,7 @@ from benchmarks.retrieval.variants import (
 )
 from benchmarks.retrieval.zernike import zernike_descriptor
 from encoder.dataset import DEFAULT_TEST_GROUPS, group_of
+from ingest.discover import is_map_file
 from ingest.mapio import DensityMap, read_map
 from ingest.simulate import simulate_view
 from swan_index.pipeline import DEFAULT_CHECKPOINT, MapEncoder
@@ -114,6 +115,8 @@ def _gallery_and_queries(args: argparse.Namespace) -> tuple[list[Item], list[Ite
         )
     if args.maps:
         for path in sorted(Path(args.maps).iterdir()):
+            if not is_map_file(path):
+                continue
             group = group_of(path)
             item = Item(path.name, group, "real-map", "real-vs-model", read_map(path))
             gallery.append(item)
