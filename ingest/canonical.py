@@ -68,6 +68,11 @@ EIGEN_GAP = 0.1
 SKEW_MIN = 0.1
 #: Cap on candidate poses.
 MAX_CANDIDATES = 32
+#: A query (:func:`canonicalize_poses`) also tries the poses that thresholds this
+#: many times wider would give: a stored map whose spreads or skews sit just on
+#: the other side of :data:`EIGEN_GAP` / :data:`SKEW_MIN` got its pose from the
+#: other rule, and the query must still meet it.
+QUERY_MARGIN = 2.0
 
 
 @dataclass(frozen=True)
@@ -241,12 +246,15 @@ def _candidate_poses(
     skew: np.ndarray,
     proj: np.ndarray,
     weights: np.ndarray,
+    margin: float = 1.0,
 ) -> tuple[tuple[np.ndarray, ...], str]:
     """Primary rotation and alternatives when the principal frame is not determined.
 
     ``base`` columns are the principal axes (sign rule applied); ``proj`` the kept
-    voxels' coordinates along them and ``skew`` their skewness.
+    voxels' coordinates along them and ``skew`` their skewness. ``margin`` widens
+    both ambiguity thresholds.
     """
+    eigen_gap, skew_min = EIGEN_GAP * margin, SKEW_MIN * margin
     reasons = []
     gaps = (
         (evals[0] - evals[1]) / evals[0],
@@ -254,11 +262,11 @@ def _candidate_poses(
     )
     spins = [np.eye(3)]
     spin_axis = None
-    if gaps[1] < EIGEN_GAP:
+    if gaps[1] < eigen_gap:
         spin_axis = 0
-    elif gaps[0] < EIGEN_GAP:
+    elif gaps[0] < eigen_gap:
         spin_axis = 2
-    if gaps[0] < EIGEN_GAP and gaps[1] < EIGEN_GAP:
+    if gaps[0] < eigen_gap and gaps[1] < eigen_gap:
         reasons.append(
             "all three spreads within "
             f"{max(gaps):.1%}: candidate spins cover the degenerate plane"
@@ -278,7 +286,7 @@ def _candidate_poses(
     flips = [np.eye(3)]
     signed = [0, 1] if spin_axis is None else [spin_axis]
     for axis in signed:
-        if abs(skew[axis]) < SKEW_MIN:
+        if abs(skew[axis]) < skew_min:
             reasons.append(f"{'xyz'[axis]}' sign (skew {skew[axis]:+.2f})")
             # A half turn about another axis flips this one and keeps the frame
             # right-handed.
@@ -296,7 +304,11 @@ def _candidate_poses(
 
 
 def _prepare(
-    dmap: DensityMap, contour: float | None, grid: int, metadata: EntryMetadata | None
+    dmap: DensityMap,
+    contour: float | None,
+    grid: int,
+    metadata: EntryMetadata | None,
+    margin: float = 1.0,
 ) -> _Prepared:
     data = dmap.data
     path = dmap.path
@@ -341,6 +353,10 @@ def _prepare(
     proj[:, 2] = rel @ evecs[:, 2]
     skew[2] = (weights @ proj[:, 2] ** 3) / total / sigma[2] ** 3
     candidates, ambiguity = _candidate_poses(evecs, evals, skew, proj, weights)
+    if margin > 1.0:  # a query: also the poses of the wider thresholds
+        wider, _ = _candidate_poses(evecs, evals, skew, proj, weights, margin)
+        extra = [w for w in wider if not any(np.allclose(w, c) for c in candidates)]
+        candidates = (*candidates, *extra)[:MAX_CANDIDATES]
     # Scale from the radial distribution, not from the pose: a sphere holding
     # RADIUS_QUANTILE of the kept voxels fills FILL of the half box. A quantile, not
     # the maximum, so that one stray voxel does not change the scale.
@@ -428,6 +444,7 @@ def canonicalize_poses(
     contour: float | None = None,
     grid: int = DEFAULT_GRID,
     metadata: EntryMetadata | None = None,
+    margin: float = QUERY_MARGIN,
 ) -> list[CanonicalVolume]:
     """Canonical volumes of ``dmap`` for every candidate pose (primary first).
 
@@ -437,6 +454,9 @@ def canonicalize_poses(
             (simulated maps), else automatic.
         grid: G, side of the output cube.
         metadata: the entry's header, for its recommended contour.
+        margin: the candidates also include those of ambiguity thresholds
+            ``margin`` times wider (see :data:`QUERY_MARGIN`); 1 gives exactly the
+            stored map's candidates.
 
     Returns:
         One :class:`CanonicalVolume` per candidate pose; a single one when the pose
@@ -445,7 +465,7 @@ def canonicalize_poses(
     Raises:
         MapFormatError: nothing in the map reaches the contour.
     """
-    return _canonical_volumes(dmap, contour, grid, metadata, all_poses=True)
+    return _canonical_volumes(dmap, contour, grid, metadata, True, margin)
 
 
 def canonicalize(
@@ -459,7 +479,7 @@ def canonicalize(
     See :func:`canonicalize_poses` for the arguments; candidate poses are listed in
     the result's ``candidates`` but not rendered.
     """
-    return _canonical_volumes(dmap, contour, grid, metadata, all_poses=False)[0]
+    return _canonical_volumes(dmap, contour, grid, metadata, False)[0]
 
 
 def _canonical_volumes(
@@ -468,10 +488,11 @@ def _canonical_volumes(
     grid: int,
     metadata: EntryMetadata | None,
     all_poses: bool,
+    margin: float = 1.0,
 ) -> list[CanonicalVolume]:
     if grid < 8:
         raise ValueError(f"grid={grid} is too small; use 32 or 64")
-    prep = _prepare(dmap, contour, grid, metadata)
+    prep = _prepare(dmap, contour, grid, metadata, margin)
     poses = prep.candidates if all_poses else prep.candidates[:1]
     return [
         CanonicalVolume(

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from ingest import (
+    DensityMap,
     SURFACE_LEVEL,
     EntryMetadata,
     MapFormatError,
@@ -151,3 +152,40 @@ def test_anisotropic_voxels_give_the_same_volume(model_path):
     )
     a = canonicalize(iso, grid=32)
     assert _best_correlation(a, aniso, a.contour) >= 0.9
+
+
+def _skewed_blob(spreads: tuple[float, float, float]) -> DensityMap:
+    """A lopsided Gaussian blob (Å spreads along x, y, z) with a bump that fixes
+    every axis' sign, in a 48^3 box of 1 Å voxels."""
+    z, y, x = np.mgrid[-24:24, -24:24, -24:24].astype(np.float64)
+    sx, sy, sz = spreads
+    data = np.exp(-0.5 * ((x / sx) ** 2 + (y / sy) ** 2 + (z / sz) ** 2))
+    data += 0.6 * np.exp(
+        -0.5 * (((x - sx) / 2) ** 2 + ((y - sy) / 2) ** 2 + ((z - sz) / 2) ** 2)
+    )
+    return DensityMap(
+        data.astype(np.float32),
+        (1.0, 1.0, 1.0),
+        (0.0, 0.0, 0.0),
+        "simulated:blob",
+        "blob",
+        simulated=True,
+    )
+
+
+def test_query_poses_cover_a_nearly_ambiguous_stored_pose():
+    # spreads 10 and 9.2 Å: a relative variance gap of about 0.15, above
+    # EIGEN_GAP (0.1), so the stored pose takes the principal axes as they are;
+    # a query also tries the in-plane spins that twice the threshold would give
+    from ingest.canonical import EIGEN_GAP, QUERY_MARGIN
+
+    dmap = _skewed_blob((10.0, 9.2, 5.0))
+    stored = canonicalize(dmap, contour=0.3, grid=32)
+    exact = canonicalize_poses(dmap, contour=0.3, grid=32, margin=1.0)
+    query = canonicalize_poses(dmap, contour=0.3, grid=32)
+    assert EIGEN_GAP < 0.15 < EIGEN_GAP * QUERY_MARGIN
+    assert len(exact) == len(stored.candidates) < len(query)
+    # the stored map's own candidates come first, in order
+    for a, b in zip(exact, query, strict=False):
+        assert np.allclose(a.rotation, b.rotation)
+    assert np.allclose(query[0].values, stored.values)
