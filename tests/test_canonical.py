@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from ingest import (
-    DensityMap,
     SURFACE_LEVEL,
+    DensityMap,
     EntryMetadata,
     MapFormatError,
     canonicalize,
