@@ -71,7 +71,9 @@ MAX_CANDIDATES = 32
 #: A query (:func:`canonicalize_poses`) also tries the poses that thresholds this
 #: many times wider would give: a stored map whose spreads or skews sit just on
 #: the other side of :data:`EIGEN_GAP` / :data:`SKEW_MIN` got its pose from the
-#: other rule, and the query must still meet it.
+#: other rule, and the query must still meet it. When all three spreads are that
+#: close (a near-spherical map, whose principal axes may come in another order in
+#: the stored copy), it also tries the spins about each of the three axes.
 QUERY_MARGIN = 2.0
 
 
@@ -247,12 +249,14 @@ def _candidate_poses(
     proj: np.ndarray,
     weights: np.ndarray,
     margin: float = 1.0,
+    spin_about: int | None = None,
 ) -> tuple[tuple[np.ndarray, ...], str]:
     """Primary rotation and alternatives when the principal frame is not determined.
 
     ``base`` columns are the principal axes (sign rule applied); ``proj`` the kept
     voxels' coordinates along them and ``skew`` their skewness. ``margin`` widens
-    both ambiguity thresholds.
+    both ambiguity thresholds; ``spin_about`` names the spin axis when all three
+    spreads are degenerate (default: the rule below).
     """
     eigen_gap, skew_min = EIGEN_GAP * margin, SKEW_MIN * margin
     reasons = []
@@ -267,6 +271,8 @@ def _candidate_poses(
     elif gaps[0] < eigen_gap:
         spin_axis = 2
     if gaps[0] < eigen_gap and gaps[1] < eigen_gap:
+        if spin_about is not None:
+            spin_axis = spin_about
         reasons.append(
             "all three spreads within "
             f"{max(gaps):.1%}: candidate spins cover the degenerate plane"
@@ -353,9 +359,19 @@ def _prepare(
     proj[:, 2] = rel @ evecs[:, 2]
     skew[2] = (weights @ proj[:, 2] ** 3) / total / sigma[2] ** 3
     candidates, ambiguity = _candidate_poses(evecs, evals, skew, proj, weights)
-    if margin > 1.0:  # a query: also the poses of the wider thresholds
-        wider, _ = _candidate_poses(evecs, evals, skew, proj, weights, margin)
-        extra = [w for w in wider if not any(np.allclose(w, c) for c in candidates)]
+    if margin > 1.0:  # a query: also the poses of the wider thresholds, and, for
+        # a near-spherical map (whose principal axes may come in another order in
+        # the stored copy), spins about each of the three axes
+        extra: list[np.ndarray] = []
+        for axis in (None, 0, 1, 2):
+            wider, _ = _candidate_poses(
+                evecs, evals, skew, proj, weights, margin, spin_about=axis
+            )
+            extra += [
+                w
+                for w in wider
+                if not any(np.allclose(w, c) for c in (*candidates, *extra))
+            ]
         candidates = (*candidates, *extra)[:MAX_CANDIDATES]
     # Scale from the radial distribution, not from the pose: a sphere holding
     # RADIUS_QUANTILE of the kept voxels fills FILL of the half box. A quantile, not
@@ -455,8 +471,9 @@ def canonicalize_poses(
         grid: G, side of the output cube.
         metadata: the entry's header, for its recommended contour.
         margin: the candidates also include those of ambiguity thresholds
-            ``margin`` times wider (see :data:`QUERY_MARGIN`); 1 gives exactly the
-            stored map's candidates.
+            ``margin`` times wider, and spins about every axis of a near-spherical
+            map (see :data:`QUERY_MARGIN`); 1 gives exactly the stored map's
+            candidates.
 
     Returns:
         One :class:`CanonicalVolume` per candidate pose; a single one when the pose
