@@ -74,7 +74,7 @@ MAX_CANDIDATES = 32
 #: other rule, and the query must still meet it. When all three spreads are that
 #: close (a near-spherical map, whose principal axes may come in another order in
 #: the stored copy), it also tries the spins about each of the three axes.
-QUERY_MARGIN = 2.0
+QUERY_MARGIN = 3.0
 
 
 @dataclass(frozen=True)

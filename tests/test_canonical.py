@@ -176,7 +176,7 @@ def _skewed_blob(spreads: tuple[float, float, float]) -> DensityMap:
 def test_query_poses_cover_a_nearly_ambiguous_stored_pose():
     # spreads 10 and 9.2 Å: a relative variance gap of about 0.15, above
     # EIGEN_GAP (0.1), so the stored pose takes the principal axes as they are;
-    # a query also tries the in-plane spins that twice the threshold would give
+    # a query also tries the in-plane spins that a wider threshold would give
     from ingest.canonical import EIGEN_GAP, QUERY_MARGIN
 
     dmap = _skewed_blob((10.0, 9.2, 5.0))
