@@ -123,6 +123,11 @@ def test_evaluate_store_leave_one_out(labelled_store):
     assert result["by_group"]["5625"]["n"] == 3
 
 
+def _eval(*args: object) -> int:
+    """``swan eval retrieval ARGS...``: the exit status."""
+    return swan(["eval", "retrieval", *(str(a) for a in args)])
+
+
 def test_eval_retrieval_command(labelled_store, tmp_path, capsys):
     path, names = labelled_store
     ids = {v: k for k, v in names.items() if v != "copy"}
@@ -132,58 +137,15 @@ def test_eval_retrieval_command(labelled_store, tmp_path, capsys):
         f"entry,group\n{ids['EMD-5625']},x\n{copies[0]},x\n{copies[1]},x\n"
         f"{ids['EMD-1832']},y\n{copies[2]},y\nEMD-77777,y\n"
     )
-    assert (
-        swan(
-            ["eval", "retrieval", "--store", str(path), "--truth", str(truth), "--json"]
-        )
-        == 0
-    )
+    assert _eval("--store", path, "--truth", truth, "--json") == 0
     captured = capsys.readouterr()
     out = json.loads(captured.out)
     assert out["summary"]["n"] == 5 and out["unknown"] == ["EMD-77777"]
     assert "EMD-77777 is not in the store" in captured.err
-    assert (
-        swan(
-            [
-                "eval",
-                "retrieval",
-                "--store",
-                str(path),
-                "--truth",
-                str(truth),
-                "--scales",
-                "1",
-            ]
-        )
-        == 0
-    )
+    assert _eval("--store", str(path), "--truth", str(truth), "--scales", "1") == 0
     text = capsys.readouterr().out
     assert "p_at_1" in text and text.splitlines()[-1].startswith("all")
-    assert (
-        swan(
-            [
-                "eval",
-                "retrieval",
-                "--store",
-                str(tmp_path / "nope"),
-                "--truth",
-                str(truth),
-            ]
-        )
-        == 2
-    )
+    assert _eval("--store", str(tmp_path / "nope"), "--truth", str(truth)) == 2
     (tmp_path / "bad.csv").write_text("id,label\n1,a\n")
-    assert (
-        swan(
-            [
-                "eval",
-                "retrieval",
-                "--store",
-                str(path),
-                "--truth",
-                str(tmp_path / "bad.csv"),
-            ]
-        )
-        == 2
-    )
+    assert _eval("--store", str(path), "--truth", str(tmp_path / "bad.csv")) == 2
     assert "entry,group" in capsys.readouterr().err

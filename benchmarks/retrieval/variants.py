@@ -860,17 +860,28 @@ def make_versions(
     ref_res = float(r.uniform(*REFERENCE_RESOLUTION))
     ref_vs = _default_voxel(ref_res)
     ref_rot = random_rotation(r)
+
+    def add(
+        condition: str,
+        tag: str,
+        dmap: DensityMap,
+        params: dict[str, Any],
+        note: str,
+        contour: float | None = None,
+    ) -> None:
+        """One more version, named ``<molecule>/<condition>/<tag>``; its contour
+        is the simulation's mass-based one unless given."""
+        level = dmap.header["recommended_contour"] if contour is None else contour
+        name = f"{molecule.name}/{condition}/{tag}"
+        versions.append(_finish(dmap, molecule, condition, name, params, level, note))
+
     ref = _simulate(structure, ref_rot, ref_res, ref_vs)
-    versions.append(
-        _finish(
-            ref,
-            molecule,
-            "reference",
-            f"{molecule.name}/reference/0",
-            {"resolution": round(ref_res, 3), "rotation_deg": 0.0},
-            ref.header["recommended_contour"],
-            "gallery entry",
-        )
+    add(
+        "reference",
+        "0",
+        ref,
+        {"resolution": round(ref_res, 3), "rotation_deg": 0.0},
+        "gallery entry",
     )
 
     def pose(g: np.random.Generator) -> tuple[np.ndarray, dict[str, Any]]:
@@ -903,16 +914,12 @@ def make_versions(
             shift=np.round(shift, 3).tolist(),
             shift_norm=round(float(np.linalg.norm(shift)), 3),
         )
-        versions.append(
-            _finish(
-                dmap,
-                molecule,
-                "rotation",
-                f"{molecule.name}/rotation/{i}",
-                params,
-                dmap.header["recommended_contour"],
-                "rotated, shifted",
-            )
+        add(
+            "rotation",
+            f"{i}",
+            dmap,
+            params,
+            "rotated, shifted",
         )
 
     for i in range(per_condition):
@@ -923,16 +930,12 @@ def make_versions(
         res = float(g.uniform(lo + i * width, lo + (i + 1) * width))
         dmap = _simulate(structure, rot, res, _default_voxel(res))
         params.update(resolution=round(res, 3), resolution_gap=round(res - ref_res, 3))
-        versions.append(
-            _finish(
-                dmap,
-                molecule,
-                "resolution",
-                f"{molecule.name}/resolution/{i}",
-                params,
-                dmap.header["recommended_contour"],
-                f"{res:.2f} A",
-            )
+        add(
+            "resolution",
+            f"{i}",
+            dmap,
+            params,
+            f"{res:.2f} A",
         )
 
     box_kind_offset = base % 2
@@ -953,16 +956,12 @@ def make_versions(
             padding=round(padding, 3),
             voxel_ratio=round(vs / ref_vs, 4),
         )
-        versions.append(
-            _finish(
-                dmap,
-                molecule,
-                "box",
-                f"{molecule.name}/box/{i}",
-                params,
-                dmap.header["recommended_contour"],
-                "box and voxel size changed",
-            )
+        add(
+            "box",
+            f"{i}",
+            dmap,
+            params,
+            "box and voxel size changed",
         )
 
     for i in range(per_condition):
@@ -1004,16 +1003,13 @@ def make_versions(
                 contour_floored=bool(contour > by_mass),
             )
             dmap = replace(clean, data=data)
-            versions.append(
-                _finish(
-                    dmap,
-                    molecule,
-                    "noise",
-                    f"{molecule.name}/noise/{i}-{level_name}",
-                    params,
-                    contour,
-                    f"{level_name} noise ({level:g} x signal std)",
-                )
+            add(
+                "noise",
+                f"{i}-{level_name}",
+                dmap,
+                params,
+                f"{level_name} noise ({level:g} x signal std)",
+                contour=contour,
             )
 
     for i in range(per_condition):
@@ -1028,16 +1024,13 @@ def make_versions(
             contour_factor=round(factor, 4),
             mass_contour=mass_contour,
         )
-        versions.append(
-            _finish(
-                dmap,
-                molecule,
-                "contour",
-                f"{molecule.name}/contour/{i}",
-                params,
-                factor * mass_contour,
-                f"contour x {factor:.2f}",
-            )
+        add(
+            "contour",
+            f"{i}",
+            dmap,
+            params,
+            f"contour x {factor:.2f}",
+            contour=factor * mass_contour,
         )
 
     for i in range(per_condition):
@@ -1055,16 +1048,12 @@ def make_versions(
             atoms_total=len(removal.removed_atoms),
             removed=removal.detail,
         )
-        versions.append(
-            _finish(
-                dmap,
-                molecule,
-                "incomplete",
-                f"{molecule.name}/incomplete/{i}",
-                params,
-                dmap.header["recommended_contour"],
-                f"{removal.mode}: {removal.residue_fraction:.0%} of residues removed",
-            )
+        add(
+            "incomplete",
+            f"{i}",
+            dmap,
+            params,
+            f"{removal.mode}: {removal.residue_fraction:.0%} of residues removed",
         )
 
     for i in range(per_condition):
@@ -1083,16 +1072,12 @@ def make_versions(
             hinge_axis=np.round(motion.axis, 5).tolist(),
             hinge=motion.detail,
         )
-        versions.append(
-            _finish(
-                dmap,
-                molecule,
-                "conformational",
-                f"{molecule.name}/conformational/{i}",
-                params,
-                dmap.header["recommended_contour"],
-                f"{motion.mode} hinge {motion.angle:.1f} deg",
-            )
+        add(
+            "conformational",
+            f"{i}",
+            dmap,
+            params,
+            f"{motion.mode} hinge {motion.angle:.1f} deg",
         )
     return versions
 
