@@ -271,6 +271,11 @@ def _candidate_poses(
     elif gaps[0] < eigen_gap:
         spin_axis = 2
     if gaps[0] < eigen_gap and gaps[1] < eigen_gap:
+        # Near-spherical: spin about the axis that stands out most. The other two
+        # are the closer pair, whose directions within their plane the second
+        # moments hardly fix, so a spin about either of them would start from an
+        # arbitrary angle.
+        spin_axis = 2 if gaps[0] < gaps[1] else 0
         if spin_about is not None:
             spin_axis = spin_about
         reasons.append(
