@@ -217,7 +217,9 @@ class SwanService:
         where: str | None = None,
         exact: bool = False,
     ) -> dict[str, Any]:
-        """Entries most similar to a stored one (store id or EMDB id).
+        """Entries most similar to a stored one (store id or EMDB id), searched in
+        every candidate pose of its map when its file is still there
+        (:meth:`MapEncoder.entry_query`).
 
         Raises:
             KeyError: no such entry.
@@ -225,8 +227,12 @@ class SwanService:
         self.refresh()
         with self._lock:
             entry_id = self.store.find(entry)
-            hits = self.store.search(entry_id, k=k, where=where, exact=exact)
-        return {"query": {"id": entry_id}, "hits": [h.to_dict() for h in hits]}
+            query, rg, poses = self.encoder.entry_query(self.store, entry_id)
+            hits = self.store.search(query, k=k, where=where, exact=exact, rg=rg)
+        return {
+            "query": {"id": entry_id, "poses": poses},
+            "hits": [h.to_dict() for h in hits],
+        }
 
     def entry(self, entry: str | int) -> dict[str, Any]:
         """Metadata of one entry.

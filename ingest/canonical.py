@@ -283,6 +283,15 @@ def _candidate_poses(
             f"{max(gaps):.1%}: candidate spins cover the degenerate plane"
         )
     if spin_axis is not None:
+        if skew[spin_axis] < 0:
+            # Orient the spin axis by its own skew. (z' is x' cross y', and when
+            # x'/y' are degenerate their signs are arbitrary, so z' would be too.)
+            # A half turn about an in-plane axis keeps the frame right-handed.
+            turn = [spin_axis, next(a for a in range(3) if a != spin_axis)]
+            base, proj, skew = base.copy(), proj.copy(), skew.copy()
+            base[:, turn] *= -1
+            proj[:, turn] *= -1
+            skew[turn] *= -1
         base, m, strength = _spin_degenerate_plane(base, proj, weights, spin_axis)
         plane = "y'/z'" if spin_axis == 0 else "x'/y'"
         reasons.append(

@@ -15,10 +15,11 @@ from encoder.checkpoint import load_checkpoint
 from encoder.code import MultiScaleCode
 from encoder.model import CryoSwan
 from ingest.discover import find_entries
+from ingest.errors import IngestError
 from ingest.header import read_header
 from ingest.mapio import read_map
 from swan_index.prepare import PreparedMap, prepare_map
-from swan_index.store import EncoderInfo
+from swan_index.store import EncoderInfo, Store
 
 #: The trained checkpoint shipped with the package.
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "data" / "cryoswan.pt"
@@ -84,6 +85,52 @@ class MapEncoder:
             read_map(path), self.grid, True, metadata, entry, contour=contour
         )
         return self.encode(prepared.volumes), prepared
+
+    def entry_query(
+        self, store: Store, entry_id: int
+    ) -> tuple[MultiScaleCode | int, float | None, int]:
+        """What to search ``store`` with for its entry ``entry_id``.
+
+        The store keeps one pose per entry, but a map whose canonical pose is
+        ambiguous may have been stored in a different pose from its relatives; a
+        map file searched is tried in every candidate pose. So the entry's map is
+        read again (with the contour it was stored at) and encoded in every
+        candidate pose, when its file is still where it was ingested from,
+        unchanged (same size and modification time) and readable, and the store
+        holds this encoder's codes. Otherwise the entry's stored vectors are used.
+
+        Returns:
+            ``(query, rg, poses)``: a code or the entry id for :meth:`Store.search`,
+            the entry's radius of gyration, and the number of poses searched.
+
+        Raises:
+            KeyError: no such entry.
+        """
+        rows = store.get([entry_id])
+        if not rows:
+            raise KeyError(f"no entry {entry_id} in {store.path}")
+        row = rows[0]
+        rg = row.get("rg")
+        rg = None if rg is None or not np.isfinite(rg) else float(rg)
+        path = row.get("source_path")
+        if not path or store.encoder.hash != self.info.hash:
+            return entry_id, rg, 1
+        try:
+            stat = Path(path).stat()
+        except OSError:
+            return entry_id, rg, 1
+        size, mtime = row.get("file_size"), row.get("file_mtime_ns")
+        if (size is not None and size != stat.st_size) or (
+            mtime is not None and mtime != stat.st_mtime_ns
+        ):
+            return entry_id, rg, 1
+        try:
+            prepared = prepare_map(
+                read_map(path), self.grid, True, contour=row.get("contour")
+            )
+        except IngestError:
+            return entry_id, rg, 1
+        return self.encode(prepared.volumes), rg, len(prepared.volumes)
 
 
 def concat_codes(codes: list[MultiScaleCode]) -> MultiScaleCode:

@@ -280,6 +280,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "by_resolution_gap": _breakdown(rows, methods, "resolution_gap"),
         "by_rotation": _breakdown(rows, methods, "rotation"),
         "by_noise": _breakdown(rows, methods, "noise"),
+        "paired": {key: _paired(rows, key) for key in ("condition", "noise", "kind")},
         "ms_per_query": {
             m: round(1000 * float(np.median(t)), 3) for m, t in timing.items()
         },
@@ -312,6 +313,41 @@ def _breakdown(rows: list[dict], methods: list[str], key: str) -> dict:
     }
 
 
+def _paired(
+    rows: list[dict], key: str, ours: str = "cryo-swan", n_boot: int = 2000
+) -> dict:
+    """Ours against each baseline on the *same* queries, per value of ``key``.
+
+    ``better``/``worse``: queries that ours gets right at rank 1 and the baseline
+    does not, and the reverse; ``diff``: the difference in P@1; ``ci95``: its 95 %
+    bootstrap interval (the queries resampled with replacement, paired).
+    """
+    hit: dict[tuple[str, str], float] = {}
+    value: dict[str, Any] = {}
+    for r in rows:
+        hit[r["query"], r["method"]] = r["p_at_1"]
+        value[r["query"]] = r[key]
+    rng = np.random.default_rng(0)
+    out: dict[str, dict] = {}
+    for v in sorted({x for x in value.values() if x is not None}, key=str):
+        queries = [q for q, x in value.items() if x == v]
+        a = np.array([hit[q, ours] for q in queries])
+        per: dict[str, dict] = {}
+        for base in BASELINES:
+            d = a - np.array([hit[q, base] for q in queries])
+            boots = d[rng.integers(0, len(d), (n_boot, len(d)))].mean(axis=1)
+            lo, hi = np.percentile(boots, [2.5, 97.5])
+            per[base] = {
+                "n": len(d),
+                "better": int((d > 0).sum()),
+                "worse": int((d < 0).sum()),
+                "diff": round(float(d.mean()), 4),
+                "ci95": [round(float(lo), 4), round(float(hi), 4)],
+            }
+        out[str(v)] = per
+    return out
+
+
 def print_table(result: dict[str, Any]) -> None:
     methods = list(result["summary"])
     print(f"gallery {result['gallery']['size']}, queries {result['queries']['size']}")
@@ -332,6 +368,17 @@ def print_table(result: dict[str, Any]) -> None:
                 + " ".join(f"{per[m]['p_at_1']:12.3f}" for m in methods)
             )
     print("(precision@1; the JSON has MRR, mAP and recall@10 too)")
+    print("paired, ours against each baseline: better / worse, P@1 diff [95% CI]")
+    for block in result["paired"].values():
+        for v, per in block.items():
+            print(
+                f"{v[:16]:16s} "
+                + "  ".join(
+                    f"{b[:12]}: +{x['better']}/-{x['worse']} {x['diff']:+.3f} "
+                    f"[{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]"
+                    for b, x in per.items()
+                )
+            )
     print("median ms per query:", result["ms_per_query"])
 
 

@@ -2,7 +2,9 @@
 
 QUERY is a map file (.map/.mrc/.ccp4, optionally .gz/.bz2) or an entry already in
 the store (its store id, or its EMDB id such as EMD-1832). A map file is searched in
-every candidate canonical pose; each hit keeps its best pose. Scores: the mean
+every candidate canonical pose; each hit keeps its best pose. So is a stored entry
+whose map file is still where it was ingested from, unchanged (otherwise, or with
+--stored-pose, its stored vectors: one pose). Scores: the mean
 cosine similarity over the scales, minus a size term (see the README); --json lists
 the per-scale cosines of every hit.
 
@@ -43,6 +45,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--contour", type=float, default=None, help="query contour")
     parser.add_argument(
+        "--stored-pose",
+        action="store_true",
+        help="for a stored entry: search with its stored vectors (one pose) instead "
+        "of reading its map again in every candidate pose",
+    )
+    parser.add_argument(
         "--checkpoint",
         default=str(DEFAULT_CHECKPOINT),
         help="encoder (must be the store's)",
@@ -61,8 +69,11 @@ def main(args: argparse.Namespace) -> int:
             encoder = MapEncoder(args.checkpoint)
             code, prepared = encoder.encode_query(args.query, args.contour)
             query, rg = code, prepared.record.rg
-        else:
+        elif args.stored_pose:
             query, rg = store.find(args.query), None
+        else:
+            encoder = MapEncoder(args.checkpoint)
+            query, rg, _ = encoder.entry_query(store, store.find(args.query))
         hits = store.search(
             query, k=args.k, where=args.where, scales=scales, exact=args.exact, rg=rg
         )
