@@ -131,9 +131,10 @@ class EntryQuery(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: int = Field(description="store id of the query entry")
-    poses: int = Field(
-        description="candidate poses searched: its map read again in each, or 1 "
-        "when its file is gone or changed (its stored vectors)"
+    poses: int = Field(description="poses searched (rows of the query code)")
+    source: str = Field(
+        description='"map": its stored vectors and its map read again in every '
+        'candidate pose; "stored": its stored vectors only (file gone or changed)'
     )
 
 

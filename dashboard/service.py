@@ -227,10 +227,15 @@ class SwanService:
         self.refresh()
         with self._lock:
             entry_id = self.store.find(entry)
-            query, rg, poses = self.encoder.entry_query(self.store, entry_id)
-            hits = self.store.search(query, k=k, where=where, exact=exact, rg=rg)
+            row = self.store.get([entry_id])[0]
+            stored = self.store.get_code(entry_id)
+        query = self.encoder.entry_query(row, stored)  # reads a file: not locked
+        with self._lock:
+            hits = self.store.search(
+                query.code, k=k, where=where, exact=exact, rg=query.rg
+            )
         return {
-            "query": {"id": entry_id, "poses": poses},
+            "query": {"id": entry_id, "poses": query.poses, "source": query.source},
             "hits": [h.to_dict() for h in hits],
         }
 

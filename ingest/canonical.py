@@ -29,9 +29,13 @@ equal (relative gap below :data:`EIGEN_GAP`: symmetric complexes such as C4 chan
 or globular proteins) or when a skewness is near zero (|skew| below
 :data:`SKEW_MIN`: a sign flip is a coin toss). Then :attr:`CanonicalVolume.candidates`
 lists alternative rotations: the sign flips of the ambiguous axes and, for a
-degenerate pair of axes, rotations about the third axis in steps of 45 degrees.
-:func:`canonicalize_poses` renders every candidate; a search keeps, per entry, the
-best score over the query's candidates. The primary pose is always candidate 0.
+degenerate pair of axes, rotations about the third (spin) axis, with the in-plane
+angle fixed by the strongest angular harmonic. The spin axis takes its sign from its
+own skewness (z' = x' cross y' would inherit the arbitrary signs of a degenerate
+x'/y' pair); when all three spreads are close, the spin axis is the one that stands
+out most. :func:`canonicalize_poses` renders every candidate; a search keeps, per
+entry, the best score over the query's candidates. The primary pose is always
+candidate 0.
 
 The physical size (radius of gyration, extents, enclosed volume in Å) is kept as a
 feature because the scaling step removes it from the volume itself.

@@ -36,7 +36,7 @@ log = logging.getLogger(__name__)
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 #: Bump when the demo content changes, so cached stores are rebuilt.
-DEMO_VERSION = 1
+DEMO_VERSION = 2
 
 
 @dataclass(frozen=True)

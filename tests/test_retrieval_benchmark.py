@@ -46,3 +46,33 @@ def test_benchmark_runs_and_reports_every_method_and_condition():
     for method in methods:
         assert result["ms_per_query"][method] > 0
     assert result["per_comparison"]["canonical-correlation floats"] == 64**3
+    paired = result["paired"]["condition"]
+    assert set(paired) == {"all", *QUERY_CONDITIONS}
+    n_queries = result["queries"]["size"]
+    for per in paired.values():
+        assert set(per) == set(BASELINES)
+        for x in per.values():
+            assert x["better"] + x["worse"] <= x["n"] <= n_queries
+            assert x["ci95"][0] <= x["diff"] <= x["ci95"][1]
+    assert paired["all"]["zernike"]["n"] == n_queries
+
+
+def test_paired_counts_and_interval():
+    from benchmarks.retrieval.run import _paired
+
+    rows = []
+    # ours right on all 10 queries; zernike wrong on 4, the correlation on none
+    for i in range(10):
+        for method, hit in (
+            ("cryo-swan", 1.0),
+            ("zernike", 0.0 if i < 4 else 1.0),
+            ("canonical-correlation", 1.0),
+        ):
+            rows.append(
+                {"query": f"q{i}", "method": method, "condition": "c", "p_at_1": hit}
+            )
+    out = _paired(rows, "condition")["c"]
+    assert (out["zernike"]["better"], out["zernike"]["worse"]) == (4, 0)
+    assert out["zernike"]["diff"] == 0.4 and out["zernike"]["ci95"][0] > 0
+    assert out["canonical-correlation"]["diff"] == 0.0
+    assert out["canonical-correlation"]["ci95"] == [0.0, 0.0]

@@ -329,8 +329,9 @@ def _paired(
         value[r["query"]] = r[key]
     rng = np.random.default_rng(0)
     out: dict[str, dict] = {}
-    for v in sorted({x for x in value.values() if x is not None}, key=str):
-        queries = [q for q, x in value.items() if x == v]
+    values = sorted({x for x in value.values() if x is not None}, key=str)
+    for v in ["all", *values]:
+        queries = [q for q, x in value.items() if v == "all" or x == v]
         a = np.array([hit[q, ours] for q in queries])
         per: dict[str, dict] = {}
         for base in BASELINES:
@@ -369,10 +370,12 @@ def print_table(result: dict[str, Any]) -> None:
             )
     print("(precision@1; the JSON has MRR, mAP and recall@10 too)")
     print("paired, ours against each baseline: better / worse, P@1 diff [95% CI]")
-    for block in result["paired"].values():
+    for key, block in result["paired"].items():
         for v, per in block.items():
+            if v == "all" and key != "condition":
+                continue
             print(
-                f"{v[:16]:16s} "
+                f"{key[:9]:>9s}: {v[:16]:16s} "
                 + "  ".join(
                     f"{b[:12]}: +{x['better']}/-{x['worse']} {x['diff']:+.3f} "
                     f"[{x['ci95'][0]:+.3f}, {x['ci95'][1]:+.3f}]"

@@ -26,9 +26,11 @@ import json
 import sys
 from pathlib import Path
 
+from encoder.code import MultiScaleCode
 from ingest.errors import IngestError
 from swan_index.commands import open_reader
 from swan_index.pipeline import DEFAULT_CHECKPOINT, MapEncoder
+from swan_index.store import Store
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +60,24 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true")
 
 
+def _entry_query(
+    store: Store, entry_id: int, args: argparse.Namespace
+) -> tuple[MultiScaleCode | int, float | None]:
+    """The query for a stored entry: its map in every candidate pose when it can
+    be read again, else (with a note on stderr) its stored vectors."""
+    if args.stored_pose:
+        return entry_id, None
+    try:
+        encoder = MapEncoder(args.checkpoint)
+    except (OSError, ValueError) as err:
+        print(f"note: {err}; searching with the stored pose", file=sys.stderr)
+        return entry_id, None
+    query = encoder.entry_query(store.get([entry_id])[0], store.get_code(entry_id))
+    if query.note:
+        print(f"note: {query.note}; searching with the stored pose", file=sys.stderr)
+    return query.code, query.rg
+
+
 def main(args: argparse.Namespace) -> int:
     """Run ``swan search``."""
     store = open_reader(args.store)
@@ -69,11 +89,8 @@ def main(args: argparse.Namespace) -> int:
             encoder = MapEncoder(args.checkpoint)
             code, prepared = encoder.encode_query(args.query, args.contour)
             query, rg = code, prepared.record.rg
-        elif args.stored_pose:
-            query, rg = store.find(args.query), None
         else:
-            encoder = MapEncoder(args.checkpoint)
-            query, rg, _ = encoder.entry_query(store, store.find(args.query))
+            query, rg = _entry_query(store, store.find(args.query), args)
         hits = store.search(
             query, k=args.k, where=args.where, scales=scales, exact=args.exact, rg=rg
         )
