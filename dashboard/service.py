@@ -18,6 +18,7 @@ import os
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from ingest.errors import IngestError
 from ingest.mapio import read_map
 from swan_index.bulk import ingest_paths
 from swan_index.db import StoreBusyError
-from swan_index.pipeline import DEFAULT_CHECKPOINT, MapEncoder
+from swan_index.pipeline import DEFAULT_CHECKPOINT, EntryQuery, MapEncoder
 from swan_index.prepare import prepare_map, shrink
 from swan_index.store import Store
 
@@ -40,6 +41,13 @@ log = logging.getLogger(__name__)
 MAX_UPLOAD_BYTES = 512 * 2**20
 #: Seconds between checks for a writer's new commits.
 REFRESH_EVERY = 2.0
+#: Stored entries' maps read again and encoded at once for "similar" searches
+#: (each takes about a second of all cores); a search waiting longer than
+#: REREAD_WAIT seconds uses the entry's stored vectors.
+REREAD_SLOTS = 2
+REREAD_WAIT = 30.0
+#: Stored entries' search queries kept (least recently used dropped).
+ENTRY_QUERY_CACHE = 256
 
 
 class UploadError(ValueError):
@@ -103,6 +111,10 @@ class SwanService:
         self.max_upload_bytes = max_upload_bytes
         self._lock = threading.RLock()
         self._checked = time.monotonic()
+        # queries of stored entries, keyed by what makes them stale; at most
+        # REREAD_SLOTS maps read again and encoded at once
+        self._entry_queries: OrderedDict[tuple, EntryQuery] = OrderedDict()
+        self._reread = threading.BoundedSemaphore(REREAD_SLOTS)
 
     # -- housekeeping ----------------------------------------------------------------
     def refresh(self, force: bool = False) -> None:
@@ -228,8 +240,14 @@ class SwanService:
         with self._lock:
             entry_id = self.store.find(entry)
             row = self.store.get([entry_id])[0]
-            stored = self.store.get_code(entry_id)
-        query = self.encoder.entry_query(row, stored)  # reads a file: not locked
+            key = (entry_id, row.get("sha256"), row.get("file_mtime_ns"))
+            query = self._entry_queries.get(key)
+            if query is not None:
+                self._entry_queries.move_to_end(key)
+            else:
+                stored = self.store.get_code(entry_id)
+        if query is None:
+            query = self._entry_query(key, row, stored)
         with self._lock:
             hits = self.store.search(
                 query.code, k=k, where=where, exact=exact, rg=query.rg
@@ -238,6 +256,22 @@ class SwanService:
             "query": {"id": entry_id, "poses": query.poses, "source": query.source},
             "hits": [h.to_dict() for h in hits],
         }
+
+    def _entry_query(self, key: tuple, row: dict, stored: Any) -> EntryQuery:
+        """:meth:`MapEncoder.entry_query`, outside the lock, at most
+        :data:`REREAD_SLOTS` at once (else, after :data:`REREAD_WAIT` s, the stored
+        vectors); remembered for the next search of the same entry."""
+        if not self._reread.acquire(timeout=REREAD_WAIT):
+            return EntryQuery(stored, row.get("rg"), len(stored), "stored", "busy")
+        try:
+            query = self.encoder.entry_query(row, stored)
+        finally:
+            self._reread.release()
+        with self._lock:
+            self._entry_queries[key] = query
+            while len(self._entry_queries) > ENTRY_QUERY_CACHE:
+                self._entry_queries.popitem(last=False)
+        return query
 
     def entry(self, entry: str | int) -> dict[str, Any]:
         """Metadata of one entry.

@@ -108,3 +108,25 @@ def test_cli_entry_search_notes_a_fallback(store, capsys):
     args = ["search", "EMD-6824", "--store", folder, "--stored-pose", "--json"]
     assert main(args) == 0
     assert not capsys.readouterr().err
+
+
+def test_service_remembers_an_entry_query(store, monkeypatch):
+    from dashboard.service import SwanService
+
+    s, _ = store
+    s.flush()
+    svc = SwanService(s.path)
+    try:
+        calls = []
+        real = svc.encoder.entry_query
+        monkeypatch.setattr(
+            svc.encoder, "entry_query", lambda *a, **kw: calls.append(1) or real(*a)
+        )
+        first = svc.similar("EMD-6824", k=1)
+        again = svc.similar("EMD-6824", k=1)
+        assert first == again and first["query"]["source"] == "map"
+        assert len(calls) == 1
+        svc.similar("EMD-1832", k=1)
+        assert len(calls) == 2
+    finally:
+        svc.close()
