@@ -303,7 +303,7 @@ def _candidate_poses(
             f" (in-plane angle from the {m}-fold harmonic, "
             f"|c{m}|={strength:.2f})"
         )
-        steps = m if strength >= 0.05 else 8
+        steps = m if strength >= 0.05 * margin else max(m, 8)
         spins = [
             _rotation_about(spin_axis, 2 * np.pi * k / steps) for k in range(steps)
         ]

@@ -237,3 +237,26 @@ def test_flat_four_fold_map_orients_its_axis_by_its_skew(rng):
     assert "x'/y'" in ref.ambiguity and "z' sign" not in ref.ambiguity
     for _ in range(4):
         assert _best_correlation(ref, flat(random_rotation(rng)), 0.3) >= POSE_BOUND
+
+
+def test_query_spins_finely_when_the_in_plane_harmonic_is_weak():
+    # y'/z' degenerate, and the strongest in-plane harmonic (3-fold, |c3| = 0.1) is
+    # weak: the stored pose takes its angle from it, but a query, whose weak
+    # harmonic may point elsewhere, also tries spins at most 45 degrees apart
+    from ingest.canonical import _candidate_poses
+
+    phi, x = np.meshgrid(
+        np.linspace(0, 2 * np.pi, 360, endpoint=False), np.arange(-5, 6)
+    )
+    phi, x = phi.ravel(), 4.0 * x.ravel()
+    proj = np.stack([x, 3 * np.cos(phi), 3 * np.sin(phi)], axis=1)
+    weights = 1 + 0.2 * np.cos(3 * phi)
+    cov = (proj * weights[:, None]).T @ proj / weights.sum()
+    evals = np.sort(np.linalg.eigvalsh(cov))[::-1]
+    skew = np.array([0.5, 0.5, 0.5])
+    stored, why = _candidate_poses(np.eye(3), evals, skew, proj, weights)
+    query, _ = _candidate_poses(np.eye(3), evals, skew, proj, weights, margin=3.0)
+    assert "3-fold" in why and len(stored) == 3
+    assert len(query) == 8 and np.allclose(query[0], stored[0])
+    for rot in query:
+        assert np.isclose(np.linalg.det(rot), 1.0)
