@@ -260,17 +260,19 @@ class SwanService:
     def _entry_query(self, key: tuple, row: dict, stored: Any) -> EntryQuery:
         """:meth:`MapEncoder.entry_query`, outside the lock, at most
         :data:`REREAD_SLOTS` at once (else, after :data:`REREAD_WAIT` s, the stored
-        vectors); remembered for the next search of the same entry."""
+        vectors); remembered for the next search of the same entry when its map
+        was read."""
         if not self._reread.acquire(timeout=REREAD_WAIT):
             return EntryQuery(stored, row.get("rg"), len(stored), "stored", "busy")
         try:
             query = self.encoder.entry_query(row, stored)
         finally:
             self._reread.release()
-        with self._lock:
-            self._entry_queries[key] = query
-            while len(self._entry_queries) > ENTRY_QUERY_CACHE:
-                self._entry_queries.popitem(last=False)
+        if query.source == "map":  # a fallback is cheap, and its cause may pass
+            with self._lock:
+                self._entry_queries[key] = query
+                while len(self._entry_queries) > ENTRY_QUERY_CACHE:
+                    self._entry_queries.popitem(last=False)
         return query
 
     def entry(self, entry: str | int) -> dict[str, Any]:
