@@ -154,6 +154,18 @@ def test_anisotropic_voxels_give_the_same_volume(model_path):
     assert _best_correlation(a, aniso, a.contour) >= 0.9
 
 
+def _simulated(data: np.ndarray, name: str) -> DensityMap:
+    """A SIMULATED map of ``data`` in 1 Å voxels."""
+    return DensityMap(
+        data.astype(np.float32),
+        (1.0, 1.0, 1.0),
+        (0.0, 0.0, 0.0),
+        f"simulated:{name}",
+        name,
+        simulated=True,
+    )
+
+
 def _skewed_blob(spreads: tuple[float, float, float]) -> DensityMap:
     """A lopsided Gaussian blob (Å spreads along x, y, z) with a bump that fixes
     every axis' sign, in a 48^3 box of 1 Å voxels."""
@@ -163,14 +175,7 @@ def _skewed_blob(spreads: tuple[float, float, float]) -> DensityMap:
     data += 0.6 * np.exp(
         -0.5 * (((x - sx) / 2) ** 2 + ((y - sy) / 2) ** 2 + ((z - sz) / 2) ** 2)
     )
-    return DensityMap(
-        data.astype(np.float32),
-        (1.0, 1.0, 1.0),
-        (0.0, 0.0, 0.0),
-        "simulated:blob",
-        "blob",
-        simulated=True,
-    )
+    return _simulated(data, "blob")
 
 
 def test_query_poses_cover_a_nearly_ambiguous_stored_pose():
@@ -205,14 +210,7 @@ def _near_sphere(
     for cx, cy in ((9.0, 0), (-9.0, 0), (0, 9.0), (0, -9.0)):
         d = (pts - (cx, cy, 0.0)) / (4.0, 4.0, lobe_z)
         data += np.exp(-0.5 * (d**2).sum(-1))
-    return DensityMap(
-        data.astype(np.float32),
-        (1.0, 1.0, 1.0),
-        (0.0, 0.0, 0.0),
-        "simulated:near-sphere",
-        "near-sphere",
-        simulated=True,
-    )
+    return _simulated(data, "near-sphere")
 
 
 def test_near_spherical_map_spins_about_its_most_distinct_axis(rng):

@@ -36,6 +36,7 @@ import functools
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -1033,52 +1034,51 @@ def make_versions(
             contour=factor * mass_contour,
         )
 
-    for i in range(per_condition):
-        g = child("incomplete", i)
-        rot, params = pose(g)
-        removal = choose_removal(structure, g)
-        part = remove_parts(structure, removal)
-        dmap = _simulate(part, rot, ref_res, ref_vs)
-        params.update(
-            resolution=round(ref_res, 3),
-            incomplete_mode=removal.mode,
-            residue_fraction=round(removal.residue_fraction, 4),
-            atom_fraction=round(removal.atom_fraction, 4),
-            atoms_removed=int(removal.removed_atoms.sum()),
-            atoms_total=len(removal.removed_atoms),
-            removed=removal.detail,
-        )
-        add(
-            "incomplete",
-            f"{i}",
-            dmap,
-            params,
-            f"{removal.mode}: {removal.residue_fraction:.0%} of residues removed",
-        )
+    def structural(
+        condition: str,
+        change: Callable[
+            [np.random.Generator], tuple[gemmi.Structure, dict[str, Any], str]
+        ],
+    ) -> None:
+        """Versions of a changed structure: ``change(g)`` gives the structure, its
+        params and a note; simulated at the reference's resolution."""
+        for i in range(per_condition):
+            g = child(condition, i)
+            rot, params = pose(g)
+            changed, extra, note = change(g)
+            dmap = _simulate(changed, rot, ref_res, ref_vs)
+            params.update(resolution=round(ref_res, 3), **extra)
+            add(condition, f"{i}", dmap, params, note)
 
-    for i in range(per_condition):
-        g = child("conformational", i)
-        rot, params = pose(g)
+    def incomplete(g: np.random.Generator) -> tuple[gemmi.Structure, dict, str]:
+        removal = choose_removal(structure, g)
+        extra = {
+            "incomplete_mode": removal.mode,
+            "residue_fraction": round(removal.residue_fraction, 4),
+            "atom_fraction": round(removal.atom_fraction, 4),
+            "atoms_removed": int(removal.removed_atoms.sum()),
+            "atoms_total": len(removal.removed_atoms),
+            "removed": removal.detail,
+        }
+        note = f"{removal.mode}: {removal.residue_fraction:.0%} of residues removed"
+        return remove_parts(structure, removal), extra, note
+
+    def conformational(g: np.random.Generator) -> tuple[gemmi.Structure, dict, str]:
         motion = hinge_transform(structure, g)
-        moved = apply_motion(structure, motion)
-        dmap = _simulate(moved, rot, ref_res, ref_vs)
-        params.update(
-            resolution=round(ref_res, 3),
-            hinge_angle=round(motion.angle, 3),
-            hinge_mode=motion.mode,
-            moved_fraction=round(motion.moved_fraction, 4),
-            clashes=motion.clashes,
-            hinge_pivot=np.round(motion.pivot, 3).tolist(),
-            hinge_axis=np.round(motion.axis, 5).tolist(),
-            hinge=motion.detail,
-        )
-        add(
-            "conformational",
-            f"{i}",
-            dmap,
-            params,
-            f"{motion.mode} hinge {motion.angle:.1f} deg",
-        )
+        extra = {
+            "hinge_angle": round(motion.angle, 3),
+            "hinge_mode": motion.mode,
+            "moved_fraction": round(motion.moved_fraction, 4),
+            "clashes": motion.clashes,
+            "hinge_pivot": np.round(motion.pivot, 3).tolist(),
+            "hinge_axis": np.round(motion.axis, 5).tolist(),
+            "hinge": motion.detail,
+        }
+        note = f"{motion.mode} hinge {motion.angle:.1f} deg"
+        return apply_motion(structure, motion), extra, note
+
+    structural("incomplete", incomplete)
+    structural("conformational", conformational)
     return versions
 
 
