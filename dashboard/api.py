@@ -100,7 +100,9 @@ class Hit(BaseModel):
     score: float = Field(description="combined score; higher is more similar")
     scores: dict[str, float] = Field(
         description='per scale side ("1", "2", ...) the cosine similarity, plus '
-        '"size": ln(rg_query / rg_entry) when both are known'
+        '"size": ln(rg_query / rg_entry) when both are known, and "fit": the best '
+        "correlation over rotations of the query with the entry's preview when "
+        "the hit was re-scored"
     )
     pose: int | None = Field(None, description="query pose that scored best")
     title: str | None = None
@@ -225,6 +227,14 @@ WHERE = Annotated[
     ),
 ]
 EXACT = Annotated[bool, Query(description="score every entry (slower, exact)")]
+FIT = Annotated[
+    bool,
+    Query(
+        description="re-score the best hits by a search over all rotations of the "
+        "query against their stored previews (finds maps with missing parts or "
+        "moved domains, whose canonical poses differ)"
+    ),
+]
 CONTOUR = Annotated[
     float | None,
     Query(
@@ -334,17 +344,19 @@ def create_api(
         where: WHERE = None,
         exact: EXACT = False,
         contour: CONTOUR = None,
+        fit: FIT = True,
         k_form: Annotated[int | None, Form(alias="k", ge=1, le=1000)] = None,
         where_form: Annotated[
             str | None, Form(alias="where", max_length=MAX_WHERE)
         ] = None,
         exact_form: Annotated[bool | None, Form(alias="exact")] = None,
+        fit_form: Annotated[bool | None, Form(alias="fit")] = None,
         contour_form: Annotated[
             float | None, Form(alias="contour", allow_inf_nan=False)
         ] = None,
     ) -> dict[str, Any]:
         """Entries most similar to the uploaded map, best first, with the score at
-        every scale. ``k``, ``where``, ``exact`` and ``contour`` may be sent as
+        every scale. ``k``, ``where``, ``exact``, ``fit`` and ``contour`` may be sent as
         query parameters or as form fields (a form field wins)."""
         with upload_slot():
             data = file.file.read()
@@ -355,6 +367,7 @@ def create_api(
                 where=_pick(where_form, where),
                 exact=_pick(exact_form, exact),
                 contour=_pick(contour_form, contour),
+                fit=_pick(fit_form, fit),
             )
 
     @app.get(
@@ -375,10 +388,16 @@ def create_api(
         summary="Entries most similar to a stored one",
     )
     def similar(
-        entry: ENTRY, k: K = 10, where: WHERE = None, exact: EXACT = False
+        entry: ENTRY,
+        k: K = 10,
+        where: WHERE = None,
+        exact: EXACT = False,
+        fit: FIT = True,
     ) -> dict[str, Any]:
         """The entry itself comes first (score 1) unless ``where`` excludes it."""
-        return service.similar(_entry_key(entry), k=k, where=where, exact=exact)
+        return service.similar(
+            _entry_key(entry), k=k, where=where, exact=exact, fit=fit
+        )
 
     @app.post(
         f"{API_PREFIX}/encode",

@@ -580,7 +580,8 @@ def hits_table_rows(hits: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Rows for a hits table from search hits (``Hit.to_dict()`` dicts).
 
     Each row: ``rank``, ``id``, ``emdb_id``, ``score``, ``scale_<side>`` (the
-    cosine at each scale, coarse to fine), ``size`` (``ln(rg_query / rg_entry)``,
+    cosine at each scale, coarse to fine), ``fit`` (the best correlation over
+    rotations, when the hit was re-scored), ``size`` (``ln(rg_query / rg_entry)``,
     when known), ``title``, ``method``, ``resolution``. Numbers are rounded to 3
     digits.
     """
@@ -595,6 +596,8 @@ def hits_table_rows(hits: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
         }
         for key in sorted((k for k in scores if k.isdigit()), key=int):
             row[f"scale_{key}"] = _num(scores[key])
+        if "fit" in scores:
+            row["fit"] = _num(scores["fit"])
         if "size" in scores:
             row["size"] = _num(scores["size"])
         row["title"] = h.get("title")
@@ -609,6 +612,7 @@ _COLUMN_NAMES = {
     "id": "id",
     "emdb_id": "EMDB",
     "score": "score",
+    "fit": "fit (all rotations)",
     "size": "size ln(Rg ratio)",
     "title": "title",
     "method": "method",
@@ -632,7 +636,7 @@ def table_columns(
             columns.append({"name": f"scale {key[6:]}³", "id": key, "type": "numeric"})
             continue
         column = {"name": _COLUMN_NAMES.get(key, key), "id": key}
-        if key in ("score", "size", "resolution", "rg"):
+        if key in ("score", "fit", "size", "resolution", "rg"):
             column["type"] = "numeric"
         columns.append(column)
     return columns

@@ -31,6 +31,7 @@ from ingest.errors import IngestError
 from ingest.mapio import read_map
 from swan_index.bulk import ingest_paths
 from swan_index.db import StoreBusyError
+from swan_index.fit import FitQuery
 from swan_index.pipeline import DEFAULT_CHECKPOINT, EntryQuery, MapEncoder
 from swan_index.prepare import prepare_map, shrink
 from swan_index.store import Store
@@ -207,8 +208,11 @@ class SwanService:
         where: str | None = None,
         exact: bool = False,
         contour: float | None = None,
+        fit: bool = True,
     ) -> dict[str, Any]:
-        """Search with an uploaded map: ``{"query": {...}, "hits": [...]}``.
+        """Search with an uploaded map: ``{"query": {...}, "hits": [...]}``;
+        ``fit``: re-score the best hits by a search over all rotations
+        (:mod:`swan_index.fit`).
 
         Raises:
             UploadError: bad upload (status 400, or 413 when too large).
@@ -216,9 +220,10 @@ class SwanService:
         """
         self.refresh()
         code, prepared, info = self._encode_upload(data, name, contour)
+        turned = FitQuery(prepared.volumes) if fit else None
         with self._lock:
             hits = self.store.search(
-                code, k=k, where=where, exact=exact, rg=prepared.record.rg
+                code, k=k, where=where, exact=exact, rg=prepared.record.rg, fit=turned
             )
         return {"query": info.to_dict(), "hits": [h.to_dict() for h in hits]}
 
@@ -228,10 +233,12 @@ class SwanService:
         k: int = 10,
         where: str | None = None,
         exact: bool = False,
+        fit: bool = True,
     ) -> dict[str, Any]:
         """Entries most similar to a stored one (store id or EMDB id), searched in
         every candidate pose of its map when its file is still there
-        (:meth:`MapEncoder.entry_query`).
+        (:meth:`MapEncoder.entry_query`); ``fit``: the best hits re-scored by a
+        search over all rotations of its stored preview (:mod:`swan_index.fit`).
 
         Raises:
             KeyError: no such entry.
@@ -246,11 +253,13 @@ class SwanService:
                 self._entry_queries.move_to_end(key)
             else:
                 stored = self.store.get_code(entry_id)
+            preview = self.store.get_preview(entry_id) if fit else None
         if query is None:
             query = self._entry_query(key, row, stored)
+        turned = FitQuery(preview) if preview is not None else None
         with self._lock:
             hits = self.store.search(
-                query.code, k=k, where=where, exact=exact, rg=query.rg
+                query.code, k=k, where=where, exact=exact, rg=query.rg, fit=turned
             )
         return {
             "query": {"id": entry_id, "poses": query.poses, "source": query.source},

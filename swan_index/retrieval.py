@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from swan_index.fit import FIT_TOP, FitQuery
+
 #: The per-query measures, in the order tables show them.
 METRICS = ("p_at_1", "mrr", "map", "recall_at_10")
 
@@ -140,6 +142,7 @@ def evaluate_store(
     truth: Truth,
     k: int = 100,
     exact: bool = True,
+    fit_top: int = FIT_TOP,
     **search: Any,
 ) -> dict[str, Any]:
     """Leave-one-out retrieval over the labelled entries of a store.
@@ -154,6 +157,8 @@ def evaluate_store(
         k: hits fetched per query (recall and AP count what is not listed as
             missed).
         exact: score every entry (the default) rather than coarse candidates.
+        fit_top: hits re-scored by a search over all rotations of the entry's
+            stored preview (:mod:`swan_index.fit`); 0: none.
         search: further :meth:`Store.search` arguments (``scales``, ``where``,
             ``size_weight``...).
 
@@ -168,6 +173,11 @@ def evaluate_store(
             skipped.append(entry_id)
             continue
         t0 = time.perf_counter()
+        preview = store.get_preview(entry_id) if fit_top > 0 else None
+        if preview is not None:
+            search.update(fit=FitQuery(preview), fit_top=fit_top)
+        else:
+            search.pop("fit", None)
         hits = store.search(entry_id, k=k + 1, exact=exact, **search)
         seconds = time.perf_counter() - t0
         hits = [h for h in hits if h.id != entry_id][:k]

@@ -60,6 +60,7 @@ import pyarrow as pa
 from encoder.code import MultiScaleCode
 from swan_index.db import DEFAULT_TIMEOUT, WriterLock, connect
 from swan_index.files import atomic_write_text
+from swan_index.fit import FIT_TOP, FIT_WEIGHT, FitQuery
 from swan_index.schema import (
     ARROW_TYPES,
     FORMAT_VERSION,
@@ -835,6 +836,16 @@ class Store:
             vectors.append(np.asarray(row[2 * i + 1], np.float32)[None])
         return MultiScaleCode(enc.scales, tuple(tokens), tuple(vectors), enc.hash)
 
+    def get_previews(self, entry_ids: Any) -> dict[int, np.ndarray]:
+        """``id -> preview volume`` of the given entries that have one."""
+        ids = [int(i) for i in entry_ids]
+        if not ids:
+            return {}
+        rows = self._query_sql(
+            "SELECT id, grid, volume FROM previews WHERE list_contains(?, id)", [ids]
+        )
+        return {int(r["id"]): decode_preview(r["volume"], int(r["grid"])) for r in rows}
+
     def get_preview(self, entry_id: int) -> np.ndarray | None:
         """The stored preview volume of one entry, or ``None``."""
         rows = self._query_sql(
@@ -1054,6 +1065,9 @@ class Store:
         min_candidates: int = 2000,
         nprobe: int = DEFAULT_NPROBE,
         exact_filter_limit: int = EXACT_FILTER_LIMIT,
+        fit: FitQuery | None = None,
+        fit_top: int = FIT_TOP,
+        fit_weight: float = FIT_WEIGHT,
     ) -> list[Hit]:
         """Entries most similar to ``query``, best first.
 
@@ -1074,6 +1088,12 @@ class Store:
             nprobe: IVF lists scanned at first.
             exact_filter_limit: a filter leaving at most this many entries scores
                 them all.
+            fit: the query's volumes turned through every rotation
+                (:class:`swan_index.fit.FitQuery`): the best ``fit_top`` entries
+                are re-scored with the best correlation over those rotations
+                against their stored previews (``scores["fit"]``), weighted
+                ``fit_weight`` against the learned shape score. Entries without a
+                preview keep the learned score.
 
         Returns:
             Up to ``k`` :class:`Hit` objects (fewer only when fewer entries match).
@@ -1138,6 +1158,23 @@ class Store:
             with np.errstate(invalid="ignore", divide="ignore"):
                 log_ratio = np.log(rg / cand_rg)
             score = score - size_weight * np.nan_to_num(np.abs(log_ratio), nan=0.0)
+        fit_of = np.full(len(cand), np.nan)
+        if fit is not None:
+            if not 0.0 <= fit_weight <= 1.0:
+                raise ValueError(f"fit_weight={fit_weight}: use a weight in [0, 1]")
+            n_fit = int(min(len(cand), max(k, fit_top)))
+            best = np.argsort(-score, kind="stable")[:n_fit]
+            previews = self.get_previews(cand[best])
+            have = [j for j in best if int(cand[j]) in previews]
+            if have:
+                fit_of[have] = fit.score(
+                    np.stack([previews[int(cand[j])] for j in have])
+                )
+                score[have] += fit_weight * (fit_of[have] - shape[pose[have], have])
+            # only the re-scored entries compete for the top k
+            keep = np.zeros(len(cand), bool)
+            keep[best] = True
+            score = np.where(keep, score, -np.inf)
         if len(score) > 4 * k:  # partial sort: only the top k are ordered
             part = np.argpartition(-score, k - 1)[:k]
             top = part[np.argsort(-score[part], kind="stable")]
@@ -1160,6 +1197,8 @@ class Store:
             }
             if not np.isnan(log_ratio[j]):
                 scores["size"] = float(log_ratio[j])
+            if not np.isnan(fit_of[j]):
+                scores["fit"] = float(fit_of[j])
             entry = {c: info.get(int(cand[j]), {}).get(c) for c in HIT_COLUMNS}
             hits.append(
                 Hit(rank, int(cand[j]), float(score[j]), scores, int(pose[j]), entry)

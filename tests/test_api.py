@@ -98,8 +98,16 @@ def test_search_upload_finds_itself_first(client: TestClient, map_bytes):
     assert [h["rank"] for h in hits] == [1, 2, 3]
     assert hits[0]["emdb_id"] == "EMD-6824"
     assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
-    assert set(hits[0]["scores"]) >= {"1", "2", "4", "8"}
+    assert set(hits[0]["scores"]) >= {"1", "2", "4", "8", "fit"}
+    assert hits[0]["scores"]["fit"] == pytest.approx(1.0, abs=0.02)
     assert all(isinstance(h["id"], int) for h in hits)
+    plain = client.post(
+        "/api/search",
+        data={"k": "3", "fit": "false"},
+        files={"file": ("emd_6824.mrc", map_bytes("emd_6824"))},
+    ).json()["hits"]
+    assert not any("fit" in h["scores"] for h in plain)
+    assert plain[0]["emdb_id"] == "EMD-6824"
 
 
 def test_search_options_as_form_fields(client: TestClient, map_bytes):
@@ -151,6 +159,14 @@ def test_similar(client: TestClient):
     assert [h["score"] for h in hits] == sorted(
         (h["score"] for h in hits), reverse=True
     )
+    # re-scored by the rotational fit of its stored preview (itself: 1)
+    assert all("fit" in h["scores"] for h in hits)
+    assert hits[0]["scores"]["fit"] == pytest.approx(1.0, abs=1e-4)
+    plain = client.get(
+        "/api/entries/EMD-5625/similar", params={"k": 3, "fit": False}
+    ).json()["hits"]
+    assert plain[0]["emdb_id"] == "EMD-5625"
+    assert not any("fit" in h["scores"] for h in plain)
     exact = client.get(
         "/api/entries/EMD-5625/similar", params={"k": 3, "exact": True}
     ).json()

@@ -161,10 +161,16 @@ def test_cli_ingest_and_search(tmp_path, folder, capsys):
     assert hits[0]["score"] == pytest.approx(1, abs=1e-4)
     for key in ("rank", "id", "emdb_id", "score", "scores"):
         assert key in hits[0]
-    assert set(hits[0]["scores"]) >= {"1", "2", "4", "8"}
+    assert set(hits[0]["scores"]) >= {"1", "2", "4", "8", "fit"}
     assert main(["search", "EMD-1832", "--store", store, "--where", "rg > 0"]) == 0
     table = capsys.readouterr().out
     assert "EMD-1832" in table.splitlines()[1]
+    assert "fit" in table.splitlines()[0].split()
+    args = ["search", "EMD-1832", "--store", store, "--fit-top", "0"]
+    assert main(args) == 0
+    assert "fit" not in capsys.readouterr().out.splitlines()[0].split()
+    assert main([*args[:-1], "-1"]) == 2
+    assert "--fit-top" in capsys.readouterr().err
     assert main(["search", "EMD-42", "--store", store]) == 2
     assert "EMD-42" in capsys.readouterr().err
     assert main(["search", str(folder / "random.map"), "--store", store]) == 1

@@ -272,7 +272,14 @@ def test_hits_table_rows_have_one_column_per_scale():
             "id": 9,
             "emdb_id": "EMD-1",
             "score": 0.98765,
-            "scores": {"8": 0.5, "1": 0.91234, "16": 0.25, "2": 0.8, "size": -0.2},
+            "scores": {
+                "8": 0.5,
+                "1": 0.91234,
+                "16": 0.25,
+                "2": 0.8,
+                "size": -0.2,
+                "fit": 0.87654,
+            },
             "title": "a generated hit",
             "method": "helical",
             "resolution": 3.456,
@@ -289,12 +296,14 @@ def test_hits_table_rows_have_one_column_per_scale():
         "scale_2",
         "scale_8",
         "scale_16",
+        "fit",
         "size",
         "title",
         "method",
         "resolution",
     ]
     assert rows[0]["score"] == 0.988 and rows[0]["scale_1"] == 0.912
+    assert rows[0]["fit"] == 0.877 and "fit" not in rows[1]
     assert rows[0]["resolution"] == 3.46
     assert rows[1]["emdb_id"] is None and rows[1]["title"] is None
     columns = table_columns(rows)

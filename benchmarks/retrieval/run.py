@@ -53,6 +53,7 @@ from encoder.dataset import DEFAULT_TEST_GROUPS, group_of
 from ingest.discover import is_map_file
 from ingest.mapio import DensityMap, read_map
 from ingest.simulate import simulate_view
+from swan_index.fit import FitQuery
 from swan_index.pipeline import DEFAULT_CHECKPOINT, MapEncoder
 from swan_index.prepare import prepare_map
 from swan_index.retrieval import METRICS, rank_metrics, summarize
@@ -66,6 +67,8 @@ OURS = {
     "coarse-only": {"scales": (1,)},
     "primary-pose": {"poses": "first"},
     "no-size": {"size_weight": 0.0},
+    "cryo-swan+fit": {"fit": True},
+    "fit-only": {"fit": True, "fit_weight": 1.0},
 }
 BASELINES = ("zernike", "canonical-correlation")
 #: Bins of the breakdowns: (label, low, high) on the absolute value.
@@ -163,10 +166,14 @@ def _build_store(path: Path, gallery: list[Item], encoder: MapEncoder) -> Store:
     return store
 
 
-def _rank_ours(store: Store, code: Any, q: Item, k: int, opts: dict) -> list[int]:
+def _rank_ours(
+    store: Store, code: Any, q: Item, k: int, opts: dict, fit: FitQuery | None
+) -> list[int]:
     opts = dict(opts)
     if opts.pop("poses", "all") == "first":
         code = code[0:1]
+    if opts.pop("fit", False):
+        opts["fit"] = fit
     hits = store.search(code, k=k, rg=q.rg, **opts)
     return [h.id for h in hits]
 
@@ -219,10 +226,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             tq = time.perf_counter()
             code = encoder.encode(q.volumes)
             timing["cryo-swan encode"].append(time.perf_counter() - tq)
+            tq = time.perf_counter()
+            fit = FitQuery(q.volumes)
+            timing["fit rotations"].append(time.perf_counter() - tq)
             ranked: dict[str, list[int]] = {}
             for name, opts in OURS.items():
                 tq = time.perf_counter()
-                ranked[name] = _rank_ours(store, code, q, k, opts)
+                ranked[name] = _rank_ours(store, code, q, k, opts, fit)
                 timing[name].append(time.perf_counter() - tq)
             tq = time.perf_counter()
             dist = np.linalg.norm(zern - q.zernike, axis=1)
@@ -281,6 +291,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "by_rotation": _breakdown(rows, methods, "rotation"),
         "by_noise": _breakdown(rows, methods, "noise"),
         "paired": {key: _paired(rows, key) for key in ("condition", "noise", "kind")},
+        "paired_fit": {
+            key: _paired(rows, key, ours="cryo-swan+fit")
+            for key in ("condition", "noise", "kind")
+        },
         "ms_per_query": {
             m: round(1000 * float(np.median(t)), 3) for m, t in timing.items()
         },
@@ -369,8 +383,15 @@ def print_table(result: dict[str, Any]) -> None:
                 + " ".join(f"{per[m]['p_at_1']:12.3f}" for m in methods)
             )
     print("(precision@1; the JSON has MRR, mAP and recall@10 too)")
-    print("paired, ours against each baseline: better / worse, P@1 diff [95% CI]")
-    for key, block in result["paired"].items():
+    for title, name in (("cryo-swan", "paired"), ("cryo-swan+fit", "paired_fit")):
+        if name in result:
+            _print_paired(title, result[name])
+    print("median ms per query:", result["ms_per_query"])
+
+
+def _print_paired(title: str, paired: dict) -> None:
+    print(f"paired, {title} against each baseline: better / worse, P@1 diff [95% CI]")
+    for key, block in paired.items():
         for v, per in block.items():
             if v == "all" and key != "condition":
                 continue
@@ -382,7 +403,6 @@ def print_table(result: dict[str, Any]) -> None:
                     for b, x in per.items()
                 )
             )
-    print("median ms per query:", result["ms_per_query"])
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -27,6 +27,7 @@ import sys
 
 from encoder.checkpoint import load_checkpoint
 from encoder.evaluate import evaluate_recon
+from swan_index.fit import FIT_TOP
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +51,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     ret.add_argument("--scales", default=None, help="comma-separated scale sides")
     ret.add_argument(
         "--size-weight", type=float, default=None, help="weight of the size term"
+    )
+    ret.add_argument(
+        "--fit-top",
+        type=int,
+        default=FIT_TOP,
+        help="hits re-scored by a search over all rotations, as swan search does; "
+        "0: off (default %(default)s)",
     )
     ret.add_argument("--json", action="store_true")
 
@@ -91,6 +99,9 @@ def _retrieval(args: argparse.Namespace) -> int:
     if args.k < 1:
         print("error: -k must be at least 1", file=sys.stderr)
         return 2
+    if args.fit_top < 0:
+        print("error: --fit-top must be 0 (off) or more", file=sys.stderr)
+        return 2
     search: dict = {}
     try:
         if args.scales:
@@ -106,7 +117,12 @@ def _retrieval(args: argparse.Namespace) -> int:
     try:
         truth = read_truth(args.truth, store.find)
         result = evaluate_store(
-            store, truth, k=args.k, exact=not args.approximate, **search
+            store,
+            truth,
+            k=args.k,
+            exact=not args.approximate,
+            fit_top=args.fit_top,
+            **search,
         )
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

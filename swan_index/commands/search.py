@@ -5,8 +5,12 @@ the store (its store id, or its EMDB id such as EMD-1832). A map file is searche
 every candidate canonical pose; each hit keeps its best pose. So is a stored entry
 whose map file is still where it was ingested from, unchanged (otherwise, or with
 --stored-pose, its stored vectors: one pose). Scores: the mean
-cosine similarity over the scales, minus a size term (see the README); --json lists
-the per-scale cosines of every hit.
+cosine similarity over the scales, minus a size term (see the README); then the
+best --fit-top hits are re-scored, half by that and half by the best correlation
+over all rotations of the query (for a stored entry, of its stored preview) with
+their stored previews (column "fit"): what finds maps with missing parts or moved
+domains, whose canonical poses differ. --json lists the per-scale cosines of every
+hit.
 
 --where takes a SQL predicate over the entries table (columns: emdb_id, title,
 method, resolution, organism, sample_name, release_date, voxel_size, rg, label,
@@ -29,6 +33,7 @@ from pathlib import Path
 from encoder.code import MultiScaleCode
 from ingest.errors import IngestError
 from swan_index.commands import open_reader
+from swan_index.fit import FIT_TOP, FitQuery
 from swan_index.pipeline import DEFAULT_CHECKPOINT, MapEncoder
 from swan_index.store import Store
 
@@ -51,6 +56,14 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="for a stored entry: search with its stored vectors (one pose) instead "
         "of reading its map again in every candidate pose",
+    )
+    parser.add_argument(
+        "--fit-top",
+        type=int,
+        default=FIT_TOP,
+        help="re-score this many best hits by a search over all rotations of the "
+        "query against their stored previews (finds maps with missing parts or "
+        "moved domains); 0: off (default %(default)s)",
     )
     parser.add_argument(
         "--checkpoint",
@@ -85,14 +98,30 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         scales = tuple(int(s) for s in args.scales.split(",")) if args.scales else None
+        if args.fit_top < 0:
+            raise ValueError(f"--fit-top {args.fit_top}: use 0 (off) or more")
+        fit = None
         if Path(args.query).is_file():
             encoder = MapEncoder(args.checkpoint)
             code, prepared = encoder.encode_query(args.query, args.contour)
             query, rg = code, prepared.record.rg
+            if args.fit_top:
+                fit = FitQuery(prepared.volumes)
         else:
-            query, rg = _entry_query(store, store.find(args.query), args)
+            entry_id = store.find(args.query)
+            query, rg = _entry_query(store, entry_id, args)
+            preview = store.get_preview(entry_id) if args.fit_top else None
+            if preview is not None:
+                fit = FitQuery(preview)
         hits = store.search(
-            query, k=args.k, where=args.where, scales=scales, exact=args.exact, rg=rg
+            query,
+            k=args.k,
+            where=args.where,
+            scales=scales,
+            exact=args.exact,
+            rg=rg,
+            fit=fit,
+            fit_top=args.fit_top,
         )
     except (IngestError, ValueError, KeyError) as err:
         msg = err.args[0] if isinstance(err, KeyError) else str(err)
@@ -106,7 +135,9 @@ def main(args: argparse.Namespace) -> int:
         print(json.dumps([h.to_dict() for h in hits], indent=1))
         return 0
     sides = [str(s) for s in (scales or store.encoder.scales)]
-    head = "  ".join(f"s{s:>4s}" for s in sides)
+    if any("fit" in h.scores for h in hits):
+        sides.append("fit")
+    head = "  ".join(f"{s:>5s}" if s == "fit" else f"s{s:>4s}" for s in sides)
     print(f"{'rank':>4s} {'id':>7s} {'EMDB':12s} {'score':>6s}  {head}  title")
     for h in hits:
         per = "  ".join(f"{h.scores.get(s, float('nan')):5.3f}" for s in sides)

@@ -1,0 +1,120 @@
+"""Rotational fit: the rotation grid, scoring, and the re-scored search."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from scipy.spatial.transform import Rotation
+
+from swan_index.fit import FitQuery, rotation_grid
+from swan_index.store import SIZE_WEIGHT, Store
+
+from .test_store import encoder, samples, store  # noqa: F401  (fixtures)
+
+
+def _angles_to_nearest(probes: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    """Per probe rotation, the angle (degrees) to the nearest rotation of grid."""
+    trace = np.einsum("pij,gij->pg", probes, grid)
+    cos = np.clip((trace.max(axis=1) - 1.0) / 2.0, -1.0, 1.0)
+    return np.degrees(np.arccos(cos))
+
+
+def test_rotation_grid_is_proper_deterministic_and_even():
+    grid = rotation_grid(2000)
+    assert grid.shape == (2000, 3, 3)
+    eye = np.einsum("nij,nkj->nik", grid, grid)
+    assert np.allclose(eye, np.eye(3), atol=1e-5)
+    assert np.allclose(np.linalg.det(grid), 1.0, atol=1e-5)
+    assert np.array_equal(grid, rotation_grid(2000))
+    probes = Rotation.random(500, random_state=0).as_matrix()
+    spiral = _angles_to_nearest(probes, grid)
+    rand = _angles_to_nearest(probes, Rotation.random(2000, random_state=1).as_matrix())
+    # no rotation is far from the grid, and the grid leaves smaller holes than
+    # as many random rotations do
+    assert spiral.max() < 20.0
+    assert spiral.max() < rand.max()
+    with pytest.raises(ValueError, match="at least one"):
+        rotation_grid(0)
+
+
+def _turned(volume: np.ndarray, seed: int) -> np.ndarray:
+    """``volume`` turned about its centre by a random rotation (trilinear)."""
+    rot = Rotation.random(random_state=seed).as_matrix()
+    c = (np.array(volume.shape) - 1) / 2.0
+    return ndimage.affine_transform(volume, rot, offset=c - rot @ c, order=1)
+
+
+def test_fit_finds_a_map_turned_out_of_its_pose(samples):  # noqa: F811
+    prepared, _ = samples
+    previews = np.stack([p.preview() for p in prepared])
+    for i, seed in ((0, 1), (3, 2)):
+        turned = _turned(prepared[i].volumes[0], seed)
+        best = FitQuery(turned).score(previews)
+        as_is = FitQuery(turned, rotations=0).score(previews)
+        assert int(np.argmax(best)) == i
+        assert best[i] > 0.85
+        # it is the rotation search that finds it back
+        assert best[i] > as_is[i] + 0.15
+        assert np.all(best >= as_is - 1e-6)
+
+
+def test_fit_checks_its_input():
+    with pytest.raises(ValueError, match=r"\[P, G, G, G\]"):
+        FitQuery(np.zeros((4, 4)))
+    fit = FitQuery(np.random.default_rng(0).random((32, 32, 32)), rotations=10)
+    assert len(fit) == 11
+    assert fit.score(np.zeros((0, 32, 32, 32))).shape == (0,)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        fit.score(np.zeros((1, 12, 12, 12)))
+
+
+def test_search_rescores_the_best_hits_by_the_fit(store, samples, encoder):  # noqa: F811
+    prepared, _ = samples
+    turned = _turned(prepared[2].volumes[0], 3)
+    code = encoder.encode(turned[None])
+    rg = prepared[2].record.rg
+    plain = store.search(code, k=6, rg=rg)
+    fit = FitQuery(turned)
+    hits = store.search(code, k=6, rg=rg, fit=fit, fit_top=6)
+    assert hits[0].id == 3  # ids follow the order of the samples
+    assert all("fit" in h.scores for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    by_id = {h.id: h for h in plain}
+    for h in hits:  # half the learned score, half the fit, the same size term
+        learned = by_id[h.id]
+        shape = learned.score + SIZE_WEIGHT * abs(learned.scores.get("size", 0.0))
+        want = (
+            0.5 * shape
+            + 0.5 * h.scores["fit"]
+            - SIZE_WEIGHT * abs(h.scores.get("size", 0.0))
+        )
+        assert h.score == pytest.approx(want, abs=1e-5)
+    only = store.search(code, k=6, rg=rg, fit=fit, fit_top=6, fit_weight=1.0)
+    assert only[0].score == pytest.approx(
+        only[0].scores["fit"] - SIZE_WEIGHT * abs(only[0].scores.get("size", 0.0)),
+        abs=1e-5,
+    )
+    # only the fit_top best of the vector search are re-scored and returned
+    two = store.search(code, k=2, rg=rg, fit=fit, fit_top=2)
+    assert {h.id for h in two} == {h.id for h in plain[:2]}
+    with pytest.raises(ValueError, match="fit_weight"):
+        store.search(code, k=2, fit=fit, fit_weight=1.5)
+
+
+def test_entries_without_previews_keep_the_learned_score(
+    tmp_path,
+    encoder,  # noqa: F811
+    samples,  # noqa: F811
+):
+    prepared, code = samples
+    st = Store.open(tmp_path / "bare", encoder=encoder.info)
+    st.add(code, [p.record for p in prepared])
+    try:
+        query = code[1:2]
+        plain = st.search(query, k=6)
+        fitted = st.search(query, k=6, fit=FitQuery(prepared[1].volumes[0]))
+        assert [(h.id, h.score) for h in fitted] == [(h.id, h.score) for h in plain]
+        assert not any("fit" in h.scores for h in fitted)
+    finally:
+        st.close()
