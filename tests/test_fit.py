@@ -118,3 +118,30 @@ def test_entries_without_previews_keep_the_learned_score(
         assert not any("fit" in h.scores for h in fitted)
     finally:
         st.close()
+
+
+def test_fit_tries_small_shifts(samples):  # noqa: F811
+    """A map whose centre moved (as when a part is missing) fits better when its
+    best rotations are also tried shifted by a voxel of the fit grid."""
+    prepared, _ = samples
+    previews = np.stack([p.preview() for p in prepared])
+    for i in (0, 4):  # moved by one voxel of the fit grid along two axes
+        moved = ndimage.shift(_turned(prepared[i].volumes[0], 5), (4, 0, -4), order=1)
+        fit = FitQuery(moved)
+        shifted, fixed = fit.score(previews), fit.score(previews, shift=0)
+        assert int(np.argmax(shifted)) == i
+        assert shifted[i] > fixed[i] + 0.15
+        assert np.all(shifted >= fixed - 1e-6)
+
+
+def test_fit_refines_the_best_rotations_locally(samples):  # noqa: F811
+    """The grid leaves up to 16 degrees between rotations; a thin map needs the
+    local refinement to fit itself well."""
+    prepared, _ = samples
+    previews = np.stack([p.preview() for p in prepared])
+    turned = _turned(prepared[1].volumes[0], 5)
+    fit = FitQuery(turned)
+    refined, coarse = fit.score(previews), fit.score(previews, refine=0)
+    assert int(np.argmax(refined)) == 1
+    assert refined[1] > coarse[1] + 0.05
+    assert np.all(refined >= coarse - 1e-6)
