@@ -36,6 +36,10 @@ any number of readers. Neither holds the DuckDB file for long: see
    over the query poses, minus ``size_weight * |ln(rg_query / rg_entry)|`` when the
    query's radius of gyration is known (a ribosome should not match a small protein
    just because their shapes rhyme).
+4. Rotational fit (when ``fit`` is given, :mod:`swan_index.fit`): the best
+   ``fit_top`` entries get, as their shape score, ``1 - fit_weight`` of it plus
+   ``fit_weight`` times the best correlation of the query over all rotations with
+   their stored previews; only they compete for the k hits.
 
 ``exact=True`` skips step 2 and scores every allowed entry (the ground truth).
 """
