@@ -34,8 +34,6 @@ deterministic near-uniform SO(3) sample of arbitrary size.
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -258,16 +256,33 @@ def _shift_corr(
     n, keep = vols.shape[:2]
     if shift <= 0:
         return (_unit_rows(vols) * ent[:, None]).sum(dim=-1)
-    pad = F.pad(vols.reshape(-1, g, g, g), (shift,) * 6)
-    best = torch.full((n, keep), -1.0)
-    span = range(-shift, shift + 1)
-    m = g**3
-    for dz, dy, dx in itertools.product(span, span, span):
-        z, y, x = shift + dz, shift + dy, shift + dx
-        win = pad[:, z : z + g, y : y + g, x : x + g].reshape(n, keep, m)
-        # Pearson with a zero-mean unit entry: win . e / |win - mean(win)|
-        dot = torch.einsum("nkm,nm->nk", win, ent)
-        total = win.sum(dim=-1)
-        spread = ((win * win).sum(dim=-1) - total * total / m).clamp_min(1e-12)
-        best = torch.maximum(best, dot / spread.sqrt())
-    return best
+    # Pearson with a zero-mean unit entry: win . e / |win - mean(win)|, for every
+    # window: the dot products as one grouped convolution (each volume with its
+    # entry as the kernel), the window sums as box filters
+    m, side = g**3, g + 2 * shift
+    pad = F.pad(vols.reshape(1, n * keep, g, g, g), (shift,) * 6)
+    kernels = ent.reshape(n, 1, g, g, g).repeat_interleave(keep, dim=0)
+    dot = F.conv3d(pad, kernels, groups=n * keep).reshape(n, keep, -1)
+    each = pad.reshape(n * keep, side, side, side).double()
+    total = _window_sums(each, g).reshape(n, keep, -1)
+    square = _window_sums(each * each, g).reshape(n, keep, -1)
+    spread = (square - total * total / m).clamp_min(1e-12).float()
+    return (dot / spread.sqrt()).max(dim=-1).values
+
+
+def _window_sums(x: torch.Tensor, g: int) -> torch.Tensor:
+    """Sums of every ``g^3`` window of ``x`` ``[B, s, s, s]``: ``[B, w, w, w]``,
+    w = s - g + 1 (a summed-area table; a box filter of side g is slow)."""
+    c = F.pad(x, (1, 0, 1, 0, 1, 0)).cumsum(1).cumsum(2).cumsum(3)
+    w = x.shape[1] - g + 1
+    lo, hi = slice(0, w), slice(g, g + w)
+    return (
+        c[:, hi, hi, hi]
+        - c[:, lo, hi, hi]
+        - c[:, hi, lo, hi]
+        - c[:, hi, hi, lo]
+        + c[:, lo, lo, hi]
+        + c[:, lo, hi, lo]
+        + c[:, hi, lo, lo]
+        - c[:, lo, lo, lo]
+    )

@@ -1,0 +1,135 @@
+"""Benchmark: what the rotational fit costs a search, against the alternatives.
+
+The fit (:mod:`swan_index.fit`) re-scores the best ``FIT_TOP`` (200) hits of a
+search. This measures, in one run and on the same queries and entries, the time
+per query of:
+
+* ``fit build``: turning the query through every rotation of the grid (once per
+  search, whatever the store's size);
+* ``fit score``: scoring the 200 entries' previews (rotations, local refinement,
+  shifts);
+* ``fit score, no refine/shift``: the rotation grid alone;
+* ``vectors``: the learned retrieval vectors of the same 200 entries (408 floats
+  each), the step the fit follows;
+* ``canonical correlation``: the query's candidate poses against the 200 entries'
+  64^3 canonical volumes (the retrieval benchmark's baseline).
+
+Queries are the real maps of ``data/maps`` in their candidate poses; the entries
+are SIMULATED: those maps under random rotations, so the timings do not depend
+on what the entries show. Ratios to ``canonical correlation`` are what to
+compare across machines (they are noisy: run it alone).
+
+    $ python -m benchmarks.bench_fit [--entries 200] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+from scipy.spatial.transform import Rotation
+
+from benchmarks.common import ROOT, machine_info, save_result
+from ingest import find_entries
+from swan_index.fit import FIT_TOP, FitQuery
+from swan_index.pipeline import MapEncoder
+from swan_index.prepare import prepare_entry
+
+
+def _turned(volume: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    rot = Rotation.random(random_state=rng).as_matrix()
+    c = (np.array(volume.shape) - 1) / 2.0
+    return ndimage.affine_transform(volume, rot, offset=c - rot @ c, order=1)
+
+
+def _median_ms(fn: Any, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000 * float(np.median(times))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    encoder = MapEncoder()
+    prepared = [
+        prepare_entry(e, encoder.grid, all_poses=True)
+        for e in find_entries(ROOT / "data" / "maps")
+    ]
+    rng = np.random.default_rng(0)
+    volumes = np.stack(
+        [
+            _turned(prepared[i % len(prepared)].volumes[0], rng)
+            for i in range(args.entries)
+        ]
+    )
+    previews = volumes.reshape(len(volumes), 32, 2, 32, 2, 32, 2).mean(axis=(2, 4, 6))
+    flat = volumes.reshape(len(volumes), -1)
+    flat = flat - flat.mean(1, keepdims=True)
+    flat /= np.linalg.norm(flat, axis=1, keepdims=True)
+    vectors = list(encoder.encode(volumes).vectors)
+    rows = []
+    for p in prepared:
+        q = p.volumes
+        code = encoder.encode(q)
+        fit = FitQuery(q)
+        qf = q.reshape(len(q), -1)
+        qf = qf - qf.mean(1, keepdims=True)
+        qf /= np.linalg.norm(qf, axis=1, keepdims=True)
+        timings = {
+            "fit build": _median_ms(lambda q=q: FitQuery(q), args.repeats),
+            "fit score": _median_ms(lambda f=fit: f.score(previews), args.repeats),
+            "fit score, no refine/shift": _median_ms(
+                lambda f=fit: f.score(previews, shift=0, refine=0), args.repeats
+            ),
+            "vectors": _median_ms(
+                lambda c=code: [c.vectors[i] @ v.T for i, v in enumerate(vectors)],
+                args.repeats,
+            ),
+            "canonical correlation": _median_ms(
+                lambda x=qf: (x @ flat.T).max(axis=0), args.repeats
+            ),
+        }
+        rows.append({"query": p.record.source_path, "poses": len(q), **timings})
+    keys = [k for k in rows[0] if k not in ("query", "poses")]
+    median = {k: round(float(np.median([r[k] for r in rows])), 2) for k in keys}
+    base = median["canonical correlation"]
+    return {
+        "benchmark": "rotational fit cost per query",
+        "entries": args.entries,
+        "fit_top": FIT_TOP,
+        "note": "entries are SIMULATED (real sample maps under random rotations)",
+        "median_ms": median,
+        "ratio_to_canonical_correlation": {
+            k: round(v / base, 2) for k, v in median.items()
+        },
+        "rows": rows,
+        "machine": machine_info(),
+    }
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print(f"{result['entries']} entries; median ms per query (ratio to canonical)")
+    for k, v in result["median_ms"].items():
+        ratio = result["ratio_to_canonical_correlation"][k]
+        print(f"  {k:28s} {v:9.2f} ms  x{ratio:.2f}")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=FIT_TOP)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_fit.json"
+    )
+    args = parser.parse_args(argv)
+    return save_result(run(args), args.out, print_table)
+
+
+if __name__ == "__main__":
+    main()
