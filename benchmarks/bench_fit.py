@@ -37,7 +37,7 @@ from benchmarks.common import ROOT, machine_info, save_result
 from ingest import find_entries
 from swan_index.fit import FIT_TOP, FitQuery
 from swan_index.pipeline import MapEncoder
-from swan_index.prepare import prepare_entry
+from swan_index.prepare import PREVIEW_GRID, prepare_entry, shrink
 
 
 def _turned(volume: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for i in range(args.entries)
         ]
     )
-    previews = volumes.reshape(len(volumes), 32, 2, 32, 2, 32, 2).mean(axis=(2, 4, 6))
+    previews = np.stack([shrink(v, PREVIEW_GRID) for v in volumes])
     flat = volumes.reshape(len(volumes), -1)
     flat = flat - flat.mean(1, keepdims=True)
     flat /= np.linalg.norm(flat, axis=1, keepdims=True)

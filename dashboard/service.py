@@ -31,7 +31,7 @@ from ingest.errors import IngestError
 from ingest.mapio import read_map
 from swan_index.bulk import ingest_paths
 from swan_index.db import StoreBusyError
-from swan_index.fit import FitQuery
+from swan_index.fit import fit_query
 from swan_index.pipeline import DEFAULT_CHECKPOINT, EntryQuery, MapEncoder
 from swan_index.prepare import prepare_map, shrink
 from swan_index.store import Store
@@ -220,7 +220,7 @@ class SwanService:
         """
         self.refresh()
         code, prepared, info = self._encode_upload(data, name, contour)
-        turned = FitQuery(prepared.volumes) if fit else None
+        turned = fit_query(prepared.volumes) if fit else None
         with self._lock:
             hits = self.store.search(
                 code, k=k, where=where, exact=exact, rg=prepared.record.rg, fit=turned
@@ -256,7 +256,7 @@ class SwanService:
             preview = self.store.get_preview(entry_id) if fit else None
         if query is None:
             query = self._entry_query(key, row, stored)
-        turned = FitQuery(preview) if preview is not None else None
+        turned = fit_query(preview)
         with self._lock:
             hits = self.store.search(
                 query.code, k=k, where=where, exact=exact, rg=query.rg, fit=turned

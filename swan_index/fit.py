@@ -34,12 +34,18 @@ deterministic near-uniform SO(3) sample of arbitrary size.
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from scipy.spatial.transform import Rotation
 
 from swan_index.prepare import shrink
+
+log = logging.getLogger(__name__)
 
 #: Side of the cube the fit compares at (the previews are box-averaged to it).
 FIT_GRID = 16
@@ -58,6 +64,24 @@ FIT_KEEP = 4
 #: Entries (the best-fitting) whose best rotations are refined locally.
 FIT_REFINE = 32
 _BATCH = 500
+_CHUNK = 1000
+
+
+def comparable(side: int, grid: int = FIT_GRID) -> bool:
+    """Whether a cube of ``side`` can be box-averaged to ``grid``."""
+    return side >= grid and side % grid == 0
+
+
+def fit_query(volumes: Any) -> FitQuery | None:
+    """:class:`FitQuery` of ``volumes``, or ``None`` (logged) when there are none
+    or they cannot be compared at :data:`FIT_GRID` (an encoder of another grid)."""
+    if volumes is None:
+        return None
+    try:
+        return FitQuery(volumes)
+    except ValueError as exc:
+        log.warning("searching without the rotational fit: %s", exc)
+        return None
 
 
 def rotation_grid(n: int) -> np.ndarray:
@@ -122,6 +146,11 @@ class FitQuery:
             vols = vols[None]
         if vols.ndim != 4 or not len(vols) or len(set(vols.shape[1:])) != 1:
             raise ValueError(f"volumes of shape {vols.shape}: pass [P, G, G, G]")
+        if not comparable(vols.shape[-1], grid):
+            raise ValueError(
+                f"volumes of side {vols.shape[-1]} cannot be compared at {grid}^3: "
+                f"use a multiple of {grid}"
+            )
         self.grid = grid
         self._small = torch.from_numpy(np.stack([shrink(v, grid) for v in vols]))
         n_poses = len(self._small)
@@ -149,7 +178,7 @@ class FitQuery:
 
     def score(
         self,
-        previews: np.ndarray,
+        previews: Sequence[np.ndarray] | np.ndarray,
         shift: int = FIT_SHIFT,
         keep: int = FIT_KEEP,
         refine: int = FIT_REFINE,
@@ -165,14 +194,22 @@ class FitQuery:
         """
         if not len(previews):
             return np.zeros(0, np.float32)
+        bad = [p.shape for p in previews if not comparable(p.shape[0], self.grid)]
+        if bad:
+            raise ValueError(
+                f"previews of shape {bad[0]} cannot be compared at "
+                f"{self.grid}^3: use a multiple of {self.grid}"
+            )
+        if len(previews) > _CHUNK:  # bounded memory for a large fit_top
+            return np.concatenate(
+                [
+                    self.score(previews[i : i + _CHUNK], shift, keep, refine)
+                    for i in range(0, len(previews), _CHUNK)
+                ]
+            )
         small = np.stack(
             [shrink(np.asarray(p, np.float32), self.grid) for p in previews]
         )
-        if small.shape[1:] != (self.grid,) * 3:
-            raise ValueError(
-                f"previews of side {previews.shape[1]} cannot be compared at "
-                f"{self.grid}^3: use a multiple of {self.grid}"
-            )
         ent = _unit_rows(torch.from_numpy(small).flatten(1))
         keep = max(1, min(keep, len(self._rows)))
         best = torch.full((keep, len(ent)), -2.0)
@@ -221,7 +258,8 @@ class FitQuery:
         cand = cand.reshape(len(js), -1, g**3)
         c = _shift_corr(cand, ent[js], g, shift)  # [n, candidates]
         score, k = c.max(dim=1)
-        better = score > corr[js, -1]
+        # against the last kept rotation scored the same way (at its best shift)
+        better = score > _shift_corr(vols[js, -1:], ent[js], g, shift)[:, 0]
         upd = js[better]
         pick = cand[better, k[better]]
         corr[upd, -1] = (_unit_rows(pick) * ent[upd]).sum(dim=-1)  # unshifted

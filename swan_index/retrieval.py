@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from swan_index.fit import FIT_TOP, FitQuery
+from swan_index.fit import FIT_TOP, fit_query
 
 #: The per-query measures, in the order tables show them.
 METRICS = ("p_at_1", "mrr", "map", "recall_at_10")
@@ -173,9 +173,9 @@ def evaluate_store(
             skipped.append(entry_id)
             continue
         t0 = time.perf_counter()
-        preview = store.get_preview(entry_id) if fit_top > 0 else None
-        if preview is not None:
-            search.update(fit=FitQuery(preview), fit_top=fit_top)
+        fit = fit_query(store.get_preview(entry_id)) if fit_top > 0 else None
+        if fit is not None:
+            search.update(fit=fit, fit_top=fit_top)
         else:
             search.pop("fit", None)
         hits = store.search(entry_id, k=k + 1, exact=exact, **search)

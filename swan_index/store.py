@@ -64,7 +64,7 @@ import pyarrow as pa
 from encoder.code import MultiScaleCode
 from swan_index.db import DEFAULT_TIMEOUT, WriterLock, connect
 from swan_index.files import atomic_write_text
-from swan_index.fit import FIT_TOP, FIT_WEIGHT, FitQuery
+from swan_index.fit import FIT_TOP, FIT_WEIGHT, FitQuery, comparable
 from swan_index.schema import (
     ARROW_TYPES,
     FORMAT_VERSION,
@@ -1169,11 +1169,14 @@ class Store:
             n_fit = int(min(len(cand), max(k, fit_top)))
             best = np.argsort(-score, kind="stable")[:n_fit]
             previews = self.get_previews(cand[best])
-            have = [j for j in best if int(cand[j]) in previews]
+            have = [
+                j
+                for j in best
+                if int(cand[j]) in previews
+                and comparable(previews[int(cand[j])].shape[0], fit.grid)
+            ]
             if have:
-                fit_of[have] = fit.score(
-                    np.stack([previews[int(cand[j])] for j in have])
-                )
+                fit_of[have] = fit.score([previews[int(cand[j])] for j in have])
                 score[have] += fit_weight * (fit_of[have] - shape[pose[have], have])
             # only the re-scored entries compete for the top k
             keep = np.zeros(len(cand), bool)

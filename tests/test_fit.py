@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from swan_index.fit import FitQuery, rotation_grid
+from swan_index.fit import FitQuery, fit_query, rotation_grid
 from swan_index.store import SIZE_WEIGHT, Store
 
 from .test_store import encoder, samples, store  # noqa: F401  (fixtures)
@@ -67,6 +67,16 @@ def test_fit_checks_its_input():
     assert fit.score(np.zeros((0, 32, 32, 32))).shape == (0,)
     with pytest.raises(ValueError, match="multiple of 16"):
         fit.score(np.zeros((1, 12, 12, 12)))
+    # an encoder of another grid: no fit rather than a failed search
+    with pytest.raises(ValueError, match="multiple of 16"):
+        FitQuery(np.zeros((24, 24, 24)))
+    assert fit_query(np.zeros((24, 24, 24))) is None
+    assert fit_query(None) is None
+    # previews of two grids score alike
+    vol = np.random.default_rng(1).random((32, 32, 32)).astype(np.float32)
+    small = vol.reshape(16, 2, 16, 2, 16, 2).mean(axis=(1, 3, 5))
+    both = FitQuery(vol, rotations=10).score([vol, small])
+    assert both[0] == pytest.approx(both[1], abs=1e-5)
 
 
 def test_search_rescores_the_best_hits_by_the_fit(store, samples, encoder):  # noqa: F811

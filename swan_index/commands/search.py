@@ -33,7 +33,7 @@ from pathlib import Path
 from encoder.code import MultiScaleCode
 from ingest.errors import IngestError
 from swan_index.commands import open_reader
-from swan_index.fit import FIT_TOP, FitQuery
+from swan_index.fit import FIT_TOP, fit_query
 from swan_index.pipeline import DEFAULT_CHECKPOINT, MapEncoder
 from swan_index.store import Store
 
@@ -106,13 +106,12 @@ def main(args: argparse.Namespace) -> int:
             code, prepared = encoder.encode_query(args.query, args.contour)
             query, rg = code, prepared.record.rg
             if args.fit_top:
-                fit = FitQuery(prepared.volumes)
+                fit = fit_query(prepared.volumes)
         else:
             entry_id = store.find(args.query)
             query, rg = _entry_query(store, entry_id, args)
-            preview = store.get_preview(entry_id) if args.fit_top else None
-            if preview is not None:
-                fit = FitQuery(preview)
+            if args.fit_top:
+                fit = fit_query(store.get_preview(entry_id))
         hits = store.search(
             query,
             k=args.k,
