@@ -34,6 +34,8 @@ deterministic near-uniform SO(3) sample of arbitrary size.
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -113,15 +115,38 @@ def _unit_rows(x: torch.Tensor) -> torch.Tensor:
 def _rotate(volume: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
     """``volume`` ``[g, g, g]`` turned about its centre by each rotation:
     ``[R, g^3]``, trilinear, zero outside."""
+    return _sample(volume, _sampling_grid(rotations, volume.shape[-1]))
+
+
+def _sample(volume: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """``volume`` ``[g, g, g]`` sampled at each of ``grid`` ``[R, g, g, g, 3]``
+    (``grid_sample`` coordinates): ``[R, g^3]``."""
     g = volume.shape[-1]
     out = []
-    for start in range(0, len(rotations), _BATCH):
-        m = rotations[start : start + _BATCH]
-        theta = torch.cat([m, torch.zeros(len(m), 3, 1)], dim=2)
-        grid = F.affine_grid(theta, [len(m), 1, g, g, g], align_corners=False)
-        src = volume.expand(len(m), 1, g, g, g)
-        out.append(F.grid_sample(src, grid, align_corners=False).flatten(1))
+    for start in range(0, len(grid), _BATCH):
+        part = grid[start : start + _BATCH]
+        src = volume.reshape(1, 1, g, g, g).expand(len(part), 1, g, g, g)
+        out.append(F.grid_sample(src, part, align_corners=False).flatten(1))
     return torch.cat(out)
+
+
+def _sampling_grid(rotations: torch.Tensor, g: int) -> torch.Tensor:
+    """Where each voxel of a ``g``^3 cube turned by each of ``rotations``
+    ``[R, 3, 3]`` samples the original: ``[R, g, g, g, 3]``, the coordinates of
+    ``F.affine_grid`` (voxel centres, x fastest) as one matrix product."""
+    lin = (2 * torch.arange(g, dtype=torch.float32) + 1) / g - 1
+    zyx = torch.meshgrid(lin, lin, lin, indexing="ij")
+    base = torch.stack(zyx[::-1], dim=-1).reshape(-1, 3)
+    turned = torch.einsum("mj,rij->rmi", base, rotations)
+    return turned.reshape(len(rotations), g, g, g, 3)
+
+
+@functools.lru_cache(maxsize=2)
+def _grid_of(rotations: int, g: int) -> torch.Tensor:
+    """The sampling grid of :func:`rotation_grid` (``rotations``) at ``g``^3,
+    kept between queries: every search turns its query by the same rotations
+    (98 MB at 2,000 rotations of 16^3)."""
+    return _sampling_grid(torch.from_numpy(rotation_grid(rotations)), g)
 
 
 class FitQuery:
@@ -164,7 +189,7 @@ class FitQuery:
             mats = torch.from_numpy(rotation_grid(rotations))
             turns.append(mats)
             with torch.no_grad():
-                rows.append(_rotate(self._small[0][None, None], mats))
+                rows.append(_sample(self._small[0], _grid_of(rotations, grid)))
         self._turn = torch.cat(turns)
         raw = torch.cat(rows)  # [P + R, grid^3]
         # unit rows for the scoring, and what turns them back into volumes
@@ -207,9 +232,7 @@ class FitQuery:
                     for i in range(0, len(previews), _CHUNK)
                 ]
             )
-        small = np.stack(
-            [shrink(np.asarray(p, np.float32), self.grid) for p in previews]
-        )
+        small = _shrink_all(previews, self.grid)
         ent = _unit_rows(torch.from_numpy(small).flatten(1))
         keep = max(1, min(keep, len(self._rows)))
         best = torch.full((keep, len(ent)), -2.0)
@@ -249,12 +272,15 @@ class FitQuery:
         g = self.grid
         js = torch.argsort(corr[:, 0], descending=True)[:n]
         rows = which[js, : min(2, which.shape[1])].reshape(-1)
-        mats = (self._turn[rows][:, None] @ local[None]).reshape(-1, 3, 3)
-        src = self._source[rows].repeat_interleave(len(local))
-        cand = torch.empty(len(mats), g**3)
+        # entries that fit alike share best rotations: turn each one once
+        uniq, back = rows.unique(return_inverse=True)
+        mats = (self._turn[uniq][:, None] @ local[None]).reshape(-1, 3, 3)
+        src = self._source[uniq].repeat_interleave(len(local))
+        turned = torch.empty(len(mats), g**3)
         for s in src.unique().tolist():
             sel = (src == s).nonzero().flatten()
-            cand[sel] = _rotate(self._small[s][None, None], mats[sel])
+            turned[sel] = _rotate(self._small[s], mats[sel])
+        cand = turned.reshape(len(uniq), len(local), g**3)[back]
         cand = cand.reshape(len(js), -1, g**3)
         c = _shift_corr(cand, ent[js], g, shift)  # [n, candidates]
         score, k = c.max(dim=1)
@@ -264,6 +290,16 @@ class FitQuery:
         pick = cand[better, k[better]]
         corr[upd, -1] = (_unit_rows(pick) * ent[upd]).sum(dim=-1)  # unshifted
         vols[upd, -1] = pick
+
+
+def _shrink_all(previews: Sequence[np.ndarray] | np.ndarray, g: int) -> np.ndarray:
+    """``previews`` box-averaged to ``g``^3, ``[N, g, g, g]`` (in one call when they
+    share a side, as a store's do)."""
+    sides = {p.shape[0] for p in previews}
+    if len(sides) > 1:
+        return np.stack([shrink(np.asarray(p, np.float32), g) for p in previews])
+    stack = torch.from_numpy(np.asarray(previews, np.float32))
+    return F.avg_pool3d(stack[:, None], sides.pop() // g)[:, 0].numpy()
 
 
 #: Angles (degrees) of the local rotations :meth:`FitQuery.score` refines with,
@@ -294,33 +330,39 @@ def _shift_corr(
     n, keep = vols.shape[:2]
     if shift <= 0:
         return (_unit_rows(vols) * ent[:, None]).sum(dim=-1)
-    # Pearson with a zero-mean unit entry: win . e / |win - mean(win)|, for every
-    # window: the dot products as one grouped convolution (each volume with its
-    # entry as the kernel), the window sums as box filters
-    m, side = g**3, g + 2 * shift
-    pad = F.pad(vols.reshape(1, n * keep, g, g, g), (shift,) * 6)
-    kernels = ent.reshape(n, 1, g, g, g).repeat_interleave(keep, dim=0)
-    dot = F.conv3d(pad, kernels, groups=n * keep).reshape(n, keep, -1)
-    each = pad.reshape(n * keep, side, side, side).double()
-    total = _window_sums(each, g).reshape(n, keep, -1)
-    square = _window_sums(each * each, g).reshape(n, keep, -1)
-    spread = (square - total * total / m).clamp_min(1e-12).float()
-    return (dot / spread.sqrt()).max(dim=-1).values
+    # Pearson with a zero-mean unit entry: win . e / |win - mean(win)| for every
+    # window of the shifted volume. Shifting the volume by d is shifting the entry
+    # (and the window's box) by -d, so all three sums are matrix products with
+    # shifted copies of the entry and of the box, computed for a bounded number of
+    # entries at a time.
+    box = _shifted(torch.ones(1, g, g, g, dtype=torch.float64), shift)[0]  # [S, m]
+    step = max(1, _SHIFT_FLOATS // box.numel())
+    out = []
+    for i in range(0, n, step):
+        v = vols[i : i + step]
+        e = _shifted(ent[i : i + step].reshape(-1, g, g, g), shift)  # [n, S, m]
+        dot = v @ e.transpose(1, 2)  # [n, K, S]
+        flat = v.reshape(-1, g**3).double()
+        total = (flat @ box.T).reshape(dot.shape)
+        square = ((flat * flat) @ box.T).reshape(dot.shape)
+        spread = (square - total * total / g**3).clamp_min(1e-12).float()
+        out.append((dot / spread.sqrt()).max(dim=-1).values)
+    return torch.cat(out)
 
 
-def _window_sums(x: torch.Tensor, g: int) -> torch.Tensor:
-    """Sums of every ``g^3`` window of ``x`` ``[B, s, s, s]``: ``[B, w, w, w]``,
-    w = s - g + 1 (a summed-area table; a box filter of side g is slow)."""
-    c = F.pad(x, (1, 0, 1, 0, 1, 0)).cumsum(1).cumsum(2).cumsum(3)
-    w = x.shape[1] - g + 1
-    lo, hi = slice(0, w), slice(g, g + w)
-    return (
-        c[:, hi, hi, hi]
-        - c[:, lo, hi, hi]
-        - c[:, hi, lo, hi]
-        - c[:, hi, hi, lo]
-        + c[:, lo, lo, hi]
-        + c[:, lo, hi, lo]
-        + c[:, hi, lo, lo]
-        - c[:, lo, lo, lo]
+#: Bound on the floats of shifted entries :func:`_shift_corr` holds at once.
+_SHIFT_FLOATS = 1 << 23
+
+
+def _shifted(x: torch.Tensor, shift: int) -> torch.Tensor:
+    """Every shift of ``x`` ``[B, g, g, g]`` by up to ``shift`` voxels per axis,
+    zero fill: ``[B, (2 shift + 1)^3, g^3]``."""
+    g, s = x.shape[-1], range(2 * shift + 1)
+    pad = F.pad(x, (shift,) * 6)
+    return torch.stack(
+        [
+            pad[:, a : a + g, b : b + g, c : c + g].reshape(len(x), -1)
+            for a, b, c in itertools.product(s, s, s)
+        ],
+        dim=1,
     )
