@@ -31,10 +31,10 @@ from ingest.errors import IngestError
 from ingest.mapio import read_map
 from swan_index.bulk import ingest_paths
 from swan_index.db import StoreBusyError
-from swan_index.fit import fit_query
+from swan_index.fit import FitQuery, fit_query
 from swan_index.pipeline import DEFAULT_CHECKPOINT, EntryQuery, MapEncoder
 from swan_index.prepare import prepare_map, shrink
-from swan_index.store import Store
+from swan_index.store import Hit, Store
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,9 @@ REFRESH_EVERY = 2.0
 #: REREAD_WAIT seconds uses the entry's stored vectors.
 REREAD_SLOTS = 2
 REREAD_WAIT = 30.0
+#: Rotational fits (:mod:`swan_index.fit`) run at once; more requests wait their
+#: turn (each fit already uses every core, and holds about 100 MB while it runs).
+FIT_SLOTS = 2
 #: Stored entries' search queries kept (least recently used dropped).
 ENTRY_QUERY_CACHE = 256
 
@@ -116,6 +119,7 @@ class SwanService:
         # REREAD_SLOTS maps read again and encoded at once
         self._entry_queries: OrderedDict[tuple, EntryQuery] = OrderedDict()
         self._reread = threading.BoundedSemaphore(REREAD_SLOTS)
+        self._fitting = threading.BoundedSemaphore(FIT_SLOTS)
 
     # -- housekeeping ----------------------------------------------------------------
     def refresh(self, force: bool = False) -> None:
@@ -221,10 +225,9 @@ class SwanService:
         self.refresh()
         code, prepared, info = self._encode_upload(data, name, contour)
         turned = fit_query(prepared.volumes) if fit else None
-        with self._lock:
-            hits = self.store.search(
-                code, k=k, where=where, exact=exact, rg=prepared.record.rg, fit=turned
-            )
+        hits = self._search(
+            code, turned, k=k, where=where, exact=exact, rg=prepared.record.rg
+        )
         return {"query": info.to_dict(), "hits": [h.to_dict() for h in hits]}
 
     def similar(
@@ -257,14 +260,24 @@ class SwanService:
         if query is None:
             query = self._entry_query(key, row, stored)
         turned = fit_query(preview)
-        with self._lock:
-            hits = self.store.search(
-                query.code, k=k, where=where, exact=exact, rg=query.rg, fit=turned
-            )
+        hits = self._search(
+            query.code, turned, k=k, where=where, exact=exact, rg=query.rg
+        )
         return {
             "query": {"id": entry_id, "poses": query.poses, "source": query.source},
             "hits": [h.to_dict() for h in hits],
         }
+
+    def _search(self, code: Any, turned: FitQuery | None, **kw: Any) -> list[Hit]:
+        """:meth:`Store.search` holding the lock only for what reads the store:
+        the rotational fit, the costly step, runs without it (at most
+        :data:`FIT_SLOTS` at once)."""
+        with self._lock:
+            ranking = self.store.rank(code, fit=turned is not None, **kw)
+        with self._fitting:
+            ranking.apply_fit(turned)
+        with self._lock:
+            return self.store.hits(ranking)
 
     def _entry_query(self, key: tuple, row: dict, stored: Any) -> EntryQuery:
         """:meth:`MapEncoder.entry_query`, outside the lock, at most

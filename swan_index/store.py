@@ -39,7 +39,13 @@ any number of readers. Neither holds the DuckDB file for long: see
 4. Rotational fit (when ``fit`` is given, :mod:`swan_index.fit`): the best
    ``fit_top`` entries get, as their shape score, ``1 - fit_weight`` of it plus
    ``fit_weight`` times the best correlation of the query over all rotations with
-   their stored previews; only they compete for the k hits.
+   their stored previews; only they compete for the k hits. An entry without a
+   preview (only a store built by hand lacks them) keeps its learned score, as if
+   its fit equalled its shape score.
+
+The steps run as :meth:`Store.rank` (1-3, reads the store), :meth:`Ranking.apply_fit`
+(4, computation only) and :meth:`Store.hits` (the metadata of the best k), so that
+a server can run the fit, the costly step, without holding the store.
 
 ``exact=True`` skips step 2 and scores every allowed entry (the ground truth).
 """
@@ -183,6 +189,58 @@ class Hit:
             "pose": self.pose,
             **{k: v for k, v in self.entry.items() if k != "emdb_id"},
         }
+
+
+@dataclass
+class Ranking:
+    """A search between its stages (:meth:`Store.rank`, :meth:`apply_fit`,
+    :meth:`Store.hits`): the candidates with their scores, and the stored
+    previews of those the rotational fit re-scores.
+
+    The fit needs nothing from the store, so a server can run it without holding
+    the store (see :mod:`dashboard.service`).
+    """
+
+    cand: np.ndarray  # entry ids
+    score: np.ndarray  # [n] combined score
+    shape: np.ndarray  # [n] shape score in the best pose
+    pose: np.ndarray  # [n] best query pose
+    per_scale: dict[str, np.ndarray]  # scale side -> [n] cosine in the best pose
+    log_ratio: np.ndarray  # [n] ln(rg_query / rg_entry), NaN when unknown
+    k: int
+    fit_rows: np.ndarray | None = None  # positions the fit re-scores
+    previews: dict[int, np.ndarray] = field(default_factory=dict)
+    fit_weight: float = FIT_WEIGHT
+    fit_of: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def apply_fit(self, fit: FitQuery | None) -> None:
+        """Step 4 of the search (in place): the ``fit_rows`` entries get
+        ``fit_weight * (fit - shape)`` added, where ``fit`` is the best correlation
+        of the query's turned volumes with their previews (entries without a
+        comparable preview keep the learned score); only they stay in the
+        running. Nothing happens when the ranking was made without the fit."""
+        if self.fit_rows is None:
+            return
+        self.fit_of = np.full(len(self.cand), np.nan)
+        rows = self.fit_rows
+        if fit is not None:
+            have = [
+                j
+                for j in rows
+                if int(self.cand[j]) in self.previews
+                and comparable(self.previews[int(self.cand[j])].shape[0], fit.grid)
+            ]
+            if have:
+                self.fit_of[have] = fit.score(
+                    [self.previews[int(self.cand[j])] for j in have]
+                )
+                self.score[have] += self.fit_weight * (
+                    self.fit_of[have] - self.shape[have]
+                )
+        keep = np.zeros(len(self.cand), bool)
+        keep[rows] = True
+        self.score = np.where(keep, self.score, -np.inf)
+        self.fit_rows = None  # applied once
 
 
 def _jsonable(value: Any) -> Any:
@@ -1107,6 +1165,47 @@ class Store:
                 from another encoder.
             KeyError: ``query`` is an id the store does not hold.
         """
+        ranking = self.rank(
+            query,
+            k,
+            where,
+            scales,
+            exact,
+            rg,
+            size_weight,
+            weights,
+            overfetch,
+            min_candidates,
+            nprobe,
+            exact_filter_limit,
+            fit=fit is not None,
+            fit_top=fit_top,
+            fit_weight=fit_weight,
+        )
+        ranking.apply_fit(fit)
+        return self.hits(ranking)
+
+    def rank(
+        self,
+        query: MultiScaleCode | int,
+        k: int = 10,
+        where: str | None = None,
+        scales: tuple[int, ...] | None = None,
+        exact: bool = False,
+        rg: float | None = None,
+        size_weight: float = SIZE_WEIGHT,
+        weights: tuple[float, ...] | None = None,
+        overfetch: int = 200,
+        min_candidates: int = 2000,
+        nprobe: int = DEFAULT_NPROBE,
+        exact_filter_limit: int = EXACT_FILTER_LIMIT,
+        fit: bool = False,
+        fit_top: int = FIT_TOP,
+        fit_weight: float = FIT_WEIGHT,
+    ) -> Ranking:
+        """Steps 1-3 of :meth:`search` (same arguments; ``fit``: whether the fit
+        will follow, and so which previews to fetch). Finish with
+        :meth:`Ranking.apply_fit` and :meth:`hits`."""
         self._check_open()
         if not isinstance(k, int | np.integer) or k < 1:
             raise ValueError(f"k={k!r}: ask for at least 1 hit")
@@ -1129,7 +1228,9 @@ class Store:
         allowed = self._allowed(where) if where is not None else None
         pool = self._ids if allowed is None else allowed
         if not len(pool):
-            return []
+            none = np.zeros(0)
+            ids = np.zeros(0, np.int64)
+            return Ranking(ids, none, none, ids, {}, none, 0)
         k = int(min(k, len(pool)))
         small = len(pool) <= max(min_candidates, k)
         if allowed is None and (exact or small):  # every entry, in _ids order
@@ -1162,53 +1263,74 @@ class Store:
             with np.errstate(invalid="ignore", divide="ignore"):
                 log_ratio = np.log(rg / cand_rg)
             score = score - size_weight * np.nan_to_num(np.abs(log_ratio), nan=0.0)
-        fit_of = np.full(len(cand), np.nan)
-        if fit is not None:
+        ranking = Ranking(
+            cand,
+            score,
+            shape[pose, cols],
+            pose,
+            {
+                str(self.encoder.scales[i]): s[pose, cols]
+                for i, s in zip(sel, per_scale, strict=True)
+            },
+            log_ratio,
+            k,
+        )
+        if fit:
             if not 0.0 <= fit_weight <= 1.0:
                 raise ValueError(f"fit_weight={fit_weight}: use a weight in [0, 1]")
             n_fit = int(min(len(cand), max(k, fit_top)))
-            best = np.argsort(-score, kind="stable")[:n_fit]
-            previews = self.get_previews(cand[best])
-            have = [
-                j
-                for j in best
-                if int(cand[j]) in previews
-                and comparable(previews[int(cand[j])].shape[0], fit.grid)
-            ]
-            if have:
-                fit_of[have] = fit.score([previews[int(cand[j])] for j in have])
-                score[have] += fit_weight * (fit_of[have] - shape[pose[have], have])
-            # only the re-scored entries compete for the top k
-            keep = np.zeros(len(cand), bool)
-            keep[best] = True
-            score = np.where(keep, score, -np.inf)
-        if len(score) > 4 * k:  # partial sort: only the top k are ordered
-            part = np.argpartition(-score, k - 1)[:k]
-            top = part[np.argsort(-score[part], kind="stable")]
-        else:
-            top = np.argsort(-score, kind="stable")[:k]
-        top_ids = cand[top]
-        info = {
-            r["id"]: r
-            for r in self._query_sql(
-                f"SELECT id, {', '.join(HIT_COLUMNS)} FROM entries "
-                "WHERE list_contains(?, id)",
-                [[int(i) for i in top_ids]],
-            )
-        }
-        hits = []
-        for rank, j in enumerate(top, start=1):
-            scores = {
-                str(self.encoder.scales[i]): float(s[pose[j], j])
-                for i, s in zip(sel, per_scale, strict=True)
+            ranking.fit_rows = np.argsort(-score, kind="stable")[:n_fit]
+            ranking.previews = self.get_previews(cand[ranking.fit_rows])
+            ranking.fit_weight = fit_weight
+        return ranking
+
+    def hits(self, ranking: Ranking) -> list[Hit]:
+        """The best ``ranking.k`` of a :class:`Ranking`, with their metadata. An
+        entry deleted since the ranking was made (here or by another process
+        since the last refresh) is left out and the next best takes its place.
+
+        Raises:
+            ValueError: the ranking was made for the fit, not yet applied.
+        """
+        self._check_open()
+        if ranking.fit_rows is not None:
+            raise ValueError("the ranking waits for its fit: call apply_fit first")
+        score, cand, k = ranking.score, ranking.cand, ranking.k
+        n = int(np.isfinite(score).sum())  # -inf: left out by the fit
+        want, top, info = k, np.zeros(0, np.int64), {}
+        while len(info) < k and len(top) < n:
+            want = min(n, 2 * want if len(top) else want)
+            if want < len(score) / 4:  # partial sort: only the top ones ordered
+                part = np.argpartition(-score, want - 1)[:want]
+                top = part[np.argsort(-score[part], kind="stable")]
+            else:
+                top = np.argsort(-score, kind="stable")[:want]
+            info = {
+                r["id"]: r
+                for r in self._query_sql(
+                    f"SELECT id, {', '.join(HIT_COLUMNS)} FROM entries "
+                    "WHERE list_contains(?, id)",
+                    [[int(i) for i in cand[top]]],
+                )
             }
-            if not np.isnan(log_ratio[j]):
-                scores["size"] = float(log_ratio[j])
-            if not np.isnan(fit_of[j]):
-                scores["fit"] = float(fit_of[j])
-            entry = {c: info.get(int(cand[j]), {}).get(c) for c in HIT_COLUMNS}
+        top = [j for j in top if int(cand[j]) in info][:k]
+        hits = []
+        for j in top:
+            scores = {side: float(s[j]) for side, s in ranking.per_scale.items()}
+            if not np.isnan(ranking.log_ratio[j]):
+                scores["size"] = float(ranking.log_ratio[j])
+            if len(ranking.fit_of) and not np.isnan(ranking.fit_of[j]):
+                scores["fit"] = float(ranking.fit_of[j])
+            entry = {c: info[int(cand[j])].get(c) for c in HIT_COLUMNS}
             hits.append(
-                Hit(rank, int(cand[j]), float(score[j]), scores, int(pose[j]), entry)
+                Hit(
+                    len(hits) + 1,
+                    int(cand[j]),
+                    float(score[j]),
+                    scores,
+                    int(ranking.pose[j]),
+                    entry,
+                )
             )
         return hits
 

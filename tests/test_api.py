@@ -178,6 +178,46 @@ def test_similar(client: TestClient):
     assert {h["emdb_id"] for h in filtered["hits"]} == {"EMD-1832", "EMD-3001"}
 
 
+def test_the_fit_runs_without_the_store_lock(
+    service: SwanService, monkeypatch: pytest.MonkeyPatch
+):
+    """Other requests need not wait for the costly step: while the fit scores,
+    another thread can take the service's lock; the hits are those of one
+    Store.search call."""
+    import threading
+
+    from swan_index import fit as fit_module
+
+    held = []
+    score = fit_module.FitQuery.score
+
+    def try_lock(got: list) -> None:
+        got.append(service._lock.acquire(blocking=False))
+        if got[-1]:
+            service._lock.release()
+
+    def spy(self, previews, *a, **kw):
+        got: list = []
+        t = threading.Thread(target=try_lock, args=(got,))
+        t.start()
+        t.join()
+        held.append(not got[0])
+        return score(self, previews, *a, **kw)
+
+    monkeypatch.setattr(fit_module.FitQuery, "score", spy)
+    body = service.similar("EMD-5625", k=3)
+    assert held == [False]
+    with service._lock:
+        entry_id = service.store.find("EMD-5625")
+        preview = service.store.get_preview(entry_id)
+        code = service.store.get_code(entry_id)
+    fit = fit_module.FitQuery(preview)
+    query = service.encoder.entry_query(service.store.get([entry_id])[0], code)
+    direct = service.store.search(query.code, k=3, rg=query.rg, fit=fit)
+    assert [h["id"] for h in body["hits"]] == [h.id for h in direct]
+    assert [h["scores"] for h in body["hits"]] == [h.scores for h in direct]
+
+
 def test_encode_matches_the_stored_code(
     client: TestClient, service: SwanService, map_bytes
 ):

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
+from swan_index import fit as fit_module
 from swan_index.fit import FitQuery, fit_query, rotation_grid
+from swan_index.prepare import shrink
 from swan_index.store import SIZE_WEIGHT, Store
 
 from .test_store import encoder, samples, store  # noqa: F401  (fixtures)
@@ -112,6 +118,36 @@ def test_search_rescores_the_best_hits_by_the_fit(store, samples, encoder):  # n
         store.search(code, k=2, fit=fit, fit_weight=1.5)
 
 
+def test_search_in_stages_matches_one_call(store, samples, encoder):  # noqa: F811
+    """rank -> apply_fit -> hits (how a server runs the fit outside its lock)
+    gives the hits of one search; an entry deleted between the stages is
+    replaced by the next best, not returned without its metadata."""
+    prepared, _ = samples
+    turned = _turned(prepared[2].volumes[0], 3)
+    code = encoder.encode(turned[None])
+    fit = FitQuery(turned)
+    rg = prepared[2].record.rg
+    once = store.search(code, k=4, rg=rg, fit=fit)
+    ranking = store.rank(code, k=4, rg=rg, fit=True)
+    assert set(ranking.previews) == {int(i) for i in ranking.cand}  # all 6
+    ranking.apply_fit(fit)
+    ranking.apply_fit(fit)  # applied once
+    staged = store.hits(ranking)
+    assert [(h.id, h.score, h.scores) for h in staged] == [
+        (h.id, h.score, h.scores) for h in once
+    ]
+    full = store.search(code, k=6, rg=rg, fit=fit)
+    ranking = store.rank(code, k=4, rg=rg, fit=True)
+    with pytest.raises(ValueError, match="apply_fit"):
+        store.hits(ranking)
+    ranking.apply_fit(fit)
+    store.delete([once[1].id])
+    after = store.hits(ranking)  # the next best takes the deleted one's place
+    assert [h.id for h in after] == [h.id for h in full if h.id != once[1].id][:4]
+    assert [h.rank for h in after] == [1, 2, 3, 4]
+    assert all(h.entry["emdb_id"] for h in after)
+
+
 def test_entries_without_previews_keep_the_learned_score(
     tmp_path,
     encoder,  # noqa: F811
@@ -155,3 +191,55 @@ def test_fit_refines_the_best_rotations_locally(samples):  # noqa: F811
     assert int(np.argmax(refined)) == 1
     assert refined[1] > coarse[1] + 0.05
     assert np.all(refined >= coarse - 1e-6)
+
+
+def _brute_shift_corr(vols, ent, g, shift):
+    """Reference for _shift_corr: every shift as an explicit zero-filled window."""
+    out = np.full(vols.shape[:2], -np.inf)
+    pad = np.pad(
+        vols.reshape(*vols.shape[:2], g, g, g), [(0, 0)] * 2 + [(shift, shift)] * 3
+    )
+    e = ent.reshape(-1, g, g, g)
+    r = range(2 * shift + 1)
+    for n in range(vols.shape[0]):
+        for k in range(vols.shape[1]):
+            for a, b, c in itertools.product(r, r, r):
+                win = pad[n, k, a : a + g, b : b + g, c : c + g].ravel()
+                win = win - win.mean()
+                corr = win @ e[n].ravel() / max(np.linalg.norm(win), 1e-12)
+                out[n, k] = max(out[n, k], corr)
+    return out
+
+
+@pytest.mark.parametrize("shift", [1, 2])
+def test_shifted_correlation_matches_explicit_windows(monkeypatch, shift):
+    g = 6
+    rng = np.random.default_rng(shift)
+    vols = rng.random((5, 3, g**3)).astype(np.float32)
+    vols[:, :, : g**2] = 0  # an empty face, as a map inside its box has
+    ent = fit_module._unit_rows(torch.from_numpy(rng.random((5, g**3), np.float32)))
+    want = _brute_shift_corr(vols.astype(np.float64), ent.double().numpy(), g, shift)
+    got = fit_module._shift_corr(torch.from_numpy(vols), ent, g, shift).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    # in chunks of one and two entries (the bound on memory)
+    for floats in (1, 2 * (2 * shift + 1) ** 3 * g**3):
+        monkeypatch.setattr(fit_module, "_SHIFT_FLOATS", floats)
+        chunked = fit_module._shift_corr(torch.from_numpy(vols), ent, g, shift)
+        np.testing.assert_allclose(chunked.numpy(), got, atol=1e-6)
+
+
+def test_sampling_grid_and_shrink_match_torch_and_prepare():
+    mats = torch.from_numpy(rotation_grid(7))
+    theta = torch.cat([mats, torch.zeros(7, 3, 1)], dim=2)
+    for g in (4, 5, 16):
+        want = F.affine_grid(theta, [7, 1, g, g, g], align_corners=False)
+        got = fit_module._sampling_grid(mats, g)
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    rng = np.random.default_rng(0)
+    same = rng.random((3, 32, 32, 32), np.float32)
+    mixed = [same[0], rng.random((16, 16, 16), np.float32), same[1]]
+    for previews in (same, list(same), mixed):
+        want = np.stack([shrink(p, 16) for p in previews])
+        np.testing.assert_allclose(
+            fit_module._shrink_all(previews, 16), want, atol=1e-6
+        )
