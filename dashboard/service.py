@@ -47,8 +47,8 @@ REFRESH_EVERY = 2.0
 #: REREAD_WAIT seconds uses the entry's stored vectors.
 REREAD_SLOTS = 2
 REREAD_WAIT = 30.0
-#: Rotational fits (:mod:`swan_index.fit`) run at once; more requests wait their
-#: turn (each fit already uses every core, and holds about 100 MB while it runs).
+#: How many rotational fits (:mod:`swan_index.fit`) run at once; more requests wait
+#: their turn (each fit already uses every core, and holds about 100 MB meanwhile).
 FIT_SLOTS = 2
 #: Stored entries' search queries kept (least recently used dropped).
 ENTRY_QUERY_CACHE = 256
