@@ -1117,45 +1117,24 @@ class Store:
         self,
         query: MultiScaleCode | int,
         k: int = 10,
-        where: str | None = None,
-        scales: tuple[int, ...] | None = None,
-        exact: bool = False,
-        rg: float | None = None,
-        size_weight: float = SIZE_WEIGHT,
-        weights: tuple[float, ...] | None = None,
-        overfetch: int = 200,
-        min_candidates: int = 2000,
-        nprobe: int = DEFAULT_NPROBE,
-        exact_filter_limit: int = EXACT_FILTER_LIMIT,
         fit: FitQuery | None = None,
-        fit_top: int = FIT_TOP,
-        fit_weight: float = FIT_WEIGHT,
+        **options: Any,
     ) -> list[Hit]:
-        """Entries most similar to ``query``, best first.
+        """Entries most similar to ``query``, best first: :meth:`rank`,
+        :meth:`Ranking.apply_fit` and :meth:`hits` in a row.
 
         Args:
-            query: the code of one map (its rows are candidate poses of that map;
-                each entry keeps its best pose), or a stored entry id.
-            k: hits wanted.
-            where: SQL predicate over ``entries``, e.g. ``"resolution < 4"``.
-            scales: scale sides to score with (default all); the coarsest of them
-                gives the candidates.
-            exact: score every (allowed) entry instead of coarse candidates.
-            rg: the query's radius of gyration (Å), for the size term (taken from
-                the entry when ``query`` is an id).
-            size_weight: weight of ``|ln(rg_q / rg_e)|``; 0 disables it.
-            weights: per selected scale, for the shape score (default equal).
-            overfetch, min_candidates: coarse candidates = max(overfetch * k,
-                min_candidates) per pose.
-            nprobe: IVF lists scanned at first.
-            exact_filter_limit: a filter leaving at most this many entries scores
-                them all.
+            query, k: as :meth:`rank`.
             fit: the query's volumes turned through every rotation
                 (:class:`swan_index.fit.FitQuery`): the best ``fit_top`` entries
                 are re-scored with the best correlation over those rotations
                 against their stored previews (``scores["fit"]``), weighted
                 ``fit_weight`` against the learned shape score. Entries without a
                 preview keep the learned score.
+            options: the other arguments of :meth:`rank` (``where``, ``scales``,
+                ``exact``, ``rg``, ``size_weight``, ``weights``, ``overfetch``,
+                ``min_candidates``, ``nprobe``, ``exact_filter_limit``,
+                ``fit_top``, ``fit_weight``), by name.
 
         Returns:
             Up to ``k`` :class:`Hit` objects (fewer only when fewer entries match).
@@ -1165,23 +1144,7 @@ class Store:
                 from another encoder.
             KeyError: ``query`` is an id the store does not hold.
         """
-        ranking = self.rank(
-            query,
-            k,
-            where,
-            scales,
-            exact,
-            rg,
-            size_weight,
-            weights,
-            overfetch,
-            min_candidates,
-            nprobe,
-            exact_filter_limit,
-            fit=fit is not None,
-            fit_top=fit_top,
-            fit_weight=fit_weight,
-        )
+        ranking = self.rank(query, k, fit=fit is not None, **options)
         ranking.apply_fit(fit)
         return self.hits(ranking)
 
@@ -1203,9 +1166,37 @@ class Store:
         fit_top: int = FIT_TOP,
         fit_weight: float = FIT_WEIGHT,
     ) -> Ranking:
-        """Steps 1-3 of :meth:`search` (same arguments; ``fit``: whether the fit
-        will follow, and so which previews to fetch). Finish with
-        :meth:`Ranking.apply_fit` and :meth:`hits`."""
+        """Steps 1-3 of :meth:`search`: the candidates and their scores, as a
+        :class:`Ranking` to finish with :meth:`Ranking.apply_fit` and :meth:`hits`.
+
+        Args:
+            query: the code of one map (its rows are candidate poses of that map;
+                each entry keeps its best pose), or a stored entry id.
+            k: hits wanted.
+            where: SQL predicate over ``entries``, e.g. ``"resolution < 4"``.
+            scales: scale sides to score with (default all); the coarsest of them
+                gives the candidates.
+            exact: score every (allowed) entry instead of coarse candidates.
+            rg: the query's radius of gyration (Å), for the size term (taken from
+                the entry when ``query`` is an id).
+            size_weight: weight of ``|ln(rg_q / rg_e)|``; 0 disables it.
+            weights: per selected scale, for the shape score (default equal).
+            overfetch, min_candidates: coarse candidates = max(overfetch * k,
+                min_candidates) per pose.
+            nprobe: IVF lists scanned at first.
+            exact_filter_limit: a filter leaving at most this many entries scores
+                them all.
+            fit: whether the rotational fit will follow (:meth:`search`,
+                :meth:`Ranking.apply_fit`), and so which previews to fetch: the
+                ``fit_top`` best entries' (at least ``k``).
+            fit_top, fit_weight: how many entries the fit re-scores, and its
+                weight against the learned shape score, in [0, 1].
+
+        Raises:
+            ValueError: bad ``k``, ``scales``, ``weights``, ``where`` or
+                ``fit_weight``, or a query from another encoder.
+            KeyError: ``query`` is an id the store does not hold.
+        """
         self._check_open()
         if not isinstance(k, int | np.integer) or k < 1:
             raise ValueError(f"k={k!r}: ask for at least 1 hit")
