@@ -69,8 +69,8 @@ def _serve(store: Path, port: int) -> None:
 
 
 def _build_store(folder: Path) -> Path:
-    from swan_index.bulk import ingest_paths
-    from swan_index.pipeline import MapEncoder
+    from swan_index.indexer import ingest_paths
+    from swan_index.map_encoder import MapEncoder
     from swan_index.store import Store
 
     encoder = MapEncoder()

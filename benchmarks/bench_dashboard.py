@@ -351,7 +351,7 @@ def _layout(
 
 def build_store(path: Path, n: int, seed: int = 0) -> dict[str, Any]:
     """A store of ``n`` generated entries, with a layout, at ``path``."""
-    from swan_index.pipeline import MapEncoder
+    from swan_index.map_encoder import MapEncoder
     from swan_index.store import Store
 
     t0 = time.perf_counter()

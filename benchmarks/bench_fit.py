@@ -39,7 +39,7 @@ from scipy.spatial.transform import Rotation
 from benchmarks.common import ROOT, machine_info, save_result
 from ingest import find_entries
 from swan_index.fit import FIT_TOP, FitQuery
-from swan_index.pipeline import MapEncoder
+from swan_index.map_encoder import MapEncoder
 from swan_index.prepare import PREVIEW_GRID, prepare_entry, shrink
 
 

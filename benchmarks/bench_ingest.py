@@ -17,7 +17,7 @@ before timing), ``--repeat`` rounds of:
 * ``zlib``: read + ``gzip.decompress`` (standard library), one process;
 * ``isal_parallel``: the ``isal`` pass in a process pool with as many workers as
   ingest uses (its default: CPU count, at most 8);
-* ``ingest``: ``swan_index.bulk.ingest_paths`` of the folder into a fresh store
+* ``ingest``: ``swan_index.indexer.ingest_paths`` of the folder into a fresh store
   with default workers (read + canonicalize in workers, encode + store in the main
   process; the checkpoint is loaded beforehand, store creation is excluded).
 
@@ -171,7 +171,7 @@ def decompress_pass(files: list[Path], fn: Any, workers: int = 0) -> float:
 
 def ingest_pass(files: list[Path], encoder: Any, store_path: Path) -> dict[str, Any]:
     """End-to-end ingest of the folder into a fresh store."""
-    from swan_index.bulk import ingest_paths
+    from swan_index.indexer import ingest_paths
     from swan_index.store import Store
 
     shutil.rmtree(store_path, ignore_errors=True)
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
     raw = [_isal_one(str(f)) for f in files]  # warms the page cache too
     workers = min(8, os.cpu_count() or 1)  # ingest_paths' default
 
-    from swan_index.pipeline import MapEncoder
+    from swan_index.map_encoder import MapEncoder
 
     t0 = time.perf_counter()
     encoder = MapEncoder()

@@ -173,7 +173,7 @@ def make_base(args: argparse.Namespace) -> dict[str, Any]:
                 print(f"base codes: cached in {cache}", flush=True)
                 return {k: z[k] for k in z.files}
     from encoder.dataset import from_uint8, group_of
-    from swan_index.pipeline import MapEncoder
+    from swan_index.map_encoder import MapEncoder
 
     jobs, groups, kinds = [], [], []
     for path in _source_files(MAP_DIRS, MAP_SUFFIXES):
@@ -631,7 +631,7 @@ def search_all(
     queries (see :func:`run_set`)."""
     store = Store.open(path, read_only=True)
     coarse = store.index_info()[0]
-    nlist = store._indexes[0].nlist  # noqa: SLF001 - reported only
+    nlist = store.index_info()[0]["nlist"]
     results: dict[str, Any] = {
         "entries": store.count(),
         "coarse_index": {**coarse, "nlist": nlist},

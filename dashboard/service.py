@@ -29,10 +29,10 @@ import numpy as np
 
 from ingest.errors import IngestError
 from ingest.mapio import read_map
-from swan_index.bulk import ingest_paths
+from swan_index.indexer import ingest_paths
 from swan_index.db import StoreBusyError
 from swan_index.fit import FitQuery, fit_query
-from swan_index.pipeline import DEFAULT_CHECKPOINT, EntryQuery, MapEncoder
+from swan_index.map_encoder import DEFAULT_CHECKPOINT, EntryQuery, MapEncoder
 from swan_index.prepare import prepare_map, shrink
 from swan_index.store import Hit, Store
 

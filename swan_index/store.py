@@ -824,9 +824,15 @@ class Store:
         return len(self._allowed(where))
 
     def index_info(self) -> list[dict[str, Any]]:
-        """Per scale: side, dims, index kind, entries."""
+        """Per scale: side, dims, index kind, entries, IVF lists (0: flat)."""
         return [
-            {"scale": s, "dim": d, "kind": idx.kind, "ntotal": idx.ntotal}
+            {
+                "scale": s,
+                "dim": d,
+                "kind": idx.kind,
+                "ntotal": idx.ntotal,
+                "nlist": idx.nlist,
+            }
             for s, d, idx in zip(
                 self.encoder.scales, self.encoder.dims, self._indexes, strict=True
             )

@@ -13,8 +13,8 @@ from fastapi.testclient import TestClient
 
 from dashboard.server import create_server
 from dashboard.service import SwanService
-from swan_index.bulk import ingest_paths
-from swan_index.pipeline import MapEncoder
+from swan_index.indexer import ingest_paths
+from swan_index.map_encoder import MapEncoder
 from swan_index.store import Store
 from tests.conftest import MAPS
 

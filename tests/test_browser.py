@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from dashboard.testing import CHROMIUM, CHROMIUM_ARGS, start_serve
-from swan_index.demo import DemoConfig, build_demo_store
-from swan_index.pipeline import MapEncoder
+from dashboard.demo import DemoConfig, build_demo_store
+from swan_index.map_encoder import MapEncoder
 from swan_index.store import Store
 
 from .conftest import MAPS, ROOT

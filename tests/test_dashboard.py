@@ -18,9 +18,9 @@ from dashboard.app import create_app
 from dashboard.figures import COLOR_FIELDS, OVERLAY_TRACES
 from dashboard.pages import entry, explore, search
 from dashboard.service import SwanService
-from swan_index.bulk import ingest_paths
+from swan_index.indexer import ingest_paths
 from swan_index.layout import layout_store
-from swan_index.pipeline import MapEncoder
+from swan_index.map_encoder import MapEncoder
 from swan_index.store import Store
 
 from .conftest import DATA, MAPS

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from swan_index.bulk import ingest_paths
+from swan_index.indexer import ingest_paths
 from swan_index.cli import main
-from swan_index.pipeline import MapEncoder
+from swan_index.map_encoder import MapEncoder
 from swan_index.store import Store
 from tests.conftest import MAPS
 

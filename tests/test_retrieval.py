@@ -14,7 +14,7 @@ from ingest.discover import find_entries
 from ingest.mapio import read_map
 from ingest.transform import random_rotation
 from swan_index.cli import main as swan
-from swan_index.pipeline import MapEncoder
+from swan_index.map_encoder import MapEncoder
 from swan_index.prepare import prepare_entry, prepare_map
 from swan_index.retrieval import evaluate_store, rank_metrics, read_truth, summarize
 from swan_index.store import Store

@@ -7,7 +7,7 @@ import argparse
 
 from benchmarks.retrieval.run import BASELINES, OURS, run
 from benchmarks.retrieval.variants import QUERY_CONDITIONS
-from swan_index.pipeline import DEFAULT_CHECKPOINT
+from swan_index.map_encoder import DEFAULT_CHECKPOINT
 from tests.conftest import DATA
 
 

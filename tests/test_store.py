@@ -11,7 +11,7 @@ import pytest
 from encoder.code import MultiScaleCode
 from ingest import find_entries
 from swan_index.db import StoreBusyError
-from swan_index.pipeline import MapEncoder, concat_codes
+from swan_index.map_encoder import MapEncoder, concat_codes
 from swan_index.prepare import prepare_entry
 from swan_index.schema import EntryRecord
 from swan_index.store import Store, decode_preview, encode_preview

@@ -54,7 +54,7 @@ from ingest.discover import is_map_file
 from ingest.mapio import DensityMap, read_map
 from ingest.simulate import simulate_view
 from swan_index.fit import FitQuery
-from swan_index.pipeline import DEFAULT_CHECKPOINT, MapEncoder
+from swan_index.map_encoder import DEFAULT_CHECKPOINT, MapEncoder
 from swan_index.prepare import prepare_map
 from swan_index.retrieval import METRICS, rank_metrics, summarize
 from swan_index.store import Store

@@ -34,8 +34,8 @@ def main(args: argparse.Namespace) -> int:
     """Run ``swan demo``."""
     from swan_index.layout import layout_store
 
-    from swan_index.demo import build_demo_store, default_demo_path
-    from swan_index.pipeline import MapEncoder
+    from dashboard.demo import build_demo_store, default_demo_path
+    from swan_index.map_encoder import MapEncoder
     from swan_index.store import Store
 
     encoder = MapEncoder(args.checkpoint)

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from swan_index.db import StoreBusyError
-from swan_index.pipeline import DEFAULT_CHECKPOINT
+from swan_index.map_encoder import DEFAULT_CHECKPOINT
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:

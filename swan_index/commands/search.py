@@ -34,7 +34,7 @@ from encoder.code import MultiScaleCode
 from ingest.errors import IngestError
 from swan_index.commands import open_reader
 from swan_index.fit import FIT_TOP, fit_query
-from swan_index.pipeline import DEFAULT_CHECKPOINT, MapEncoder
+from swan_index.map_encoder import DEFAULT_CHECKPOINT, MapEncoder
 from swan_index.store import Store
 
 

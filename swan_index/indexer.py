@@ -1,4 +1,4 @@
-"""Bulk ingest: files, folders and EMDB mirrors into a store.
+"""The indexer: files, folders and EMDB mirrors into a store (what `swan ingest` runs).
 
 Reading and canonicalization run in a pool of worker processes (they need no
 model); the main process encodes in batches and commits each batch in one
@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from ingest.discover import MapEntry, find_entries
 from ingest.errors import IngestError
-from swan_index.pipeline import MapEncoder
+from swan_index.map_encoder import MapEncoder
 from swan_index.prepare import PreparedMap, prepare_entry
 from swan_index.store import Store
 

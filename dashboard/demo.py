@@ -27,8 +27,8 @@ from encoder.synthetic import build_assembly, describe, random_spec
 from ingest.header import EntryMetadata
 from ingest.mapio import DensityMap
 from ingest.simulate import read_model, simulate_view
-from swan_index.bulk import ingest_paths
-from swan_index.pipeline import MapEncoder
+from swan_index.indexer import ingest_paths
+from swan_index.map_encoder import MapEncoder
 from swan_index.prepare import PreparedMap, prepare_map
 from swan_index.store import Store
 

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from ingest import random_rotation, read_map, rotate_map, write_map
-from swan_index.bulk import ingest_paths
+from swan_index.indexer import ingest_paths
 from swan_index.cli import main
-from swan_index.pipeline import MapEncoder
+from swan_index.map_encoder import MapEncoder
 from swan_index.store import Store
 
 from .conftest import DATA, MAPS, ROOT
