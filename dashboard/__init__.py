@@ -1,1 +1,2 @@
-"""Dash dashboard and HTTP service (built in a later step)."""
+"""The Dash dashboard and the HTTP service of one store (``swan serve``), and
+the demo store they serve with ``swan demo``."""

@@ -91,7 +91,7 @@ class Health(BaseModel):
     writes_enabled: bool = Field(description="ingest/delete allowed (with a token)")
 
 
-class Hit(BaseModel):
+class HitBody(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     rank: int = Field(description="1-based")
@@ -126,10 +126,10 @@ class UploadInfo(BaseModel):
 
 class SearchResult(BaseModel):
     query: UploadInfo
-    hits: list[Hit]
+    hits: list[HitBody]
 
 
-class EntryQuery(BaseModel):
+class EntryQueryBody(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: int = Field(description="store id of the query entry")
@@ -141,8 +141,8 @@ class EntryQuery(BaseModel):
 
 
 class SimilarResult(BaseModel):
-    query: EntryQuery
-    hits: list[Hit]
+    query: EntryQueryBody
+    hits: list[HitBody]
 
 
 class Entry(BaseModel):

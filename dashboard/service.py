@@ -21,7 +21,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +28,14 @@ import numpy as np
 
 from ingest.errors import IngestError
 from ingest.mapio import read_map
-from swan_index.indexer import ingest_paths
 from swan_index.db import StoreBusyError
-from swan_index.fit import FitQuery, fit_query
-from swan_index.map_encoder import DEFAULT_CHECKPOINT, EntryQuery, MapEncoder
-from swan_index.prepare import prepare_map, shrink
-from swan_index.store import Hit, Store
+from swan_index.fit import apply_fit
+from swan_index.indexer import ingest_paths
+from swan_index.map_encoder import DEFAULT_CHECKPOINT, MapEncoder
+from swan_index.prepare import shrink
+from swan_index.query import Query, StoredEntry, display_name
+from swan_index.ranking import Hit, SearchOptions
+from swan_index.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -60,30 +61,6 @@ class UploadError(ValueError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
-
-
-@dataclass(frozen=True)
-class QueryInfo:
-    """What the service saw in an uploaded query map."""
-
-    name: str
-    grid: tuple[int, int, int]
-    voxel_size: float
-    contour: float
-    contour_source: str
-    rg: float
-    poses: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "grid": list(self.grid),
-            "voxel_size": self.voxel_size,
-            "contour": self.contour,
-            "contour_source": self.contour_source,
-            "rg": self.rg,
-            "poses": self.poses,
-        }
 
 
 class SwanService:
@@ -117,7 +94,7 @@ class SwanService:
         self._checked = time.monotonic()
         # queries of stored entries, keyed by what makes them stale; at most
         # REREAD_SLOTS maps read again and encoded at once
-        self._entry_queries: OrderedDict[tuple, EntryQuery] = OrderedDict()
+        self._entry_queries: OrderedDict[tuple, Query] = OrderedDict()
         self._reread = threading.BoundedSemaphore(REREAD_SLOTS)
         self._fitting = threading.BoundedSemaphore(FIT_SLOTS)
 
@@ -166,42 +143,17 @@ class SwanService:
                 status=413,
             )
 
-    @contextmanager
-    def _upload_file(self, data: bytes) -> Iterator[Path]:
-        self._check_upload(data)
-        fd, name = tempfile.mkstemp(prefix="swan-upload-", suffix=".bin")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-            yield Path(name)
-        finally:
-            os.unlink(name)
+    def _upload_query(self, data: bytes, name: str, contour: float | None) -> Query:
+        """The query of an uploaded map, in every candidate pose.
 
-    def _encode_upload(self, data: bytes, name: str, contour: float | None):  # noqa: ANN202
-        """``(code, prepared, info)`` of an uploaded map, all candidate poses."""
-        with self._upload_file(data) as path:
-            try:
-                dmap = read_map(path)
-            except IngestError as exc:
-                raise UploadError(_client_message(exc, path, name)) from None
-            try:
-                prepared = prepare_map(
-                    dmap, self.encoder.grid, all_poses=True, contour=contour
-                )
-            except IngestError as exc:
-                raise UploadError(_client_message(exc, path, name)) from None
-        code = self.encoder.encode(prepared.volumes)
-        rec = prepared.record
-        info = QueryInfo(
-            name=_safe_name(name),
-            grid=tuple(int(n) for n in dmap.data.shape[::-1]),  # type: ignore[arg-type]
-            voxel_size=float(np.mean(dmap.voxel_size)),
-            contour=float(rec.contour or 0.0),
-            contour_source=str(rec.contour_source),
-            rg=float(rec.rg or 0.0),
-            poses=len(prepared.volumes),
-        )
-        return code, prepared, info
+        Raises:
+            UploadError: empty, too large (413), or not a readable map.
+        """
+        self._check_upload(data)
+        try:
+            return Query.from_bytes(self.encoder, data, name, contour)
+        except IngestError as exc:
+            raise UploadError(str(exc)) from None
 
     # -- reading ---------------------------------------------------------------------
     def search_upload(
@@ -223,12 +175,9 @@ class SwanService:
             ValueError: bad ``k`` or ``where``.
         """
         self.refresh()
-        code, prepared, info = self._encode_upload(data, name, contour)
-        turned = fit_query(prepared.volumes) if fit else None
-        hits = self._search(
-            code, turned, k=k, where=where, exact=exact, rg=prepared.record.rg
-        )
-        return {"query": info.to_dict(), "hits": [h.to_dict() for h in hits]}
+        query = self._upload_query(data, name, contour)
+        hits = self._search(query, fit, k, SearchOptions(where=where, exact=exact))
+        return {"query": query.describe(), "hits": [h.to_dict() for h in hits]}
 
     def similar(
         self,
@@ -240,59 +189,53 @@ class SwanService:
     ) -> dict[str, Any]:
         """Entries most similar to a stored one (store id or EMDB id), searched in
         every candidate pose of its map when its file is still there
-        (:meth:`MapEncoder.entry_query`); ``fit``: the best hits re-scored by a
-        search over all rotations of its stored preview (:mod:`swan_index.fit`).
+        (:meth:`Query.from_entry`); ``fit``: the best hits re-scored by a search
+        over all rotations of its stored preview (:mod:`swan_index.fit`).
 
         Raises:
             KeyError: no such entry.
         """
         self.refresh()
         with self._lock:
-            entry_id = self.store.find(entry)
-            row = self.store.get([entry_id])[0]
-            key = (entry_id, row.get("sha256"), row.get("file_mtime_ns"))
-            query = self._entry_queries.get(key)
+            stored = StoredEntry.read(self.store, entry)
+            query = self._entry_queries.get(stored.cache_key)
             if query is not None:
-                self._entry_queries.move_to_end(key)
-            else:
-                stored = self.store.get_code(entry_id)
-            preview = self.store.get_preview(entry_id) if fit else None
+                self._entry_queries.move_to_end(stored.cache_key)
         if query is None:
-            query = self._entry_query(key, row, stored)
-        turned = fit_query(preview)
-        hits = self._search(
-            query.code, turned, k=k, where=where, exact=exact, rg=query.rg
-        )
-        return {
-            "query": {"id": entry_id, "poses": query.poses, "source": query.source},
-            "hits": [h.to_dict() for h in hits],
-        }
+            query = self._entry_query(stored)
+        hits = self._search(query, fit, k, SearchOptions(where=where, exact=exact))
+        return {"query": query.describe(), "hits": [h.to_dict() for h in hits]}
 
-    def _search(self, code: Any, turned: FitQuery | None, **kw: Any) -> list[Hit]:
-        """:meth:`Store.search` holding the lock only for what reads the store:
-        the rotational fit, the costly step, runs without it (at most
+    def _search(
+        self, query: Query, fit: bool, k: int, options: SearchOptions
+    ) -> list[Hit]:
+        """:func:`swan_index.query.search` holding the lock only for what reads
+        the store: the rotational fit, the costly step, runs without it (at most
         :data:`FIT_SLOTS` at once)."""
+        turned = query.fit() if fit else None
         with self._lock:
-            ranking = self.store.rank(code, fit=turned is not None, **kw)
+            ranking = self.store.rank(
+                query.code, k, options, rg=query.rg, fit=turned is not None
+            )
         with self._fitting:
-            ranking.apply_fit(turned)
+            apply_fit(ranking, turned)
         with self._lock:
             return self.store.hits(ranking)
 
-    def _entry_query(self, key: tuple, row: dict, stored: Any) -> EntryQuery:
-        """:meth:`MapEncoder.entry_query`, outside the lock, at most
+    def _entry_query(self, stored: StoredEntry) -> Query:
+        """:meth:`Query.from_stored`, outside the lock, at most
         :data:`REREAD_SLOTS` at once (else, after :data:`REREAD_WAIT` s, the stored
         vectors); remembered for the next search of the same entry when its map
         was read."""
         if not self._reread.acquire(timeout=REREAD_WAIT):
-            return EntryQuery(stored, row.get("rg"), len(stored), "stored", "busy")
+            return Query.stored_only(stored, "busy")
         try:
-            query = self.encoder.entry_query(row, stored)
+            query = Query.from_stored(stored, self.encoder)
         finally:
             self._reread.release()
         if query.source == "map":  # a fallback is cheap, and its cause may pass
             with self._lock:
-                self._entry_queries[key] = query
+                self._entry_queries[stored.cache_key] = query
                 while len(self._entry_queries) > ENTRY_QUERY_CACHE:
                     self._entry_queries.popitem(last=False)
         return query
@@ -333,10 +276,10 @@ class SwanService:
     ) -> dict[str, Any]:
         """The code of an uploaded map in its primary pose: per scale, the token
         indices and the retrieval vector."""
-        code, _, info = self._encode_upload(data, name, contour)
-        first = code[0]
+        query = self._upload_query(data, name, contour)
+        first = query.code[0]
         return {
-            "query": info.to_dict(),
+            "query": query.describe(),
             "checkpoint_hash": first.checkpoint_hash,
             "bits": first.bits(self.store.encoder.codebook_sizes),
             "scales": [
@@ -412,12 +355,6 @@ class SwanService:
         return {"deleted": n, "id": entry_id}
 
 
-def _safe_name(name: str | None) -> str:
-    """A client file name fit for display only (never used as a path)."""
-    base = os.path.basename(str(name or "upload")).strip() or "upload"
-    return "".join(c if c.isprintable() else "?" for c in base)[:120]
-
-
 def _client_message(exc: Exception, tmp: Path | str, name: str) -> str:
     return _client_message_text(str(exc), tmp, name)
 
@@ -425,4 +362,4 @@ def _client_message(exc: Exception, tmp: Path | str, name: str) -> str:
 def _client_message_text(text: str, tmp: Path | str, name: str) -> str:
     """The reader's one-line message, with the upload's name instead of the
     server's temporary path."""
-    return text.replace(str(tmp), _safe_name(name))
+    return text.replace(str(tmp), display_name(name))

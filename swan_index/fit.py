@@ -46,6 +46,7 @@ import torch.nn.functional as F
 from scipy.spatial.transform import Rotation
 
 from swan_index.prepare import shrink
+from swan_index.ranking import Ranking
 
 log = logging.getLogger(__name__)
 
@@ -53,10 +54,6 @@ log = logging.getLogger(__name__)
 FIT_GRID = 16
 #: Rotations of the query tried (on top of its candidate poses).
 FIT_ROTATIONS = 2000
-#: Hits of the vector search that the fit re-scores.
-FIT_TOP = 200
-#: Weight of the fit in the re-scored hits' score; the rest is the learned score.
-FIT_WEIGHT = 0.5
 #: Per entry, its best rotations are also tried shifted by up to this many
 #: voxels (of the fit grid) along each axis: the centre of mass of a map with a
 #: part missing is not its relative's.
@@ -84,6 +81,44 @@ def fit_query(volumes: Any) -> FitQuery | None:
     except ValueError as exc:
         log.warning("searching without the rotational fit: %s", exc)
         return None
+
+
+def apply_fit(ranking: Ranking, fit: FitQuery | None) -> None:
+    """The fit stage of a search, in place (between :meth:`Store.rank` made with
+    ``fit=True`` and :meth:`Store.hits`): the ``ranking.fit_rows`` entries get
+    ``fit_weight * (fit - shape)`` added to their score, where ``fit`` is the best
+    correlation of the query's turned volumes with their previews (entries
+    without a comparable preview keep the learned score); only they stay in the
+    running. Nothing happens when the ranking was made without the fit.
+
+    Args:
+        ranking: from :meth:`Store.rank`.
+        fit: the query's turned volumes (:func:`fit_query`), or ``None`` (then
+            the fit rows keep their learned scores).
+    """
+    if ranking.fit_rows is None:
+        return
+    ranking.fit_of = np.full(len(ranking.cand), np.nan)
+    rows = ranking.fit_rows
+    if fit is not None:
+        previews = ranking.previews
+        have = [
+            j
+            for j in rows
+            if int(ranking.cand[j]) in previews
+            and comparable(previews[int(ranking.cand[j])].shape[0], fit.grid)
+        ]
+        if have:
+            ranking.fit_of[have] = fit.score(
+                [previews[int(ranking.cand[j])] for j in have]
+            )
+            ranking.score[have] += ranking.fit_weight * (
+                ranking.fit_of[have] - ranking.shape[have]
+            )
+    keep = np.zeros(len(ranking.cand), bool)
+    keep[rows] = True
+    ranking.score = np.where(keep, ranking.score, -np.inf)
+    ranking.fit_rows = None  # applied once
 
 
 def rotation_grid(n: int) -> np.ndarray:

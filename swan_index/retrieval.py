@@ -12,7 +12,8 @@ carries the query's group label (the same molecule, or the same family). Per que
 
 Their means over queries are P@1, MRR, mAP and R@10. :func:`evaluate_store` runs
 this on a store with a truth table: every labelled entry that has another entry of
-its group in the store queries the store, and its own entry is taken out of its list.
+its group in the store queries the store as ``swan search ID`` would, and its own
+entry is taken out of its list.
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from swan_index.fit import FIT_TOP, fit_query
+from swan_index.map_encoder import MapEncoder
+from swan_index.query import Query, search
+from swan_index.ranking import SearchOptions
+from swan_index.store import Store
 
 #: The per-query measures, in the order tables show them.
 METRICS = ("p_at_1", "mrr", "map", "recall_at_10")
@@ -138,34 +142,40 @@ def read_truth(path: str | Path, find: Any) -> Truth:
 
 
 def evaluate_store(
-    store: Any,
+    store: Store,
     truth: Truth,
+    encoder: MapEncoder | None = None,
     k: int = 100,
-    exact: bool = True,
-    fit_top: int = FIT_TOP,
-    **search: Any,
+    options: SearchOptions | None = None,
 ) -> dict[str, Any]:
     """Leave-one-out retrieval over the labelled entries of a store.
 
     Each labelled entry with at least one other entry of its group in ``truth``
-    queries the store (by id, as ``swan search ID``); its own entry is removed from
-    the hits; entries without a label count as wrong answers (distractors).
+    queries the store exactly as ``swan search ID`` does
+    (:meth:`Query.from_entry <swan_index.query.Query.from_entry>`: its map read
+    again in every candidate pose when its file is unchanged, else its stored
+    vectors; then the rotational fit against its stored preview); its own entry
+    is removed from the hits; entries without a label count as wrong answers
+    (distractors).
 
     Args:
         store: an open :class:`~swan_index.store.Store`.
         truth: from :func:`read_truth`.
+        encoder: the store's encoder, to read entries' maps again (``None``:
+            every query is its entry's stored vectors, ``swan search
+            --stored-pose``).
         k: hits fetched per query (recall and AP count what is not listed as
             missed).
-        exact: score every entry (the default) rather than coarse candidates.
-        fit_top: hits re-scored by a search over all rotations of the entry's
-            stored preview (:mod:`swan_index.fit`); 0: none.
-        search: further :meth:`Store.search` arguments (``scales``, ``where``,
-            ``size_weight``...).
+        options: how to search (default: ``SearchOptions(exact=True)``, every
+            entry scored, with the rotational fit).
 
     Returns:
-        ``{"summary", "by_group", "queries", "skipped"}``; ``queries`` holds one row
-        per query (id, group, the measures, the top hit, seconds).
+        ``{"summary", "by_group", "queries", "skipped", "sources"}``; ``queries``
+        holds one row per query (id, group, the measures, the top hit, the query
+        source, seconds); ``sources`` counts the queries by source (``"map"``:
+        read again, ``"stored"``: stored vectors).
     """
+    opts = SearchOptions(exact=True) if options is None else options
     sizes = Counter(truth.groups.values())
     rows, skipped = [], []
     for entry_id, group in sorted(truth.groups.items()):
@@ -173,12 +183,8 @@ def evaluate_store(
             skipped.append(entry_id)
             continue
         t0 = time.perf_counter()
-        fit = fit_query(store.get_preview(entry_id)) if fit_top > 0 else None
-        if fit is not None:
-            search.update(fit=fit, fit_top=fit_top)
-        else:
-            search.pop("fit", None)
-        hits = store.search(entry_id, k=k + 1, exact=exact, **search)
+        query = Query.from_entry(store, encoder, entry_id)
+        hits = search(store, query, k=k + 1, options=opts)
         seconds = time.perf_counter() - t0
         hits = [h for h in hits if h.id != entry_id][:k]
         ranked = [truth.groups.get(h.id) for h in hits]
@@ -188,6 +194,7 @@ def evaluate_store(
                 "group": group,
                 **rank_metrics(ranked, group, sizes[group] - 1),
                 "top": hits[0].id if hits else -1,
+                "source": query.source,
                 "seconds": round(seconds, 4),
             }
         )
@@ -200,6 +207,7 @@ def evaluate_store(
         "by_group": by_group,
         "queries": rows,
         "skipped": skipped,
+        "sources": dict(Counter(r["source"] for r in rows)),
     }
 
 

@@ -18,9 +18,15 @@ Tables (``swan.duckdb``):
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, fields
+import zlib
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pyarrow as pa
+
+if TYPE_CHECKING:
+    from encoder.code import MultiScaleCode
 
 FORMAT_VERSION = 1
 
@@ -165,3 +171,119 @@ def ddl(scales: tuple[int, ...], dims: tuple[int, ...]) -> list[str]:
         "CREATE TABLE store_meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
         "CREATE INDEX entries_sha256 ON entries (sha256)",
     ]
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """What a store needs to know about the encoder whose codes it holds."""
+
+    hash: str
+    scales: tuple[int, ...]
+    depths: tuple[int, ...]
+    dims: tuple[int, ...]
+    codebook_size: int
+    config: dict = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, model: Any) -> EncoderInfo:
+        """From a loaded :class:`encoder.CryoSwan`."""
+        cfg = model.config
+        dims = tuple(cfg.retrieval_dims)
+        return cls(
+            model.checkpoint_hash,
+            tuple(cfg.scales),
+            tuple(cfg.depths),
+            dims,
+            cfg.codebook_size,
+            cfg.to_dict(),
+        )
+
+    @property
+    def codebook_sizes(self) -> tuple[int, ...]:
+        """Codebook size per scale (the coarse scales may have smaller ones)."""
+        coarse = self.config.get("coarse_codebook_size") or self.codebook_size
+        return (int(coarse),) * (len(self.scales) - 1) + (self.codebook_size,)
+
+    def check_code(self, code: MultiScaleCode) -> None:
+        """Refuse a code to be stored that this encoder did not make, or of the
+        wrong shapes, or with vectors that are not finite and L2-normalised.
+
+        Raises:
+            ValueError: what is wrong, and how to fix it.
+        """
+        enc = self
+        if code.checkpoint_hash != enc.hash:
+            raise ValueError(
+                f"code made by encoder {code.checkpoint_hash[:12]}, the store holds "
+                f"codes of {enc.hash[:12]}; encode with the store's checkpoint"
+            )
+        if tuple(code.scales) != enc.scales:
+            raise ValueError(f"code scales {code.scales}, store scales {enc.scales}")
+        for i, (tok, vec) in enumerate(zip(code.tokens, code.vectors, strict=True)):
+            side, depth = enc.scales[i], enc.depths[i]
+            if tok.shape[1:] != (depth, side, side, side):
+                raise ValueError(
+                    f"scale {side}: tokens {tok.shape[1:]}, expected "
+                    f"{(depth, side, side, side)}"
+                )
+            if vec.ndim != 2 or vec.shape[1] != enc.dims[i]:
+                raise ValueError(
+                    f"scale {side}: vectors {vec.shape[1:]}, expected ({enc.dims[i]},)"
+                )
+            if not np.all(np.isfinite(vec)):
+                raise ValueError(f"scale {side}: vectors hold NaN or Inf")
+            norms = np.linalg.norm(vec, axis=1)
+            if np.any(np.abs(norms - 1) > 1e-3):
+                raise ValueError(f"scale {side}: vectors must be L2-normalised")
+
+    def query_vectors(self, query: MultiScaleCode) -> list[np.ndarray]:
+        """Per scale the ``[P, dim]`` float32 vectors of a query code (P poses).
+
+        Raises:
+            ValueError: the code is another encoder's, or of the wrong shapes.
+        """
+        if query.checkpoint_hash != self.hash:
+            raise ValueError(
+                f"query encoded by {query.checkpoint_hash[:12]}, the store holds "
+                f"codes of {self.hash[:12]}; encode with the same checkpoint"
+            )
+        if tuple(query.scales) != self.scales:
+            raise ValueError(f"query scales {query.scales}, store scales {self.scales}")
+        vecs = [np.asarray(v, np.float32) for v in query.vectors]
+        for v, d in zip(vecs, self.dims, strict=True):
+            if v.ndim != 2 or v.shape[1] != d or not np.all(np.isfinite(v)):
+                raise ValueError(f"query vectors {v.shape}: expected [P, {d}]")
+        return vecs
+
+    def to_dict(self) -> dict:
+        return {
+            "hash": self.hash,
+            "scales": list(self.scales),
+            "depths": list(self.depths),
+            "dims": list(self.dims),
+            "codebook_size": self.codebook_size,
+            "config": self.config,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> EncoderInfo:
+        return cls(
+            d["hash"],
+            tuple(d["scales"]),
+            tuple(d["depths"]),
+            tuple(d["dims"]),
+            int(d["codebook_size"]),
+            d.get("config", {}),
+        )
+
+
+def encode_preview(volume: np.ndarray) -> bytes:
+    """A canonical volume ``[g, g, g]`` in [0, 1] -> zlib-compressed uint8."""
+    q = np.clip(np.rint(np.asarray(volume, np.float32) * 255), 0, 255).astype(np.uint8)
+    return zlib.compress(q.tobytes(), 6)
+
+
+def decode_preview(blob: bytes, grid: int) -> np.ndarray:
+    """Inverse of :func:`encode_preview`: float32 ``[g, g, g]`` in [0, 1]."""
+    q = np.frombuffer(zlib.decompress(blob), np.uint8).reshape(grid, grid, grid)
+    return q.astype(np.float32) / 255.0

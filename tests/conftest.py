@@ -1,4 +1,5 @@
-"""Shared fixtures: test files by short label (all inside the repository)."""
+"""Shared fixtures: test files by short label (all inside the repository), the
+shipped encoder, the sample maps encoded, and a store holding them."""
 
 from __future__ import annotations
 
@@ -6,6 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from ingest import find_entries
+from swan_index.map_encoder import MapEncoder
+from swan_index.prepare import prepare_entry
+from swan_index.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
@@ -44,3 +50,28 @@ def model_path():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="module")
+def encoder() -> MapEncoder:
+    """The shipped checkpoint."""
+    return MapEncoder()
+
+
+@pytest.fixture(scope="module")
+def samples(encoder):
+    """The six shipped real maps, prepared and encoded (primary pose):
+    ``(prepared, code)``."""
+    prepared = [prepare_entry(e, encoder.grid) for e in find_entries(DATA / "maps")]
+    code = encoder.encode(np.concatenate([p.volumes for p in prepared]))
+    return prepared, code
+
+
+@pytest.fixture
+def store(tmp_path, encoder, samples):
+    """A store of the six sample maps, with previews (ids 1-6 in file order)."""
+    prepared, code = samples
+    st = Store.open(tmp_path / "s", encoder=encoder.info)
+    st.add(code, [p.record for p in prepared], [p.preview() for p in prepared])
+    yield st
+    st.close()

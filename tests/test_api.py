@@ -15,6 +15,7 @@ from dashboard.server import create_server
 from dashboard.service import SwanService
 from swan_index.indexer import ingest_paths
 from swan_index.map_encoder import MapEncoder
+from swan_index.query import Query, search
 from swan_index.store import Store
 from tests.conftest import MAPS
 
@@ -183,7 +184,7 @@ def test_the_fit_runs_without_the_store_lock(
 ):
     """Other requests need not wait for the costly step: while the fit scores,
     another thread can take the service's lock; the hits are those of one
-    Store.search call."""
+    search call."""
     import threading
 
     from swan_index import fit as fit_module
@@ -208,12 +209,8 @@ def test_the_fit_runs_without_the_store_lock(
     body = service.similar("EMD-5625", k=3)
     assert held == [False]
     with service._lock:
-        entry_id = service.store.find("EMD-5625")
-        preview = service.store.get_preview(entry_id)
-        code = service.store.get_code(entry_id)
-    fit = fit_module.FitQuery(preview)
-    query = service.encoder.entry_query(service.store.get([entry_id])[0], code)
-    direct = service.store.search(query.code, k=3, rg=query.rg, fit=fit)
+        query = Query.from_entry(service.store, service.encoder, "EMD-5625")
+    direct = search(service.store, query, k=3)
     assert [h["id"] for h in body["hits"]] == [h.id for h in direct]
     assert [h["scores"] for h in body["hits"]] == [h.scores for h in direct]
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dashboard.testing import CHROMIUM, CHROMIUM_ARGS, start_serve
 from dashboard.demo import DemoConfig, build_demo_store
+from dashboard.testing import CHROMIUM, CHROMIUM_ARGS, start_serve
 from swan_index.map_encoder import MapEncoder
 from swan_index.store import Store
 

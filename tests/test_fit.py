@@ -12,11 +12,16 @@ from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from swan_index import fit as fit_module
-from swan_index.fit import FitQuery, fit_query, rotation_grid
+from swan_index.fit import FitQuery, apply_fit, fit_query, rotation_grid
 from swan_index.prepare import shrink
-from swan_index.store import SIZE_WEIGHT, Store
+from swan_index.query import Query, search
+from swan_index.ranking import SIZE_WEIGHT, SearchOptions
+from swan_index.store import Store
 
-from .test_store import encoder, samples, store  # noqa: F401  (fixtures)
+
+def _query(code, volumes, rg=None) -> Query:
+    """A query of a map already encoded, with the volumes the fit turns."""
+    return Query(code, rg, volumes, "memory")
 
 
 def _angles_to_nearest(probes: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -51,7 +56,7 @@ def _turned(volume: np.ndarray, seed: int) -> np.ndarray:
     return ndimage.affine_transform(volume, rot, offset=c - rot @ c, order=1)
 
 
-def test_fit_finds_a_map_turned_out_of_its_pose(samples):  # noqa: F811
+def test_fit_finds_a_map_turned_out_of_its_pose(samples):
     prepared, _ = samples
     previews = np.stack([p.preview() for p in prepared])
     for i, seed in ((0, 1), (3, 2)):
@@ -85,14 +90,14 @@ def test_fit_checks_its_input():
     assert both[0] == pytest.approx(both[1], abs=1e-5)
 
 
-def test_search_rescores_the_best_hits_by_the_fit(store, samples, encoder):  # noqa: F811
+def test_search_rescores_the_best_hits_by_the_fit(store, samples, encoder):
     prepared, _ = samples
     turned = _turned(prepared[2].volumes[0], 3)
     code = encoder.encode(turned[None])
     rg = prepared[2].record.rg
     plain = store.search(code, k=6, rg=rg)
-    fit = FitQuery(turned)
-    hits = store.search(code, k=6, rg=rg, fit=fit, fit_top=6)
+    query = _query(code, turned, rg)
+    hits = search(store, query, k=6, options=SearchOptions(fit_top=6))
     assert hits[0].id == 3  # ids follow the order of the samples
     assert all("fit" in h.scores for h in hits)
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
@@ -106,19 +111,22 @@ def test_search_rescores_the_best_hits_by_the_fit(store, samples, encoder):  # n
             - SIZE_WEIGHT * abs(h.scores.get("size", 0.0))
         )
         assert h.score == pytest.approx(want, abs=1e-5)
-    only = store.search(code, k=6, rg=rg, fit=fit, fit_top=6, fit_weight=1.0)
+    only = search(store, query, k=6, options=SearchOptions(fit_top=6, fit_weight=1))
     assert only[0].score == pytest.approx(
         only[0].scores["fit"] - SIZE_WEIGHT * abs(only[0].scores.get("size", 0.0)),
         abs=1e-5,
     )
     # only the fit_top best of the vector search are re-scored and returned
-    two = store.search(code, k=2, rg=rg, fit=fit, fit_top=2)
+    two = search(store, query, k=2, options=SearchOptions(fit_top=2))
     assert {h.id for h in two} == {h.id for h in plain[:2]}
     with pytest.raises(ValueError, match="fit_weight"):
-        store.search(code, k=2, fit=fit, fit_weight=1.5)
+        search(store, query, k=2, options=SearchOptions(fit_weight=1.5))
+    # the fit turned off: the vector search alone
+    off = search(store, query, k=6, options=SearchOptions(fit_top=0))
+    assert [(h.id, h.score) for h in off] == [(h.id, h.score) for h in plain]
 
 
-def test_search_in_stages_matches_one_call(store, samples, encoder):  # noqa: F811
+def test_search_in_stages_matches_one_call(store, samples, encoder):
     """rank -> apply_fit -> hits (how a server runs the fit outside its lock)
     gives the hits of one search; an entry deleted between the stages is
     replaced by the next best, not returned without its metadata."""
@@ -127,20 +135,20 @@ def test_search_in_stages_matches_one_call(store, samples, encoder):  # noqa: F8
     code = encoder.encode(turned[None])
     fit = FitQuery(turned)
     rg = prepared[2].record.rg
-    once = store.search(code, k=4, rg=rg, fit=fit)
+    once = search(store, _query(code, turned, rg), k=4)
     ranking = store.rank(code, k=4, rg=rg, fit=True)
     assert set(ranking.previews) == {int(i) for i in ranking.cand}  # all 6
-    ranking.apply_fit(fit)
-    ranking.apply_fit(fit)  # applied once
+    apply_fit(ranking, fit)
+    apply_fit(ranking, fit)  # applied once
     staged = store.hits(ranking)
     assert [(h.id, h.score, h.scores) for h in staged] == [
         (h.id, h.score, h.scores) for h in once
     ]
-    full = store.search(code, k=6, rg=rg, fit=fit)
+    full = search(store, _query(code, turned, rg), k=6)
     ranking = store.rank(code, k=4, rg=rg, fit=True)
     with pytest.raises(ValueError, match="apply_fit"):
         store.hits(ranking)
-    ranking.apply_fit(fit)
+    apply_fit(ranking, fit)
     store.delete([once[1].id])
     after = store.hits(ranking)  # the next best takes the deleted one's place
     assert [h.id for h in after] == [h.id for h in full if h.id != once[1].id][:4]
@@ -148,25 +156,21 @@ def test_search_in_stages_matches_one_call(store, samples, encoder):  # noqa: F8
     assert all(h.entry["emdb_id"] for h in after)
 
 
-def test_entries_without_previews_keep_the_learned_score(
-    tmp_path,
-    encoder,  # noqa: F811
-    samples,  # noqa: F811
-):
+def test_entries_without_previews_keep_the_learned_score(tmp_path, encoder, samples):
     prepared, code = samples
     st = Store.open(tmp_path / "bare", encoder=encoder.info)
     st.add(code, [p.record for p in prepared])
     try:
         query = code[1:2]
         plain = st.search(query, k=6)
-        fitted = st.search(query, k=6, fit=FitQuery(prepared[1].volumes[0]))
+        fitted = search(st, _query(query, prepared[1].volumes[0]), k=6)
         assert [(h.id, h.score) for h in fitted] == [(h.id, h.score) for h in plain]
         assert not any("fit" in h.scores for h in fitted)
     finally:
         st.close()
 
 
-def test_fit_tries_small_shifts(samples):  # noqa: F811
+def test_fit_tries_small_shifts(samples):
     """A map whose centre moved (as when a part is missing) fits better when its
     best rotations are also tried shifted by a voxel of the fit grid."""
     prepared, _ = samples
@@ -180,7 +184,7 @@ def test_fit_tries_small_shifts(samples):  # noqa: F811
         assert np.all(shifted >= fixed - 1e-6)
 
 
-def test_fit_refines_the_best_rotations_locally(samples):  # noqa: F811
+def test_fit_refines_the_best_rotations_locally(samples):
     """The grid leaves up to 16 degrees between rotations; a thin map needs the
     local refinement to fit itself well."""
     prepared, _ = samples

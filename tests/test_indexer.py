@@ -16,19 +16,13 @@ import numpy as np
 import pytest
 
 from ingest import random_rotation, read_map, rotate_map, write_map
-from swan_index.indexer import ingest_paths
 from swan_index.cli import main
-from swan_index.map_encoder import MapEncoder
+from swan_index.indexer import ingest_paths
 from swan_index.store import Store
 
 from .conftest import DATA, MAPS, ROOT
 
 GOOD = ["emd_1832", "emd_21457_seg", "emd_6824"]
-
-
-@pytest.fixture(scope="module")
-def encoder() -> MapEncoder:
-    return MapEncoder()
 
 
 @pytest.fixture

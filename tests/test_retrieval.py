@@ -16,6 +16,8 @@ from ingest.transform import random_rotation
 from swan_index.cli import main as swan
 from swan_index.map_encoder import MapEncoder
 from swan_index.prepare import prepare_entry, prepare_map
+from swan_index.query import Query, search
+from swan_index.ranking import SearchOptions
 from swan_index.retrieval import evaluate_store, rank_metrics, read_truth, summarize
 from swan_index.store import Store
 from tests.conftest import DATA, MAPS
@@ -121,6 +123,17 @@ def test_evaluate_store_leave_one_out(labelled_store):
         if r["group"] == "5625":
             assert r["p_at_1"] == 1.0, r
     assert result["by_group"]["5625"]["n"] == 3
+    assert result["sources"] == {"stored": 5}  # no encoder: stored vectors
+    with Store.open(path, read_only=True) as store:
+        # as `swan search ID`: the real maps read again in every candidate pose
+        again = evaluate_store(store, Truth(groups, ()), MapEncoder(), k=20)
+        by_id = {r["id"]: r for r in again["queries"]}
+        assert by_id[ids["EMD-5625"]]["source"] == "map"
+        assert by_id[ids["EMD-1832"]]["source"] == "map"
+        for r in again["queries"]:
+            query = Query.from_entry(store, MapEncoder(), r["id"])
+            hits = search(store, query, k=21, options=SearchOptions(exact=True))
+            assert r["top"] == next(h.id for h in hits if h.id != r["id"])
 
 
 def _eval(*args: object) -> int:

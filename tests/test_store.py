@@ -9,36 +9,11 @@ import numpy as np
 import pytest
 
 from encoder.code import MultiScaleCode
-from ingest import find_entries
 from swan_index.db import StoreBusyError
-from swan_index.map_encoder import MapEncoder, concat_codes
-from swan_index.prepare import prepare_entry
-from swan_index.schema import EntryRecord
-from swan_index.store import Store, decode_preview, encode_preview
-
-from .conftest import DATA
-
-
-@pytest.fixture(scope="module")
-def encoder() -> MapEncoder:
-    return MapEncoder()
-
-
-@pytest.fixture(scope="module")
-def samples(encoder):
-    """The six shipped real maps, prepared and encoded (primary pose)."""
-    prepared = [prepare_entry(e, encoder.grid) for e in find_entries(DATA / "maps")]
-    code = encoder.encode(np.concatenate([p.volumes for p in prepared]))
-    return prepared, code
-
-
-@pytest.fixture
-def store(tmp_path, encoder, samples):
-    prepared, code = samples
-    st = Store.open(tmp_path / "s", encoder=encoder.info)
-    st.add(code, [p.record for p in prepared], [p.preview() for p in prepared])
-    yield st
-    st.close()
+from swan_index.map_encoder import concat_codes
+from swan_index.ranking import SearchOptions
+from swan_index.schema import EntryRecord, decode_preview, encode_preview
+from swan_index.store import Store
 
 
 def _seeded(encoder, n: int, seed: int = 0, spread: float = 0.35):
@@ -89,7 +64,9 @@ def test_add_get_count_search_delete(store, samples):
         store.find("EMD-999999")
     assert store.delete([2, 2, 999]) == 1
     assert store.count() == 5 and store.get([2]) == []
-    assert 2 not in [h.id for h in store.search(code[1], k=10, exact=True)]
+    assert 2 not in [
+        h.id for h in store.search(code[1], k=10, options=SearchOptions(exact=True))
+    ]
     assert 2 not in [h.id for h in store.search(code[1], k=10)]
     with pytest.raises(KeyError):
         store.search(2)
@@ -104,7 +81,7 @@ def test_hits_carry_metadata_and_ranked_scores(store, samples):
     for key in ("rank", "id", "emdb_id", "score", "scores", "title", "resolution"):
         assert key in d
     # exact search scores everything and agrees on this small store
-    exact = store.search(code[3], k=6, exact=True)
+    exact = store.search(code[3], k=6, options=SearchOptions(exact=True))
     assert [h.id for h in exact] == [h.id for h in hits]
 
 
@@ -172,7 +149,7 @@ def test_boundary_checks(store, samples, encoder):
     with pytest.raises(ValueError, match="k="):
         store.search(code[0], k=0)
     with pytest.raises(ValueError, match="scales"):
-        store.search(code[0], scales=(3,))
+        store.search(code[0], options=SearchOptions(scales=(3,)))
     with pytest.raises(ValueError, match="other|encoder|holds"):
         Store.open(
             store.path, encoder=replace(encoder.info, hash="f" * 64), read_only=True
@@ -184,11 +161,16 @@ def test_where_filters(store, samples):
     coarse = store.get(list(range(1, 7)))
     big = sorted(r["id"] for r in coarse if r["voxel_size"] > 2)
     assert 0 < len(big) < 6
-    hits = store.search(code[0], k=10, where="voxel_size > 2")
+    hits = store.search(code[0], k=10, options=SearchOptions(where="voxel_size > 2"))
     assert sorted(h.id for h in hits) == big
     assert store.count("voxel_size > 2") == len(big)
-    assert store.search(code[0], k=3, where="emdb_id = 'EMD-0'") == []
-    hits = store.search(code[0], k=1, where="voxel_size > 2 AND rg > 0")
+    assert (
+        store.search(code[0], k=3, options=SearchOptions(where="emdb_id = 'EMD-0'"))
+        == []
+    )
+    hits = store.search(
+        code[0], k=1, options=SearchOptions(where="voxel_size > 2 AND rg > 0")
+    )
     assert len(hits) == 1 and hits[0].id in big
 
 
@@ -203,7 +185,7 @@ def test_where_filters(store, samples):
 )
 def test_where_is_checked_and_read_only(store, where):
     with pytest.raises(ValueError, match="^where "):
-        store.search(1, where=where)
+        store.search(1, options=SearchOptions(where=where))
     assert store.count() == 6 and len(store.get([1, 2, 3, 4, 5, 6])) == 6
 
 
@@ -222,10 +204,18 @@ def test_approximate_agrees_with_exact_on_seeded_data(tmp_path, encoder):
         recalls = []
         for q in range(len(queries)):
             approx = [h.id for h in st.search(queries[q], k=10)]
-            exact = [h.id for h in st.search(queries[q], k=10, exact=True)]
+            exact = [
+                h.id
+                for h in st.search(queries[q], k=10, options=SearchOptions(exact=True))
+            ]
             recalls.append(len(set(approx) & set(exact)) / 10)
             # scanning every list, the IVF stage is exact: same as a flat index
-            full = [h.id for h in st.search(queries[q], k=10, nprobe=10**6)]
+            full = [
+                h.id
+                for h in st.search(
+                    queries[q], k=10, options=SearchOptions(nprobe=10**6)
+                )
+            ]
             flat = [h.id for h in flat_store.search(queries[q], k=10)]
             assert full == flat
         assert np.mean(recalls) >= 0.95
@@ -233,7 +223,11 @@ def test_approximate_agrees_with_exact_on_seeded_data(tmp_path, encoder):
         where = "method = 'helical' AND resolution = 3"
         n = st.count(where)
         assert 10 <= n < 200
-        hits = st.search(queries[0], k=10, where=where, exact_filter_limit=0, nprobe=1)
+        hits = st.search(
+            queries[0],
+            k=10,
+            options=SearchOptions(where=where, exact_filter_limit=0, nprobe=1),
+        )
         assert len(hits) == 10
         rows = st.get([h.id for h in hits])
         assert all(r["method"] == "helical" and r["resolution"] == 3 for r in rows)
@@ -247,7 +241,7 @@ def test_approximate_agrees_with_exact_on_seeded_data(tmp_path, encoder):
 def test_query_poses_keep_each_entrys_best(store, samples):
     _, code = samples
     two = concat_codes([code[4], code[1]])  # "poses" of one query
-    hits = store.search(two, k=6, exact=True)
+    hits = store.search(two, k=6, options=SearchOptions(exact=True))
     best = {h.id: h for h in hits}
     assert best[5].pose == 0 and best[2].pose == 1
     assert best[5].scores["1"] == pytest.approx(1, abs=1e-5)
@@ -258,11 +252,11 @@ def test_size_term(store, samples):
     rg = store.get([3])[0]["rg"]
     hits = store.search(code[2], k=6, rg=rg)
     assert hits[0].id == 3 and hits[0].scores["size"] == pytest.approx(0)
-    far = store.search(code[2], k=6, rg=rg * 10, size_weight=0.5)
+    far = store.search(code[2], k=6, rg=rg * 10, options=SearchOptions(size_weight=0.5))
     same = next(h for h in far if h.id == 3)  # 10x the size is penalised
     assert same.score == pytest.approx(1 - 0.5 * np.log(10), abs=1e-4)
     assert same.scores["size"] == pytest.approx(np.log(10))
-    plain = store.search(code[2], k=6, rg=rg * 10, size_weight=0)
+    plain = store.search(code[2], k=6, rg=rg * 10, options=SearchOptions(size_weight=0))
     assert plain[0].id == 3 and plain[0].score == pytest.approx(1, abs=1e-5)
 
 
@@ -283,7 +277,10 @@ def test_indexes_repaired_from_the_database(tmp_path, store, samples):
         assert reader.count() == 11
         assert all(i["ntotal"] == 11 for i in reader.index_info())
         assert reader.search(int(new_ids[0]), k=1)[0].id == new_ids[0]
-        assert 1 not in [h.id for h in reader.search(code[0], k=11, exact=True)]
+        assert 1 not in [
+            h.id
+            for h in reader.search(code[0], k=11, options=SearchOptions(exact=True))
+        ]
     # (2) a damaged index file and a missing one are rebuilt
     (path / "faiss" / "scale_2.index").write_bytes(b"garbage" * 10)
     (path / "faiss" / "scale_8.index").unlink()
@@ -345,8 +342,12 @@ def test_scale_index_lookup_sorted_and_not():
 
 def test_weights_follow_the_given_scales(store, samples):
     _, code = samples
-    hits = store.search(code[0], k=6, scales=(8, 1), weights=(1.0, 0.0), size_weight=0)
+    hits = store.search(
+        code[0],
+        k=6,
+        options=SearchOptions(scales=(8, 1), weights=(1.0, 0.0), size_weight=0),
+    )
     for h in hits:
         assert h.score == pytest.approx(h.scores["8"], abs=1e-6)
     with pytest.raises(ValueError, match="once"):
-        store.search(code[0], scales=(1, 1))
+        store.search(code[0], options=SearchOptions(scales=(1, 1)))

@@ -12,10 +12,13 @@ from its fitted model; the three rotavirus VP6 maps are one family).
 
 Methods, all on the same gallery and queries:
 
-* ``cryo-swan``: the product's search (``Store.search``, query in all its candidate
-  poses, all scales, size term); ablations: ``coarse-only`` (scale 1 alone),
-  ``primary-pose`` (the query's first canonical pose only), ``no-size`` (no size
-  term);
+* ``cryo-swan+fit``: the product's search, exactly what ``swan search FILE`` runs
+  (:func:`swan_index.search` on a :meth:`Query.from_map <swan_index.Query.from_map>`:
+  the query in all its candidate poses, all scales, size term, then the rotational
+  fit of the best hits); ``fit-only`` (the fit's weight 1);
+* ``cryo-swan``: the same without the rotational fit (the vectors alone);
+  ablations of it: ``coarse-only`` (scale 1 alone), ``primary-pose`` (the query's
+  first canonical pose only), ``no-size`` (no size term);
 * ``zernike``: 3D Zernike descriptors (order 20, 121 invariants, Euclidean
   distance) of each map at its contour, as EM-SURFER does;
 * ``canonical-correlation``: Pearson correlation of the canonical volumes (query
@@ -35,7 +38,7 @@ import logging
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -53,22 +56,28 @@ from encoder.dataset import DEFAULT_TEST_GROUPS, group_of
 from ingest.discover import is_map_file
 from ingest.mapio import DensityMap, read_map
 from ingest.simulate import simulate_view
-from swan_index.fit import FitQuery
-from swan_index.map_encoder import DEFAULT_CHECKPOINT, MapEncoder
-from swan_index.prepare import prepare_map
+from swan_index import (
+    DEFAULT_CHECKPOINT,
+    FitQuery,
+    MapEncoder,
+    Query,
+    SearchOptions,
+    Store,
+    search,
+)
+from swan_index.prepare import prepare_map, shrink
 from swan_index.retrieval import METRICS, rank_metrics, summarize
-from swan_index.store import Store
 
 log = logging.getLogger(__name__)
 
-#: Ours and its ablations: name -> Store.search arguments (``poses``: all or first).
+#: Ours and its ablations: name -> SearchOptions fields (``poses``: all or first).
 OURS = {
-    "cryo-swan": {},
-    "coarse-only": {"scales": (1,)},
-    "primary-pose": {"poses": "first"},
-    "no-size": {"size_weight": 0.0},
-    "cryo-swan+fit": {"fit": True},
-    "fit-only": {"fit": True, "fit_weight": 1.0},
+    "cryo-swan": {"fit_top": 0},
+    "coarse-only": {"scales": (1,), "fit_top": 0},
+    "primary-pose": {"poses": "first", "fit_top": 0},
+    "no-size": {"size_weight": 0.0, "fit_top": 0},
+    "cryo-swan+fit": {},
+    "fit-only": {"fit_weight": 1.0},
 }
 BASELINES = ("zernike", "canonical-correlation")
 #: Bins of the breakdowns: (label, low, high) on the absolute value.
@@ -92,6 +101,8 @@ class Item:
     zernike: np.ndarray | None = None
     record: Any = None  # its entries row
     entry_id: int = -1
+    query: Query | None = None  # as a query: all its candidate poses, encoded
+    query_s: float = 0.0  # seconds to build the query (canonicalize + encode)
 
 
 def _gallery_and_queries(args: argparse.Namespace) -> tuple[list[Item], list[Item]]:
@@ -135,11 +146,20 @@ def _gallery_and_queries(args: argparse.Namespace) -> tuple[list[Item], list[Ite
     return gallery, queries
 
 
-def _prepare(items: list[Item], encoder: MapEncoder, all_poses: bool) -> None:
+def _prepare(items: list[Item], encoder: MapEncoder, as_queries: bool) -> None:
+    """Gallery items: canonicalized in their primary pose (as ingest stores a
+    map); queries: built as ``swan search FILE`` builds them (every pose,
+    encoded)."""
     for it in tqdm(items, desc="canonicalize", unit="map", disable=None):
-        if it.volumes is not None:
+        if as_queries:
+            t0 = time.perf_counter()
+            it.query = Query.from_map(encoder, it.dmap, label=it.group)
+            it.query_s = time.perf_counter() - t0
+            prepared = it.query.prepared
+        elif it.volumes is not None:
             continue
-        prepared = prepare_map(it.dmap, encoder.grid, all_poses, label=it.group)
+        else:
+            prepared = prepare_map(it.dmap, encoder.grid, False, label=it.group)
         it.volumes, it.contour = prepared.volumes, prepared.record.contour
         it.rg = prepared.record.rg
         it.zernike = zernike_descriptor(
@@ -150,8 +170,6 @@ def _prepare(items: list[Item], encoder: MapEncoder, all_poses: bool) -> None:
 
 def _build_store(path: Path, gallery: list[Item], encoder: MapEncoder) -> Store:
     store = Store.open(path, encoder=encoder.info)
-    from swan_index.prepare import shrink
-
     for start in range(0, len(gallery), 32):
         batch = gallery[start : start + 32]
         code = encoder.encode(np.stack([it.volumes[0] for it in batch]))
@@ -167,14 +185,12 @@ def _build_store(path: Path, gallery: list[Item], encoder: MapEncoder) -> Store:
 
 
 def _rank_ours(
-    store: Store, code: Any, q: Item, k: int, opts: dict, fit: FitQuery | None
+    store: Store, query: Query, k: int, opts: dict, fit: FitQuery | None
 ) -> list[int]:
     opts = dict(opts)
     if opts.pop("poses", "all") == "first":
-        code = code[0:1]
-    if opts.pop("fit", False):
-        opts["fit"] = fit
-    hits = store.search(code, k=k, rg=q.rg, **opts)
+        query = replace(query, code=query.code[0:1])
+    hits = search(store, query, k, SearchOptions(**opts), fit=fit)
     return [h.id for h in hits]
 
 
@@ -198,11 +214,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     encoder = MapEncoder(args.checkpoint)
     t0 = time.perf_counter()
     gallery, queries = _gallery_and_queries(args)
-    _prepare(gallery, encoder, all_poses=False)
-    for q in queries:  # real maps are in both lists: queries need every pose
-        if q.kind == "real-map":
-            q.volumes = None
-    _prepare(queries, encoder, all_poses=True)
+    _prepare(gallery, encoder, as_queries=False)
+    _prepare(queries, encoder, as_queries=True)  # real maps are in both lists
     setup_s = time.perf_counter() - t0
     by_id: dict[int, Item] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -223,16 +236,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             n_rel = group_size[q.group] - (1 if self_id >= 0 else 0)
             if n_rel < 1:
                 continue
+            timing["cryo-swan query"].append(q.query_s)
             tq = time.perf_counter()
-            code = encoder.encode(q.volumes)
-            timing["cryo-swan encode"].append(time.perf_counter() - tq)
-            tq = time.perf_counter()
-            fit = FitQuery(q.volumes)
+            fit = q.query.fit()
             timing["fit rotations"].append(time.perf_counter() - tq)
             ranked: dict[str, list[int]] = {}
             for name, opts in OURS.items():
                 tq = time.perf_counter()
-                ranked[name] = _rank_ours(store, code, q, k, opts, fit)
+                ranked[name] = _rank_ours(store, q.query, k, opts, fit)
                 timing[name].append(time.perf_counter() - tq)
             tq = time.perf_counter()
             dist = np.linalg.norm(zern - q.zernike, axis=1)

@@ -32,9 +32,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``swan demo``."""
-    from swan_index.layout import layout_store
-
     from dashboard.demo import build_demo_store, default_demo_path
+    from swan_index.layout import layout_store
     from swan_index.map_encoder import MapEncoder
     from swan_index.store import Store
 

@@ -17,3 +17,15 @@ def open_reader(path: str) -> Any:
     except (FileNotFoundError, ValueError, StoreBusyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return None
+
+
+def load_encoder(checkpoint: str) -> Any:
+    """The encoder of ``checkpoint`` to read stored entries' maps again, or
+    ``None`` after a note on stderr (the caller searches with stored vectors)."""
+    from swan_index.map_encoder import MapEncoder
+
+    try:
+        return MapEncoder(checkpoint)
+    except (OSError, ValueError) as err:
+        print(f"note: {err}; searching with the stored pose", file=sys.stderr)
+        return None

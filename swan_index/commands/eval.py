@@ -7,9 +7,11 @@ baseline).
 
 `swan eval retrieval` takes a store and a truth CSV (header `entry,group`; entry is a
 store id or an EMDB id; entries of one group are the same molecule or family). Every
-labelled entry whose group has another entry searches the store (leave-one-out);
-unlabelled entries are distractors. It prints precision@1, mean reciprocal rank,
-mean average precision and recall@10, overall and per group.
+labelled entry whose group has another entry searches the store (leave-one-out)
+exactly as `swan search ID` does: its map read again in every candidate pose while
+its file is unchanged (else, or with --stored-pose, its stored vectors), then the
+rotational fit; unlabelled entries are distractors. It prints precision@1, mean
+reciprocal rank, mean average precision and recall@10, overall and per group.
 
 examples:
   $ swan eval recon --checkpoint data/cryoswan.pt --dataset runs/ds
@@ -27,7 +29,8 @@ import sys
 
 from encoder.checkpoint import load_checkpoint
 from encoder.evaluate import evaluate_recon
-from swan_index.fit import FIT_TOP
+from swan_index.map_encoder import DEFAULT_CHECKPOINT
+from swan_index.ranking import FIT_TOP, SearchOptions
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -58,6 +61,17 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         default=FIT_TOP,
         help="hits re-scored by a search over all rotations, as swan search does; "
         "0: off (default %(default)s)",
+    )
+    ret.add_argument(
+        "--stored-pose",
+        action="store_true",
+        help="query with each entry's stored vectors (one pose) instead of reading "
+        "its map again in every candidate pose, as swan search --stored-pose",
+    )
+    ret.add_argument(
+        "--checkpoint",
+        default=str(DEFAULT_CHECKPOINT),
+        help="encoder (must be the store's), to read the entries' maps again",
     )
     ret.add_argument("--json", action="store_true")
 
@@ -93,7 +107,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _retrieval(args: argparse.Namespace) -> int:
-    from swan_index.commands import open_reader
+    from swan_index.commands import load_encoder, open_reader
     from swan_index.retrieval import METRICS, evaluate_store, read_truth
 
     if args.k < 1:
@@ -115,15 +129,12 @@ def _retrieval(args: argparse.Namespace) -> int:
     if store is None:
         return 2
     try:
-        truth = read_truth(args.truth, store.find)
-        result = evaluate_store(
-            store,
-            truth,
-            k=args.k,
-            exact=not args.approximate,
-            fit_top=args.fit_top,
-            **search,
+        options = SearchOptions(
+            exact=not args.approximate, fit_top=args.fit_top, **search
         )
+        truth = read_truth(args.truth, store.find)
+        encoder = None if args.stored_pose else load_encoder(args.checkpoint)
+        result = evaluate_store(store, truth, encoder, k=args.k, options=options)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -22,8 +22,8 @@ import argparse
 import json
 import sys
 
-from swan_index.indexer import ingest_paths
 from swan_index.db import StoreBusyError
+from swan_index.indexer import ingest_paths
 from swan_index.map_encoder import DEFAULT_CHECKPOINT, MapEncoder
 from swan_index.store import Store
 

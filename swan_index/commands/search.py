@@ -30,12 +30,11 @@ import json
 import sys
 from pathlib import Path
 
-from encoder.code import MultiScaleCode
 from ingest.errors import IngestError
-from swan_index.commands import open_reader
-from swan_index.fit import FIT_TOP, fit_query
+from swan_index.commands import load_encoder, open_reader
 from swan_index.map_encoder import DEFAULT_CHECKPOINT, MapEncoder
-from swan_index.store import Store
+from swan_index.query import Query, search
+from swan_index.ranking import FIT_TOP, SearchOptions
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -73,24 +72,6 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true")
 
 
-def _entry_query(
-    store: Store, entry_id: int, args: argparse.Namespace
-) -> tuple[MultiScaleCode | int, float | None]:
-    """The query for a stored entry: its map in every candidate pose when it can
-    be read again, else (with a note on stderr) its stored vectors."""
-    if args.stored_pose:
-        return entry_id, None
-    try:
-        encoder = MapEncoder(args.checkpoint)
-    except (OSError, ValueError) as err:
-        print(f"note: {err}; searching with the stored pose", file=sys.stderr)
-        return entry_id, None
-    query = encoder.entry_query(store.get([entry_id])[0], store.get_code(entry_id))
-    if query.note:
-        print(f"note: {query.note}; searching with the stored pose", file=sys.stderr)
-    return query.code, query.rg
-
-
 def main(args: argparse.Namespace) -> int:
     """Run ``swan search``."""
     store = open_reader(args.store)
@@ -98,30 +79,23 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         scales = tuple(int(s) for s in args.scales.split(",")) if args.scales else None
-        if args.fit_top < 0:
-            raise ValueError(f"--fit-top {args.fit_top}: use 0 (off) or more")
-        fit = None
+        options = SearchOptions(
+            where=args.where, scales=scales, exact=args.exact, fit_top=args.fit_top
+        )
         if Path(args.query).is_file():
-            encoder = MapEncoder(args.checkpoint)
-            code, prepared = encoder.encode_query(args.query, args.contour)
-            query, rg = code, prepared.record.rg
-            if args.fit_top:
-                fit = fit_query(prepared.volumes)
+            query = Query.from_file(
+                MapEncoder(args.checkpoint), args.query, args.contour
+            )
         else:
             entry_id = store.find(args.query)
-            query, rg = _entry_query(store, entry_id, args)
-            if args.fit_top:
-                fit = fit_query(store.get_preview(entry_id))
-        hits = store.search(
-            query,
-            k=args.k,
-            where=args.where,
-            scales=scales,
-            exact=args.exact,
-            rg=rg,
-            fit=fit,
-            fit_top=args.fit_top,
-        )
+            encoder = None if args.stored_pose else load_encoder(args.checkpoint)
+            query = Query.from_entry(store, encoder, entry_id)
+            if query.note and not args.stored_pose:
+                print(
+                    f"note: {query.note}; searching with the stored pose",
+                    file=sys.stderr,
+                )
+        hits = search(store, query, k=args.k, options=options)
     except (IngestError, ValueError, KeyError) as err:
         msg = err.args[0] if isinstance(err, KeyError) else str(err)
         if isinstance(err, KeyError) and not Path(args.query).exists():

@@ -1,6 +1,8 @@
-"""Searching with a stored entry: its stored vectors plus its map read again in
-every candidate pose while its file is unchanged; its stored vectors alone (with a
-note saying why) otherwise."""
+"""The one query type: a map file, an upload, a map in memory, a stored entry.
+
+A stored entry is searched with its stored vectors plus its map read again in every
+candidate pose while its file is unchanged; its stored vectors alone (with a note
+saying why) otherwise."""
 
 from __future__ import annotations
 
@@ -8,21 +10,22 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from swan_index.indexer import ingest_paths
+from ingest.errors import IngestError
+from ingest.mapio import read_map
 from swan_index.cli import main
+from swan_index.indexer import ingest_paths
 from swan_index.map_encoder import MapEncoder
+from swan_index.query import Query, StoredEntry, search
+from swan_index.ranking import SearchOptions
 from swan_index.store import Store
-from tests.conftest import MAPS
-
-
-@pytest.fixture(scope="module")
-def encoder() -> MapEncoder:
-    return MapEncoder()
+from tests.conftest import MAPS, ROOT
 
 
 @pytest.fixture
@@ -40,8 +43,8 @@ def store(tmp_path: Path, encoder: MapEncoder):
 
 
 def _query(s: Store, encoder: MapEncoder, key: str = "EMD-6824"):
-    entry = s.find(key)
-    return entry, encoder.entry_query(s.get([entry])[0], s.get_code(entry))
+    query = Query.from_entry(s, encoder, key)
+    return query.entry_id, query
 
 
 def test_unchanged_file_is_searched_in_every_pose(store, encoder):
@@ -84,14 +87,17 @@ def test_changed_or_missing_file_falls_back_to_stored_vectors(store, encoder, ch
 
 def test_other_encoder_or_no_file_uses_stored_vectors(store, encoder):
     s, _ = store
-    entry = s.find("EMD-6824")
-    row, code = s.get([entry])[0], s.get_code(entry)
-    other = dataclasses.replace(code, checkpoint_hash="0" * 64)
-    assert "another encoder" in encoder.entry_query(row, other).note
-    simulated = {**row, "source_path": None}
-    assert "no map file" in encoder.entry_query(simulated, code).note
-    big = encoder.entry_query(row, code, max_bytes=1)
+    entry = StoredEntry.read(s, "EMD-6824")
+    other = dataclasses.replace(
+        entry, code=dataclasses.replace(entry.code, checkpoint_hash="0" * 64)
+    )
+    assert "another encoder" in Query.from_stored(other, encoder).note
+    simulated = dataclasses.replace(entry, row={**entry.row, "source_path": None})
+    assert "no map file" in Query.from_stored(simulated, encoder).note
+    big = Query.from_stored(entry, encoder, max_bytes=1)
     assert big.source == "stored" and "MiB" in big.note
+    asked = Query.from_entry(s, None, "EMD-6824")  # swan search --stored-pose
+    assert (asked.source, asked.poses) == ("stored", 1)
 
 
 def test_cli_entry_search_notes_a_fallback(store, capsys):
@@ -118,9 +124,9 @@ def test_service_remembers_an_entry_query(store, monkeypatch):
     svc = SwanService(s.path)
     try:
         calls = []
-        real = svc.encoder.entry_query
+        real = Query.from_stored
         monkeypatch.setattr(
-            svc.encoder, "entry_query", lambda *a, **kw: calls.append(1) or real(*a)
+            Query, "from_stored", lambda *a, **kw: calls.append(1) or real(*a, **kw)
         )
         first = svc.similar("EMD-6824", k=1)
         again = svc.similar("EMD-6824", k=1)
@@ -130,3 +136,52 @@ def test_service_remembers_an_entry_query(store, monkeypatch):
         assert len(calls) == 2
     finally:
         svc.close()
+
+
+def test_a_file_an_upload_and_a_map_in_memory_give_one_query(encoder, map_path):
+    path = map_path("emd_6824")
+    from_file = Query.from_file(encoder, path)
+    from_bytes = Query.from_bytes(encoder, path.read_bytes(), name="my map.mrc")
+    in_memory = Query.from_map(encoder, read_map(path))
+    assert (from_file.source, from_bytes.source, in_memory.source) == (
+        "file",
+        "upload",
+        "memory",
+    )
+    for q in (from_bytes, in_memory):
+        assert q.poses == from_file.poses > 1
+        assert q.rg == pytest.approx(from_file.rg)
+        for a, b in zip(q.code.vectors, from_file.code.vectors, strict=True):
+            np.testing.assert_allclose(a, b, atol=1e-5)
+        np.testing.assert_array_equal(q.volumes, from_file.volumes)
+    info = from_bytes.describe()
+    assert info["name"] == "my map.mrc" and info["poses"] == from_file.poses
+    assert info["grid"] == list(read_map(path).data.shape[::-1])
+
+
+def test_a_bad_upload_is_named_not_its_temporary_file(encoder):
+    with pytest.raises(IngestError) as err:
+        Query.from_bytes(encoder, b"not a map at all" * 64, name="../../x.map")
+    assert "x.map" in str(err.value) and "swan-upload-" not in str(err.value)
+
+
+def test_search_by_entry_finds_itself_with_the_fit(store, encoder):
+    s, _ = store
+    query = Query.from_entry(s, encoder, "EMD-1832")
+    hits = search(s, query, k=2)
+    assert hits[0].emdb_id == "EMD-1832" and "fit" in hits[0].scores
+    plain = search(s, query, k=2, options=SearchOptions(fit_top=0))
+    assert plain[0].emdb_id == "EMD-1832" and "fit" not in plain[0].scores
+
+
+def test_the_storage_layer_does_not_load_torch():
+    """The store (and ingest's worker side) import without torch; the names the
+    README shows are importable from ``swan_index`` itself."""
+    code = (
+        "import sys, swan_index.store, swan_index.prepare, swan_index.where; "
+        "import swan_index; swan_index.Store; swan_index.SearchOptions; "
+        "assert 'torch' not in sys.modules, 'torch loaded'; "
+        "from swan_index import MapEncoder, Query, SearchOptions, Store, "
+        "ingest_paths, search, evaluate_store, read_truth, Hit, EncoderInfo"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT)

@@ -1,0 +1,349 @@
+"""One query type for every caller: what a search searches with.
+
+The command line, the HTTP service and dashboard, ``swan eval retrieval`` and the
+retrieval benchmark all build their queries here, so they search the same way:
+
+* :meth:`Query.from_file`: a map file (its EMDB header, when one lies beside it,
+  gives the contour, as ingest finds it);
+* :meth:`Query.from_bytes`: an uploaded map (a private temporary file; error
+  messages name the upload, never the temporary path);
+* :meth:`Query.from_map`: a :class:`~ingest.DensityMap` already in memory;
+* :meth:`Query.from_entry`: an entry of the store (store id or EMDB id). The
+  store keeps one pose per entry, but a map whose canonical pose is ambiguous may
+  have been stored in a different pose from its relatives, and a map file is
+  searched in every candidate pose. So the entry's map is read again (at the
+  contour it was stored at) and encoded in every candidate pose, after its
+  stored vectors (which keep a store built by older pose rules finding its own
+  entries). That needs its file where it was ingested from, unchanged (size,
+  modification time, sha256), readable and at most ``max_bytes``; otherwise its
+  stored vectors alone are the query, and ``note`` says why.
+
+A query carries its code in every candidate pose, its radius of gyration (for the
+size term) and the volumes the rotational fit turns: the canonical volumes of a
+map, or an entry's stored preview. :func:`search` runs the three stages of a
+search: :meth:`Store.rank <swan_index.store.Store.rank>`, the rotational fit
+(:func:`swan_index.fit.apply_fit`) and :meth:`Store.hits
+<swan_index.store.Store.hits>`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from encoder.code import MultiScaleCode
+from ingest.discover import find_entries
+from ingest.errors import IngestError
+from ingest.header import read_header
+from ingest.mapio import DensityMap, read_map
+from swan_index.fit import FitQuery, apply_fit, fit_query
+from swan_index.map_encoder import MapEncoder, concat_codes
+from swan_index.prepare import PreparedMap, prepare_map
+from swan_index.ranking import Hit, SearchOptions
+from swan_index.store import Store
+
+log = logging.getLogger(__name__)
+
+#: A stored entry's map is read again for a search only up to this many bytes; a
+#: larger one is searched with its stored vectors.
+REREAD_LIMIT = 512 * 2**20
+
+
+@dataclass(frozen=True, eq=False)
+class StoredEntry:
+    """What a query of a stored entry needs from the store, read at once (a
+    server holds its store lock for this part only).
+
+    Attributes:
+        id: the entry id.
+        row: its ``entries`` row (:meth:`Store.get`).
+        code: its stored code (one row).
+        preview: its stored preview volume, or ``None``.
+    """
+
+    id: int
+    row: dict[str, Any]
+    code: MultiScaleCode
+    preview: np.ndarray | None
+
+    @classmethod
+    def read(cls, store: Store, key: str | int) -> StoredEntry:
+        """Read an entry by store id or EMDB id (:meth:`Store.find`).
+
+        Raises:
+            KeyError: no such entry.
+        """
+        entry_id = store.find(key)
+        return cls(
+            entry_id,
+            store.get([entry_id])[0],
+            store.get_code(entry_id),
+            store.get_preview(entry_id),
+        )
+
+    @property
+    def cache_key(self) -> tuple:
+        """What makes a query of this entry stale: id, content hash, file time."""
+        return (self.id, self.row.get("sha256"), self.row.get("file_mtime_ns"))
+
+
+@dataclass(frozen=True, eq=False)
+class Query:
+    """A search query: one map in every candidate pose.
+
+    Attributes:
+        code: one row per pose (for a stored entry, its stored vectors first).
+        rg: the radius of gyration, Å, for the size term (``None``: unknown).
+        volumes: what the rotational fit turns: canonical volumes
+            ``[P, G, G, G]`` of a map, or an entry's stored preview ``[g, g, g]``
+            (``None``: no fit).
+        source: ``"file"``, ``"upload"`` or ``"memory"`` for a map; for a stored
+            entry ``"map"`` (its file read again) or ``"stored"`` (its stored
+            vectors only).
+        note: for a stored entry, why its file was not read again.
+        entry_id: the stored entry queried, if any.
+        prepared: the map's canonical volumes and record (contour, rg...), for
+            a map.
+        name: what to call the query in messages (file or upload name).
+    """
+
+    code: MultiScaleCode
+    rg: float | None
+    volumes: np.ndarray | None
+    source: str
+    note: str | None = None
+    entry_id: int | None = None
+    prepared: PreparedMap | None = None
+    name: str | None = None
+
+    @property
+    def poses(self) -> int:
+        """Rows of :attr:`code`."""
+        return len(self.code)
+
+    def fit(self) -> FitQuery | None:
+        """The query's volumes turned through every rotation of the fit's grid
+        (:class:`~swan_index.fit.FitQuery`; about 0.15 s), or ``None`` when there
+        are none or they cannot be compared (logged)."""
+        return fit_query(self.volumes)
+
+    # -- maps --------------------------------------------------------------------------
+    @classmethod
+    def from_map(
+        cls,
+        encoder: MapEncoder,
+        dmap: DensityMap,
+        contour: float | None = None,
+        label: str | None = None,
+        source: str = "memory",
+    ) -> Query:
+        """A map already read, in every candidate pose.
+
+        Args:
+            encoder: the store's encoder.
+            dmap: the map.
+            contour: its contour (default: an automatic one).
+            label: a label for its record (benchmarks).
+            source: how the map came (:attr:`source`).
+
+        Raises:
+            IngestError: nothing in the map reaches the contour.
+        """
+        prepared = prepare_map(dmap, encoder.grid, True, contour=contour, label=label)
+        return cls._of_prepared(encoder, prepared, source, Path(dmap.path).name)
+
+    @classmethod
+    def from_file(
+        cls, encoder: MapEncoder, path: str | Path, contour: float | None = None
+    ) -> Query:
+        """A map file, in every candidate pose. Its EMDB header, when one lies
+        beside it (as ingest finds them), gives the contour, so that a stored map
+        searched again gives the same volume.
+
+        Raises:
+            IngestError: the file (or its header) cannot be read or holds no
+                density above the contour.
+        """
+        entry = next(iter(find_entries(path)), None)
+        metadata = None
+        if entry is not None and entry.header_path is not None:
+            metadata = read_header(entry.header_path)
+        prepared = prepare_map(
+            read_map(path), encoder.grid, True, metadata, entry, contour=contour
+        )
+        return cls._of_prepared(encoder, prepared, "file", str(path))
+
+    @classmethod
+    def from_bytes(
+        cls,
+        encoder: MapEncoder,
+        data: bytes,
+        name: str = "upload",
+        contour: float | None = None,
+    ) -> Query:
+        """An uploaded map (any format :func:`ingest.read_map` reads, recognised
+        by content), through a private temporary file removed after use.
+
+        Raises:
+            IngestError: the upload cannot be read or holds no density above the
+                contour; the message names ``name``, not the temporary file.
+        """
+        shown = display_name(name)
+        fd, tmp = tempfile.mkstemp(prefix="swan-upload-", suffix=".bin")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            dmap = read_map(tmp)
+            prepared = prepare_map(dmap, encoder.grid, True, contour=contour)
+        except IngestError as exc:
+            problem, fix = (part.replace(tmp, shown) for part in (exc.problem, exc.fix))
+            raise type(exc)(shown, problem, fix) from None
+        finally:
+            os.unlink(tmp)
+        return cls._of_prepared(encoder, prepared, "upload", shown)
+
+    @classmethod
+    def _of_prepared(
+        cls, encoder: MapEncoder, prepared: PreparedMap, source: str, name: str
+    ) -> Query:
+        return cls(
+            encoder.encode(prepared.volumes),
+            prepared.record.rg,
+            prepared.volumes,
+            source,
+            prepared=prepared,
+            name=name,
+        )
+
+    # -- stored entries ----------------------------------------------------------------
+    @classmethod
+    def from_entry(
+        cls,
+        store: Store,
+        encoder: MapEncoder | None,
+        key: str | int,
+        max_bytes: int = REREAD_LIMIT,
+    ) -> Query:
+        """A stored entry (store id or EMDB id): its map read again in every
+        candidate pose when it can be, else its stored vectors (see the module
+        docs). ``encoder=None`` searches with the stored vectors.
+
+        Raises:
+            KeyError: no such entry.
+        """
+        return cls.from_stored(StoredEntry.read(store, key), encoder, max_bytes)
+
+    @classmethod
+    def from_stored(
+        cls,
+        entry: StoredEntry,
+        encoder: MapEncoder | None,
+        max_bytes: int = REREAD_LIMIT,
+    ) -> Query:
+        """:meth:`from_entry` from an entry already read (:meth:`StoredEntry.read`):
+        needs nothing from the store."""
+        if encoder is None:
+            return cls.stored_only(entry, "its stored pose was asked for")
+        if entry.code.checkpoint_hash != encoder.info.hash:
+            return cls.stored_only(entry, "the store holds another encoder's codes")
+        row = entry.row
+        path = row.get("source_path")
+        if not path:
+            return cls.stored_only(entry, "no map file recorded (a simulated entry)")
+        try:
+            stat = Path(path).stat()
+        except OSError:
+            return cls.stored_only(entry, f"{path}: not found")
+        size, mtime = row.get("file_size"), row.get("file_mtime_ns")
+        if (size is not None and size != stat.st_size) or (
+            mtime is not None and mtime != stat.st_mtime_ns
+        ):
+            return cls.stored_only(entry, f"{path}: changed since it was ingested")
+        if stat.st_size > max_bytes:
+            return cls.stored_only(entry, f"{path}: over {max_bytes / 2**20:.0f} MiB")
+        try:
+            dmap = read_map(path)
+            if row.get("sha256") and dmap.sha256 != row["sha256"]:
+                return cls.stored_only(entry, f"{path}: changed since it was ingested")
+            prepared = prepare_map(dmap, encoder.grid, True, contour=row.get("contour"))
+            fresh = encoder.encode(prepared.volumes)
+        except (IngestError, OSError, ValueError, MemoryError) as exc:
+            log.warning("%s: searching with its stored vectors: %s", path, exc)
+            return cls.stored_only(entry, f"{path}: cannot be read again")
+        both = concat_codes([entry.code, fresh])
+        return cls(both, _rg_of(row), entry.preview, "map", None, entry.id)
+
+    @classmethod
+    def stored_only(cls, entry: StoredEntry, why: str) -> Query:
+        """A stored entry searched with its stored vectors; ``why`` says why."""
+        return cls(
+            entry.code, _rg_of(entry.row), entry.preview, "stored", why, entry.id
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """What a client is told about the query: for a map its name, grid
+        (x, y, z), voxel size, contour and its source, rg and poses; for a stored
+        entry its id, poses and source."""
+        if self.entry_id is not None:
+            return {"id": self.entry_id, "poses": self.poses, "source": self.source}
+        rec = self.prepared.record
+        return {
+            "name": self.name,
+            "grid": list(rec.box),
+            "voxel_size": float(rec.voxel_size),
+            "contour": float(rec.contour or 0.0),
+            "contour_source": str(rec.contour_source),
+            "rg": float(rec.rg or 0.0),
+            "poses": self.poses,
+        }
+
+
+def _rg_of(row: dict[str, Any]) -> float | None:
+    rg = row.get("rg")
+    return None if rg is None or not np.isfinite(rg) else float(rg)
+
+
+def display_name(name: str | None) -> str:
+    """A client's file name fit for display only (never used as a path)."""
+    base = os.path.basename(str(name or "upload")).strip() or "upload"
+    return "".join(c if c.isprintable() else "?" for c in base)[:120]
+
+
+def search(
+    store: Store,
+    query: Query,
+    k: int = 10,
+    options: SearchOptions | None = None,
+    fit: FitQuery | None = None,
+) -> list[Hit]:
+    """The entries of ``store`` most similar to ``query``, best first: rank, the
+    rotational fit of the best ``options.fit_top`` (unless 0), then hits.
+
+    Args:
+        store: an open store of the query's encoder.
+        query: from one of the ``Query.from_*`` constructors.
+        k: hits wanted.
+        options: how to rank (:class:`~swan_index.ranking.SearchOptions`).
+        fit: ``query.fit()`` already computed, for a caller that searches with
+            one query several times (default: computed here when needed).
+
+    Returns:
+        Up to ``k`` hits (fewer only when fewer entries match).
+
+    Raises:
+        ValueError: bad ``k`` or options, or a query of another encoder.
+    """
+    opts = SearchOptions() if options is None else options
+    if opts.fit_top == 0:
+        fit = None
+    elif fit is None:
+        fit = query.fit()
+    ranking = store.rank(query.code, k, opts, rg=query.rg, fit=fit is not None)
+    apply_fit(ranking, fit)
+    return store.hits(ranking)
