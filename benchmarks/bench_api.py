@@ -24,7 +24,7 @@ unless ``--store`` is given; the query map is ``data/maps/emd_6824.mrc``
 and the clients share the machine's cores (so do the server's threads: requests
 are handled in its thread pool). JSON goes to ``benchmarks/results/bench_api.json``.
 
-    $ python benchmarks/bench_api.py [--store DIR] [--threads 8] [--similar 200] \\
+    $ python -m benchmarks.bench_api [--store DIR] [--threads 8] [--similar 200] \\
           [--uploads 16]
 """
 
@@ -34,22 +34,23 @@ import argparse
 import concurrent.futures as cf
 import datetime as dt
 import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.common import save_result  # noqa: E402
-from dashboard.testing import free_port, wait_healthy  # noqa: E402
+from benchmarks.common import (
+    ROOT,
+    add_out_argument,
+    machine_info,
+    save_result,
+    stop_process,
+)
+from dashboard.testing import free_port, wait_healthy
 
 QUERY_MAP = ROOT / "data" / "maps" / "emd_6824.mrc"
 K = 10
@@ -94,15 +95,6 @@ def _stats(seconds: list[float]) -> dict[str, float]:
         "mean_ms": statistics.fmean(ms),
         "max_ms": ms[-1],
     }
-
-
-def _timed(fn: Callable[[], Any], n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def _check(response: Any) -> Any:
@@ -164,6 +156,7 @@ def _plans(threads: int, similar: int, uploads: int) -> list[list[str]]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Serve the store, time the calls in-process and over HTTP; save the result."""
     import fastapi
     import httpx
     import uvicorn
@@ -182,7 +175,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(store), "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.bench_api",
+            "--serve",
+            str(store),
+            "--port",
+            str(port),
+        ],
         cwd=ROOT,
     )
     try:
@@ -249,11 +250,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             data,
         )
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
         if tmp is not None:
             tmp.cleanup()
 
@@ -274,16 +271,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "upload_p50_ratio": h1["upload"]["p50_ms"] / d["upload"]["p50_ms"],
             "upload_p50_extra_ms": h1["upload"]["p50_ms"] - d["upload"]["p50_ms"],
         },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "loadavg_1_5_15_before": load_before,
-            "loadavg_1_5_15_after": os.getloadavg(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "fastapi": fastapi.__version__,
-            "uvicorn": uvicorn.__version__,
-            "httpx": httpx.__version__,
-        },
+        "machine": machine_info(
+            loadavg_1_5_15_before=load_before,
+            loadavg_1_5_15_after=os.getloadavg(),
+            fastapi=fastapi.__version__,
+            uvicorn=uvicorn.__version__,
+            httpx=httpx.__version__,
+        ),
         "command": " ".join(sys.argv),
     }
     return save_result(result, args.out, _print_table)
@@ -313,6 +307,7 @@ def _print_table(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any] | None:
+    """Run the benchmark (or, with ``--serve``, be its server)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", default=None, help="store folder (default: build)")
     parser.add_argument("--threads", type=int, default=8, help="concurrent clients")
@@ -324,9 +319,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any] | None:
     )
     parser.add_argument("--sequential-similar", type=int, default=50)
     parser.add_argument("--sequential-uploads", type=int, default=8)
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_api.json"
-    )
+    add_out_argument(parser, "bench_api.json")
     parser.add_argument("--serve", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)

@@ -28,15 +28,19 @@ compare across machines (they are noisy: run it alone).
 from __future__ import annotations
 
 import argparse
-import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
-from benchmarks.common import ROOT, machine_info, save_result
+from benchmarks.common import (
+    ROOT,
+    add_out_argument,
+    machine_info,
+    save_result,
+    time_calls,
+)
 from ingest import find_entries
 from swan_index.fit import FIT_TOP, FitQuery
 from swan_index.map_encoder import MapEncoder
@@ -50,15 +54,11 @@ def _turned(volume: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _median_ms(fn: Any, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * float(np.median(times))
+    return 1000 * float(np.median(time_calls(fn, repeats)[0]))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Time every step on every query (see the module docs)."""
     encoder = MapEncoder()
     prepared = [
         prepare_entry(e, encoder.grid, all_poses=True)
@@ -124,6 +124,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_table(result: dict[str, Any]) -> None:
+    """Median ms per step, its ratio to the canonical correlation, the break-even."""
     print(f"{result['entries']} entries; median ms per query (ratio to canonical)")
     for k, v in result["median_ms"].items():
         ratio = result["ratio_to_canonical_correlation"][k]
@@ -135,12 +136,11 @@ def print_table(result: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Run the benchmark; save and return the result."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=FIT_TOP)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_fit.json"
-    )
+    add_out_argument(parser, "bench_fit.json")
     args = parser.parse_args(argv)
     return save_result(run(args), args.out, print_table)
 

@@ -26,7 +26,7 @@ It reports maps/s and MB/s (compressed) per pass (best round), the ratios
 and a one-process breakdown of one ingest (read_map, canonicalize, encode, store
 add) over every file. JSON goes to ``benchmarks/results/bench_ingest.json``.
 
-    $ python benchmarks/bench_ingest.py [--maps 10] [--size 300] [--repeat 2]
+    $ python -m benchmarks.bench_ingest [--maps 10] [--size 300] [--repeat 2]
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ import json
 import multiprocessing
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -46,11 +45,14 @@ from typing import Any
 import numpy as np
 from isal import igzip
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from benchmarks.common import code_version, machine_info  # noqa: E402
-from ingest import (  # noqa: E402
+from benchmarks.common import (
+    ROOT,
+    RunRecord,
+    add_out_argument,
+    machine_info,
+    save_result,
+)
+from ingest import (
     DensityMap,
     random_rotation,
     read_map,
@@ -58,7 +60,7 @@ from ingest import (  # noqa: E402
     simulate_map,
     write_map,
 )
-from ingest.simulate import SIGMA_FACTOR, model_atoms  # noqa: E402
+from ingest.simulate import SIGMA_FACTOR, model_atoms
 
 SHARED_MODELS = ROOT.parent / "shared" / "data" / "real" / "models"
 #: Models to simulate, in turn (those present are used).
@@ -190,8 +192,7 @@ def ingest_pass(files: list[Path], encoder: Any, store_path: Path) -> dict[str, 
 
 def breakdown(files: list[Path], encoder: Any, store_path: Path) -> dict[str, float]:
     """One process, stage by stage, over every file (seconds in total)."""
-    from ingest import find_entries
-    from ingest.header import read_header
+    from ingest import find_entries, read_header
     from swan_index.prepare import prepare_map
     from swan_index.store import Store
 
@@ -221,21 +222,16 @@ def breakdown(files: list[Path], encoder: Any, store_path: Path) -> dict[str, fl
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark (see the module docs); save and return the result."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--maps", type=int, default=10)
     parser.add_argument("--size", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/bench_ingest"))
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=ROOT / "benchmarks" / "results" / "bench_ingest.json",
-    )
+    add_out_argument(parser, "bench_ingest.json")
     args = parser.parse_args(argv)
-    t_start = time.perf_counter()
-    load = {"start": os.getloadavg()}
-    version_start = code_version()
+    record = RunRecord()
     print("maps:", flush=True)
     files = make_maps(args)
     sizes = [f.stat().st_size for f in files]
@@ -268,7 +264,6 @@ def main(argv: list[str] | None = None) -> dict:
             flush=True,
         )
     stages = breakdown(files, encoder, store_path)
-    load["end"] = os.getloadavg()
     n = len(files)
     best = {k: min(v) for k, v in rounds.items()}
     mps = {k: n / v for k, v in best.items()}
@@ -298,25 +293,24 @@ def main(argv: list[str] | None = None) -> dict:
         "one_process_maps_per_s": n / stages["total"],
         "model_load_s": t_model,
         "ingest_summary_last": summaries[-1],
-        "seconds_total": time.perf_counter() - t_start,
-        "load_average_1_5_15_min": load,
-        "swan_index_sha256": version_start,
-        "swan_index_changed_during_run": code_version() != version_start,
+        **record.finish(),
         "machine": machine_info(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return save_result(result, args.out, print_table)
+
+
+def print_table(result: dict[str, Any]) -> None:
+    """Best time, maps/s and MB/s per pass; the ratios; the one-process stages."""
     print()
     print(f"{'pass':<16} {'best s':>8} {'maps/s':>8} {'MB/s':>8}")
-    for k in rounds:
+    for k, best in result["seconds_best"].items():
         print(
-            f"{k:<16} {best[k]:>8.2f} {mps[k]:>8.2f} "
+            f"{k:<16} {best:>8.2f} {result['maps_per_s'][k]:>8.2f} "
             f"{result['compressed_mb_per_s'][k]:>8.1f}"
         )
     print(json.dumps(result["ratios"], indent=1))
+    stages = result["one_process_breakdown_s"]
     print("one process:", json.dumps({k: round(v, 2) for k, v in stages.items()}))
-    print(f"wrote {args.out}")
-    return result
 
 
 if __name__ == "__main__":

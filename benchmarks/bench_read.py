@@ -13,7 +13,7 @@ unmasked map). In the same run, on the same file, it times:
 It reports medians over ``--repeat`` runs and the ratios ``total / isal`` and
 ``total / zlib``, and writes JSON to ``benchmarks/results/bench_read.json``.
 
-    $ python benchmarks/bench_read.py [--size 300] [--repeat 5]
+    $ python -m benchmarks.bench_read [--size 300] [--repeat 5]
 """
 
 from __future__ import annotations
@@ -21,19 +21,23 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
-import platform
 import statistics
-import sys
 import tempfile
-import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from isal import igzip
 
+from benchmarks.common import (
+    ROOT,
+    add_out_argument,
+    machine_info,
+    save_result,
+    time_calls,
+)
 from ingest import DensityMap, canonicalize, read_map, simulate_map, write_map
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def make_map(size: int, path: Path) -> Path:
@@ -60,22 +64,23 @@ def make_map(size: int, path: Path) -> Path:
     return write_map(dmap, path)
 
 
-def timed(fn, repeat: int) -> tuple[float, object]:
-    times, result = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), result
+def timed(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    """Median seconds of ``repeat`` calls of ``fn``, and the last call's value."""
+    seconds, value = time_calls(fn, repeat)
+    return statistics.median(seconds), value
+
+
+def print_table(result: dict[str, Any]) -> None:
+    """The whole result, as JSON."""
+    print(json.dumps(result, indent=2))
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark (see the module docs); save and return the result."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "benchmarks" / "results" / "bench_read.json"
-    )
+    add_out_argument(parser, "bench_read.json")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         path = make_map(args.size, Path(tmp) / "bench.map.gz")
@@ -108,12 +113,9 @@ def main(argv: list[str] | None = None) -> dict:
             "read_over_isal": t_read / t_isal,
             "isal_speedup_over_zlib": t_zlib / t_isal,
         },
-        "machine": {"python": sys.version.split()[0], "platform": platform.platform()},
+        "machine": machine_info(),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result, indent=2))
-    return result
+    return save_result(result, args.out, print_table)
 
 
 if __name__ == "__main__":
