@@ -42,9 +42,10 @@ from benchmarks.common import (
     time_calls,
 )
 from ingest import find_entries
-from swan_index.fit import FIT_TOP, FitQuery
+from swan_index.fit import FitQuery
 from swan_index.map_encoder import MapEncoder
 from swan_index.prepare import PREVIEW_GRID, prepare_entry, shrink
+from swan_index.ranking import FIT_TOP
 
 
 def _turned(volume: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -25,6 +25,7 @@ import numpy as np
 
 from benchmarks.common import ROOT
 from encoder.code import MultiScaleCode
+from swan_index.ranking import SearchOptions
 from swan_index.store import Store
 
 FILTERS = {
@@ -32,7 +33,7 @@ FILTERS = {
     "selective": "resolution < 3 AND release_date >= DATE '2021-01-01'",
 }
 #: A query: its code, its rg and the index of the base it perturbs.
-Query = tuple[MultiScaleCode, float, int]
+QueryCase = tuple[MultiScaleCode, float, int]
 
 
 @contextlib.contextmanager
@@ -255,7 +256,7 @@ def query_sets(
 
 def search_all(
     path: Path,
-    queries: list[Query],
+    queries: list[QueryCase],
     order: np.ndarray,
     kind_of: np.ndarray,
     args: argparse.Namespace,
@@ -307,7 +308,7 @@ def search_all(
 
 def run_set(
     store: Store,
-    qs: list[Query],
+    qs: list[QueryCase],
     where: str | None,
     with_rg: bool,
     modes: list[tuple[str, dict[str, Any]]],
@@ -323,9 +324,8 @@ def run_set(
 
     def call(j: int, kwargs: dict[str, Any]) -> list:
         code, rg, _ = qs[j]
-        return store.search(
-            code, k=10, where=where, rg=rg if with_rg else None, **kwargs
-        )
+        options = SearchOptions(where=where, **kwargs)
+        return store.search(code, 10, options, rg=rg if with_rg else None)
 
     first = []
     for _, kwargs in modes:
@@ -367,7 +367,7 @@ def run_set(
 
 def profile_mode(
     store: Store,
-    qs: list[Query],
+    qs: list[QueryCase],
     where: str | None,
     with_rg: bool,
     kwargs: dict[str, Any],
@@ -376,6 +376,7 @@ def profile_mode(
     profile = cProfile.Profile()
     profile.enable()
     for code, rg, _ in qs:
-        store.search(code, k=10, where=where, rg=rg if with_rg else None, **kwargs)
+        options = SearchOptions(where=where, **kwargs)
+        store.search(code, 10, options, rg=rg if with_rg else None)
     profile.disable()
     return top_functions(profile, 12)

@@ -340,20 +340,12 @@ def create_api(
     )
     def search(
         file: UPLOAD,
+        form: Annotated[dict[str, Any], Depends(_search_form)],
         k: K = 10,
         where: WHERE = None,
         exact: EXACT = False,
         contour: CONTOUR = None,
         fit: FIT = True,
-        k_form: Annotated[int | None, Form(alias="k", ge=1, le=1000)] = None,
-        where_form: Annotated[
-            str | None, Form(alias="where", max_length=MAX_WHERE)
-        ] = None,
-        exact_form: Annotated[bool | None, Form(alias="exact")] = None,
-        fit_form: Annotated[bool | None, Form(alias="fit")] = None,
-        contour_form: Annotated[
-            float | None, Form(alias="contour", allow_inf_nan=False)
-        ] = None,
     ) -> dict[str, Any]:
         """Entries most similar to the uploaded map, best first, with the score at
         every scale. ``k``, ``where``, ``exact``, ``fit`` and ``contour`` may be sent as
@@ -363,11 +355,11 @@ def create_api(
             return service.search_upload(
                 data,
                 name=file.filename or "upload",
-                k=_pick(k_form, k),
-                where=_pick(where_form, where),
-                exact=_pick(exact_form, exact),
-                contour=_pick(contour_form, contour),
-                fit=_pick(fit_form, fit),
+                k=_pick(form["k"], k),
+                where=_pick(form["where"], where),
+                exact=_pick(form["exact"], exact),
+                contour=_pick(form["contour"], contour),
+                fit=_pick(form["fit"], fit),
             )
 
     @app.get(
@@ -459,6 +451,25 @@ def create_api(
         return service.delete(_entry_key(entry))
 
     return app
+
+
+def _search_form(
+    k_form: Annotated[int | None, Form(alias="k", ge=1, le=1000)] = None,
+    where_form: Annotated[str | None, Form(alias="where", max_length=MAX_WHERE)] = None,
+    exact_form: Annotated[bool | None, Form(alias="exact")] = None,
+    fit_form: Annotated[bool | None, Form(alias="fit")] = None,
+    contour_form: Annotated[
+        float | None, Form(alias="contour", allow_inf_nan=False)
+    ] = None,
+) -> dict[str, Any]:
+    """The search options sent as form fields (``None``: not sent)."""
+    return {
+        "k": k_form,
+        "where": where_form,
+        "exact": exact_form,
+        "fit": fit_form,
+        "contour": contour_form,
+    }
 
 
 def _pick(form: Any, query: Any) -> Any:

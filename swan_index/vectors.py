@@ -10,7 +10,7 @@ Index types (chosen by size, see :func:`index_kind`):
   hash-table direct map (lookup and removal by id), used for the coarsest scale
   above ``approx_threshold`` entries. It is approximate: it scans ``nprobe`` lists.
   Recall of the coarse candidate stage is measured by
-  ``benchmarks/bench_search.py`` and quoted in the README.
+  ``benchmarks/bench_search.py``, results in ``docs/results/search.md``.
 
 Files are written atomically (a temporary file in the same folder, then
 ``os.replace``), so a reader never sees half an index.
@@ -30,7 +30,7 @@ from swan_index.files import atomic_write
 
 log = logging.getLogger(__name__)
 
-#: Lists scanned per query by default (of ``nlist``); see the README's recall table.
+#: Lists scanned per query by default (of ``nlist``); see docs/results/search.md.
 DEFAULT_NPROBE = 32
 
 

@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if path is not None and not path.exists():
             log.warning("%s: not found; running without it", path)
             setattr(args, name, None)
-    return save_result(run(args), args.out, print_table)
+    return save_result(run(args), args.out, print_table, rows_key="rows")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Any
 
@@ -29,3 +30,30 @@ def load_encoder(checkpoint: str) -> Any:
     except (OSError, ValueError) as err:
         print(f"note: {err}; searching with the stored pose", file=sys.stderr)
         return None
+
+
+def add_query_args(parser: argparse.ArgumentParser) -> None:
+    """The options of searching with stored entries (``swan search``, ``swan eval
+    retrieval``): ``--stored-pose``, ``--fit-top``, ``--checkpoint``."""
+    from swan_index.map_encoder import DEFAULT_CHECKPOINT
+    from swan_index.ranking import FIT_TOP
+
+    parser.add_argument(
+        "--stored-pose",
+        action="store_true",
+        help="for a stored entry: search with its stored vectors (one pose) instead "
+        "of reading its map again in every candidate pose",
+    )
+    parser.add_argument(
+        "--fit-top",
+        type=int,
+        default=FIT_TOP,
+        help="re-score this many best hits by a search over all rotations of the "
+        "query against their stored previews (finds maps with missing parts or "
+        "moved domains); 0: off (default %(default)s)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        default=str(DEFAULT_CHECKPOINT),
+        help="encoder (must be the store's), to read stored entries' maps again",
+    )

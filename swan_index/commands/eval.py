@@ -29,8 +29,8 @@ import sys
 
 from encoder.checkpoint import load_checkpoint
 from encoder.evaluate import evaluate_recon
-from swan_index.map_encoder import DEFAULT_CHECKPOINT
-from swan_index.ranking import FIT_TOP, SearchOptions
+from swan_index.commands import add_query_args
+from swan_index.ranking import SearchOptions
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -55,24 +55,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     ret.add_argument(
         "--size-weight", type=float, default=None, help="weight of the size term"
     )
-    ret.add_argument(
-        "--fit-top",
-        type=int,
-        default=FIT_TOP,
-        help="hits re-scored by a search over all rotations, as swan search does; "
-        "0: off (default %(default)s)",
-    )
-    ret.add_argument(
-        "--stored-pose",
-        action="store_true",
-        help="query with each entry's stored vectors (one pose) instead of reading "
-        "its map again in every candidate pose, as swan search --stored-pose",
-    )
-    ret.add_argument(
-        "--checkpoint",
-        default=str(DEFAULT_CHECKPOINT),
-        help="encoder (must be the store's), to read the entries' maps again",
-    )
+    add_query_args(ret)
     ret.add_argument("--json", action="store_true")
 
 

@@ -5,7 +5,7 @@ the store (its store id, or its EMDB id such as EMD-1832). A map file is searche
 every candidate canonical pose; each hit keeps its best pose. So is a stored entry
 whose map file is still where it was ingested from, unchanged (otherwise, or with
 --stored-pose, its stored vectors: one pose). Scores: the mean
-cosine similarity over the scales, minus a size term (see the README); then the
+cosine similarity over the scales, minus a size term (see docs/search.md); then the
 best --fit-top hits are re-scored, half by that and half by the best correlation
 over all rotations of the query (for a stored entry, of its stored preview) with
 their stored previews (column "fit"): what finds maps with missing parts or moved
@@ -31,10 +31,10 @@ import sys
 from pathlib import Path
 
 from ingest.errors import IngestError
-from swan_index.commands import load_encoder, open_reader
-from swan_index.map_encoder import DEFAULT_CHECKPOINT, MapEncoder
+from swan_index.commands import add_query_args, load_encoder, open_reader
+from swan_index.map_encoder import MapEncoder
 from swan_index.query import Query, search
-from swan_index.ranking import FIT_TOP, SearchOptions
+from swan_index.ranking import SearchOptions
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -50,25 +50,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "--scales", default=None, help="comma-separated scale sides, e.g. 1,2"
     )
     parser.add_argument("--contour", type=float, default=None, help="query contour")
-    parser.add_argument(
-        "--stored-pose",
-        action="store_true",
-        help="for a stored entry: search with its stored vectors (one pose) instead "
-        "of reading its map again in every candidate pose",
-    )
-    parser.add_argument(
-        "--fit-top",
-        type=int,
-        default=FIT_TOP,
-        help="re-score this many best hits by a search over all rotations of the "
-        "query against their stored previews (finds maps with missing parts or "
-        "moved domains); 0: off (default %(default)s)",
-    )
-    parser.add_argument(
-        "--checkpoint",
-        default=str(DEFAULT_CHECKPOINT),
-        help="encoder (must be the store's)",
-    )
+    add_query_args(parser)
     parser.add_argument("--json", action="store_true")
 
 
@@ -79,6 +61,8 @@ def main(args: argparse.Namespace) -> int:
         return 2
     try:
         scales = tuple(int(s) for s in args.scales.split(",")) if args.scales else None
+        if args.fit_top < 0:
+            raise ValueError(f"--fit-top {args.fit_top}: use 0 (off) or more")
         options = SearchOptions(
             where=args.where, scales=scales, exact=args.exact, fit_top=args.fit_top
         )
