@@ -44,10 +44,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from encoder.checkpoint import load_checkpoint  # noqa: E402
-from encoder.dataset import load_split  # noqa: E402
 from encoder.evaluate import codebook_usage, evaluate_recon  # noqa: E402
 from encoder.model import CryoSwanConfig  # noqa: E402
 from encoder.train import TrainConfig, train  # noqa: E402
+from encoder.training_data import load_split  # noqa: E402
 
 RUNS = {
     "cryoswan": ("cryoswan", {}),

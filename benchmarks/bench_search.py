@@ -152,7 +152,7 @@ def _source_files(dirs: tuple[Path, ...], suffixes: tuple[str, ...]) -> list[Pat
 
 
 def _job(job: tuple) -> tuple[np.ndarray | None, dict]:
-    from encoder.dataset import _run
+    from encoder.training_data.dataset import _run
 
     return _run(job)
 
@@ -172,7 +172,7 @@ def make_base(args: argparse.Namespace) -> dict[str, Any]:
             if json.loads(str(z["params"])) == params:
                 print(f"base codes: cached in {cache}", flush=True)
                 return {k: z[k] for k in z.files}
-    from encoder.dataset import from_uint8, group_of
+    from encoder.training_data import from_uint8, group_of
     from swan_index.map_encoder import MapEncoder
 
     jobs, groups, kinds = [], [], []

@@ -17,7 +17,7 @@ from benchmarks.retrieval.variants import (
     make_versions,
     remove_parts,
 )
-from encoder.dataset import DEFAULT_TEST_GROUPS
+from encoder.training_data import DEFAULT_TEST_GROUPS
 from ingest import canonicalize, canonicalize_poses, volume_correlation
 from ingest.simulate import model_atoms
 from tests.conftest import DATA

@@ -1,4 +1,4 @@
-"""encoder.synthetic: SYNTHETIC protein-like assemblies (autoencoder training data)."""
+"""SYNTHETIC protein-like assemblies (encoder.training_data.synthetic)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from encoder import synthetic
-from encoder.synthetic import (
+from encoder.training_data import (
     ATOMS_PER_RESIDUE,
     AssemblySpec,
     build_assembly,
     count_residues,
     describe,
     random_spec,
+    synthetic,
 )
 from ingest import simulate_map
 from ingest.simulate import model_atoms

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from encoder.checkpoint import load_checkpoint
-from encoder.dataset import (
+from encoder.evaluate import evaluate_recon, iou, pearson
+from encoder.model import CryoSwanConfig
+from encoder.train import TrainConfig, train
+from encoder.training_data import (
     DatasetConfig,
     build_dataset,
     from_uint8,
@@ -18,9 +21,6 @@ from encoder.dataset import (
     read_items,
     to_uint8,
 )
-from encoder.evaluate import evaluate_recon, iou, pearson
-from encoder.model import CryoSwanConfig
-from encoder.train import TrainConfig, train
 from swan_index.cli import main
 from tests.conftest import DATA
 

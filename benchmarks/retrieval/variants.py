@@ -46,8 +46,14 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
 
-from encoder.dataset import DEFAULT_TEST_GROUPS, group_of
-from encoder.synthetic import AssemblySpec, build_assembly, describe, random_spec
+from encoder.training_data import (
+    DEFAULT_TEST_GROUPS,
+    AssemblySpec,
+    build_assembly,
+    describe,
+    group_of,
+    random_spec,
+)
 from ingest.contour import ANGSTROM3_PER_DALTON, background_level, contour_for_volume
 from ingest.mapio import DensityMap
 from ingest.simulate import SIGMA_FACTOR, model_atoms, read_model, simulate_map

@@ -11,11 +11,11 @@ each item labelled with its kind:
 * ``simulated``: maps computed from the atomic models (``ingest.simulate_map``) at
   3-12 Å, randomly rotated, sometimes from a random subset of chains
   (sub-assemblies).
-* ``synthetic``: protein-like assemblies from :mod:`encoder.synthetic` (helices,
-  strands and loops packed into domains, with cyclic, dihedral and helical
-  symmetry), simulated at 4-12 Å.
-* ``shape``: ModelNet10 voxel shapes and meshes (:mod:`encoder.shapes`), a second
-  domain.
+* ``synthetic``: protein-like assemblies from
+  :mod:`encoder.training_data.synthetic` (helices, strands and loops packed into
+  domains, with cyclic, dihedral and helical symmetry), simulated at 4-12 Å.
+* ``shape``: ModelNet10 voxel shapes and meshes
+  (:mod:`encoder.training_data.shapes`), a second domain.
 
 Splits hold out whole molecules, not views: every item carries a ``group`` (the
 molecule; real maps and the models fitted to them share one), and a group lies in
@@ -262,7 +262,7 @@ def _model_job(path: str, view: int, seed: int, grid: int) -> tuple[np.ndarray, 
 
 
 def _synthetic_job(index: int, seed: int, grid: int) -> tuple[np.ndarray, dict]:
-    from encoder.synthetic import build_assembly, describe, random_spec
+    from encoder.training_data.synthetic import build_assembly, describe, random_spec
     from ingest import canonicalize, simulate_map
 
     rng = np.random.default_rng([seed, 7, index])
@@ -348,7 +348,7 @@ def plan_jobs(cfg: DatasetConfig) -> list[tuple[tuple, str, str, str]]:
 def _shape_items(cfg: DatasetConfig) -> Iterator[tuple[np.ndarray, dict, str, str]]:
     if not cfg.shapes:
         return
-    from encoder.shapes import iter_shapes
+    from encoder.training_data.shapes import iter_shapes
     from ingest import canonicalize
 
     for name, dmap in iter_shapes(
