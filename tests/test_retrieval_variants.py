@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
 from benchmarks.retrieval.variants import (
     CONDITIONS,
@@ -171,6 +172,9 @@ def test_hinge_moves_only_the_moved_part(molecules, name, mode):
     assert np.linalg.det(rot) == pytest.approx(1.0)
     angle = np.degrees(np.arccos((np.trace(rot) - 1) / 2))
     assert angle == pytest.approx(motion.angle, abs=1e-6)
+    # the hinge angle is in degrees, turning right-handed about the axis
+    expected = Rotation.from_rotvec(np.radians(motion.angle) * motion.axis)
+    np.testing.assert_allclose(rot, expected.as_matrix(), rtol=0, atol=1e-12)
     np.testing.assert_allclose(rot @ motion.pivot + shift, motion.pivot, atol=1e-9)
     before = model_atoms(structure)[0]
     after = model_atoms(apply_motion(structure, motion))[0]

@@ -57,7 +57,7 @@ from encoder.training_data import (
 from ingest.contour import ANGSTROM3_PER_DALTON, background_level, contour_for_volume
 from ingest.mapio import DensityMap
 from ingest.simulate import SIGMA_FACTOR, model_atoms, read_model, simulate_map
-from ingest.transform import random_rotation
+from ingest.transform import axis_rotation, random_rotation
 
 log = logging.getLogger(__name__)
 
@@ -478,12 +478,6 @@ class HingeMotion:
         return out
 
 
-def _axis_rotation(axis: np.ndarray, angle_deg: float) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.from_rotvec(np.radians(angle_deg) * axis).as_matrix()
-
-
 def _perpendicular_axes(d: np.ndarray, n: int) -> list[np.ndarray]:
     helper = np.eye(3)[int(np.argmin(np.abs(d)))]
     e1 = np.cross(d, helper)
@@ -622,14 +616,14 @@ def hinge_transform(
                 s = (interface - p0) @ e
                 pivs += [interface[np.argmin(s)], interface[np.argmax(s)]]
             for p in pivs:
-                rot = _axis_rotation(axis, theta)
+                rot = axis_rotation(axis, np.radians(theta))
                 moved = (moving_rep - p) @ rot.T + p
                 clashes = len(_clash_pairs(static_tree, moved) - before)
                 candidates.append((clashes, axis, np.asarray(p, dtype=np.float64)))
     fewest = min(c[0] for c in candidates)
     best = [c for c in candidates if c[0] == fewest]
     clashes, axis, pivot = best[int(rng.integers(len(best)))]
-    rot = _axis_rotation(axis, theta)
+    rot = axis_rotation(axis, np.radians(theta))
     transform = np.eye(4)
     transform[:3, :3] = rot
     transform[:3, 3] = pivot - rot @ pivot

@@ -63,6 +63,8 @@ import gemmi
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ingest.transform import axis_rotation
+
 KINDS = ("monomer", "cyclic", "dihedral", "helical", "hetero")
 ARCHITECTURES = ("alpha", "beta", "alpha/beta", "alpha+beta")
 #: Allowed ``order`` per kind (random_spec draws from narrower ranges).
@@ -398,15 +400,8 @@ def _any_perp(axis: np.ndarray) -> np.ndarray:
     return _perp(trial, axis)
 
 
-def _axis_rotation(axis: np.ndarray, angle: float) -> np.ndarray:
-    """Rotation matrix by ``angle`` (radians) about the unit ``axis``."""
-    x, y, z = axis
-    k = np.array([[0, -z, y], [z, 0, -x], [-y, x, 0]])
-    return np.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * (k @ k)
-
-
 def _rot_z(angle: float) -> np.ndarray:
-    return _axis_rotation(np.array([0.0, 0.0, 1.0]), angle)
+    return axis_rotation(np.array([0.0, 0.0, 1.0]), angle)
 
 
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -426,8 +421,8 @@ def _rotation_to(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     axis = np.cross(a, b)
     s, c = np.linalg.norm(axis), float(a @ b)
     if s < 1e-9:
-        return np.eye(3) if c > 0 else _axis_rotation(_any_perp(a), math.pi)
-    return _axis_rotation(axis / s, math.atan2(s, c))
+        return np.eye(3) if c > 0 else axis_rotation(_any_perp(a), math.pi)
+    return axis_rotation(axis / s, math.atan2(s, c))
 
 
 def _min_nonadjacent(ca: np.ndarray, radius: float = 4.5) -> float:
@@ -730,7 +725,7 @@ def _tilt(elements: list[_Element], tilts: list[np.ndarray], scale: float) -> No
             continue
         base_axis = np.array([0.0, 0.0, 1.0]) * np.sign(e.axis[2] or 1.0)
         angle = float(np.linalg.norm(t)) * scale
-        rot = _axis_rotation(_unit(t), angle) if angle > 0 else np.eye(3)
+        rot = axis_rotation(_unit(t), angle) if angle > 0 else np.eye(3)
         e.axis = rot @ base_axis
         e.ref = rot @ np.array([1.0, 0.0, 0.0])
 
@@ -892,11 +887,11 @@ def _place(
             u, rot = _unit(rng.normal(size=3)), _random_rotation(rng)
         else:
             u0 = _unit(a1 - c)
-            side = _axis_rotation(u0, rng.uniform(0, 2 * math.pi)) @ _any_perp(u0)
+            side = axis_rotation(u0, rng.uniform(0, 2 * math.pi)) @ _any_perp(u0)
             angle = math.radians(rng.uniform(35.0, 70.0))
             u = math.cos(angle) * u0 + math.sin(angle) * side
             facing = _unit(a1 - (c + (r_c + 0.7 * r_b) * u))
-            spin = _axis_rotation(facing, rng.uniform(0, 2 * math.pi))
+            spin = axis_rotation(facing, rng.uniform(0, 2 * math.pi))
             rot = spin @ _rotation_to(_unit(body[0]), facing)
         b = body @ rot.T + c
         lo, hi = 0.0, r_c + r_b + CONTACT + 1.0
