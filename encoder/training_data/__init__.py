@@ -25,18 +25,17 @@ from encoder.training_data.shapes import (
     shape_to_density_map,
     voxelize_mesh,
 )
-from encoder.training_data.synthetic import (
+from encoder.training_data.spec import (
     ARCHITECTURES,
     ATOMS_PER_RESIDUE,
     KINDS,
+    MAX_BETA_RESIDUES,
     ORDER_RANGE,
     SYNTHETIC_PREFIX,
     AssemblySpec,
-    build_assembly,
     count_residues,
-    describe,
-    random_spec,
 )
+from encoder.training_data.synthetic import build_assembly, describe, random_spec
 
 __all__ = [
     "ARCHITECTURES",
@@ -45,6 +44,7 @@ __all__ = [
     "DEFAULT_VAL_GROUPS",
     "GROUPS",
     "KINDS",
+    "MAX_BETA_RESIDUES",
     "ORDER_RANGE",
     "SHAPE_CONTOUR",
     "SPLITS",
