@@ -152,7 +152,7 @@ def _source_files(dirs: tuple[Path, ...], suffixes: tuple[str, ...]) -> list[Pat
 
 
 def _job(job: tuple) -> tuple[np.ndarray | None, dict]:
-    from encoder.training_data.dataset import _run
+    from encoder.training_data import run_job as _run
 
     return _run(job)
 

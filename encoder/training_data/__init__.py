@@ -14,6 +14,7 @@ from encoder.training_data.dataset import (
     lowpass,
     plan_jobs,
     read_items,
+    run_job,
     split_of,
     to_uint8,
 )
@@ -66,6 +67,7 @@ __all__ = [
     "random_spec",
     "read_items",
     "read_off",
+    "run_job",
     "shape_to_density_map",
     "split_of",
     "to_uint8",

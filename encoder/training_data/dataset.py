@@ -286,7 +286,20 @@ def _row(cv, aug: dict, contour: float) -> dict:  # noqa: ANN001
     }
 
 
-def _run(job: tuple) -> tuple[np.ndarray | None, dict]:
+def run_job(job: tuple) -> tuple[np.ndarray | None, dict]:
+    """Build one dataset item (safe to run in a worker process).
+
+    Args:
+        job: ``(kind, *args)`` as :func:`plan_jobs` makes them: ``("real", path,
+            view, seed, grid)``, ``("simulated", path, view, seed, grid)`` or
+            ``("synthetic", index, seed, grid)``. Synthetic item ``index`` draws its
+            spec from ``default_rng([seed, 7, index])``.
+
+    Returns:
+        ``(volume, row)``: the uint8 canonical volume ``[grid, grid, grid]`` and its
+        items.csv fields; ``(None, {"error": "..."})`` when the item failed (one bad
+        item must not stop a build).
+    """
     kind, args = job[0], job[1:]
     fn = {"real": _real_job, "simulated": _model_job, "synthetic": _synthetic_job}[kind]
     try:
@@ -408,7 +421,7 @@ def build_dataset(
     )
     with ProcessPoolExecutor(max_workers=cfg.workers) as pool:
         for (_job, kind, group, source), (vol, row) in zip(
-            jobs, pool.map(_run, [j[0] for j in jobs], chunksize=4), strict=True
+            jobs, pool.map(run_job, [j[0] for j in jobs], chunksize=4), strict=True
         ):
             bar.update()
             if vol is None:
