@@ -27,6 +27,7 @@ from encoder.train import build_model
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Time the encoders, write the JSON result (``--out``) and return it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--checkpoint", type=Path, default=ROOT / "data" / "cryoswan.pt"

@@ -81,6 +81,7 @@ def merge(paths: list[Path], out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Train and evaluate the runs (or ``--merge`` result files); return the result."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset")
     parser.add_argument(

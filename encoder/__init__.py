@@ -1,4 +1,8 @@
-"""Cryo-SWAN encoder: multi-scale wavelet autoencoder with residual quantization."""
+"""Cryo-SWAN encoder: multi-scale wavelet autoencoder with residual quantization.
+
+The data it is trained on (SYNTHETIC assemblies, ModelNet shapes, dataset folders)
+comes from :mod:`encoder.training_data`.
+"""
 
 from encoder.checkpoint import load_checkpoint, save_checkpoint, state_hash
 from encoder.code import MultiScaleCode

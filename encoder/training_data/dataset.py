@@ -44,10 +44,13 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import ndimage
+
+if TYPE_CHECKING:
+    from ingest.mapio import DensityMap
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +166,7 @@ def from_uint8(volumes: np.ndarray) -> np.ndarray:
 # -- augmentation -------------------------------------------------------------------
 
 
-def lowpass(dmap, resolution: float, native: float | None):  # noqa: ANN001, ANN201
+def lowpass(dmap: DensityMap, resolution: float, native: float | None) -> DensityMap:
     """Blur a map to ``resolution`` Å (Gaussian, molmap's sigma = 0.225 x res)."""
     from ingest.simulate import SIGMA_FACTOR
 
@@ -177,11 +180,11 @@ def lowpass(dmap, resolution: float, native: float | None):  # noqa: ANN001, ANN
 
 
 def crop_region(
-    dmap,
+    dmap: DensityMap,
     contour: float,
-    rng: np.random.Generator,  # noqa: ANN001, ANN201
+    rng: np.random.Generator,
     keep: float = 0.6,
-):
+) -> DensityMap:
     """A sub-box around a random voxel of the molecule, ``keep`` of the box side."""
     inside = np.argwhere(dmap.data >= contour)
     if len(inside) < 8:
