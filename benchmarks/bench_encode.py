@@ -4,7 +4,9 @@ Times ``CryoSwan.encode`` of the shipped checkpoint (or a fresh default model wh
 there is none) against the encoders of the two baselines at equal bits, in the same
 run and on the same batch (best of ``--repeat``), and writes JSON.
 
-    $ python benchmarks/bench_encode.py [--checkpoint data/cryoswan.pt] [--batch 32]
+    $ python -m benchmarks.bench_encode [--checkpoint data/cryoswan.pt] [--batch 32]
+
+(from the repository root).
 """
 
 from __future__ import annotations
@@ -17,16 +19,15 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from encoder.checkpoint import load_checkpoint  # noqa: E402
-from encoder.evaluate import encoding_throughput  # noqa: E402
-from encoder.model import CryoSwanConfig  # noqa: E402
-from encoder.train import build_model  # noqa: E402
+from benchmarks.common import ROOT
+from encoder.checkpoint import load_checkpoint
+from encoder.evaluate import encoding_throughput
+from encoder.model import CryoSwanConfig
+from encoder.train import build_model
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Time the encoders, write the JSON result (``--out``) and return it."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--checkpoint", type=Path, default=ROOT / "data" / "cryoswan.pt"
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
                 single, grid, args.batch, args.repeat
             ),
             "plain_ae": encoding_throughput(
-                plain, grid, args.batch, args.repeat, encode=plain._latent
+                plain, grid, args.batch, args.repeat, encode=plain.quantized_latent
             ),
         },
         "machine": {

@@ -15,16 +15,18 @@ Pearson correlation, bits per map, per kind of item and, for Cryo-SWAN, per numb
 of scales used), reports codebook usage (perplexity and dead codes per scale), and
 writes JSON.
 
-    $ python benchmarks/bench_recon.py --dataset runs/ds --steps 6000 \\
+    $ python -m benchmarks.bench_recon --dataset runs/ds --steps 6000 \\
           --out benchmarks/results/bench_recon.json --checkpoints runs/bench
+
+(from the repository root; ``benchmarks/recon_parallel.sh`` runs several at once).
 
 Variants of the model config: ``--set key=value`` (JSON values; lists become
 tuples) changes the base config of every run, and ``--label`` names the run. Runs
 can go in separate processes (on one GPU, say) and be merged afterwards:
 
-    $ python benchmarks/bench_recon.py --dataset runs/ds --runs cryoswan \\
+    $ python -m benchmarks.bench_recon --dataset runs/ds --runs cryoswan \\
           --set prefix_trains_encoder=false --label cryoswan-pd --out a.json
-    $ python benchmarks/bench_recon.py --merge a.json b.json --out all.json
+    $ python -m benchmarks.bench_recon --merge a.json b.json --out all.json
 """
 
 from __future__ import annotations
@@ -40,14 +42,12 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from encoder.checkpoint import load_checkpoint  # noqa: E402
-from encoder.dataset import load_split  # noqa: E402
-from encoder.evaluate import codebook_usage, evaluate_recon  # noqa: E402
-from encoder.model import CryoSwanConfig  # noqa: E402
-from encoder.train import TrainConfig, train  # noqa: E402
+from benchmarks.common import ROOT
+from encoder.checkpoint import load_checkpoint
+from encoder.evaluate import codebook_usage, evaluate_recon
+from encoder.model import CryoSwanConfig
+from encoder.train import TrainConfig, train
+from encoder.training_data import load_split
 
 RUNS = {
     "cryoswan": ("cryoswan", {}),
@@ -81,6 +81,7 @@ def merge(paths: list[Path], out: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Train and evaluate the runs (or ``--merge`` result files); return the result."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset")
     parser.add_argument(

@@ -10,10 +10,11 @@ memory per entry and the store open time (both in a fresh process).
 
 **Codes.** Base codes come from the real encoder (``data/cryoswan.pt``) on varied
 canonical volumes made the way the training set makes them
-(:mod:`encoder.dataset`): the real maps in ``data/maps`` and ``../shared/data/real/
-maps`` in augmented views (rotation, low-pass, noise, crops), maps simulated from
-the models in ``data/models`` and ``../shared/data/real/models`` (3-12 Å, random
-rotations, chain subsets), and SYNTHETIC assemblies (:mod:`encoder.synthetic`).
+(:mod:`encoder.training_data.dataset`): the real maps in ``data/maps`` and
+``../shared/data/real/maps`` in augmented views (rotation, low-pass, noise, crops),
+maps simulated from the models in ``data/models`` and ``../shared/data/real/models``
+(3-12 Å, random rotations, chain subsets), and SYNTHETIC assemblies
+(:mod:`encoder.training_data.synthetic`).
 They are cached in ``--cache`` (``base.npz``). Entry ``j`` is a replicate of base
 ``j mod n_base`` (bases shuffled), perturbed the way real codes vary: the residuals
 of augmented views from their molecule's mean code (molecules with several views)

@@ -13,8 +13,9 @@ import datetime as dt
 import gc
 import hashlib
 import json
+import multiprocessing
+import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,8 @@ METADATA_CSV = SHARED / "headers" / "EMDB_metadata.csv"
 #: Real maps and atomic models, in this order; a file name met twice is used once.
 MAP_DIRS = (ROOT / "data" / "maps", SHARED / "maps")
 MODEL_DIRS = (ROOT / "data" / "models", SHARED / "models")
+MAP_SUFFIXES = (".map", ".mrc", ".ccp4", ".map.gz", ".mrc.gz")
+MODEL_SUFFIXES = (".pdb", ".cif", ".ent", ".pdb.gz", ".cif.gz")
 #: EMDB methods, as EMDB spells them, with assumed shares (the CSV has no method).
 METHOD_SHARES = {
     "singleParticle": 0.88,
@@ -41,70 +44,53 @@ METHOD_SHARES = {
     "tomography": 0.01,
 }
 BASE_VERSION = 1
-#: Order of the base volumes by kind (then by source folder, file and view).
-KINDS = ("real", "simulated", "synthetic")
 
 
 # -- base codes -------------------------------------------------------------------
-def _folder(path: Path) -> str | None:
-    return str(path) if path.is_dir() else None
-
-
-def _dataset_items(folder: Path) -> list[tuple[dict[str, str], np.ndarray]]:
-    """``(items.csv row, uint8 volume)`` of every item of a dataset folder, in
-    item order."""
-    from encoder.dataset import SPLITS, load_split, read_items
-
-    rows = read_items(folder)
-    by_index: dict[int, tuple[dict[str, str], np.ndarray]] = {}
-    for split in SPLITS:
-        part = [r for r in rows if r["split"] == split]
-        if part:
-            volumes = load_split(folder, split)
-            for row, volume in zip(part, volumes, strict=True):
-                by_index[int(row["index"])] = (row, volume)
-    return [by_index[i] for i in sorted(by_index)]
+def _source_files(dirs: tuple[Path, ...], suffixes: tuple[str, ...]) -> list[Path]:
+    """Files in ``dirs`` with a suffix in ``suffixes``, one per file name."""
+    seen: dict[str, Path] = {}
+    for d in dirs:
+        if not d.is_dir():
+            continue
+        for p in sorted(d.iterdir()):
+            if p.is_file() and p.name.endswith(suffixes) and p.name not in seen:
+                seen[p.name] = p
+    return list(seen.values())
 
 
 def make_volumes(
-    args: argparse.Namespace, work: Path
-) -> tuple[list[dict[str, str]], np.ndarray, list[str]]:
+    args: argparse.Namespace,
+) -> tuple[list[dict[str, Any]], np.ndarray, list[str]]:
     """Canonical volumes of the real maps and models (augmented views) and the
-    synthetic assemblies, made as ``swan dataset build`` makes them.
+    synthetic assemblies, made as ``swan dataset build`` makes them (its jobs,
+    :func:`encoder.training_data.run_job`, in a pool of worker processes).
 
-    One dataset per source folder (:data:`MAP_DIRS`, :data:`MODEL_DIRS`; the
-    synthetic assemblies with the first), in ``work``; a file whose name an
-    earlier folder holds is left out. Returns the items' rows (``kind``,
-    ``group``, ``source``, size features), their uint8 volumes, in
-    :data:`KINDS` order, and the failures.
+    Returns the items' rows (``kind``, ``group`` and the size features), their
+    uint8 volumes, and the failures.
     """
-    from encoder.dataset import DatasetConfig, build_dataset
+    from encoder.training_data import group_of, run_job
 
-    items: list[tuple[int, int, dict[str, str], np.ndarray]] = []
-    failures: list[str] = []
-    earlier: dict[str, set[str]] = {"real": set(), "simulated": set()}
-    for d, (maps, models) in enumerate(zip(MAP_DIRS, MODEL_DIRS, strict=True)):
-        cfg = DatasetConfig(
-            real_maps=_folder(maps),
-            models=_folder(models),
-            real_views=args.real_views,
-            model_views=args.model_views,
-            synthetic=args.synthetic if d == 0 else 0,
-            seed=args.seed,
-        )
-        if not (cfg.real_maps or cfg.models or cfg.synthetic):
-            continue
-        out = work / f"dataset_{d}"
-        failures += build_dataset(cfg, out, progress=False)["failures"]
-        for row, volume in _dataset_items(out):
-            if row["source"] not in earlier.get(row["kind"], ()):
-                items.append((KINDS.index(row["kind"]), d, row, volume))
-        for kind, folder in (("real", maps), ("simulated", models)):
-            if folder.is_dir():
-                earlier[kind] |= {p.name for p in folder.iterdir()}
-    items.sort(key=lambda t: (t[0], t[1]))  # stable: item order within a dataset
-    rows = [row for _, _, row, _ in items]
-    return rows, np.stack([v for _, _, _, v in items]), failures
+    jobs, labels = [], []
+    for path in _source_files(MAP_DIRS, MAP_SUFFIXES):
+        for view in range(args.real_views):
+            jobs.append(("real", str(path), view, args.seed, 64))
+            labels.append({"kind": "real", "group": group_of(path)})
+    for path in _source_files(MODEL_DIRS, MODEL_SUFFIXES):
+        for view in range(args.model_views):
+            jobs.append(("simulated", str(path), view, args.seed, 64))
+            labels.append({"kind": "simulated", "group": group_of(path)})
+    for i in range(args.synthetic):
+        jobs.append(("synthetic", i, args.seed, 64))
+        labels.append({"kind": "synthetic", "group": f"synthetic-{i}"})
+    print(f"base codes: {len(jobs)} volumes to make", flush=True)
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(os.cpu_count() or 1) as pool:
+        results = pool.map(run_job, jobs, chunksize=4)
+    keep = [i for i, (vol, _) in enumerate(results) if vol is not None]
+    errors = [results[i][1].get("error") for i in range(len(jobs)) if i not in keep]
+    rows = [{**results[i][1], **labels[i]} for i in keep]
+    return rows, np.stack([results[i][0] for i in keep]), errors
 
 
 def make_base(args: argparse.Namespace) -> dict[str, Any]:
@@ -122,14 +108,13 @@ def make_base(args: argparse.Namespace) -> dict[str, Any]:
             if json.loads(str(z["params"])) == params:
                 print(f"base codes: cached in {cache}", flush=True)
                 return {k: z[k] for k in z.files}
-    from encoder.dataset import from_uint8
+    from encoder.training_data import from_uint8
     from swan_index.map_encoder import MapEncoder
 
     args.cache.mkdir(parents=True, exist_ok=True)
     print("base codes: making the volumes", flush=True)
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="volumes_", dir=args.cache) as work:
-        rows, volumes, errors = make_volumes(args, Path(work))
+    rows, volumes, errors = make_volumes(args)
     t_make = time.perf_counter() - t0
     encoder = MapEncoder()
     t0 = time.perf_counter()

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from encoder.synthetic import build_assembly, describe, random_spec
+from encoder.training_data import build_assembly, describe, random_spec
 from ingest.header import EntryMetadata
 from ingest.mapio import DensityMap
 from ingest.simulate import read_model, simulate_view

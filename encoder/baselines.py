@@ -57,20 +57,29 @@ class PlainAutoencoder(nn.Module):
         self.decoder = Decoder(self.config)
         self.checkpoint_hash = "untrained"
 
-    def _latent(self, x: torch.Tensor) -> torch.Tensor:
+    def quantized_latent(self, x: torch.Tensor) -> torch.Tensor:
+        """The encoder's latent of ``x``, squashed to [-1, 1] and quantized.
+
+        Args:
+            x: canonical volumes ``[B, 1, G, G, G]``.
+
+        Returns:
+            ``[B, latent_dim, S, S, S]`` on ``2**bits`` uniform levels in [-1, 1],
+            with a straight-through gradient.
+        """
         z = torch.tanh(self.encoder(x))
         levels = 2**self.bits - 1
         q = torch.round((z + 1) / 2 * levels) / levels * 2 - 1
         return z + (q - z).detach()
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        recon = self.decoder(self._latent(x))
+        recon = self.decoder(self.quantized_latent(x))
         rec_loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
         return {"recon": recon, "loss": rec_loss, "rec_loss": rec_loss.detach()}
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, up_to: int | None = None) -> torch.Tensor:
-        return self.decoder(self._latent(x))
+        return self.decoder(self.quantized_latent(x))
 
     def bits_per_map(self) -> int:
         return self.config.latent_side**3 * self.config.latent_dim * self.bits

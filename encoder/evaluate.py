@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from encoder.baselines import bits_up_to, reconstruct
-from encoder.dataset import from_uint8, load_split, read_items
 from encoder.model import CryoSwan
+from encoder.training_data.dataset import from_uint8, load_split, read_items
 
 SURFACE_LEVEL = 0.5
 

@@ -25,8 +25,8 @@ import torch
 
 from encoder.baselines import PlainAutoencoder, single_scale_config
 from encoder.checkpoint import load_checkpoint, save_checkpoint
-from encoder.dataset import load_split
 from encoder.model import CryoSwan, CryoSwanConfig
+from encoder.training_data.dataset import load_split
 
 log = logging.getLogger(__name__)
 

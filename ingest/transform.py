@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
@@ -39,6 +41,30 @@ def resample_xyz(
         cval=cval,
     )
     return out.astype(np.float32, copy=False)
+
+
+def axis_rotation(axis: np.ndarray, angle: float) -> np.ndarray:
+    """Rotation matrix that turns by ``angle`` radians about ``axis``.
+
+    Rodrigues' formula ``R = I + sin(angle) K + (1 - cos(angle)) K^2`` with ``K`` the
+    cross-product matrix of ``axis`` (``K v = axis x v``). The rotation is active and
+    right-handed: it acts on column vectors (``R @ v``; rows of points turn with
+    ``points @ R.T``) and, seen from the tip of ``axis`` looking back at the origin,
+    turns counter-clockwise (about z, x goes to y for ``angle = pi / 2``). This is
+    ``scipy.spatial.transform.Rotation.from_rotvec(angle * axis).as_matrix()`` up
+    to rounding (about 1e-15).
+
+    Args:
+        axis: unit vector, shape ``(3,)`` (x, y, z); not normalised here, so a
+            non-unit axis gives a matrix that is not a rotation.
+        angle: turning angle in radians (degrees: pass ``np.radians(deg)``).
+
+    Returns:
+        float64 array of shape ``(3, 3)``.
+    """
+    x, y, z = axis
+    k = np.array([[0, -z, y], [z, 0, -x], [-y, x, 0]])
+    return np.eye(3) + math.sin(angle) * k + (1 - math.cos(angle)) * (k @ k)
 
 
 def random_rotation(rng: np.random.Generator) -> np.ndarray:

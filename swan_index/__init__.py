@@ -4,7 +4,7 @@ Everything a user of the Python API needs is importable from here::
 
     from swan_index import MapEncoder, Query, SearchOptions, Store, search
 
-The names are loaded on first use (PEP 562), so that ``import swan_index.store``
+The names are loaded on first use (``lazy_loader``, SPEC 1), so that ``import swan_index.store``
 (and the ingest worker processes) do not load torch.
 
 Modules, one idea each:
@@ -26,43 +26,18 @@ Modules, one idea each:
   command line.
 """
 
-from __future__ import annotations
+import lazy_loader
 
-import importlib
-from typing import Any
-
-#: Public name -> the module that defines it.
-_EXPORTS = {
-    "Store": "swan_index.store",
-    "EncoderInfo": "swan_index.schema",
-    "EntryRecord": "swan_index.schema",
-    "Hit": "swan_index.ranking",
-    "Ranking": "swan_index.ranking",
-    "SearchOptions": "swan_index.ranking",
-    "Query": "swan_index.query",
-    "StoredEntry": "swan_index.query",
-    "search": "swan_index.query",
-    "FitQuery": "swan_index.fit",
-    "apply_fit": "swan_index.fit",
-    "fit_query": "swan_index.fit",
-    "MapEncoder": "swan_index.map_encoder",
-    "DEFAULT_CHECKPOINT": "swan_index.map_encoder",
-    "ingest_paths": "swan_index.indexer",
-    "IngestSummary": "swan_index.indexer",
-    "evaluate_store": "swan_index.retrieval",
-    "read_truth": "swan_index.retrieval",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'swan_index' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value  # the next lookup does not come here
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "store": ["Store"],
+        "schema": ["EncoderInfo", "EntryRecord"],
+        "ranking": ["Hit", "Ranking", "SearchOptions"],
+        "query": ["Query", "StoredEntry", "search"],
+        "fit": ["FitQuery", "apply_fit", "fit_query"],
+        "map_encoder": ["DEFAULT_CHECKPOINT", "MapEncoder"],
+        "indexer": ["IngestSummary", "ingest_paths"],
+        "retrieval": ["evaluate_store", "read_truth"],
+    },
+)

@@ -173,3 +173,22 @@ def test_dead_code_restart_replaces_unused_codes():
     cb(data)
     stats = cb.stats()
     assert stats["used"] + stats["dead"] == 16 and stats["perplexity"] > 1
+
+
+def test_plain_baseline_quantized_latent(batch):
+    from encoder.baselines import PlainAutoencoder
+    from encoder.evaluate import encoding_throughput
+
+    torch.manual_seed(0)
+    plain = PlainAutoencoder(SMALL).eval()
+    with torch.no_grad():
+        z = plain.quantized_latent(batch)
+    side = plain.config.latent_side
+    assert z.shape == (len(batch), plain.config.latent_dim, side, side, side)
+    levels = 2**plain.bits - 1
+    steps = (z + 1) / 2 * levels
+    assert torch.allclose(steps, torch.round(steps), atol=1e-4)
+    assert float(z.abs().max()) <= 1.0
+    assert torch.equal(plain.reconstruct(batch), plain.decoder(z))
+    rate = encoding_throughput(plain, 32, 2, 1, encode=plain.quantized_latent)
+    assert rate > 0

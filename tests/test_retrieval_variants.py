@@ -1,4 +1,5 @@
-"""Ground-truth versions for the retrieval benchmark (benchmarks/retrieval/variants)."""
+"""Ground-truth versions for the retrieval benchmark (benchmarks/retrieval/variants
+and the molecules, incomplete and conformational modules it draws on)."""
 
 from __future__ import annotations
 
@@ -6,18 +7,13 @@ import json
 
 import numpy as np
 import pytest
+from scipy.spatial.transform import Rotation
 
-from benchmarks.retrieval.variants import (
-    CONDITIONS,
-    NOISE_LEVELS,
-    apply_motion,
-    choose_removal,
-    held_out_molecules,
-    hinge_transform,
-    make_versions,
-    remove_parts,
-)
-from encoder.dataset import DEFAULT_TEST_GROUPS
+from benchmarks.retrieval.conformational import apply_motion, hinge_transform
+from benchmarks.retrieval.incomplete import choose_removal, remove_parts
+from benchmarks.retrieval.molecules import held_out_molecules
+from benchmarks.retrieval.variants import CONDITIONS, NOISE_LEVELS, make_versions
+from encoder.training_data import DEFAULT_TEST_GROUPS
 from ingest import canonicalize, canonicalize_poses, volume_correlation
 from ingest.simulate import model_atoms
 from tests.conftest import DATA
@@ -171,6 +167,9 @@ def test_hinge_moves_only_the_moved_part(molecules, name, mode):
     assert np.linalg.det(rot) == pytest.approx(1.0)
     angle = np.degrees(np.arccos((np.trace(rot) - 1) / 2))
     assert angle == pytest.approx(motion.angle, abs=1e-6)
+    # the hinge angle is in degrees, turning right-handed about the axis
+    expected = Rotation.from_rotvec(np.radians(motion.angle) * motion.axis)
+    np.testing.assert_allclose(rot, expected.as_matrix(), rtol=0, atol=1e-12)
     np.testing.assert_allclose(rot @ motion.pivot + shift, motion.pivot, atol=1e-9)
     before = model_atoms(structure)[0]
     after = model_atoms(apply_motion(structure, motion))[0]
@@ -198,3 +197,14 @@ def test_same_molecule_correlates(versions):
     for other in ("6272", "synthetic-0-0"):
         rotated = [v for v in versions[other] if v.condition == "rotation"][0]
         assert best(ref, rotated.map) < corr_same - 0.1
+
+
+def test_variants_module_keeps_the_benchmark_names():
+    from benchmarks.retrieval import conformational, incomplete, molecules, variants
+
+    for module in (conformational, incomplete, molecules):
+        for name in set(variants.__all__) & set(vars(module)):
+            assert getattr(variants, name) is getattr(module, name)
+    assert {"held_out_molecules", "choose_removal", "hinge_transform"} <= set(
+        variants.__all__
+    )

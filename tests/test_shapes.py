@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from encoder.shapes import (
+from encoder.training_data.shapes import (
     iter_modelnet_voxels,
     iter_shapes,
     read_off,

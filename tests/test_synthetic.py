@@ -1,4 +1,4 @@
-"""encoder.synthetic: SYNTHETIC protein-like assemblies (autoencoder training data)."""
+"""SYNTHETIC protein-like assemblies (encoder.training_data.synthetic)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,14 @@ import numpy as np
 import pytest
 from scipy.spatial import cKDTree
 
-from encoder import synthetic
-from encoder.synthetic import (
+from encoder.training_data import (
     ATOMS_PER_RESIDUE,
     AssemblySpec,
     build_assembly,
     count_residues,
     describe,
     random_spec,
+    synthetic,
 )
 from ingest import simulate_map
 from ingest.simulate import model_atoms
@@ -100,6 +100,41 @@ def test_deterministic():
     other = build_assembly(AssemblySpec(**{**spec.__dict__, "seed": 12}))
     a, b = np.vstack(_atoms(first, "CA")), np.vstack(_atoms(other, "CA"))
     assert a.shape != b.shape or not np.allclose(a, b)
+
+
+# CA coordinates (first, middle, last residue of each chain) recorded from the
+# generator; they change only if the generator's geometry or random streams do.
+RECORDED_CA = {
+    AssemblySpec(n_residues=40, seed=0): {
+        "A": [
+            [2.7896, 10.9659, -4.1223],
+            [-1.8468, -3.8432, -0.134],
+            [9.1769, -5.9786, -8.4107],
+        ],
+    },
+    AssemblySpec(kind="hetero", order=2, n_domains=2, n_residues=40, seed=1): {
+        "A": [
+            [-0.3152, 14.2887, -9.9025],
+            [6.6516, 2.2232, 4.282],
+            [-9.2776, -4.1855, 12.1291],
+        ],
+        "B": [
+            [18.4545, -12.7632, 2.4545],
+            [6.1987, -19.4039, 12.1608],
+            [-4.0935, -6.5563, 9.6382],
+        ],
+    },
+}
+
+
+@pytest.mark.parametrize("spec", list(RECORDED_CA), ids=["monomer", "hetero"])
+def test_coordinates_unchanged(spec):
+    structure = build_assembly(spec)
+    cas = _atoms(structure, "CA")
+    assert [ch.name for ch in structure[0]] == list(RECORDED_CA[spec])
+    for ca, expected in zip(cas, RECORDED_CA[spec].values(), strict=True):
+        picked = ca[[0, len(ca) // 2, -1]]
+        np.testing.assert_allclose(picked, expected, rtol=0, atol=2e-4)
 
 
 @pytest.mark.parametrize("n", [2, 5])

@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from encoder.checkpoint import load_checkpoint
-from encoder.dataset import (
+from encoder.evaluate import evaluate_recon, iou, pearson
+from encoder.model import CryoSwanConfig
+from encoder.train import TrainConfig, train
+from encoder.training_data import (
     DatasetConfig,
     build_dataset,
     from_uint8,
@@ -18,9 +21,6 @@ from encoder.dataset import (
     read_items,
     to_uint8,
 )
-from encoder.evaluate import evaluate_recon, iou, pearson
-from encoder.model import CryoSwanConfig
-from encoder.train import TrainConfig, train
 from swan_index.cli import main
 from tests.conftest import DATA
 
@@ -150,3 +150,17 @@ def test_metrics_helpers():
     b[1, :, :, :2] = 1.0
     assert iou(a, b).tolist() == [1.0, pytest.approx(32 / 48)]
     assert pearson(a, a) == pytest.approx([1.0, 1.0])
+
+
+def test_run_job_builds_one_item_or_reports_its_error():
+    from encoder.training_data import run_job
+
+    vol, row = run_job(("synthetic", 0, 0, 32))
+    assert vol.dtype == np.uint8 and vol.shape == (32, 32, 32)
+    aug = json.loads(row["augmentation"])
+    assert aug["spec"].startswith("SYNTHETIC") and 4.0 <= aug["resolution"] <= 12.0
+    assert {"contour", "radius_of_gyration", "volume", "pose_candidates"} <= set(row)
+    again, _ = run_job(("synthetic", 0, 0, 32))
+    np.testing.assert_array_equal(vol, again)
+    missing, error = run_job(("real", str(DATA / "maps" / "missing.map"), 1, 0, 32))
+    assert missing is None and error["error"]

@@ -52,7 +52,7 @@ from benchmarks.retrieval.variants import (
     make_versions,
 )
 from benchmarks.retrieval.zernike import zernike_descriptor
-from encoder.dataset import DEFAULT_TEST_GROUPS, group_of
+from encoder.training_data import DEFAULT_TEST_GROUPS, group_of
 from ingest.discover import is_map_file
 from ingest.mapio import DensityMap, read_map
 from ingest.simulate import simulate_view
@@ -137,7 +137,7 @@ def _gallery_and_queries(args: argparse.Namespace) -> tuple[list[Item], list[Ite
             if group in DEFAULT_TEST_GROUPS:
                 queries.append(item)  # left out of its own list
     if args.shapes:
-        from encoder.shapes import iter_shapes
+        from encoder.training_data import iter_shapes
 
         for name, dmap in iter_shapes(args.shapes, limit_per_file=args.shapes_limit):
             gallery.append(

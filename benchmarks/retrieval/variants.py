@@ -10,15 +10,9 @@ Everything here is **simulated** (``DensityMap.simulated`` is True, the path rea
 ``simulated:...`` and ``warnings`` say so) and deterministic given the
 ``numpy.random.Generator`` passed in.
 
-Molecules (:func:`held_out_molecules`):
-
-* ``"real-model"``: the atomic models of the real data whose group is in
-  :data:`encoder.dataset.DEFAULT_TEST_GROUPS` (held out of the encoder's training),
-  one :class:`Molecule` per model file, labelled with its group (several models of
-  one molecule, e.g. the rotavirus VP6 models, share a group).
-* ``"synthetic"``: SYNTHETIC protein-like assemblies from
-  :mod:`encoder.synthetic`, never seen in training (see
-  :func:`held_out_molecules` for the seed rule).
+Molecules (:func:`held_out_molecules`, :mod:`benchmarks.retrieval.molecules`):
+atomic models of the real data held out of the encoder's training, and SYNTHETIC
+assemblies from a seed family that training never uses.
 
 Versions (:func:`make_versions`): one ``"reference"`` (the gallery entry) and query
 versions per condition (see :data:`CONDITIONS`). Every version, the reference
@@ -27,33 +21,51 @@ records the query's rotation relative to the reference. The contour is set the
 way a depositor would set it: ``map.header["recommended_contour"]``, which
 ``ingest.canonicalize`` picks up (contour source ``"map"``). Note that
 ``ingest.write_map`` does not store it: a benchmark that writes the maps to files
-must pass the contour along (e.g. an EMDB-style header XML, or ``contour=``).
+must pass the contour along (e.g. an EMDB-style header XML, or ``contour=``). The
+structural conditions change the model first: :mod:`benchmarks.retrieval.incomplete`
+(parts left out) and :mod:`benchmarks.retrieval.conformational` (a hinge motion).
+
+This module is the benchmark's entry point: the names of those modules that the
+benchmark uses are importable from here too.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import gemmi
 import numpy as np
 from scipy import ndimage
-from scipy.spatial import cKDTree
 
-from encoder.dataset import DEFAULT_TEST_GROUPS, group_of
-from encoder.synthetic import AssemblySpec, build_assembly, describe, random_spec
+from benchmarks.retrieval.conformational import (
+    HINGE_ANGLE,
+    HingeMotion,
+    apply_motion,
+    hinge_transform,
+)
+from benchmarks.retrieval.incomplete import (
+    INCOMPLETE_FRACTION,
+    Removal,
+    choose_removal,
+    remove_parts,
+)
+from benchmarks.retrieval.molecules import (
+    KINDS,
+    MAX_MODEL_ATOMS,
+    SYNTHETIC_ATOM_CAPS,
+    SYNTHETIC_GEOMETRY_BASE,
+    SYNTHETIC_SEED_OFFSET,
+    Molecule,
+    held_out_molecules,
+)
 from ingest.contour import ANGSTROM3_PER_DALTON, background_level, contour_for_volume
 from ingest.mapio import DensityMap
-from ingest.simulate import SIGMA_FACTOR, model_atoms, read_model, simulate_map
+from ingest.simulate import SIGMA_FACTOR, model_atoms, simulate_map
 from ingest.transform import random_rotation
-
-log = logging.getLogger(__name__)
 
 #: Every condition; the first is the gallery entry, the others are queries.
 CONDITIONS = (
@@ -67,22 +79,6 @@ CONDITIONS = (
     "conformational",
 )
 QUERY_CONDITIONS = CONDITIONS[1:]
-KINDS = ("real-model", "synthetic")
-
-#: Offset of the seed family of the held-out synthetic molecules. Training
-#: (``encoder.dataset._synthetic_job``) draws spec ``i`` from
-#: ``default_rng([seed, 7, i])``; held-out spec ``i`` is drawn from
-#: ``default_rng([SYNTHETIC_SEED_OFFSET + seed, 11, i])`` (a different seed
-#: sequence for every ``seed``), and its geometry seed is set to
-#: ``SYNTHETIC_GEOMETRY_BASE + SYNTHETIC_SEED_OFFSET * seed + i``: at or above
-#: 2**31, where ``random_spec`` (which draws seeds in [0, 2**31)) never goes. So no
-#: held-out assembly has the coordinates of a training one.
-SYNTHETIC_SEED_OFFSET = 10**6
-SYNTHETIC_GEOMETRY_BASE = 2**31
-#: Atom caps of the synthetic molecules, cycled: small proteins to large complexes.
-SYNTHETIC_ATOM_CAPS = (1_500, 5_000, 15_000)
-#: Real models above this many atoms are skipped (simulation time).
-MAX_MODEL_ATOMS = 30_000
 
 #: Resolution of the reference (gallery) version, Å.
 REFERENCE_RESOLUTION = (4.0, 6.0)
@@ -94,574 +90,9 @@ QUERY_RESOLUTION = (3.0, 12.0)
 NOISE_LEVELS = {"low": 0.1, "medium": 0.25, "high": 0.5}
 #: Depositor's contour factor range of the "contour" condition (x mass-based).
 CONTOUR_FACTORS = ((0.7, 0.9), (1.1, 1.4))
-#: Fraction of residues removed by the "incomplete" condition.
-INCOMPLETE_FRACTION = (0.10, 0.35)
-#: Hinge angle of the "conformational" condition, degrees.
-HINGE_ANGLE = (15.0, 40.0)
 #: Finest voxel used, Å, and the largest box, voxels (speed).
 MIN_VOXEL = 0.8
 MAX_BOX_VOXELS = 160**3
-
-_CONTACT = 8.0  # residue contact distance for the domain split, Å
-_CLASH = 3.6  # representative atoms closer than this clash, Å
-
-
-# -- molecules ---------------------------------------------------------------------
-
-
-@functools.lru_cache(maxsize=32)
-def _load(path: str) -> gemmi.Structure:
-    return read_model(path)
-
-
-@functools.lru_cache(maxsize=32)
-def _build(spec: AssemblySpec) -> gemmi.Structure:
-    return build_assembly(spec)
-
-
-@dataclass(frozen=True)
-class Molecule:
-    """A held-out molecule.
-
-    Attributes:
-        name: unique name (model file stem, or ``synthetic-<seed>-<i>``).
-        group: ground-truth label: versions of one group are the same molecule.
-        kind: ``"real-model"`` (an atomic model of the real data) or
-            ``"synthetic"`` (an :mod:`encoder.synthetic` assembly).
-        path: model file (real models).
-        spec: assembly spec (synthetic).
-        description: what it is (synthetic: :func:`encoder.synthetic.describe`).
-    """
-
-    name: str
-    group: str
-    kind: str
-    path: str | None = None
-    spec: AssemblySpec | None = None
-    description: str = ""
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"kind {self.kind!r} is unknown; use one of {KINDS}")
-        if (self.path is None) == (self.spec is None):
-            raise ValueError("give exactly one of path (real model) or spec")
-
-    def structure(self) -> gemmi.Structure:
-        """A fresh copy of the molecule's gemmi Structure (cached underneath)."""
-        if self.path is not None:
-            return _load(self.path).clone()
-        return _build(self.spec).clone()
-
-
-def held_out_molecules(
-    models_dir: Path | None,
-    n_synthetic: int,
-    seed: int,
-    max_atoms: int = MAX_MODEL_ATOMS,
-) -> list[Molecule]:
-    """The molecules the encoder never saw in training.
-
-    Args:
-        models_dir: folder of real atomic models (e.g. ``../shared/data/real/models``);
-            every model whose group (:func:`encoder.dataset.group_of`) is in
-            ``DEFAULT_TEST_GROUPS`` becomes one ``"real-model"`` molecule. ``None``:
-            no real models.
-        n_synthetic: number of SYNTHETIC assemblies to add. Assembly ``i`` comes from
-            ``random_spec(default_rng([SYNTHETIC_SEED_OFFSET + seed, 11, i]),
-            max_atoms=SYNTHETIC_ATOM_CAPS[i % 3])`` with its geometry seed set to
-            ``2**31 + SYNTHETIC_SEED_OFFSET * seed + i``: a seed family disjoint
-            from the training one (``default_rng([seed, 7, i])`` with geometry
-            seeds below 2**31), so none of them was in the encoder's training set.
-            Each is its own group ``synthetic-heldout-<seed>-<i>``.
-        seed: seed of the synthetic family (>= 0).
-        max_atoms: skip real models with more atoms (simulation time).
-
-    Returns:
-        Real models (sorted by file name), then the synthetic ones.
-
-    Raises:
-        ValueError: ``models_dir`` is not a folder, or negative counts/seed.
-    """
-    if n_synthetic < 0 or seed < 0:
-        raise ValueError("n_synthetic and seed must be >= 0")
-    molecules: list[Molecule] = []
-    if models_dir is not None:
-        root = Path(models_dir)
-        if not root.is_dir():
-            raise ValueError(f"{root}: not a folder of atomic models")
-        suffixes = (".pdb", ".cif", ".ent", ".pdb.gz", ".cif.gz", ".ent.gz")
-        for path in sorted(root.iterdir()):
-            if not (path.is_file() and path.name.endswith(suffixes)):
-                continue
-            group = group_of(path)
-            if group not in DEFAULT_TEST_GROUPS:
-                continue
-            n_atoms = len(model_atoms(_load(str(path)))[0])
-            if n_atoms > max_atoms:
-                log.info("skipped %s: %d atoms > %d", path.name, n_atoms, max_atoms)
-                continue
-            stem = path.name.split(".")[0]
-            molecules.append(
-                Molecule(
-                    name=stem,
-                    group=group,
-                    kind="real-model",
-                    path=str(path),
-                    description=f"atomic model {path.name} ({n_atoms} atoms)",
-                )
-            )
-    for i in range(n_synthetic):
-        rng = np.random.default_rng([SYNTHETIC_SEED_OFFSET + seed, 11, i])
-        spec = random_spec(rng, max_atoms=SYNTHETIC_ATOM_CAPS[i % 3])
-        spec = replace(
-            spec, seed=SYNTHETIC_GEOMETRY_BASE + SYNTHETIC_SEED_OFFSET * seed + i
-        )
-        molecules.append(
-            Molecule(
-                name=f"synthetic-{seed}-{i}",
-                group=f"synthetic-heldout-{seed}-{i}",
-                kind="synthetic",
-                spec=spec,
-                description=describe(spec),
-            )
-        )
-    return molecules
-
-
-# -- atoms, residues ---------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class _Table:
-    """Per-atom and per-residue arrays of model 1, in ``model_atoms`` order."""
-
-    xyz: np.ndarray  # (N, 3)
-    mass: np.ndarray  # (N,)
-    atom_residue: np.ndarray  # (N,) global residue index
-    res_chain: np.ndarray  # (R,) chain index
-    res_polymer: np.ndarray  # (R,) bool
-    res_rep: np.ndarray  # (R, 3): CA, else P, else the first atom
-    res_label: list[str]  # "A:153"
-    chain_names: list[str]
-
-
-def _table(structure: gemmi.Structure) -> _Table:
-    xyz, _, mass = model_atoms(structure)
-    atom_residue, res_chain, res_polymer, res_rep, res_label = [], [], [], [], []
-    names = []
-    r = 0
-    for c, chain in enumerate(structure[0]):
-        names.append(chain.name)
-        for residue in chain:
-            if len(residue) == 0:
-                continue
-            rep = residue.find_atom("CA", "*") or residue.find_atom("P", "*")
-            rep = rep or residue[0]
-            atom_residue.extend([r] * len(residue))
-            res_chain.append(c)
-            res_polymer.append(residue.entity_type == gemmi.EntityType.Polymer)
-            res_rep.append((rep.pos.x, rep.pos.y, rep.pos.z))
-            res_label.append(f"{chain.name}:{residue.seqid.num}")
-            r += 1
-    return _Table(
-        xyz=xyz,
-        mass=mass,
-        atom_residue=np.asarray(atom_residue, dtype=np.int64),
-        res_chain=np.asarray(res_chain, dtype=np.int64),
-        res_polymer=np.asarray(res_polymer, dtype=bool),
-        res_rep=np.asarray(res_rep, dtype=np.float64).reshape(-1, 3),
-        res_label=res_label,
-        chain_names=names,
-    )
-
-
-def _polymer_residues(table: _Table, chain: int) -> np.ndarray:
-    return np.flatnonzero((table.res_chain == chain) & table.res_polymer)
-
-
-# -- incomplete models -------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class Removal:
-    """Parts of a model left out (an incomplete deposition).
-
-    Attributes:
-        removed_atoms: bool per atom (``model_atoms`` order), True where removed.
-        removed_residues: bool per residue (non-empty residues, file order).
-        mode: ``"termini"``, ``"internal"`` or ``"chains"``.
-        residue_fraction: removed share of the polymer residues.
-        atom_fraction: removed share of the atoms.
-        detail: what was removed (JSON-serialisable).
-    """
-
-    removed_atoms: np.ndarray
-    removed_residues: np.ndarray
-    mode: str
-    residue_fraction: float
-    atom_fraction: float
-    detail: dict[str, Any]
-
-
-def choose_removal(
-    structure: gemmi.Structure,
-    rng: np.random.Generator,
-    mode: str | None = None,
-    fraction: float | None = None,
-) -> Removal:
-    """Choose residues to leave out: 10-35 % of the polymer residues.
-
-    Modes: ``"termini"`` trims the N- and C-termini of every chain (the same share
-    of each chain, split between the ends at random); ``"internal"`` removes one
-    internal segment at the same relative place of every chain (a disordered loop
-    or domain); ``"chains"`` drops whole chains (subunits), only for multi-chain
-    models where a subset of chains holds 10-35 % of the residues. Non-polymer
-    residues (ligands) are kept unless their chain is dropped.
-
-    Args:
-        structure: the model.
-        rng: randomness.
-        mode: one of the modes; default a random available one.
-        fraction: target share of residues (termini/internal); default drawn from
-            :data:`INCOMPLETE_FRACTION`.
-
-    Returns:
-        The :class:`Removal` (apply it with :func:`remove_parts`).
-
-    Raises:
-        ValueError: unknown mode, or ``"chains"`` impossible for this model.
-    """
-    table = _table(structure)
-    n_chains = len(table.chain_names)
-    polymer = table.res_polymer
-    n_poly = int(polymer.sum())
-    if n_poly == 0:
-        raise ValueError("the model has no polymer residues")
-    per_chain = np.array([len(_polymer_residues(table, c)) for c in range(n_chains)])
-    chain_subset = _chain_subset(per_chain, rng) if n_chains > 1 else None
-    available = ["termini", "internal"] + (["chains"] if chain_subset else [])
-    if mode is None:
-        mode = str(rng.choice(available))
-    if mode not in ("termini", "internal", "chains"):
-        raise ValueError(f"mode {mode!r} is unknown; use termini, internal or chains")
-    if mode == "chains" and not chain_subset:
-        raise ValueError("no subset of chains holds 10-35 % of the residues")
-    f = float(fraction if fraction is not None else rng.uniform(*INCOMPLETE_FRACTION))
-    removed = np.zeros(len(table.res_chain), dtype=bool)
-    detail: dict[str, Any] = {}
-    if mode == "chains":
-        for c in chain_subset:
-            removed[table.res_chain == c] = True
-        detail["chains"] = [table.chain_names[c] for c in chain_subset]
-    elif mode == "termini":
-        share_n = float(rng.uniform(0.2, 0.8))
-        detail["n_terminal_share"] = round(share_n, 3)
-        detail["trimmed"] = {}
-        for c in range(n_chains):
-            idx = _polymer_residues(table, c)
-            k = min(int(np.ceil(f * len(idx))), len(idx) - 1)
-            k_n = int(round(k * share_n))
-            k_c = k - k_n
-            removed[idx[:k_n]] = True
-            removed[idx[len(idx) - k_c :]] = True
-            if k:
-                detail["trimmed"][table.chain_names[c]] = [k_n, k_c]
-    else:
-        start = float(rng.uniform(0.15, max(0.15, 0.9 - f)))
-        detail["relative_start"] = round(start, 3)
-        detail["segments"] = {}
-        for c in range(n_chains):
-            idx = _polymer_residues(table, c)
-            k = min(int(np.ceil(f * len(idx))), len(idx) - 1)
-            if k <= 0:
-                continue
-            s = min(int(round(start * len(idx))), len(idx) - k)
-            removed[idx[s : s + k]] = True
-            detail["segments"][table.chain_names[c]] = [
-                table.res_label[idx[s]],
-                table.res_label[idx[s + k - 1]],
-            ]
-    removed_atoms = removed[table.atom_residue]
-    return Removal(
-        removed_atoms=removed_atoms,
-        removed_residues=removed,
-        mode=mode,
-        residue_fraction=float((removed & polymer).sum() / n_poly),
-        atom_fraction=float(removed_atoms.mean()),
-        detail=detail,
-    )
-
-
-def _chain_subset(per_chain: np.ndarray, rng: np.random.Generator) -> list[int]:
-    """A random set of chains holding 10-35 % of the residues, or []."""
-    total = per_chain.sum()
-    lo, hi = INCOMPLETE_FRACTION
-    for _ in range(20):
-        chosen, share = [], 0.0
-        for c in rng.permutation(len(per_chain)):
-            if per_chain[c] == 0:
-                continue
-            if share + per_chain[c] / total <= hi:
-                chosen.append(int(c))
-                share += per_chain[c] / total
-            if share >= lo and rng.random() < 0.5:
-                break
-        if lo <= share <= hi and len(chosen) < int((per_chain > 0).sum()):
-            return sorted(chosen)
-    return []
-
-
-def remove_parts(structure: gemmi.Structure, removal: Removal) -> gemmi.Structure:
-    """A copy of ``structure`` without the residues ``removal`` leaves out."""
-    out = structure.clone()
-    r = 0
-    keep: list[list[bool]] = []
-    for chain in structure[0]:
-        flags = []
-        for residue in chain:
-            if len(residue) == 0:
-                flags.append(True)
-                continue
-            flags.append(not removal.removed_residues[r])
-            r += 1
-        keep.append(flags)
-    for chain, flags in zip(out[0], keep, strict=True):
-        for i in range(len(flags) - 1, -1, -1):
-            if not flags[i]:
-                del chain[i]
-    out.remove_empty_chains()
-    return out
-
-
-# -- conformational change ---------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class HingeMotion:
-    """A rigid motion of one part of a model about a hinge.
-
-    Attributes:
-        moved: bool per atom (``model_atoms`` order), True for the moved part.
-        transform: 4x4 rigid transform applied to the moved atoms (Å).
-        angle: rotation angle, degrees.
-        pivot: hinge point on the rotation axis, Å.
-        axis: unit rotation axis.
-        mode: ``"domain"`` (part of one chain, split at a hinge residue) or
-            ``"subunits"`` (a group of chains against the rest).
-        moved_fraction: share of the atoms moved.
-        clashes: representative atoms (CA/P) of the moved part within 3.6 Å of the
-            static part after the move that were not before.
-        detail: which part moved (JSON-serialisable).
-    """
-
-    moved: np.ndarray
-    transform: np.ndarray
-    angle: float
-    pivot: np.ndarray
-    axis: np.ndarray
-    mode: str
-    moved_fraction: float
-    clashes: int
-    detail: dict[str, Any]
-
-    def apply(self, xyz: np.ndarray) -> np.ndarray:
-        """Coordinates (N, 3) after the motion: moved rows transformed, others kept."""
-        out = np.array(xyz, dtype=np.float64, copy=True)
-        t = self.transform
-        out[self.moved] = out[self.moved] @ t[:3, :3].T + t[:3, 3]
-        return out
-
-
-def _axis_rotation(axis: np.ndarray, angle_deg: float) -> np.ndarray:
-    from scipy.spatial.transform import Rotation
-
-    return Rotation.from_rotvec(np.radians(angle_deg) * axis).as_matrix()
-
-
-def _perpendicular_axes(d: np.ndarray, n: int) -> list[np.ndarray]:
-    helper = np.eye(3)[int(np.argmin(np.abs(d)))]
-    e1 = np.cross(d, helper)
-    e1 /= np.linalg.norm(e1)
-    e2 = np.cross(d, e1)
-    return [
-        np.cos(a) * e1 + np.sin(a) * e2 for a in np.linspace(0, 2 * np.pi, n, False)
-    ]
-
-
-def _domain_split(rep: np.ndarray) -> int:
-    """Index k splitting a chain's residues into [0, k) and [k, n) with the fewest
-    contacts between the parts relative to those within (k in 30-70 % of n)."""
-    n = len(rep)
-    contacts = (cKDTree(rep).sparse_distance_matrix(cKDTree(rep), _CONTACT)).toarray()
-    m = (contacts > 0).astype(np.float64)
-    prefix = np.zeros((n + 1, n + 1))
-    prefix[1:, 1:] = m.cumsum(0).cumsum(1)
-
-    def block(a: int, b: int, c: int, d: int) -> float:  # sum m[a:b, c:d]
-        return prefix[b, d] - prefix[a, d] - prefix[b, c] + prefix[a, c]
-
-    best, best_k = np.inf, n // 2
-    for k in range(max(2, int(0.3 * n)), min(n - 1, int(0.7 * n)) + 1):
-        inter = block(0, k, k, n)
-        intra = np.sqrt(max(block(0, k, 0, k), 1.0) * max(block(k, n, k, n), 1.0))
-        score = inter / intra
-        if score < best:
-            best, best_k = score, k
-    return best_k
-
-
-def hinge_transform(
-    structure: gemmi.Structure,
-    rng: np.random.Generator,
-    angle: float | None = None,
-    mode: str | None = None,
-) -> HingeMotion:
-    """Choose a domain motion: a part of the model rotated about a hinge.
-
-    ``"domain"``: in the chain with the most polymer residues, the split residue is
-    where the two sides have the fewest contacts relative to their internal ones
-    (a simple domain parser, searched in 30-70 % of the chain); the smaller side
-    turns about an axis through that residue's CA (so the chain stays connected).
-    ``"subunits"`` (multi-chain): the chains on one side of the plane through the
-    assembly's centre across its longest axis turn as one body about an axis
-    through their interface (at its centre or one of its edges). In both, the axis
-    is perpendicular to the line from the hinge to the moved part's centre (an
-    opening/closing or twisting swing, not a scramble); of 12 axis directions (and
-    3 pivots for subunits), the one with the fewest new CA clashes is taken.
-
-    Args:
-        structure: the model.
-        rng: randomness.
-        angle: degrees; default drawn from :data:`HINGE_ANGLE`.
-        mode: ``"domain"`` or ``"subunits"``; default ``"domain"`` for one chain,
-            either (at random) for several.
-
-    Returns:
-        The :class:`HingeMotion` (apply it with :func:`apply_motion`).
-
-    Raises:
-        ValueError: unknown mode, or ``"subunits"`` on a one-chain model.
-    """
-    table = _table(structure)
-    theta = float(angle if angle is not None else rng.uniform(*HINGE_ANGLE))
-    chains_with_atoms = sorted(set(table.res_chain.tolist()))
-    multi = len(chains_with_atoms) > 1
-    if mode is None:
-        mode = str(rng.choice(["domain", "subunits"])) if multi else "domain"
-    if mode not in ("domain", "subunits"):
-        raise ValueError(f"mode {mode!r} is unknown; use domain or subunits")
-    if mode == "subunits" and not multi:
-        raise ValueError("subunits mode needs a model with several chains")
-    rep = table.res_rep
-    detail: dict[str, Any] = {}
-    if mode == "domain":
-        sizes = [
-            len(_polymer_residues(table, c)) for c in range(len(table.chain_names))
-        ]
-        c = int(np.argmax(sizes))
-        idx = _polymer_residues(table, c)
-        if len(idx) < 8:
-            raise ValueError("no chain is long enough for a domain motion")
-        k = _domain_split(rep[idx])
-        first, second = idx[:k], idx[k:]
-        moved_res = second if len(second) <= len(first) else first
-        hinge_res = idx[k] if moved_res is second else idx[k - 1]
-        pivots = [rep[hinge_res]]
-        detail = {
-            "chain": table.chain_names[c],
-            "hinge_residue": table.res_label[hinge_res],
-            "moved_residues": [
-                table.res_label[moved_res[0]],
-                table.res_label[moved_res[-1]],
-            ],
-            "moved_side": "C-terminal" if moved_res is second else "N-terminal",
-        }
-        moved_r = np.zeros(len(rep), dtype=bool)
-        moved_r[moved_res] = True
-    else:
-        centers = np.array(
-            [
-                table.xyz[table.res_chain[table.atom_residue] == c].mean(0)
-                for c in chains_with_atoms
-            ]
-        )
-        center = centers.mean(0)
-        _, _, vt = np.linalg.svd(centers - center, full_matrices=False)
-        proj = (centers - center) @ vt[0]
-        order = np.argsort(proj)
-        n_move = max(1, len(order) // 2)
-        moving = sorted(chains_with_atoms[i] for i in order[len(order) - n_move :])
-        moved_r = np.isin(table.res_chain, moving)
-        static_tree = cKDTree(rep[~moved_r])
-        near = static_tree.query(rep[moved_r], distance_upper_bound=_CONTACT)[0]
-        interface = rep[moved_r][np.isfinite(near)]
-        if len(interface) == 0:  # parts not in contact: the nearest moved atoms
-            interface = rep[moved_r][np.argsort(near)[:5]]
-        pivots = [interface.mean(0)]
-        detail = {"chains": [table.chain_names[c] for c in moving]}
-    moved_atoms = moved_r[table.atom_residue]
-    static_rep = rep[~moved_r]
-    static_tree = cKDTree(static_rep) if len(static_rep) else None
-    moving_rep = rep[moved_r]
-    before = _clash_pairs(static_tree, moving_rep)
-    target = moving_rep.mean(0)
-    candidates = []
-    for p0 in pivots:
-        d = target - p0
-        d = d / max(np.linalg.norm(d), 1e-9)
-        for axis in _perpendicular_axes(d, 12):
-            pivs = [p0]
-            if mode == "subunits":  # also the interface edges across the swing
-                e = np.cross(axis, d)
-                s = (interface - p0) @ e
-                pivs += [interface[np.argmin(s)], interface[np.argmax(s)]]
-            for p in pivs:
-                rot = _axis_rotation(axis, theta)
-                moved = (moving_rep - p) @ rot.T + p
-                clashes = len(_clash_pairs(static_tree, moved) - before)
-                candidates.append((clashes, axis, np.asarray(p, dtype=np.float64)))
-    fewest = min(c[0] for c in candidates)
-    best = [c for c in candidates if c[0] == fewest]
-    clashes, axis, pivot = best[int(rng.integers(len(best)))]
-    rot = _axis_rotation(axis, theta)
-    transform = np.eye(4)
-    transform[:3, :3] = rot
-    transform[:3, 3] = pivot - rot @ pivot
-    return HingeMotion(
-        moved=moved_atoms,
-        transform=transform,
-        angle=theta,
-        pivot=pivot,
-        axis=np.asarray(axis, dtype=np.float64),
-        mode=mode,
-        moved_fraction=float(moved_atoms.mean()),
-        clashes=int(clashes),
-        detail=detail,
-    )
-
-
-def _clash_pairs(tree: cKDTree | None, points: np.ndarray) -> set[tuple[int, int]]:
-    if tree is None or len(points) == 0:
-        return set()
-    hits = cKDTree(points).query_ball_tree(tree, _CLASH)
-    return {(i, j) for i, js in enumerate(hits) for j in js}
-
-
-def apply_motion(structure: gemmi.Structure, motion: HingeMotion) -> gemmi.Structure:
-    """A copy of ``structure`` with the moved part transformed (others unchanged)."""
-    out = structure.clone()
-    xyz = motion.apply(model_atoms(structure)[0])
-    i = 0
-    for chain in out[0]:
-        for residue in chain:
-            for atom in residue:
-                if motion.moved[i]:
-                    atom.pos = gemmi.Position(*xyz[i])
-                i += 1
-    return out
-
-
-# -- versions ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True, eq=False)
@@ -1084,7 +515,20 @@ def make_versions(
 
 __all__ = [
     "CONDITIONS",
+    "CONTOUR_FACTORS",
+    "HINGE_ANGLE",
+    "INCOMPLETE_FRACTION",
+    "KINDS",
+    "MAX_BOX_VOXELS",
+    "MAX_MODEL_ATOMS",
+    "MIN_VOXEL",
+    "NOISE_LEVELS",
     "QUERY_CONDITIONS",
+    "QUERY_RESOLUTION",
+    "REFERENCE_RESOLUTION",
+    "SYNTHETIC_ATOM_CAPS",
+    "SYNTHETIC_GEOMETRY_BASE",
+    "SYNTHETIC_SEED_OFFSET",
     "HingeMotion",
     "Molecule",
     "Removal",

@@ -18,7 +18,7 @@ import json
 import shlex
 import sys
 
-from encoder.dataset import DatasetConfig, build_dataset
+from encoder.training_data import DatasetConfig, build_dataset
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:

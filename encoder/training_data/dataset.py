@@ -11,11 +11,11 @@ each item labelled with its kind:
 * ``simulated``: maps computed from the atomic models (``ingest.simulate_map``) at
   3-12 Å, randomly rotated, sometimes from a random subset of chains
   (sub-assemblies).
-* ``synthetic``: protein-like assemblies from :mod:`encoder.synthetic` (helices,
-  strands and loops packed into domains, with cyclic, dihedral and helical
-  symmetry), simulated at 4-12 Å.
-* ``shape``: ModelNet10 voxel shapes and meshes (:mod:`encoder.shapes`), a second
-  domain.
+* ``synthetic``: protein-like assemblies from
+  :mod:`encoder.training_data.synthetic` (helices, strands and loops packed into
+  domains, with cyclic, dihedral and helical symmetry), simulated at 4-12 Å.
+* ``shape``: ModelNet10 voxel shapes and meshes
+  (:mod:`encoder.training_data.shapes`), a second domain.
 
 Splits hold out whole molecules, not views: every item carries a ``group`` (the
 molecule; real maps and the models fitted to them share one), and a group lies in
@@ -44,10 +44,13 @@ from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import ndimage
+
+if TYPE_CHECKING:
+    from ingest.mapio import DensityMap
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +166,7 @@ def from_uint8(volumes: np.ndarray) -> np.ndarray:
 # -- augmentation -------------------------------------------------------------------
 
 
-def lowpass(dmap, resolution: float, native: float | None):  # noqa: ANN001, ANN201
+def lowpass(dmap: DensityMap, resolution: float, native: float | None) -> DensityMap:
     """Blur a map to ``resolution`` Å (Gaussian, molmap's sigma = 0.225 x res)."""
     from ingest.simulate import SIGMA_FACTOR
 
@@ -177,11 +180,11 @@ def lowpass(dmap, resolution: float, native: float | None):  # noqa: ANN001, ANN
 
 
 def crop_region(
-    dmap,
+    dmap: DensityMap,
     contour: float,
-    rng: np.random.Generator,  # noqa: ANN001, ANN201
+    rng: np.random.Generator,
     keep: float = 0.6,
-):
+) -> DensityMap:
     """A sub-box around a random voxel of the molecule, ``keep`` of the box side."""
     inside = np.argwhere(dmap.data >= contour)
     if len(inside) < 8:
@@ -262,7 +265,7 @@ def _model_job(path: str, view: int, seed: int, grid: int) -> tuple[np.ndarray, 
 
 
 def _synthetic_job(index: int, seed: int, grid: int) -> tuple[np.ndarray, dict]:
-    from encoder.synthetic import build_assembly, describe, random_spec
+    from encoder.training_data.synthetic import build_assembly, describe, random_spec
     from ingest import canonicalize, simulate_map
 
     rng = np.random.default_rng([seed, 7, index])
@@ -286,7 +289,20 @@ def _row(cv, aug: dict, contour: float) -> dict:  # noqa: ANN001
     }
 
 
-def _run(job: tuple) -> tuple[np.ndarray | None, dict]:
+def run_job(job: tuple) -> tuple[np.ndarray | None, dict]:
+    """Build one dataset item (safe to run in a worker process).
+
+    Args:
+        job: ``(kind, *args)`` as :func:`plan_jobs` makes them: ``("real", path,
+            view, seed, grid)``, ``("simulated", path, view, seed, grid)`` or
+            ``("synthetic", index, seed, grid)``. Synthetic item ``index`` draws its
+            spec from ``default_rng([seed, 7, index])``.
+
+    Returns:
+        ``(volume, row)``: the uint8 canonical volume ``[grid, grid, grid]`` and its
+        items.csv fields; ``(None, {"error": "..."})`` when the item failed (one bad
+        item must not stop a build).
+    """
     kind, args = job[0], job[1:]
     fn = {"real": _real_job, "simulated": _model_job, "synthetic": _synthetic_job}[kind]
     try:
@@ -348,7 +364,7 @@ def plan_jobs(cfg: DatasetConfig) -> list[tuple[tuple, str, str, str]]:
 def _shape_items(cfg: DatasetConfig) -> Iterator[tuple[np.ndarray, dict, str, str]]:
     if not cfg.shapes:
         return
-    from encoder.shapes import iter_shapes
+    from encoder.training_data.shapes import iter_shapes
     from ingest import canonicalize
 
     for name, dmap in iter_shapes(
@@ -408,7 +424,7 @@ def build_dataset(
     )
     with ProcessPoolExecutor(max_workers=cfg.workers) as pool:
         for (_job, kind, group, source), (vol, row) in zip(
-            jobs, pool.map(_run, [j[0] for j in jobs], chunksize=4), strict=True
+            jobs, pool.map(run_job, [j[0] for j in jobs], chunksize=4), strict=True
         ):
             bar.update()
             if vol is None:
