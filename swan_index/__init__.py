@@ -4,8 +4,8 @@ Everything a user of the Python API needs is importable from here::
 
     from swan_index import MapEncoder, Query, SearchOptions, Store, search
 
-The names are loaded on first use (``lazy_loader``, SPEC 1), so that ``import swan_index.store``
-(and the ingest worker processes) do not load torch.
+The names are loaded on first use (``lazy_loader``, SPEC 1), so that
+``import swan_index.store`` (and the ingest worker processes) do not load torch.
 
 Modules, one idea each:
 
