@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import ROOT
+from benchmarks.common import ROOT, add_out_argument
 from encoder.checkpoint import load_checkpoint
 from encoder.evaluate import encoding_throughput
 from encoder.model import CryoSwanConfig
@@ -35,11 +35,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=ROOT / "benchmarks" / "results" / "bench_encode.json",
-    )
+    add_out_argument(parser, "bench_encode.json")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -204,6 +204,16 @@ class EncoderInfo:
         coarse = self.config.get("coarse_codebook_size") or self.codebook_size
         return (int(coarse),) * (len(self.scales) - 1) + (self.codebook_size,)
 
+    def _check_made_here(self, code: MultiScaleCode, what: str) -> None:
+        """Refuse a code of another encoder, or of other scales."""
+        if code.checkpoint_hash != self.hash:
+            raise ValueError(
+                f"{what} encoded by {code.checkpoint_hash[:12]}, the store holds "
+                f"codes of {self.hash[:12]}; encode with the store's checkpoint"
+            )
+        if tuple(code.scales) != self.scales:
+            raise ValueError(f"{what} scales {code.scales}, store scales {self.scales}")
+
     def check_code(self, code: MultiScaleCode) -> None:
         """Refuse a code to be stored that this encoder did not make, or of the
         wrong shapes, or with vectors that are not finite and L2-normalised.
@@ -212,13 +222,7 @@ class EncoderInfo:
             ValueError: what is wrong, and how to fix it.
         """
         enc = self
-        if code.checkpoint_hash != enc.hash:
-            raise ValueError(
-                f"code made by encoder {code.checkpoint_hash[:12]}, the store holds "
-                f"codes of {enc.hash[:12]}; encode with the store's checkpoint"
-            )
-        if tuple(code.scales) != enc.scales:
-            raise ValueError(f"code scales {code.scales}, store scales {enc.scales}")
+        self._check_made_here(code, "code")
         for i, (tok, vec) in enumerate(zip(code.tokens, code.vectors, strict=True)):
             side, depth = enc.scales[i], enc.depths[i]
             if tok.shape[1:] != (depth, side, side, side):
@@ -242,13 +246,7 @@ class EncoderInfo:
         Raises:
             ValueError: the code is another encoder's, or of the wrong shapes.
         """
-        if query.checkpoint_hash != self.hash:
-            raise ValueError(
-                f"query encoded by {query.checkpoint_hash[:12]}, the store holds "
-                f"codes of {self.hash[:12]}; encode with the same checkpoint"
-            )
-        if tuple(query.scales) != self.scales:
-            raise ValueError(f"query scales {query.scales}, store scales {self.scales}")
+        self._check_made_here(query, "query")
         vecs = [np.asarray(v, np.float32) for v in query.vectors]
         for v, d in zip(vecs, self.dims, strict=True):
             if v.ndim != 2 or v.shape[1] != d or not np.all(np.isfinite(v)):

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.common import ROOT, machine_info, save_result
+from benchmarks.common import ROOT, add_out_argument, machine_info, save_result
 from benchmarks.retrieval.variants import (
     QUERY_CONDITIONS,
     held_out_molecules,
@@ -440,11 +440,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--per-condition", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
-    parser.add_argument(
-        "--out",
-        type=Path,
-        default=ROOT / "benchmarks" / "results" / "bench_retrieval.json",
-    )
+    add_out_argument(parser, "bench_retrieval.json")
     args = parser.parse_args(argv)
     for name in ("models", "maps", "shapes"):
         path = getattr(args, name)
