@@ -1,4 +1,6 @@
-"""Map and header ingest: files -> DensityMap -> CanonicalVolume; XML -> metadata."""
+"""Reading what is ingested: map files -> DensityMap -> CanonicalVolume, EMDB header
+XML -> metadata, atomic models -> simulated maps. (``swan ingest``, which stores
+them, is :mod:`swan_index.indexer`.)"""
 
 from ingest.canonical import (
     DEFAULT_GRID,
@@ -17,7 +19,7 @@ from ingest.errors import HeaderError, IngestError, MapFormatError
 from ingest.header import EntryMetadata, emdb_id_from_name, read_header
 from ingest.mapio import DensityMap, read_map, sha256_file, write_map
 from ingest.simulate import ModelError, read_model, simulate_map, simulate_view
-from ingest.transform import random_rotation, rotate_map
+from ingest.transform import axis_rotation, random_rotation, rotate_map
 
 __all__ = [
     "DEFAULT_GRID",
@@ -38,6 +40,7 @@ __all__ = [
     "emdb_id_from_name",
     "find_entries",
     "is_map_file",
+    "axis_rotation",
     "random_rotation",
     "read_header",
     "read_map",

@@ -1,7 +1,7 @@
-"""Reading and canonicalizing maps for the store: no model, no torch.
+"""Preparing one map for the store: read, canonicalize, make its entry record.
 
-Bulk ingest runs :func:`prepare_entry` in worker processes, so this module keeps
-its imports light.
+No model and no torch: ``swan ingest`` (:mod:`swan_index.indexer`) runs
+:func:`prepare_entry` in worker processes, so this module keeps its imports light.
 """
 
 from __future__ import annotations
