@@ -6,7 +6,7 @@ what the package ships, with no download:
 * the real EMDB sample maps in ``data/maps`` (with their header where shipped);
 * **simulated families**, every entry labelled (``label``) and flagged
   ``simulated``: maps computed from the atomic models in ``data/models`` and from
-  synthetic protein-like assemblies (:mod:`encoder.synthetic`, labelled
+  synthetic protein-like assemblies (:mod:`encoder.training_data.synthetic`, labelled
   ``SYNTHETIC``). Each family is one molecule seen as depositions differ: resolution
   3-12 Å, a random rotation, noise, and (for the models) sometimes a subset of its
   chains. Families are what the UMAP should show as clusters.

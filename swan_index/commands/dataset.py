@@ -1,4 +1,4 @@
-"""Build a training dataset folder for the encoder (see encoder.dataset).
+"""Build a training dataset folder for the encoder (encoder.training_data.dataset).
 
 Sources: real EMDB maps (augmented views), maps simulated from atomic models
 (3-12 Å, rotations, sub-assemblies), synthetic protein-like assemblies (labelled
