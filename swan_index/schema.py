@@ -208,7 +208,7 @@ class EncoderInfo:
         """Refuse a code of another encoder, or of other scales."""
         if code.checkpoint_hash != self.hash:
             raise ValueError(
-                f"{what} encoded by {code.checkpoint_hash[:12]}, the store holds "
+                f"{what} made by encoder {code.checkpoint_hash[:12]}, the store holds "
                 f"codes of {self.hash[:12]}; encode with the store's checkpoint"
             )
         if tuple(code.scales) != self.scales:
