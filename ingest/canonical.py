@@ -5,7 +5,9 @@ Steps (one interpolation in all, so nothing is resampled twice):
 1. **Contour**: the caller's level, else the header's recommended level, else the
    level a simulated map carries, else :func:`ingest.contour.auto_contour`.
 2. **Dust removal**: connected components of the thresholded map smaller than
-   :data:`DUST_FRACTION` of the largest one are ignored.
+   :data:`DUST_FRACTION` of the largest one are ignored
+   (:func:`ingest.contour.find_molecule`, which also refuses a map whose largest
+   piece is a few stray voxels).
 3. **Centre and pose**: the density above the contour (weight ``d - contour``) gives
    a centre of mass and an inertia (covariance) tensor, computed in physical Å, so
    anisotropic voxels are handled exactly. Its principal axes, largest spread first,
@@ -44,15 +46,22 @@ feature because the scaling step removes it from the volume itself.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 
-from ingest.contour import auto_contour
-from ingest.errors import MapFormatError
+from ingest.contour import (
+    DUST_FRACTION,  # noqa: F401 - a step of this module (see above), kept here
+    Molecule,
+    auto_contour,
+    check_contour,
+    find_molecule,
+    value_range,
+)
+from ingest.errors import MapFormatError, MapTooLargeError
 from ingest.header import EntryMetadata
-from ingest.mapio import DensityMap
+from ingest.mapio import DensityMap, available_memory
 from ingest.transform import resample_xyz
 
 log = logging.getLogger(__name__)
@@ -62,8 +71,6 @@ DEFAULT_GRID = 64
 FILL = 0.9
 #: Canonical values at or above this are inside the contour.
 SURFACE_LEVEL = 0.5
-#: Components smaller than this fraction of the largest are dust.
-DUST_FRACTION = 0.01
 #: Quantile of the kept voxels' distance from the centre that sets the scale.
 RADIUS_QUANTILE = 0.995
 #: Relative gap between principal spreads below which two axes are degenerate.
@@ -79,6 +86,13 @@ MAX_CANDIDATES = 32
 #: close (a near-spherical map, whose principal axes may come in another order in
 #: the stored copy), it also tries the spins about each of the three axes.
 QUERY_MARGIN = 3.0
+#: Canonicalizing takes at most about this many times the map's float32 size on
+#: top of the map (masks, labels, distances, the crop), plus a few slabs.
+MEMORY_FACTOR = 3
+
+#: Yields, a slab at a time, the kept voxels' positions relative to the centre of
+#: mass (Å, float64 ``(n, 3)``, x y z) and their weights (float64 ``(n,)``).
+Voxels = Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
 
 
 @dataclass(frozen=True)
@@ -218,7 +232,7 @@ def _rotation_about(axis: int, angle: float) -> np.ndarray:
 
 
 def _spin_degenerate_plane(
-    frame: np.ndarray, proj: np.ndarray, weights: np.ndarray, axis: int
+    frame: np.ndarray, voxels: Voxels, axis: int, on_axis: float = 0.0
 ) -> tuple[np.ndarray, int, float]:
     """Fix the in-plane angle about ``axis`` when the other two spreads are equal.
 
@@ -227,15 +241,25 @@ def _spin_degenerate_plane(
     ``c_m = sum w exp(i m phi) / sum w`` for m = 2..8 pick it up: the strongest one
     sets the angle modulo 2 pi / m (m = 2 is kept: a pair only just inside the
     threshold still has a usable two-fold anisotropy), so the n-fold symmetric
-    copies all give the same volume.
+    copies all give the same volume. Voxels within ``on_axis`` Å of the axis have
+    no angle and are left out of the sums (not out of the total weight).
 
     Returns:
         ``(frame, m, strength)``: the rotated frame, the harmonic used and |c_m|.
     """
     a, b = [i for i in range(3) if i != axis]
-    phi = np.arctan2(proj[:, b], proj[:, a])
-    total = weights.sum()
-    harmonics = {m: (weights @ np.exp(1j * m * phi)) / total for m in range(2, 9)}
+    orders = range(2, 9)
+    sums = np.zeros(len(orders), dtype=np.complex128)
+    total = 0.0
+    for rel, weights in voxels():
+        pa, pb = rel @ frame[:, a], rel @ frame[:, b]
+        total += weights.sum()
+        # A voxel on the axis has no angle: its arctan2 would be the angle of
+        # rounding residue (1e-13 Å), which differs with the order of summation.
+        off = np.hypot(pa, pb) > on_axis
+        phi = np.arctan2(pb[off], pa[off])
+        sums += [weights[off] @ np.exp(1j * m * phi) for m in orders]
+    harmonics = {m: sums[i] / total for i, m in enumerate(orders)}
     strongest = max(abs(c) for c in harmonics.values())
     m = min(k for k, c in harmonics.items() if abs(c) >= 0.8 * strongest)
     phi0 = float(np.angle(harmonics[m])) / m
@@ -250,15 +274,14 @@ def _candidate_poses(
     base: np.ndarray,
     evals: np.ndarray,
     skew: np.ndarray,
-    proj: np.ndarray,
-    weights: np.ndarray,
+    voxels: Voxels,
     margin: float = 1.0,
     spin_about: int | None = None,
 ) -> tuple[tuple[np.ndarray, ...], str]:
     """Primary rotation and alternatives when the principal frame is not determined.
 
-    ``base`` columns are the principal axes (sign rule applied); ``proj`` the kept
-    voxels' coordinates along them and ``skew`` their skewness. ``margin`` widens
+    ``base`` columns are the principal axes (sign rule applied), ``skew`` the
+    skewness along them; ``voxels`` visits the kept voxels. ``margin`` widens
     both ambiguity thresholds; ``spin_about`` names the spin axis when all three
     spreads are degenerate (default: the rule below).
     """
@@ -292,11 +315,11 @@ def _candidate_poses(
             # x'/y' are degenerate their signs are arbitrary, so z' would be too.)
             # A half turn about an in-plane axis keeps the frame right-handed.
             turn = [spin_axis, next(a for a in range(3) if a != spin_axis)]
-            base, proj, skew = base.copy(), proj.copy(), skew.copy()
+            base, skew = base.copy(), skew.copy()
             base[:, turn] *= -1
-            proj[:, turn] *= -1
             skew[turn] *= -1
-        base, m, strength = _spin_degenerate_plane(base, proj, weights, spin_axis)
+        on_axis = 1e-7 * float(np.sqrt(max(evals[0], 0.0)))
+        base, m, strength = _spin_degenerate_plane(base, voxels, spin_axis, on_axis)
         plane = "y'/z'" if spin_axis == 0 else "x'/y'"
         reasons.append(
             f"{plane} spreads within {gaps[1 if spin_axis == 0 else 0]:.1%}"
@@ -327,6 +350,88 @@ def _candidate_poses(
     return tuple(candidates[:MAX_CANDIDATES]), "; ".join(reasons)
 
 
+@dataclass(frozen=True)
+class _Pose:
+    """Centre, principal frame and shape statistics of a molecule."""
+
+    center: np.ndarray  # Å, xyz
+    cov: np.ndarray  # 3x3, Å^2
+    evals: np.ndarray  # principal spreads, largest first
+    evecs: np.ndarray  # columns x', y', z' (sign rule applied, right-handed)
+    skew: np.ndarray  # skewness along them
+    span: np.ndarray  # extent of the kept voxels along them, Å
+    radius: float  # RADIUS_QUANTILE of the kept voxels' distance from the centre
+    count: int  # kept voxels
+
+
+def _pose(mol: Molecule, path: str) -> _Pose:
+    """Centre of mass, principal axes, skewness and extents of ``mol``, each
+    accumulated in float64 over slabs of its voxels."""
+    total, first = 0.0, np.zeros(3)
+    for xyz, weights in mol.voxels(np.zeros(3)):
+        total += weights.sum()
+        first += weights @ xyz
+    center = first / total
+    cov = np.zeros((3, 3))
+    for rel, weights in mol.voxels(center):
+        cov += (rel * weights[:, None]).T @ rel
+    cov /= total
+    try:
+        evals, evecs = np.linalg.eigh(cov)
+    except np.linalg.LinAlgError as err:  # only for absurd voxel sizes or values
+        raise MapFormatError(
+            path,
+            f"its pose cannot be computed ({err})",
+            "check the map's voxel size and values",
+        ) from None
+    evals, evecs = evals[::-1], evecs[:, ::-1].copy()
+    # Along x', y' and z0 = x' cross y' before the sign rule; flipping an axis only
+    # negates its third moment and swaps its min and max.
+    axes = evecs.copy()
+    axes[:, 2] = np.cross(evecs[:, 0], evecs[:, 1])
+    third, low, high = np.zeros(3), np.full(3, np.inf), np.full(3, -np.inf)
+    count = int(np.count_nonzero(mol.mask))
+    dist = np.empty(count, dtype=np.float32)
+    done = 0
+    for rel, weights in mol.voxels(center):
+        proj = rel @ axes
+        third += weights @ proj**3
+        low, high = (
+            np.minimum(low, proj.min(axis=0)),
+            np.maximum(high, proj.max(axis=0)),
+        )
+        dist[done : done + len(rel)] = np.linalg.norm(rel, axis=1)
+        done += len(rel)
+    sigma = np.sqrt(np.maximum(evals, 1e-12))
+    skew = third / total / sigma**3
+    signs = np.ones(3)
+    for axis in (0, 1):
+        if skew[axis] < 0:
+            signs[axis] = -1.0
+            evecs[:, axis] *= -1
+    skew[:2] *= signs[:2]
+    evecs[:, 2] = np.cross(evecs[:, 0], evecs[:, 1])
+    skew[2] *= signs[0] * signs[1]
+    radius = float(np.quantile(dist, RADIUS_QUANTILE, overwrite_input=True))
+    del dist
+    return _Pose(center, cov, evals, evecs, skew, high - low, radius, count)
+
+
+def _check_memory(dmap: DensityMap) -> None:
+    """Refuse a map that canonicalizing could not hold in the memory available."""
+    need = MEMORY_FACTOR * dmap.data.nbytes
+    room = available_memory()
+    if room is not None and need > room:
+        raise MapTooLargeError(
+            dmap.path,
+            f"canonicalizing its {'x'.join(map(str, dmap.shape[::-1]))} voxels "
+            f"needs about {need / 2**20:,.0f} MiB, but only {room / 2**20:,.0f} MiB "
+            "of memory is available",
+            "free memory or use a machine with more, or bin the map to fewer "
+            "voxels first",
+        )
+
+
 def _prepare(
     dmap: DensityMap,
     contour: float | None,
@@ -336,54 +441,25 @@ def _prepare(
 ) -> _Prepared:
     data = dmap.data
     path = dmap.path
+    lo, hi = value_range(data, path)
     level, source = choose_contour(dmap, contour, metadata)
-    mask = data >= level
-    if not mask.any():
-        raise MapFormatError(
-            path,
-            f"no density at or above the contour {level:g} "
-            f"(map maximum {float(data.max()):g}, contour from {source})",
-            "pass a lower contour level",
-        )
-    labels, n = ndimage.label(mask)
-    if n > 1:
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        keep = sizes >= DUST_FRACTION * sizes.max()
-        keep[0] = False
-        mask = keep[labels]
-    del labels
-    zyx = np.nonzero(mask)
-    vsize = np.asarray(dmap.voxel_size, dtype=np.float64)
-    origin = np.asarray(dmap.origin, dtype=np.float64)
-    weights = data[zyx].astype(np.float64) - level
-    weights = np.maximum(weights, 0.0) + 1e-12
-    xyz = np.stack([zyx[2], zyx[1], zyx[0]], axis=1).astype(np.float64) * vsize + origin
-    total = weights.sum()
-    center = weights @ xyz / total
-    rel = xyz - center
-    cov = (rel * weights[:, None]).T @ rel / total
-    evals, evecs = np.linalg.eigh(cov)
-    evals, evecs = evals[::-1], evecs[:, ::-1]
-    proj = rel @ evecs
-    sigma = np.sqrt(np.maximum(evals, 1e-12))
-    skew = (weights @ proj**3) / total / sigma**3
-    for axis in (0, 1):
-        if skew[axis] < 0:
-            evecs[:, axis] *= -1
-            proj[:, axis] *= -1
-            skew[axis] *= -1
-    evecs[:, 2] = np.cross(evecs[:, 0], evecs[:, 1])
-    proj[:, 2] = rel @ evecs[:, 2]
-    skew[2] = (weights @ proj[:, 2] ** 3) / total / sigma[2] ** 3
-    candidates, ambiguity = _candidate_poses(evecs, evals, skew, proj, weights)
+    check_contour(level, source, lo, hi, path)
+    _check_memory(dmap)
+    mol = find_molecule(dmap, level, source)
+    pose = _pose(mol, path)
+    evecs, evals, skew, center = pose.evecs, pose.evals, pose.skew, pose.center
+
+    def voxels() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        return mol.voxels(center)
+
+    candidates, ambiguity = _candidate_poses(evecs, evals, skew, voxels)
     if margin > 1.0:  # a query: also the poses of the wider thresholds, and, for
         # a near-spherical map (whose principal axes may come in another order in
         # the stored copy), spins about each of the three axes
         extra: list[np.ndarray] = []
         for axis in (None, 0, 1, 2):
             wider, _ = _candidate_poses(
-                evecs, evals, skew, proj, weights, margin, spin_about=axis
+                evecs, evals, skew, voxels, margin, spin_about=axis
             )
             extra += [
                 w
@@ -391,35 +467,69 @@ def _prepare(
                 if not any(np.allclose(w, c) for c in (*candidates, *extra))
             ]
         candidates = (*candidates, *extra)[:MAX_CANDIDATES]
+    vsize = mol.vsize
     # Scale from the radial distribution, not from the pose: a sphere holding
     # RADIUS_QUANTILE of the kept voxels fills FILL of the half box. A quantile, not
     # the maximum, so that one stray voxel does not change the scale.
     half_voxel = 0.5 * float(vsize.max())
-    extent = (
-        float(np.quantile(np.linalg.norm(rel, axis=1), RADIUS_QUANTILE)) + half_voxel
-    )
-    span = proj.max(axis=0) - proj.min(axis=0) + 2 * half_voxel
+    extent = pose.radius + half_voxel
+    span = pose.span + 2 * half_voxel
     size = SizeFeatures(
-        radius_of_gyration=float(np.sqrt(np.trace(cov))),
+        radius_of_gyration=float(np.sqrt(np.trace(pose.cov))),
         extents=(float(span[0]), float(span[1]), float(span[2])),
-        volume=float(mask.sum() * np.prod(vsize)),
+        volume=float(pose.count * np.prod(vsize)),
     )
-    inside = data[zyx]
-    p99 = float(np.percentile(inside, 99)) if inside.size else level
+    p99 = float(np.percentile(mol.data[mol.mask], 99, overwrite_input=True))
     scale = p99 - level if p99 > level else max(abs(level), 1.0)
-    low = min(float(data.min()), level - abs(level) - 1.0)
-    # Crop to the molecule plus a margin of two output voxels, then box-average.
+    low = min(lo, level - abs(level) - 1.0)
+    crop, crop_origin, crop_voxel = _crop(mol, extent, grid, low)
+    return _Prepared(
+        crop=crop,
+        crop_origin=crop_origin,
+        crop_voxel=crop_voxel,
+        low=low,
+        contour=level,
+        contour_source=source,
+        density_scale=scale,
+        center=center,
+        base_rotation=evecs,
+        candidates=candidates,
+        ambiguity=ambiguity,
+        extent=extent,
+        size=size,
+        sha256=dmap.sha256,
+        simulated=dmap.simulated,
+    )
+
+
+def _crop(
+    mol: Molecule, extent: float, grid: int, low: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The molecule plus a margin of two output voxels, dust set to ``low``,
+    box-averaged towards the output voxel size.
+
+    Returns:
+        ``(crop, origin, voxel)``: float32 ``[z, y, x]``, the Å position of its
+        voxel ``[0, 0, 0]`` (centre) and its Å per voxel, both xyz.
+    """
+    full, vsize = mol.full, mol.vsize
     out_voxel = 2.0 * extent / (FILL * grid)
-    margin = np.ceil(2 * out_voxel / vsize).astype(int)  # xyz
-    lo = np.array([zyx[2].min(), zyx[1].min(), zyx[0].min()]) - margin
-    hi = np.array([zyx[2].max(), zyx[1].max(), zyx[0].max()]) + margin + 1
-    lo = np.maximum(lo, 0)
-    hi = np.minimum(hi, [data.shape[2], data.shape[1], data.shape[0]])
-    box = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
-    crop = np.where(mask[box] | (data[box] < level), data[box], low).astype(np.float32)
-    del mask
+    margin = np.ceil(2 * out_voxel / vsize).astype(int)[::-1]  # zyx
+    start = np.asarray(mol.start)
+    lo = np.maximum(start - margin, 0)
+    hi = np.minimum(start + mol.mask.shape + margin, full.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+    # keep a voxel when it is below the contour or in the molecule; dust -> low
+    keep = full[box] < mol.level
+    inner = tuple(
+        slice(int(s - a), int(s - a + n))
+        for s, a, n in zip(start, lo, mol.mask.shape, strict=True)
+    )
+    keep[inner] |= mol.mask
+    crop = np.where(keep, full[box], low).astype(np.float32, copy=False)
+    del keep
     factor = np.maximum(np.floor(out_voxel / vsize).astype(int), 1)  # xyz
-    crop_origin = origin + lo * vsize
+    crop_origin = mol.origin + lo[::-1] * vsize
     if (factor > 1).any():
         fz, fy, fx = int(factor[2]), int(factor[1]), int(factor[0])
         nz, ny, nx = (
@@ -435,23 +545,7 @@ def _prepare(
             )
             crop_origin = crop_origin + (factor - 1) / 2.0 * vsize
             vsize = vsize * factor
-    return _Prepared(
-        crop=np.ascontiguousarray(crop, dtype=np.float32),
-        crop_origin=crop_origin,
-        crop_voxel=vsize,
-        low=low,
-        contour=level,
-        contour_source=source,
-        density_scale=scale,
-        center=center,
-        base_rotation=evecs,
-        candidates=candidates,
-        ambiguity=ambiguity,
-        extent=extent,
-        size=size,
-        sha256=dmap.sha256,
-        simulated=dmap.simulated,
-    )
+    return np.ascontiguousarray(crop, dtype=np.float32), crop_origin, vsize
 
 
 def _render(prep: _Prepared, rotation: np.ndarray, grid: int) -> np.ndarray:
@@ -527,8 +621,24 @@ def _canonical_volumes(
 ) -> list[CanonicalVolume]:
     if grid < 8:
         raise ValueError(f"grid={grid} is too small; use 32 or 64")
-    prep = _prepare(dmap, contour, grid, metadata, margin)
-    poses = prep.candidates if all_poses else prep.candidates[:1]
+    try:
+        prep = _prepare(dmap, contour, grid, metadata, margin)
+        poses = prep.candidates if all_poses else prep.candidates[:1]
+        return _volumes(prep, poses, grid)
+    except MemoryError:
+        raise MapTooLargeError(
+            dmap.path,
+            f"ran out of memory canonicalizing its "
+            f"{'x'.join(map(str, dmap.shape[::-1]))} voxels",
+            "free memory or use a machine with more, or bin the map to fewer "
+            "voxels first",
+        ) from None
+
+
+def _volumes(
+    prep: _Prepared, poses: tuple[np.ndarray, ...], grid: int
+) -> list[CanonicalVolume]:
+    """One :class:`CanonicalVolume` per pose of a prepared map."""
     return [
         CanonicalVolume(
             values=_render(prep, rotation, grid),

@@ -33,3 +33,12 @@ class MapFormatError(IngestError):
 
 class HeaderError(IngestError):
     """An EMDB header XML file is unreadable, malformed or hostile."""
+
+
+class MapTooLargeError(MapFormatError):
+    """A map needs more memory than the caller allows or than this process has.
+
+    Raised before anything is allocated when the header's announced size is over
+    the caller's ``max_bytes`` or over the memory available, and in place of a
+    ``MemoryError`` when an allocation fails anyway.
+    """

@@ -8,6 +8,16 @@ block straight into its final array (one copy of the map in memory, even for gzi
 EMDB-era headers that mrcfile's validator rejects (``nversion=0``, ``rms=0``, wrong
 machine stamp) still read; what is odd about them is collected in
 ``DensityMap.warnings``, never printed.
+
+**Memory.** Before the data block is allocated, the size the header announces is
+checked against the caller's limit (``read_map(..., max_bytes=N)``: a server passes
+its own per-map limit) and against the memory this process can still get
+(:func:`available_memory`: the OS's available memory, the cgroup's limit, the
+address-space limit). A gzip file cannot hold more than about 1032 times its size
+(the deflate format's limit), so a small ``.gz`` announcing a huge grid is refused
+as truncated before anything is allocated. Compressed data is decompressed straight
+into the final array in bounded chunks: reading a map takes its stored size, plus its
+float32 size when the mode or axis order needs a conversion, and nothing more.
 """
 
 from __future__ import annotations
@@ -16,6 +26,9 @@ import bz2
 import gzip
 import hashlib
 import logging
+import os
+import resource
+import stat
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +40,7 @@ from mrcfile import utils as mrc_utils
 from mrcfile.constants import MAP_ID
 from mrcfile.dtypes import HEADER_DTYPE
 
-from ingest.errors import MapFormatError
+from ingest.errors import MapFormatError, MapTooLargeError
 
 try:  # isal's gzip is about 2.5x faster than the standard library's.
     from isal import igzip as _fast_gzip
@@ -56,6 +69,9 @@ MAX_EXTENDED_HEADER = 64 * 2**20
 _GZIP_MAGIC = b"\x1f\x8b"
 _BZIP2_MAGIC = b"BZh"
 _CHUNK = 8 * 2**20
+#: Deflate (gzip) cannot compress better than 1032:1 (a 258-byte match costs at
+#: least two bits), so a gzip file of n bytes holds at most this many times n.
+_DEFLATE_MAX_RATIO = 1032
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,6 +114,125 @@ class DensityMap:
         return (nx * vx, ny * vy, nz * vz)
 
 
+def _size(n: float) -> str:
+    """``n`` bytes, readable: ``"6.4 GiB"``, ``"820 MiB"``, ``"12 KiB"``."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.3g} {unit}"
+    return f"{int(n)} bytes"
+
+
+def _read_int(path: Path) -> int | None:
+    """The integer in a /proc or /sys file (``None`` when missing or ``max``)."""
+    try:
+        text = path.read_text().split()[0]
+    except (OSError, IndexError):
+        return None
+    return int(text) if text.isdigit() else None
+
+
+def _stat_field(path: Path, key: str) -> int:
+    """A ``key value`` line of a cgroup ``memory.stat`` file (0 when missing)."""
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key and value.strip().isdigit():
+                return int(value)
+    except OSError:
+        pass
+    return 0
+
+
+def _proc_kib(path: Path, key: str) -> int | None:
+    """A ``Key: N kB`` line of /proc/meminfo or /proc/self/status, in bytes."""
+    try:
+        for line in path.read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+#: Per cgroup version: (folder under the mount, limit file, usage file, the
+#: ``memory.stat`` key of the reclaimable file cache).
+_CGROUP_FILES = {
+    "v2": ("", "memory.max", "memory.current", "inactive_file"),
+    "v1": (
+        "memory",
+        "memory.limit_in_bytes",
+        "memory.usage_in_bytes",
+        "total_inactive_file",
+    ),
+}
+
+
+def _cgroup_room(cgroup_file: Path, root: Path) -> int | None:
+    """Bytes left under this process's cgroup memory limits (v2 or v1), the
+    tightest over its cgroup and the cgroups above it; ``None`` without a limit.
+
+    Usage includes the page cache, which the kernel reclaims before it kills
+    anything, so the inactive file cache is not counted as used.
+    """
+    try:
+        lines = cgroup_file.read_text().splitlines()
+    except OSError:
+        return None
+    rooms = []
+    for line in lines:
+        _, controllers, rel = line.split(":", 2)
+        if controllers == "":
+            version = "v2"
+        elif "memory" in controllers.split(","):
+            version = "v1"
+        else:
+            continue
+        sub, limit_file, usage_file, cache_key = _CGROUP_FILES[version]
+        base = root / sub if sub else root
+        folder = base / rel.lstrip("/")
+        if not folder.is_dir():  # a container sees its own cgroup as the root
+            folder = base
+        while True:
+            limit = _read_int(folder / limit_file)
+            usage = _read_int(folder / usage_file)
+            if limit is not None and usage is not None and limit < 2**60:
+                used = usage - _stat_field(folder / "memory.stat", cache_key)
+                rooms.append(limit - max(used, 0))
+            if folder == base:
+                break
+            folder = folder.parent
+    return min(rooms) if rooms else None
+
+
+def available_memory() -> int | None:
+    """Bytes this process can still allocate, as far as the system says.
+
+    The least of: the kernel's estimate of available memory (``MemAvailable`` in
+    /proc/meminfo); the room left under the cgroup's memory limit (a container's
+    or a service's, v2 or v1); the room left under this process's address-space
+    and data limits (``RLIMIT_AS``, ``RLIMIT_DATA``). Written here rather than
+    taken from psutil, which is not a dependency and reports ``MemAvailable``
+    only: a container or a capped process would be told about memory it cannot
+    get.
+
+    Returns:
+        Bytes, or ``None`` when nothing is known (not Linux).
+    """
+    proc = Path("/proc")
+    rooms = [_proc_kib(proc / "meminfo", "MemAvailable")]
+    rooms.append(_cgroup_room(proc / "self" / "cgroup", Path("/sys/fs/cgroup")))
+    for limit, used in (
+        (resource.RLIMIT_AS, "VmSize"),
+        (resource.RLIMIT_DATA, "VmData"),
+    ):
+        soft = resource.getrlimit(limit)[0]
+        in_use = _proc_kib(proc / "self" / "status", used)
+        if soft != resource.RLIM_INFINITY and in_use is not None:
+            rooms.append(soft - in_use)
+    known = [max(room, 0) for room in rooms if room is not None]
+    return min(known) if known else None
+
+
 def sha256_file(path: str | Path) -> str:
     """Return the hex sha256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()
@@ -107,31 +242,47 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _open_stream(path: Path) -> tuple[IO[bytes], bool]:
+def _open_stream(path: Path) -> tuple[IO[bytes], str]:
     """Open ``path`` for reading, decompressing gzip/bzip2 by their magic bytes.
 
     Returns:
-        The stream and whether it is compressed.
+        The stream and its compression: ``"gzip"``, ``"bzip2"`` or ``""``.
     """
     with open(path, "rb") as fh:
         magic = fh.read(3)
     if magic[:2] == _GZIP_MAGIC:
         opener = _fast_gzip.open if _fast_gzip else gzip.open
-        return opener(path, "rb"), True
+        return opener(path, "rb"), "gzip"
     if magic == _BZIP2_MAGIC:
-        return bz2.open(path, "rb"), True
-    return open(path, "rb"), False
+        return bz2.open(path, "rb"), "bzip2"
+    return open(path, "rb"), ""
 
 
 def _read_exact(stream: IO[bytes], buffer: memoryview) -> int:
-    """Fill ``buffer`` from ``stream``; return the number of bytes read."""
+    """Fill ``buffer`` from ``stream``; return the number of bytes read.
+
+    At most :data:`_CHUNK` bytes a call: a decompressing stream's ``readinto``
+    reads into a temporary of the size asked for, which for the whole data
+    block would double the memory a compressed map takes.
+    """
     total = 0
     while total < len(buffer):
-        n = stream.readinto(buffer[total:])
+        n = stream.readinto(buffer[total : total + _CHUNK])
         if not n:
             break
         total += n
     return total
+
+
+def _skip(stream: IO[bytes], n_bytes: int) -> int:
+    """Read and drop ``n_bytes`` from ``stream``; return how many there were."""
+    skipped = 0
+    while skipped < n_bytes:
+        block = stream.read(min(_CHUNK, n_bytes - skipped))
+        if not block:
+            break
+        skipped += len(block)
+    return skipped
 
 
 def _decode_header(raw: bytes, path: Path, notes: list[str]) -> np.recarray:
@@ -298,30 +449,142 @@ def _origin(
     return (out[0], out[1], out[2])
 
 
-def read_map(path: str | Path, max_voxels: int = MAX_VOXELS) -> DensityMap:
+def _stat_map(path: Path) -> os.stat_result:
+    """``os.stat`` of a map file, or the one line saying why it cannot be read."""
+    try:
+        st = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise MapFormatError(path, "no such file", "check the path") from None
+    except PermissionError:
+        raise MapFormatError(
+            path,
+            "cannot be read: permission denied (on the file or a folder above it)",
+            "check the permissions of the file and its folders for the user "
+            "running this",
+        ) from None
+    except OSError as err:
+        raise MapFormatError(
+            path, f"cannot be read: {err.strerror or err}", "check the path"
+        ) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise MapFormatError(
+            path, "no such file (it is a folder)", "pass a map file in it"
+        )
+    if not stat.S_ISREG(st.st_mode):
+        raise MapFormatError(
+            path, "no such file (not a regular file)", "pass a map file"
+        )
+    return st
+
+
+def _read_error(path: Path, err: BaseException) -> MapFormatError:
+    """The one line for an exception raised while opening or reading a map."""
+    if isinstance(err, PermissionError):
+        return MapFormatError(
+            path,
+            "cannot be read: permission denied",
+            "check the file's permissions for the user running this "
+            "(e.g. ls -l, chmod a+r)",
+        )
+    if isinstance(err, OSError) and err.errno is not None:
+        # a system error (EIO, ESTALE, ...), not the bytes: the file may be fine
+        return MapFormatError(
+            path,
+            f"cannot be read: {err.strerror or err}",
+            "check the disk or network share that holds it, then try again",
+        )
+    return MapFormatError(
+        path,
+        f"cannot be read ({type(err).__name__}: {err})",
+        "the file is corrupt or truncated; download it again",
+    )
+
+
+def _check_size(
+    path: Path,
+    h: dict[str, Any],
+    stored: int,
+    need: int,
+    gzip_size: int | None,
+    max_bytes: int | None,
+) -> None:
+    """Refuse, before allocating, a map the file cannot hold or the caller or the
+    memory cannot take.
+
+    Args:
+        path: the map, for the message.
+        h: its header fields.
+        stored: bytes the header announces in all (header, extended header, data).
+        need: bytes reading it allocates (data block, plus the float32 copy).
+        gzip_size: the file's size when it is gzip-compressed, else None.
+        max_bytes: the caller's limit on the map's float32 size, or None.
+
+    Raises:
+        MapFormatError: a gzip file too small for what its header announces.
+        MapTooLargeError: over ``max_bytes`` or over the memory available.
+    """
+    grid = f"{h['nx']}x{h['ny']}x{h['nz']}"
+    if gzip_size is not None:
+        if stored > _DEFLATE_MAX_RATIO * gzip_size:
+            raise MapFormatError(
+                path,
+                f"truncated or corrupt: the header announces {grid} voxels of mode "
+                f"{h['mode']} ({_size(stored)}), more than a gzip file of "
+                f"{gzip_size:,} bytes can hold",
+                "download the map again",
+            )
+    f32 = 4 * h["nx"] * h["ny"] * h["nz"]
+    if max_bytes is not None and f32 > max_bytes:
+        raise MapTooLargeError(
+            path,
+            f"the header announces {grid} voxels ({_size(f32)} as float32), over "
+            f"the limit of {_size(max_bytes)} per map",
+            "bin or crop the map to fewer voxels first",
+        )
+    room = available_memory()
+    if room is not None and need > room:
+        raise MapTooLargeError(
+            path,
+            f"reading it needs {_size(need)} ({grid} voxels of mode {h['mode']}), "
+            f"but only {_size(room)} of memory is available",
+            "free memory or use a machine with more, or bin the map to fewer "
+            "voxels first",
+        )
+
+
+def read_map(
+    path: str | Path, max_voxels: int = MAX_VOXELS, max_bytes: int | None = None
+) -> DensityMap:
     """Read a density map (.map/.mrc/.ccp4, plain, .gz or .bz2).
 
     Args:
         path: the map file. Compression is detected from the file's magic bytes.
         max_voxels: refuse headers claiming more voxels than this.
+        max_bytes: refuse maps whose float32 array (``nx * ny * nz * 4`` bytes,
+            what the returned ``data`` holds) is larger than this, before anything
+            is allocated: a server passes its own per-map limit here. ``None``: no
+            limit of the caller's own. Either way, a map whose reading needs more
+            memory than this process can get (:func:`available_memory`) is refused
+            before allocating.
 
     Returns:
         The :class:`DensityMap`, with ``data`` as float32 ``[z, y, x]``.
 
     Raises:
-        MapFormatError: the file is empty, truncated, not an MRC map, a 2D image or
-            image stack, uses an unsupported mode, claims absurd dimensions, or
-            holds NaN/Inf values.
+        MapTooLargeError: the map is over ``max_bytes`` or does not fit in the
+            memory available (a :class:`MapFormatError`).
+        MapFormatError: the file is missing, unreadable (permissions, I/O), empty,
+            truncated, not an MRC map, a 2D image or image stack, uses an
+            unsupported mode, claims absurd dimensions, or holds NaN/Inf values.
     """
     path = Path(path)
-    if not path.is_file():
-        raise MapFormatError(path, "no such file", "check the path")
-    size = path.stat().st_size
+    size = _stat_map(path).st_size
     if size == 0:
         raise MapFormatError(path, "file is empty (0 bytes)", "download the map again")
     notes: list[str] = []
+    grid, need = "the", 0  # for a MemoryError message before the header is known
     try:
-        stream, compressed = _open_stream(path)
+        stream, compression = _open_stream(path)
         with stream:
             raw = stream.read(HEADER_DTYPE.itemsize)
             if len(raw) < HEADER_DTYPE.itemsize:
@@ -334,43 +597,55 @@ def read_map(path: str | Path, max_voxels: int = MAX_VOXELS) -> DensityMap:
             header = _decode_header(raw, path, notes)
             h = _header_fields(header)
             crs = _check_geometry(h, path, max_voxels)
+            grid = f"{h['nx']}x{h['ny']}x{h['nz']}"
+            dtype = mrc_utils.data_dtype_from_header(header)
+            shape = (h["nz"], h["ny"], h["nx"])
+            expected = int(np.prod(shape)) * dtype.itemsize
+            stored = HEADER_DTYPE.itemsize + h["nsymbt"] + expected
+            if not compression and size < stored:
+                # Known before allocating anything: the file is too short.
+                raise MapFormatError(
+                    path,
+                    f"truncated: {size:,} bytes, but the header announces "
+                    f"{h['nx']}x{h['ny']}x{h['nz']} voxels of mode {h['mode']} "
+                    f"({stored:,} bytes)",
+                    "download the map again",
+                )
+            copies = not _is_final_layout(dtype, crs)
+            need = expected + (4 * int(np.prod(shape)) if copies else 0)
+            gzip_size = size if compression == "gzip" else None
+            _check_size(path, h, stored, need, gzip_size, max_bytes)
             if h["nsymbt"]:
-                skipped = _read_exact(stream, memoryview(bytearray(h["nsymbt"])))
+                skipped = _skip(stream, h["nsymbt"])
                 if skipped < h["nsymbt"]:
                     raise MapFormatError(
                         path,
                         "truncated inside the extended header",
                         "download the map again",
                     )
-            dtype = mrc_utils.data_dtype_from_header(header)
-            shape = (h["nz"], h["ny"], h["nx"])
-            expected = int(np.prod(shape)) * dtype.itemsize
-            if not compressed and size < HEADER_DTYPE.itemsize + h["nsymbt"] + expected:
-                # Known before allocating anything: the file is too short.
-                raise MapFormatError(
-                    path,
-                    f"truncated: {size:,} bytes, but the header announces "
-                    f"{h['nx']}x{h['ny']}x{h['nz']} voxels of mode {h['mode']} "
-                    f"({HEADER_DTYPE.itemsize + h['nsymbt'] + expected:,} bytes)",
-                    "download the map again",
-                )
             raw_data = np.empty(shape, dtype=dtype)
             got = _read_exact(stream, memoryview(raw_data.reshape(-1).view(np.uint8)))
+        if got < expected:
+            raise MapFormatError(
+                path,
+                f"truncated: data block has {got:,} of the {expected:,} bytes the "
+                f"header announces ({h['nx']}x{h['ny']}x{h['nz']}, mode {h['mode']})",
+                "download the map again",
+            )
+        data = _to_physical_float32(raw_data, crs)
+        del raw_data
+        sha256 = sha256_file(path)
+    except MemoryError:
+        raise MapTooLargeError(
+            path,
+            f"ran out of memory reading its {grid} voxels ({_size(need)})",
+            "free memory or use a machine with more, or bin the map to fewer "
+            "voxels first",
+        ) from None
     except _STREAM_ERRORS as err:
         if isinstance(err, MapFormatError):
             raise
-        raise MapFormatError(
-            path,
-            f"cannot be read ({type(err).__name__}: {err})",
-            "the file is corrupt or truncated; download it again",
-        ) from err
-    if got < expected:
-        raise MapFormatError(
-            path,
-            f"truncated: data block has {got:,} of the {expected:,} bytes the header "
-            f"announces ({h['nx']}x{h['ny']}x{h['nz']}, mode {h['mode']})",
-            "download the map again",
-        )
+        raise _read_error(path, err) from err
     if h["mode"] == 0 and h["nversion"] < 20140:
         notes.append(
             "mode 0 read as signed int8 (MRC2014); pre-2014 files may mean unsigned"
@@ -379,9 +654,7 @@ def read_map(path: str | Path, max_voxels: int = MAX_VOXELS) -> DensityMap:
         notes.append("nversion=0 (pre-MRC2014 header)")
     if h["rms"] == 0.0:
         notes.append("RMS field is 0 in the header")
-    data = _to_physical_float32(raw_data, crs)
-    del raw_data
-    bad = int(np.count_nonzero(~np.isfinite(data)))
+    bad = _count_non_finite(data)
     if bad:
         raise MapFormatError(
             path,
@@ -395,11 +668,26 @@ def read_map(path: str | Path, max_voxels: int = MAX_VOXELS) -> DensityMap:
         voxel_size=voxel_size,
         origin=origin,
         path=str(path),
-        sha256=sha256_file(path),
+        sha256=sha256,
         mode=h["mode"],
         header=h,
         warnings=tuple(notes),
     )
+
+
+def _count_non_finite(data: np.ndarray) -> int:
+    """How many voxels are NaN or Inf, counted a slab at a time (no map-sized
+    temporary)."""
+    flat = data.reshape(-1)
+    return sum(
+        int(np.count_nonzero(~np.isfinite(flat[i : i + _CHUNK])))
+        for i in range(0, flat.size, _CHUNK)
+    )
+
+
+def _is_final_layout(dtype: np.dtype, crs: list[int]) -> bool:
+    """Whether the data block read as is already is the float32 ``[z, y, x]``."""
+    return dtype == np.float32 and dtype.isnative and crs == [1, 2, 3]
 
 
 def _to_physical_float32(raw: np.ndarray, crs: list[int]) -> np.ndarray:
@@ -410,9 +698,9 @@ def _to_physical_float32(raw: np.ndarray, crs: list[int]) -> np.ndarray:
     # Physical axis of each array dimension: dim 0 = sections, 1 = rows, 2 = columns.
     dim_axis = [crs[2], crs[1], crs[0]]
     order = [dim_axis.index(axis) for axis in (3, 2, 1)]
-    view = raw.transpose(order)
-    if view.dtype == np.float32 and view.dtype.isnative and order == [0, 1, 2]:
+    if _is_final_layout(raw.dtype, crs):
         return raw
+    view = raw.transpose(order)
     return np.ascontiguousarray(view, dtype=np.float32)
 
 

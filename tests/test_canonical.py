@@ -252,8 +252,12 @@ def test_query_spins_finely_when_the_in_plane_harmonic_is_weak():
     cov = (proj * weights[:, None]).T @ proj / weights.sum()
     evals = np.sort(np.linalg.eigvalsh(cov))[::-1]
     skew = np.array([0.5, 0.5, 0.5])
-    stored, why = _candidate_poses(np.eye(3), evals, skew, proj, weights)
-    query, _ = _candidate_poses(np.eye(3), evals, skew, proj, weights, margin=3.0)
+
+    def voxels():  # in the principal frame (base = identity), one slab
+        return iter([(proj, weights)])
+
+    stored, why = _candidate_poses(np.eye(3), evals, skew, voxels)
+    query, _ = _candidate_poses(np.eye(3), evals, skew, voxels, margin=3.0)
     assert "3-fold" in why and len(stored) == 3
     assert len(query) == 8 and np.allclose(query[0], stored[0])
     for rot in query:
