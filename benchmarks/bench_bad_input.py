@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import struct
 import subprocess
@@ -249,7 +248,9 @@ def corpus() -> list[Case]:
             _array(lambda r: 1e-6 * r.normal(size=n3)),
             n3,
         ),
-        Case("spike_200", "bad", "200^3 zeros and one voxel of 1", _array(_spike(g)), n3),
+        Case(
+            "spike_200", "bad", "200^3 zeros and one voxel of 1", _array(_spike(g)), n3
+        ),
         Case("nan_200", "bad", "200^3 ones and one NaN", _array(_with_nan(g)), n3),
         Case(
             "liar_gz_1000",
@@ -290,6 +291,24 @@ def corpus() -> list[Case]:
                 ("-1", -1.0),
             )
         ],
+        Case(
+            "molecule_240_contour_-0.1",
+            "stress",
+            "the 240^3 molecule with a contour just above its minimum: nearly "
+            "every voxel is inside (the most canonicalization can be asked to hold)",
+            _array(mol),
+            (240,) * 3,
+            -0.1,
+        ),
+        Case(
+            "tiny_noise_200_contour_0",
+            "stress",
+            "the tiny noise map contoured at 0: half the voxels inside, in "
+            "hundreds of thousands of pieces",
+            _array(lambda r: 1e-6 * r.normal(size=n3)),
+            n3,
+            0.0,
+        ),
     ]
 
 
@@ -386,7 +405,9 @@ def _mib(n: int | None) -> str:
 
 def print_table(result: dict[str, Any]) -> None:
     """One line per case and code version: outcome, peak RSS, growth ratio."""
-    print(f"{'case':34} {'code':6} {'f32 MiB':>8} {'peak MiB':>9} {'ratio':>7}  outcome")
+    print(
+        f"{'case':34} {'code':6} {'f32 MiB':>8} {'peak MiB':>9} {'ratio':>7}  outcome"
+    )
     for row in result["cases"]:
         for version in ("before", "after"):
             run = row.get(version)

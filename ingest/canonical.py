@@ -91,7 +91,7 @@ QUERY_MARGIN = 3.0
 MEMORY_FACTOR = 3
 
 #: Yields, a slab at a time, the kept voxels' positions relative to the centre of
-#: mass (Å, float64 ``(n, 3)``, x y z) and their weights (float64 ``(n,)``).
+#: mass (Å, float64 ``(3, n)``: rows x, y, z) and their weights (float64 ``(n,)``).
 Voxels = Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
 
 
@@ -231,6 +231,22 @@ def _rotation_about(axis: int, angle: float) -> np.ndarray:
     return rot
 
 
+def _along(rel: np.ndarray, axis: np.ndarray) -> np.ndarray:
+    """``axis @ rel`` for positions ``rel`` ``(3, n)``: three products, two sums.
+
+    The statistics over slabs of voxels (here and in :func:`_pose`) stay out of
+    BLAS: its threads busy-wait after each of the many small calls and slow the
+    rest of the work down several times on a loaded machine, and its results
+    depend on the thread count.
+    """
+    return rel[0] * axis[0] + rel[1] * axis[1] + rel[2] * axis[2]
+
+
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """``a @ b`` for two vectors, outside BLAS (see :func:`_along`)."""
+    return float(np.einsum("i,i->", a, b))
+
+
 def _spin_degenerate_plane(
     frame: np.ndarray, voxels: Voxels, axis: int, on_axis: float = 0.0
 ) -> tuple[np.ndarray, int, float]:
@@ -252,13 +268,19 @@ def _spin_degenerate_plane(
     sums = np.zeros(len(orders), dtype=np.complex128)
     total = 0.0
     for rel, weights in voxels():
-        pa, pb = rel @ frame[:, a], rel @ frame[:, b]
+        pa, pb = _along(rel, frame[:, a]), _along(rel, frame[:, b])
         total += weights.sum()
         # A voxel on the axis has no angle: its arctan2 would be the angle of
         # rounding residue (1e-13 Å), which differs with the order of summation.
-        off = np.hypot(pa, pb) > on_axis
-        phi = np.arctan2(pb[off], pa[off])
-        sums += [weights[off] @ np.exp(1j * m * phi) for m in orders]
+        squared = pa * pa + pb * pb
+        off = squared > on_axis * on_axis
+        # exp(i m phi) as powers of exp(i phi): a product each, not an exp
+        unit = (pa[off] + 1j * pb[off]) / np.sqrt(squared[off])
+        power, w = unit * unit, weights[off]
+        for i in range(len(orders)):
+            # two real sums: float64 @ complex128 takes a slow generic loop
+            sums[i] += complex(_dot(w, power.real), _dot(w, power.imag))
+            power *= unit
     harmonics = {m: sums[i] / total for i, m in enumerate(orders)}
     strongest = max(abs(c) for c in harmonics.values())
     m = min(k for k, c in harmonics.items() if abs(c) >= 0.8 * strongest)
@@ -370,11 +392,14 @@ def _pose(mol: Molecule, path: str) -> _Pose:
     total, first = 0.0, np.zeros(3)
     for xyz, weights in mol.voxels(np.zeros(3)):
         total += weights.sum()
-        first += weights @ xyz
+        first += [_dot(weights, row) for row in xyz]
     center = first / total
     cov = np.zeros((3, 3))
     for rel, weights in mol.voxels(center):
-        cov += (rel * weights[:, None]).T @ rel
+        weighted = rel * weights
+        for j, k in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)):
+            cov[j, k] += _dot(weighted[j], rel[k])
+    cov = np.triu(cov) + np.triu(cov, 1).T
     cov /= total
     try:
         evals, evecs = np.linalg.eigh(cov)
@@ -394,14 +419,13 @@ def _pose(mol: Molecule, path: str) -> _Pose:
     dist = np.empty(count, dtype=np.float32)
     done = 0
     for rel, weights in mol.voxels(center):
-        proj = rel @ axes
-        third += weights @ proj**3
-        low, high = (
-            np.minimum(low, proj.min(axis=0)),
-            np.maximum(high, proj.max(axis=0)),
-        )
-        dist[done : done + len(rel)] = np.linalg.norm(rel, axis=1)
-        done += len(rel)
+        for k in range(3):
+            proj = _along(rel, axes[:, k])
+            third[k] += _dot(weights, proj * proj * proj)  # not ** 3: pow() is slow
+            low[k], high[k] = min(low[k], proj.min()), max(high[k], proj.max())
+        n = len(weights)
+        dist[done : done + n] = np.sqrt(_along(rel * rel, np.ones(3)))
+        done += n
     sigma = np.sqrt(np.maximum(evals, 1e-12))
     skew = third / total / sigma**3
     signs = np.ones(3)

@@ -239,7 +239,8 @@ class Molecule:
 
     def voxels(self, center: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """The kept voxels a slab at a time: positions relative to ``center``
-        (Å, float64 ``(n, 3)``, x y z) and weights ``d - contour`` (float64)."""
+        (Å, float64 ``(3, n)``, rows x y z) and weights ``d - contour``
+        (float64 ``(n,)``)."""
         nz, ny, nx = self.mask.shape
         step = max(1, SLAB_VOXELS // (ny * nx))
         z0, y0, x0 = self.start
@@ -250,8 +251,9 @@ class Molecule:
                 continue
             weights = data[k0 : k0 + step][k, j, i].astype(np.float64)
             weights = np.maximum(weights - self.level, 0.0) + 1e-12
-            xyz = np.stack([i + x0, j + y0, k + (k0 + z0)], axis=1).astype(np.float64)
-            yield xyz * self.vsize + self.origin - center, weights
+            xyz = np.stack([i + x0, j + y0, k + (k0 + z0)]).astype(np.float64)
+            xyz = xyz * self.vsize[:, None] + self.origin[:, None]
+            yield xyz - center[:, None], weights
 
 
 def _bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice]:

@@ -254,7 +254,7 @@ def test_query_spins_finely_when_the_in_plane_harmonic_is_weak():
     skew = np.array([0.5, 0.5, 0.5])
 
     def voxels():  # in the principal frame (base = identity), one slab
-        return iter([(proj, weights)])
+        return iter([(proj.T, weights)])
 
     stored, why = _candidate_poses(np.eye(3), evals, skew, voxels)
     query, _ = _candidate_poses(np.eye(3), evals, skew, voxels, margin=3.0)
