@@ -24,6 +24,7 @@ side by side in the same run.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import resource
 import struct
@@ -33,7 +34,7 @@ import tarfile
 import tempfile
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ class Case:
 # --- writing the corpus ---------------------------------------------------------
 
 
-def _header(shape: tuple[int, int, int], mode: int = 2) -> bytes:
+def mrc_header(shape: tuple[int, int, int], mode: int = 2) -> bytes:
     """A valid MRC2014 header (1 Å voxels) announcing ``shape`` (nx, ny, nz)."""
     with tempfile.TemporaryDirectory() as tmp:
         dtype = {0: np.int8, 2: np.float32}[mode]
@@ -77,20 +78,23 @@ def _header(shape: tuple[int, int, int], mode: int = 2) -> bytes:
     return bytes(raw)
 
 
-def _write(path: Path, header: bytes, blocks: Iterator[bytes], gz: bool) -> Path:
+def write_streamed(
+    path: Path, header: bytes, blocks: Iterable[bytes | memoryview], gz: bool
+) -> Path:
     """Write ``header`` and ``blocks`` to ``path``, streamed through gzip when
     ``gz`` (so that gigabytes of zeros never sit in memory)."""
     packer = zlib.compressobj(9, zlib.DEFLATED, 31) if gz else None
     with open(path, "wb") as fh:
-        for block in (header, *blocks):
+        for block in itertools.chain([header], blocks):  # one block at a time
             fh.write(packer.compress(block) if packer else block)
         if packer:
             fh.write(packer.flush())
     return path
 
 
-def _zeros(n_bytes: int) -> Iterator[bytes]:
-    block = bytes(min(_CHUNK, n_bytes))
+def zeros(n_bytes: int) -> Iterator[memoryview]:
+    """``n_bytes`` zero bytes, in blocks of at most 64 MiB."""
+    block = memoryview(bytes(min(_CHUNK, n_bytes)))
     while n_bytes > 0:
         yield block[: min(len(block), n_bytes)]
         n_bytes -= len(block)
@@ -100,7 +104,7 @@ def _blank(shape: tuple[int, int, int], mode: int = 2, gz: bool = True):
     def make(path: Path) -> Path:
         itemsize = 1 if mode == 0 else 4
         n = int(np.prod(shape)) * itemsize
-        return _write(path, _header(shape, mode), _zeros(n), gz)
+        return write_streamed(path, mrc_header(shape, mode), zeros(n), gz)
 
     return make
 
@@ -111,7 +115,9 @@ def _array(fn: Callable[[np.random.Generator], np.ndarray], gz: bool = False):
     def make(path: Path) -> Path:
         data = np.ascontiguousarray(fn(np.random.default_rng(0)), dtype=np.float32)
         nz, ny, nx = data.shape
-        return _write(path, _header((nx, ny, nz)), iter([data.tobytes()]), gz)
+        return write_streamed(
+            path, mrc_header((nx, ny, nz)), iter([data.tobytes()]), gz
+        )
 
     return make
 
@@ -121,7 +127,7 @@ def _liar_gz(shape: tuple[int, int, int]):
 
     def make(path: Path) -> Path:
         data = np.ones((6, 6, 6), np.float32).tobytes()
-        return _write(path, _header(shape), iter([data]), gz=True)
+        return write_streamed(path, mrc_header(shape), iter([data]), gz=True)
 
     return make
 

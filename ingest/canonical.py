@@ -86,9 +86,10 @@ MAX_CANDIDATES = 32
 #: close (a near-spherical map, whose principal axes may come in another order in
 #: the stored copy), it also tries the spins about each of the three axes.
 QUERY_MARGIN = 3.0
-#: Canonicalizing takes at most about this many times the map's float32 size on
-#: top of the map (masks, labels, distances, the crop), plus a few slabs.
-MEMORY_FACTOR = 3
+#: Canonicalizing takes up to about this many times the map's float32 size on top
+#: of the map (masks, labels, distances, the crop; measured 1.9 at most over the
+#: corpus of ``benchmarks/bench_bad_input.py``), plus a few MB of slabs.
+MEMORY_FACTOR = 2
 
 #: Yields, a slab at a time, the kept voxels' positions relative to the centre of
 #: mass (Å, float64 ``(3, n)``: rows x, y, z) and their weights (float64 ``(n,)``).
