@@ -33,7 +33,7 @@ MIN_MOLECULE_VOXELS = 27
 #: The molecule's voxels are visited this many at a time, so that float64
 #: statistics over them (centre, inertia, skewness, harmonics) take a few MB
 #: whatever the map's size.
-SLAB_VOXELS = 2**17
+SLAB_VOXELS = 2**16
 #: Where each contour source comes from, as a message says it.
 _SOURCES = {
     "user": "given",
@@ -250,10 +250,16 @@ class Molecule:
             if not k.size:
                 continue
             weights = data[k0 : k0 + step][k, j, i].astype(np.float64)
-            weights = np.maximum(weights - self.level, 0.0) + 1e-12
-            xyz = np.stack([i + x0, j + y0, k + (k0 + z0)]).astype(np.float64)
-            xyz = xyz * self.vsize[:, None] + self.origin[:, None]
-            yield xyz - center[:, None], weights
+            weights -= self.level
+            np.maximum(weights, 0.0, out=weights)
+            weights += 1e-12
+            rel = np.empty((3, k.size))
+            rel[0], rel[1], rel[2] = i + x0, j + y0, k + (k0 + z0)
+            del k, j, i
+            rel *= self.vsize[:, None]  # in place: a slab's temporaries stay few
+            rel += self.origin[:, None]
+            rel -= center[:, None]
+            yield rel, weights
 
 
 def _bounding_box(mask: np.ndarray) -> tuple[slice, slice, slice]:
