@@ -69,6 +69,9 @@ MAX_EXTENDED_HEADER = 64 * 2**20
 _GZIP_MAGIC = b"\x1f\x8b"
 _BZIP2_MAGIC = b"BZh"
 _CHUNK = 8 * 2**20
+#: Bytes decompressed per call into the data array (a decompressing stream makes
+#: a temporary of about twice this).
+_READ_CHUNK = 2**20
 #: Deflate (gzip) cannot compress better than 1032:1 (a 258-byte match costs at
 #: least two bits), so a gzip file of n bytes holds at most this many times n.
 _DEFLATE_MAX_RATIO = 1032
@@ -236,9 +239,10 @@ def available_memory() -> int | None:
 def sha256_file(path: str | Path) -> str:
     """Return the hex sha256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()
+    buffer = memoryview(bytearray(_READ_CHUNK))  # one buffer, reused
     with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
+        while n := fh.readinto(buffer):
+            digest.update(buffer[:n])
     return digest.hexdigest()
 
 
@@ -261,13 +265,13 @@ def _open_stream(path: Path) -> tuple[IO[bytes], str]:
 def _read_exact(stream: IO[bytes], buffer: memoryview) -> int:
     """Fill ``buffer`` from ``stream``; return the number of bytes read.
 
-    At most :data:`_CHUNK` bytes a call: a decompressing stream's ``readinto``
-    reads into a temporary of the size asked for, which for the whole data
-    block would double the memory a compressed map takes.
+    At most :data:`_READ_CHUNK` bytes a call: a decompressing stream's
+    ``readinto`` reads into a temporary of the size asked for, which for the whole
+    data block would double the memory a compressed map takes.
     """
     total = 0
     while total < len(buffer):
-        n = stream.readinto(buffer[total : total + _CHUNK])
+        n = stream.readinto(buffer[total : total + _READ_CHUNK])
         if not n:
             break
         total += n
@@ -680,8 +684,9 @@ def _count_non_finite(data: np.ndarray) -> int:
     temporary)."""
     flat = data.reshape(-1)
     return sum(
-        int(np.count_nonzero(~np.isfinite(flat[i : i + _CHUNK])))
-        for i in range(0, flat.size, _CHUNK)
+        flat[i : i + _READ_CHUNK].size
+        - int(np.count_nonzero(np.isfinite(flat[i : i + _READ_CHUNK])))
+        for i in range(0, flat.size, _READ_CHUNK)
     )
 
 

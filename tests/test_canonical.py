@@ -262,3 +262,29 @@ def test_query_spins_finely_when_the_in_plane_harmonic_is_weak():
     assert len(query) == 8 and np.allclose(query[0], stored[0])
     for rot in query:
         assert np.isclose(np.linalg.det(rot), 1.0)
+
+
+def test_voxels_on_the_spin_axis_do_not_turn_the_pose():
+    # y'/z' degenerate with a weak 4-fold harmonic; voxels on the x' axis have no
+    # angle, and the rounding residue of their coordinates (1e-13 Å, which changes
+    # with the order of summation) must not decide the in-plane angle
+    from ingest.canonical import _spin_degenerate_plane
+
+    phi = np.linspace(0, 2 * np.pi, 360, endpoint=False)
+    ring = np.stack([np.zeros_like(phi), 5 * np.cos(phi), 5 * np.sin(phi)])
+    weights = 1 + 0.05 * np.cos(4 * (phi - 0.3))
+    frames = []
+    for seed in (1, 2):
+        axis = np.zeros((3, 40))
+        axis[0] = np.linspace(-5, 5, 40)
+        axis[1:] = 1e-13 * np.random.default_rng(seed).normal(size=(2, 40))
+        rel = np.concatenate([ring, axis], axis=1)
+        w = np.concatenate([weights, np.full(40, 2.0)])
+        frame, m, _ = _spin_degenerate_plane(
+            np.eye(3), lambda rel=rel, w=w: iter([(rel, w)]), 0, on_axis=1e-7
+        )
+        assert m == 4
+        frames.append(frame)
+    assert np.allclose(frames[0], frames[1], atol=1e-12)
+    # the angle is the 4-fold pattern's: 0.3 rad
+    assert np.isclose(np.arctan2(frames[0][2, 1], frames[0][1, 1]), 0.3)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import bz2
 import gzip
 import hashlib
+import os
 import shutil
 import struct
+from pathlib import Path
 
 import mrcfile
 import numpy as np
@@ -235,3 +237,149 @@ def test_plain_file_shorter_than_announced_fails_before_allocating(tmp_path):
     _patch_header(path, 0, "<3i", 1000, 1000, 1000)
     with pytest.raises(MapFormatError, match="header announces 1000x1000x1000"):
         read_map(path)
+
+
+# --- unreadable files, memory limits -------------------------------------------
+
+
+def _refuse_open(monkeypatch, path, error):
+    """Make opening ``path`` raise ``error`` (as an unreadable file would)."""
+    import builtins
+
+    real_open = builtins.open
+
+    def fake_open(file, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if str(file) == str(path):
+            raise error
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", fake_open)
+
+
+def test_permission_denied_is_not_reported_as_corrupt(tmp_path, monkeypatch):
+    import errno
+
+    path = _small_map(tmp_path / "locked.mrc")
+    _refuse_open(monkeypatch, path, PermissionError(errno.EACCES, "Permission denied"))
+    with pytest.raises(MapFormatError) as info:
+        read_map(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: cannot be read: permission denied;")
+    assert "permissions" in message and "download" not in message
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_file_says_permission_denied(tmp_path):
+    path = _small_map(tmp_path / "locked.mrc")
+    path.chmod(0)
+    try:
+        with pytest.raises(MapFormatError, match="permission denied"):
+            read_map(path)
+    finally:
+        path.chmod(0o644)
+
+
+def test_io_error_is_not_reported_as_corrupt(tmp_path, monkeypatch):
+    import errno
+
+    path = _small_map(tmp_path / "flaky.mrc")
+    _refuse_open(monkeypatch, path, OSError(errno.EIO, "Input/output error"))
+    with pytest.raises(MapFormatError) as info:
+        read_map(path)
+    assert "Input/output error; check the disk" in str(info.value)
+    assert "download" not in str(info.value)
+
+
+def test_max_bytes_refuses_before_allocating(tmp_path):
+    from ingest.errors import MapTooLargeError
+
+    path = _small_map(tmp_path / "m.mrc", shape=(40, 40, 40))  # 250 KiB float32
+    assert read_map(path, max_bytes=256_000).shape == (40, 40, 40)
+    with pytest.raises(MapTooLargeError) as info:
+        read_map(path, max_bytes=200_000)
+    message = str(info.value)
+    assert "40x40x40 voxels (250 KiB as float32), over the limit of 195 KiB" in message
+    assert "\n" not in message and "bin or crop" in message
+
+
+def test_map_over_the_memory_available_is_refused(tmp_path, monkeypatch):
+    import ingest.mapio
+    from ingest.errors import MapTooLargeError
+
+    path = _small_map(tmp_path / "m.mrc", shape=(40, 40, 40))
+    monkeypatch.setattr(ingest.mapio, "available_memory", lambda: 100_000)
+    with pytest.raises(MapTooLargeError, match="only 97.7 KiB of memory is available"):
+        read_map(path)
+
+
+def test_gzip_too_small_for_its_header_fails_before_allocating(tmp_path):
+    import tracemalloc
+
+    path = tmp_path / "liar.map.gz"
+    raw = _small_map(tmp_path / "m.mrc").read_bytes()
+    path.write_bytes(gzip.compress(raw))
+    _patch_header(tmp_path / "m.mrc", 0, "<3i", 1000, 1000, 1000)  # 4 GB announced
+    path.write_bytes(gzip.compress((tmp_path / "m.mrc").read_bytes()))
+    tracemalloc.start()
+    try:
+        with pytest.raises(MapFormatError, match="more than a gzip file of"):
+            read_map(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
+
+
+def test_gzip_map_is_read_into_one_array(tmp_path):
+    # decompressed in chunks straight into the array: no second copy of the map
+    import tracemalloc
+
+    data = np.random.default_rng(0).normal(size=(256, 128, 128)).astype(np.float32)
+    src = DensityMap(data, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), "x", "")
+    path = write_map(src, tmp_path / "m.map.gz")
+    tracemalloc.start()
+    try:
+        dmap = read_map(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(dmap.data, data)
+    assert peak < data.nbytes + 4 * 2**20  # the array and a chunk or two
+
+
+def test_available_memory_is_bounded_by_the_system():
+    from ingest.mapio import _proc_kib, available_memory
+
+    room = available_memory()
+    assert room is not None and 0 < room <= _proc_kib(Path("/proc/meminfo"), "MemTotal")
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_cgroup_limit_counts_towards_available_memory(tmp_path, version):
+    from ingest.mapio import _cgroup_room
+
+    mib = 2**20
+    root = tmp_path / "cgroup"
+    if version == "v2":
+        folder, line = root / "svc", "0::/svc\n"
+        files = {"memory.max": 1024 * mib, "memory.current": 600 * mib}
+        stat = f"anon 1\ninactive_file {100 * mib}\n"
+        parent = {"memory.max": "max", "memory.current": 900 * mib}
+    else:
+        folder, line = root / "memory" / "svc", "4:memory:/svc\n9:cpu:/x\n"
+        files = {
+            "memory.limit_in_bytes": 1024 * mib,
+            "memory.usage_in_bytes": 600 * mib,
+        }
+        stat = f"cache 1\ntotal_inactive_file {100 * mib}\n"
+        parent = {"memory.limit_in_bytes": 2**63 - 4096}
+    folder.mkdir(parents=True)
+    for name, value in files.items():
+        (folder / name).write_text(f"{value}\n")
+    (folder / "memory.stat").write_text(stat)
+    for name, value in parent.items():
+        (folder.parent / name).write_text(f"{value}\n")
+    (tmp_path / "cgroup_file").write_text(line)
+    assert _cgroup_room(tmp_path / "cgroup_file", root) == (1024 - 500) * mib
+    (tmp_path / "cgroup_file").write_text("0::/gone\n")  # not mounted: no limit
+    assert _cgroup_room(tmp_path / "cgroup_file", tmp_path / "none") is None
