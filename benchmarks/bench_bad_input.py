@@ -395,6 +395,7 @@ def run_case(
 
 def _checkout(ref: str, folder: Path) -> Path:
     """The ``ingest`` package of git revision ``ref``, extracted into ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
     archive = folder / "ingest.tar"
     with open(archive, "wb") as fh:
         subprocess.run(

@@ -41,6 +41,15 @@ candidate 0.
 
 The physical size (radius of gyration, extents, enclosed volume in Å) is kept as a
 feature because the scaling step removes it from the volume itself.
+
+**Bad input and memory.** Blank, constant and nearly constant maps, maps whose
+largest piece at the contour is a few stray voxels (pure noise), and contours that
+are not finite or leave nothing (or everything) inside are refused with one line
+(:mod:`ingest.contour`). The statistics of steps 3-5 are accumulated in float64 over
+slabs of :data:`~ingest.contour.SLAB_VOXELS` voxels of the molecule's bounding box,
+never over per-voxel arrays of the whole map, so canonicalizing takes at most about
+:data:`MEMORY_FACTOR` times the map's float32 size on top of the map, whatever
+the map and the contour.
 """
 
 from __future__ import annotations
@@ -617,7 +626,11 @@ def canonicalize_poses(
         is unambiguous.
 
     Raises:
-        MapFormatError: nothing in the map reaches the contour.
+        MapFormatError: the map is blank, nearly constant or pure noise (no
+            connected piece of :data:`~ingest.contour.MIN_MOLECULE_VOXELS` at the
+            contour), or the contour is not finite or outside the map's range.
+        MapTooLargeError: the memory available cannot hold the work (checked
+            before starting; a ``MemoryError`` becomes this one line too).
     """
     return _canonical_volumes(dmap, contour, grid, metadata, True, margin)
 

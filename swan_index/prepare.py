@@ -118,7 +118,9 @@ def prepare_map(
     """Canonical volume(s) and record of a map already read.
 
     Raises:
-        MapFormatError: nothing in the map reaches the contour.
+        MapFormatError: the map holds no shape at the contour (blank, nearly
+            constant, noise) or the contour is outside the map's range; a
+            :class:`~ingest.errors.MapTooLargeError` when memory cannot hold it.
     """
     if all_poses:
         canon = canonicalize_poses(dmap, contour, grid, metadata)
