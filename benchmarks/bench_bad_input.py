@@ -16,6 +16,12 @@ wanted more than the cap. With ``--before REF`` every case also runs against the
 ``ingest`` package of git revision ``REF`` (checked out into a temporary folder),
 side by side in the same run.
 
+It also renders the six sample maps' candidate poses (grid 32, as a query) under
+each code, with BLAS as it comes, on one thread, and with another CPU's kernels
+(``BLAS_SETTINGS``), and compares them:
+how far each candidate is from the nearest one of the other run, and the primary
+poses' angle and correlation.
+
     $ python -m benchmarks.bench_bad_input                # this code
     $ python -m benchmarks.bench_bad_input --before main  # and main's, side by side
     $ python -m benchmarks.bench_bad_input --only blank_zeros_300_gz --before main
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import resource
 import struct
 import subprocess
@@ -406,6 +413,82 @@ def _checkout(ref: str, folder: Path) -> Path:
     return folder
 
 
+def _poses_child(out: str, code: str | None) -> None:
+    """Candidate poses (grid 32, as a query) of the sample maps, to ``out``."""
+    if code:
+        sys.path.insert(0, code)
+    from ingest import canonicalize_poses, find_entries, read_header, read_map
+
+    arrays = {}
+    for entry in find_entries(SAMPLES):
+        meta = read_header(entry.header_path) if entry.header_path else None
+        poses = canonicalize_poses(read_map(entry.map_path), grid=32, metadata=meta)
+        name = Path(entry.map_path).name
+        arrays[f"{name}:rotations"] = np.stack([p.rotation for p in poses])
+        arrays[f"{name}:primary"] = poses[0].values
+    np.savez(out, **arrays)
+
+
+def _angle(a: np.ndarray, b: np.ndarray) -> float:
+    """Degrees of the rotation between two rotation matrices."""
+    return float(np.degrees(np.arccos(np.clip((np.trace(a.T @ b) - 1) / 2, -1, 1))))
+
+
+def _compare_poses(ref: Path, other: Path) -> dict[str, Any]:
+    """Per sample map: candidate counts, how far each of ``other``'s candidates is
+    from the nearest of ``ref``'s, and the primary poses' angle and correlation."""
+    a, b = np.load(ref), np.load(other)
+    rows = {}
+    for key in sorted(k for k in a.files if k.endswith(":rotations")):
+        name = key.split(":")[0]
+        ra, rb = a[key], b[key]
+        va, vb = (x[f"{name}:primary"].ravel() for x in (a, b))
+        rows[name] = {
+            "candidates": [len(ra), len(rb)],
+            "max_deg_to_nearest": max(min(_angle(r, q) for q in ra) for r in rb),
+            "primary_deg": _angle(ra[0], rb[0]),
+            "primary_correlation": float(np.corrcoef(va, vb)[0, 1]),
+        }
+    return rows
+
+
+#: BLAS settings the sample poses are rendered under: the default, one thread,
+#: and the kernels OpenBLAS would pick on an older CPU.
+BLAS_SETTINGS = {
+    "default": {},
+    "1_thread": {"OPENBLAS_NUM_THREADS": "1"},
+    "sandybridge_kernels": {"OPENBLAS_CORETYPE": "Sandybridge"},
+}
+
+
+def sample_poses(before: Path | None, folder: Path) -> dict[str, Any]:
+    """The sample maps' candidate poses under each code and each of
+    :data:`BLAS_SETTINGS`, compared (``before`` only with ``--before``)."""
+    runs = {}
+    for label, code in (("after", None), ("before", before)):
+        if label == "before" and before is None:
+            continue
+        for setting, env_vars in BLAS_SETTINGS.items():
+            out = folder / f"{label}_{setting}.npz"
+            cmd = [sys.executable, "-m", "benchmarks.bench_bad_input"]
+            cmd += ["--poses-out", str(out)] + (["--code", str(code)] if code else [])
+            env = {**os.environ, **env_vars}
+            subprocess.run(cmd, cwd=ROOT, env=env, check=True, timeout=900)
+            runs[label, setting] = out
+    labels = ["after", "before"] if before is not None else ["after"]
+    result = {}
+    if before is not None:
+        result["after_vs_before"] = _compare_poses(
+            runs["before", "default"], runs["after", "default"]
+        )
+    for label in labels:
+        for setting in list(BLAS_SETTINGS)[1:]:
+            result[f"{label}_{setting}_vs_{label}"] = _compare_poses(
+                runs[label, "default"], runs[label, setting]
+            )
+    return result
+
+
 def _mib(n: int | None) -> str:
     return "-" if n is None else f"{n / 2**20:,.0f}"
 
@@ -427,6 +510,15 @@ def print_table(result: dict[str, Any]) -> None:
                 f"{'-' if ratio is None else f'{ratio:.2f}':>7}  "
                 f"{run['outcome']}: {run['message'][:90]}"
             )
+    for label, maps in result.get("sample_poses", {}).items():
+        print(f"\nsample poses, {label}:")
+        for name, row in maps.items():
+            print(
+                f"  {name:20} candidates {row['candidates']}, each within "
+                f"{row['max_deg_to_nearest']:.3f} deg; primary "
+                f"{row['primary_deg']:.3f} deg apart, "
+                f"r={row['primary_correlation']:.4f}"
+            )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -440,10 +532,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--contour", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--code", help=argparse.SUPPRESS)
+    parser.add_argument("--poses-out", help=argparse.SUPPRESS)
     add_out_argument(parser, "bench_bad_input.json")
     args = parser.parse_args(argv)
     if args.child:
         _child(args.child, args.contour, args.code, args.grid)
+        return {}
+    if args.poses_out:
+        _poses_child(args.poses_out, args.code)
         return {}
     cap = int(args.cap_gib * _GIB)
     cases = [c for c in corpus() if not args.only or c.name in args.only]
@@ -467,6 +563,7 @@ def main(argv: list[str] | None = None) -> dict:
             row["after"] = run_case(case, path, None, cap, args.grid)
             rows.append(row)
             print(f"{case.name}: {row['after']['outcome']}", file=sys.stderr)
+        poses = sample_poses(before, Path(tmp))
     result = {
         "benchmark": "bad input: read_map + canonicalize_poses in a fresh child each",
         "command": "python -m benchmarks.bench_bad_input"
@@ -475,12 +572,32 @@ def main(argv: list[str] | None = None) -> dict:
         "grid": args.grid,
         "ratio": "(peak RSS - RSS after imports) / float32 size announced",
         "before_ref": args.before,
+        "before_commit": _rev(args.before) if args.before else None,
+        "after_commit": _rev("HEAD"),
+        "after_uncommitted_changes": bool(
+            subprocess.run(
+                ["git", "-C", str(ROOT), "status", "--porcelain", "ingest"],
+                capture_output=True,
+                text=True,
+            ).stdout.strip()
+        ),
         "cases": rows,
+        "sample_poses": poses,
         "machine": machine_info(
             numpy=np.__version__, mem_total_gib=_mem_total() / _GIB
         ),
     }
     return save_result(result, args.out, print_table)
+
+
+def _rev(ref: str) -> str:
+    """The commit hash ``ref`` names."""
+    return subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", ref],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
 
 
 def _mem_total() -> int:
