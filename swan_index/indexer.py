@@ -11,31 +11,46 @@ transaction. It is idempotent and resumable:
   what is missing: committed batches are whole, uncommitted ones left no trace.
 
 Every file tried gets an ``ingest_log`` row (``ok``, ``skipped`` or ``error`` with the
-reason); a bad file never stops the run. Entries whose source files vanished
-(obsoleted EMDB entries) are removed only with ``prune=True``.
+reason); a bad file never stops the run, and neither does a folder that cannot be
+listed, a dangling link or a link loop (each gets its ``error`` row). Entries whose
+source files vanished (obsoleted EMDB entries) are removed only with
+``prune=True``; an entry whose file cannot be checked (permission denied) is kept.
+
+The worker processes die with the process that started them, however it ends (even
+SIGKILL): none is left behind holding memory. An interrupt (``KeyboardInterrupt``,
+or the ``SIGTERM`` that ``swan ingest`` turns into one) stops them at once and
+propagates; the batches committed so far stay.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
+import errno
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
+import signal
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
 
-from ingest.discover import MapEntry, find_entries
+from ingest.discover import MapEntry, find_entries, stat_map
 from ingest.errors import IngestError
-from swan_index.map_encoder import MapEncoder
 from swan_index.prepare import PreparedMap, prepare_entry
-from swan_index.store import Store
+
+if TYPE_CHECKING:  # the worker processes import this module: no torch, no store
+    from swan_index.map_encoder import MapEncoder
+    from swan_index.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -90,17 +105,72 @@ def _prepare(entry: MapEntry, grid: int) -> tuple[MapEntry, PreparedMap | str]:
         )
 
 
+#: ``PR_SET_PDEATHSIG`` from ``<linux/prctl.h>``.
+_PR_SET_PDEATHSIG = 1
+
+
+def _worker_init(parent_pid: int) -> None:
+    """Worker initializer: die with the parent; leave Ctrl-C to the parent (which
+    stops the workers), so that a terminal's SIGINT prints no worker tracebacks."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        # the kernel kills this worker when the parent dies, even by SIGKILL
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watching thread below still does it
+    if os.getppid() != parent_pid:  # the parent died before that was in place
+        os._exit(1)
+    threading.Thread(
+        target=_exit_with_parent, args=(parent_pid,), name="parent-watch", daemon=True
+    ).start()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Block until the parent process is gone, then exit at once (portable: the
+    parent's sentinel is a pipe that closes when it dies)."""
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.sentinel is not None:
+        multiprocessing.connection.wait([parent.sentinel])
+    else:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+    os._exit(1)
+
+
+def _stop_workers(pool: cf.ProcessPoolExecutor, before: set[Any]) -> None:
+    """Stop a pool now: drop queued tasks and end the running workers (the pool's
+    processes are the children started since ``before`` was taken)."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    procs = [p for p in multiprocessing.active_children() if p not in before]
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.join(5)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)
+
+
 def _prepared(
     entries: list[MapEntry], grid: int, workers: int
 ) -> Iterator[tuple[MapEntry, PreparedMap | str]]:
-    """Prepared maps in completion order (in process when ``workers == 0``)."""
+    """Prepared maps in completion order (in process when ``workers == 0``).
+
+    Closing the generator early (or an interrupt while it waits) ends the workers
+    at once instead of waiting for the maps they are reading."""
     if workers <= 0:
         for entry in entries:
             yield _prepare(entry, grid)
         return
     # spawn: the workers import only ingest + numpy, never a forked copy of torch.
     ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    before = set(multiprocessing.active_children())
+    pool = cf.ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
+    )
+    try:
         pending: set[cf.Future] = set()
         todo = iter(entries)
         for entry in todo:
@@ -114,26 +184,37 @@ def _prepared(
                 nxt = next(todo, None)
                 if nxt is not None:
                     pending.add(pool.submit(_prepare, nxt, grid))
+    except BaseException:  # an interrupt, a broken pool, or closed early
+        _stop_workers(pool, before)
+        raise
+    pool.shutdown()
 
 
 def discover(
     paths: Iterable[str | Path],
 ) -> tuple[list[MapEntry], list[dict[str, str]]]:
-    """Map entries under ``paths`` (deduplicated) and the paths that do not exist."""
-    entries, missing, seen = [], [], set()
+    """Map entries under ``paths`` (deduplicated) and the problems met finding them.
+
+    Args:
+        paths: map files, folders, EMDB mirrors.
+
+    Returns:
+        The entries, and one ``{"path", "reason"}`` per problem: a path that does
+        not exist, a folder that cannot be listed, a dangling link, a link loop,
+        something that is not a regular file.
+    """
+    entries, problems, seen = [], [], set()
+
+    def problem(err: IngestError) -> None:
+        problems.append({"path": err.path, "reason": str(err)})
+
     for p in paths:
-        path = Path(p)
-        if not path.exists():
-            missing.append(
-                {"path": str(p), "reason": f"{p}: no such file or folder; check it"}
-            )
-            continue
-        for entry in find_entries(path):
-            key = entry.map_path.resolve()
+        for entry in find_entries(p, onerror=problem):
+            key = os.path.realpath(entry.map_path)  # never raises, unlike resolve()
             if key not in seen:
                 seen.add(key)
                 entries.append(entry)
-    return entries, missing
+    return entries, problems
 
 
 def ingest_paths(
@@ -185,8 +266,12 @@ def ingest_paths(
     known_sha = store.known_sha256()
     todo = []
     for entry in entries:
-        src = str(entry.map_path.resolve())
-        st = entry.map_path.stat()
+        try:  # it may have changed since it was found
+            st = stat_map(entry.map_path)
+        except IngestError as err:
+            fail(str(entry.map_path), str(err))
+            continue
+        src = os.path.realpath(entry.map_path)  # as Path.resolve(): the stored path
         stored = known.get(src)
         if (
             stored
@@ -233,8 +318,9 @@ def ingest_paths(
     bar = tqdm(
         total=len(todo), unit="map", disable=not progress or not todo, leave=False
     )
+    prepared = _prepared(todo, encoder.grid, workers)
     try:
-        for entry, result in _prepared(todo, encoder.grid, workers):
+        for entry, result in prepared:
             bar.update(1)
             if isinstance(result, str):
                 fail(str(entry.map_path), result)
@@ -263,6 +349,7 @@ def ingest_paths(
         if touched:
             store.update_file_stats(touched)
     finally:
+        prepared.close()  # stops the workers now if the loop ended early
         bar.close()
     if prune:
         _prune(paths, store, run)
@@ -283,13 +370,23 @@ def _row(
     }
 
 
+def _vanished(path: str) -> bool:
+    """True only when ``path`` is certainly gone: a file that cannot be checked
+    (permission denied, I/O error) is kept."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno in (errno.ENOENT, errno.ENOTDIR)
+    return False
+
+
 def _prune(paths: list[str | Path], store: Store, run: IngestSummary) -> None:
     """Delete entries whose source file under one of ``paths`` no longer exists."""
-    roots = [Path(p).resolve() for p in paths if Path(p).is_dir()]
+    roots = [Path(os.path.realpath(p)) for p in paths if os.path.isdir(p)]
     gone = []
     for src in store.known_files():
         path = Path(src)
-        if any(path.is_relative_to(r) for r in roots) and not path.exists():
+        if any(path.is_relative_to(r) for r in roots) and _vanished(src):
             gone.append(src)
     if not gone:
         return

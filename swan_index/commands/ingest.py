@@ -7,7 +7,9 @@ after a crash ingests exactly what is missing. Every file tried is logged in the
 store's ingest_log with its outcome.
 
 Exit status: 0 when every file was stored or skipped, 1 when some files failed (the
-others are stored; each failure is printed with its reason), 2 on a usage error.
+others are stored; each failure is printed with its reason), 2 on a usage error,
+130 / 143 when stopped by Ctrl-C / SIGTERM (the batches committed so far stay;
+the same command ingests the rest).
 
 examples:
   $ swan ingest data/maps --store runs/store
@@ -20,7 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from swan_index.db import StoreBusyError
 from swan_index.indexer import ingest_paths
@@ -55,6 +61,27 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """Turn the first SIGTERM into a ``KeyboardInterrupt("SIGTERM")``, as Ctrl-C
+    would be, so that the ingest stops cleanly (workers ended, store closed); any
+    further one is ignored until then. Only the main thread can handle signals:
+    elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt("SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(args: argparse.Namespace) -> int:
     """Run ``swan ingest``."""
     try:
@@ -63,21 +90,30 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, StoreBusyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    with store:
-        summary = ingest_paths(
-            args.paths,
-            store,
-            encoder,
-            workers=args.workers,
-            batch_size=args.batch_size,
-            prune=args.prune,
-            progress=not args.quiet and not args.json,
-        )
-        if args.layout and (summary.ok or summary.removed):
-            from swan_index.layout import layout_store
+    try:
+        with _sigterm_interrupts(), store:
+            summary = ingest_paths(
+                args.paths,
+                store,
+                encoder,
+                workers=args.workers,
+                batch_size=args.batch_size,
+                prune=args.prune,
+                progress=not args.quiet and not args.json,
+            )
+            if args.layout and (summary.ok or summary.removed):
+                from swan_index.layout import layout_store
 
-            layout_store(store)
-        total = store.count()
+                layout_store(store)
+            total = store.count()
+    except KeyboardInterrupt as stop:
+        name = str(stop) or "SIGINT"
+        print(
+            f"stopped by {name}: {args.store} keeps the batches committed so far; "
+            "run the same command again to ingest the rest",
+            file=sys.stderr,
+        )
+        return 128 + int(getattr(signal, name, signal.SIGINT))
     for failure in summary.failures:
         print(f"failed: {failure['reason']}", file=sys.stderr)
     if args.json:
