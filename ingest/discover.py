@@ -62,19 +62,23 @@ def is_map_file(path: str | Path) -> bool:
     return any(name.endswith(m + c) for m in MAP_SUFFIXES for c in COMPRESSED_SUFFIXES)
 
 
-def path_error(path: str | Path, exc: OSError, folder: bool = False) -> IngestError:
+def path_error(
+    path: str | Path, exc: OSError, left_out: str | None = None
+) -> IngestError:
     """The one-line error for a path the file system refused.
 
     Args:
         path: the file or folder.
         exc: what ``os.stat``, ``os.listdir`` or ``open`` raised for it.
-        folder: ``path`` is a folder that was to be listed.
+        left_out: for a folder that could not be listed, the maps this left out
+            (e.g. ``"the maps in it"``).
 
     Returns:
         An :class:`IngestError` ``"PATH: problem; fix"`` (a dangling link names its
-        target; a folder's message says its maps were left out).
+        target).
     """
     path = str(path)
+    folder = left_out is not None
     what = "folder" if folder else "map file"
     if exc.errno == errno.ELOOP:
         problem, fix = "symbolic link loop", f"point the link at a {what} or remove it"
@@ -91,7 +95,7 @@ def path_error(path: str | Path, exc: OSError, folder: bool = False) -> IngestEr
         problem = (exc.strerror or type(exc).__name__).lower()
         fix = "check the file system and run again"
     if folder:
-        problem = f"cannot list this folder ({problem}), the maps in it were left out"
+        problem = f"cannot list this folder ({problem}), {left_out} were left out"
     return IngestError(path, problem, fix)
 
 
@@ -148,16 +152,18 @@ def _best_header(candidates: Iterable[Path], emdb_id: str | None) -> Path | None
     return min(matching, key=lambda p: (_header_rank(p), p.name)) if matching else None
 
 
-def _listdir(folder: Path, report: OnError | None) -> list[str] | None:
+def _listdir(
+    folder: Path, report: OnError | None, left_out: str = "the maps in it"
+) -> list[str] | None:
     """Sorted names in ``folder``: ``[]`` when there is no such folder, ``None``
-    (and a report) when it exists but cannot be listed."""
+    (and a report saying what ``left_out``) when it exists but cannot be listed."""
     try:
         return sorted(os.listdir(folder))
     except (FileNotFoundError, NotADirectoryError):
         return []
     except OSError as exc:
         if report is not None:
-            report(path_error(folder, exc, folder=True))
+            report(path_error(folder, exc, left_out))
         return None
 
 
@@ -182,7 +188,7 @@ class _Walk:
         listed (reported: the maps it describes are left out, rather than stored
         without their header's contour and metadata)."""
         if folder not in self._headers:
-            names = _listdir(folder, self.report)
+            names = _listdir(folder, self.report, "the maps it describes")
             self._headers[folder] = None if names is None else _xml_files(folder, names)
         return self._headers[folder]
 
@@ -274,7 +280,7 @@ def find_entries(
         return
 
     def unlisted(exc: OSError) -> None:
-        walk.report(path_error(exc.filename or root, exc, folder=True))
+        walk.report(path_error(exc.filename or root, exc, "the maps in it"))
 
     for dirpath, dirnames, filenames in os.walk(root, onerror=unlisted):
         dirnames.sort()
