@@ -17,9 +17,9 @@ source files vanished (obsoleted EMDB entries) are removed only with
 ``prune=True``; an entry whose file cannot be checked (permission denied) is kept.
 
 The worker processes die with the process that started them, however it ends (even
-SIGKILL): none is left behind holding memory. An interrupt (``KeyboardInterrupt``,
-or the ``SIGTERM`` that ``swan ingest`` turns into one) stops them at once and
-propagates; the batches committed so far stay.
+SIGKILL): none is left behind holding memory. An exception that ends the run (an
+interrupt: ``swan ingest`` turns SIGTERM and Ctrl-C into one) stops them without
+waiting for the queued maps, and propagates; the batches committed so far stay.
 """
 
 from __future__ import annotations
@@ -92,17 +92,61 @@ class IngestSummary:
         }
 
 
+class _WorkerState:
+    """How a worker process stops on SIGTERM.
+
+    A worker killed while it writes a result into the pool's pipe leaves half a
+    message there, and the pool's manager thread in the parent then waits for the
+    rest for ever (the parent holds the pipe's other write end, so it never sees
+    EOF) and the parent cannot exit. So a SIGTERM ends a worker at once only while
+    it computes; otherwise the worker ends before it would start or return another
+    map, or after ``grace`` seconds (by then a result it was writing has been read).
+
+    Attributes:
+        computing: inside :func:`_prepare`.
+        stopping: a SIGTERM came.
+        grace: seconds an idle worker lives on after a SIGTERM.
+    """
+
+    computing = False
+    stopping = False
+    grace = 5.0
+
+
+#: This process's stop state (used only in worker processes).
+_WORKER = _WorkerState()
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """A worker's SIGTERM handler (see :class:`_WorkerState`)."""
+    if _WORKER.computing:
+        os._exit(1)
+    if not _WORKER.stopping:
+        _WORKER.stopping = True
+        timer = threading.Timer(_WORKER.grace, os._exit, args=(1,))
+        timer.daemon = True
+        timer.start()
+
+
 def _prepare(entry: MapEntry, grid: int) -> tuple[MapEntry, PreparedMap | str]:
     """Worker: the prepared map, or a one-line reason it failed."""
+    if _WORKER.stopping:
+        os._exit(1)
+    _WORKER.computing = True
     try:
-        return entry, prepare_entry(entry, grid)
+        result: PreparedMap | str = prepare_entry(entry, grid)
     except IngestError as exc:
-        return entry, str(exc)
+        result = str(exc)
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the run
-        return entry, (
+        result = (
             f"{entry.map_path}: unexpected {type(exc).__name__}: {exc}; "
             "check the file, and report it if it opens in other tools"
         )
+    finally:
+        _WORKER.computing = False
+    if _WORKER.stopping:  # a SIGTERM came as it finished: no result to write
+        os._exit(1)
+    return entry, result
 
 
 #: ``PR_SET_PDEATHSIG`` from ``<linux/prctl.h>``.
@@ -111,8 +155,10 @@ _PR_SET_PDEATHSIG = 1
 
 def _worker_init(parent_pid: int) -> None:
     """Worker initializer: die with the parent; leave Ctrl-C to the parent (which
-    stops the workers), so that a terminal's SIGINT prints no worker tracebacks."""
+    stops the workers), so that a terminal's SIGINT prints no worker tracebacks;
+    stop safely on SIGTERM (:class:`_WorkerState`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
     if sys.platform.startswith("linux"):
         # the kernel kills this worker when the parent dies, even by SIGKILL
         try:
@@ -140,17 +186,13 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 
 def _stop_workers(pool: cf.ProcessPoolExecutor, before: set[Any]) -> None:
-    """Stop a pool now: drop queued tasks and end the running workers (the pool's
-    processes are the children started since ``before`` was taken)."""
+    """Stop a pool without waiting: drop queued tasks and send SIGTERM to its
+    workers (the children started since ``before`` was taken), which end as
+    :class:`_WorkerState` says."""
     pool.shutdown(wait=False, cancel_futures=True)
-    procs = [p for p in multiprocessing.active_children() if p not in before]
-    for proc in procs:
-        proc.terminate()
-    for proc in procs:
-        proc.join(5)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(5)
+    for proc in multiprocessing.active_children():
+        if proc not in before:
+            proc.terminate()
 
 
 def _prepared(
@@ -158,8 +200,8 @@ def _prepared(
 ) -> Iterator[tuple[MapEntry, PreparedMap | str]]:
     """Prepared maps in completion order (in process when ``workers == 0``).
 
-    Closing the generator early (or an interrupt while it waits) ends the workers
-    at once instead of waiting for the maps they are reading."""
+    Closing the generator early (or an interrupt while it waits) stops the workers
+    (:func:`_stop_workers`) instead of waiting for every queued map."""
     if workers <= 0:
         for entry in entries:
             yield _prepare(entry, grid)

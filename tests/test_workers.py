@@ -1,9 +1,10 @@
 """`swan ingest`'s reader processes end with it, however it is stopped.
 
 A real `swan ingest` runs in a subprocess with two reader workers; once it has
-committed a batch, it is killed (SIGKILL) or stopped (SIGTERM), and every process it
-started (the workers and multiprocessing's resource tracker) must be gone soon
-after. Running the same command again then stores exactly the rest.
+committed a batch, it is killed (SIGKILL) or stopped (SIGTERM, to it alone or to
+its whole process group; Ctrl-C), and every process it started (the workers and
+multiprocessing's resource tracker) must be gone soon after. Running the same
+command again then stores exactly the rest.
 """
 
 from __future__ import annotations
@@ -83,8 +84,16 @@ def _count(db: Path) -> int:
         con.close()
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_workers_end_with_a_stopped_ingest(tmp_path, maps, sig, capsys):
+@pytest.mark.parametrize(
+    ("sig", "group"),
+    [
+        (signal.SIGKILL, False),
+        (signal.SIGTERM, False),
+        (signal.SIGTERM, True),  # as a service manager stops a whole unit
+        (signal.SIGINT, True),  # Ctrl-C in a terminal
+    ],
+)
+def test_workers_end_with_a_stopped_ingest(tmp_path, maps, sig, group, capsys):
     store_dir = tmp_path / "s"
     args = ["ingest", str(maps), "--store", str(store_dir)]
     args += ["--workers", "2", "--batch-size", "2", "--quiet"]
@@ -105,7 +114,10 @@ def test_workers_end_with_a_stopped_ingest(tmp_path, maps, sig, capsys):
             assert time.monotonic() < deadline, "ingest never committed a batch"
             children = _children(proc.pid)  # 2 workers + the resource tracker
             time.sleep(0.05)
-        proc.send_signal(sig)
+        if group:
+            os.killpg(proc.pid, sig)
+        else:
+            proc.send_signal(sig)
         proc.wait(60)
         deadline = time.monotonic() + 60
         while left := [p for p, start in children.items() if _alive(p, start)]:
@@ -119,12 +131,12 @@ def test_workers_end_with_a_stopped_ingest(tmp_path, maps, sig, capsys):
             proc.kill()
             proc.wait()
     err = err_path.read_text()
-    if sig == signal.SIGTERM:
-        assert proc.returncode == 128 + signal.SIGTERM
-        (line,) = err.strip().splitlines()
-        assert "SIGTERM" in line and "run the same command again" in line
-    else:
+    if sig == signal.SIGKILL:
         assert proc.returncode == -signal.SIGKILL
+    else:  # a clean stop: one line, and the exit status of the signal
+        assert proc.returncode == 128 + sig
+        (line,) = err.strip().splitlines()
+        assert sig.name in line and "run the same command again" in line
     assert "Traceback" not in err
 
     with Store.open(store_dir, read_only=True) as store:

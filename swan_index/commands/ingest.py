@@ -61,25 +61,33 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+#: Signals that stop an ingest cleanly.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 @contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
-    """Turn the first SIGTERM into a ``KeyboardInterrupt("SIGTERM")``, as Ctrl-C
-    would be, so that the ingest stops cleanly (workers ended, store closed); any
-    further one is ignored until then. Only the main thread can handle signals:
-    elsewhere this does nothing."""
+def _stop_signals() -> Iterator[list[str]]:
+    """While active, the :data:`STOP_SIGNALS` raise ``KeyboardInterrupt`` and are
+    recorded in the yielded list, so that the ingest stops cleanly (workers
+    stopped, store closed). Whatever exception then ends the run is the stop: a
+    library may turn the interrupt into its own error (DuckDB raises "Query
+    interrupted"). Only the main thread can handle signals: elsewhere this records
+    nothing."""
+    stops: list[str] = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield stops
         return
 
     def stop(signum: int, frame: object) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt("SIGTERM")
+        stops.append(signal.Signals(signum).name)
+        raise KeyboardInterrupt(stops[0])
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
     try:
-        yield
+        yield stops
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -90,8 +98,9 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, StoreBusyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    stops: list[str] = []
     try:
-        with _sigterm_interrupts(), store:
+        with _stop_signals() as stops, store:
             summary = ingest_paths(
                 args.paths,
                 store,
@@ -106,14 +115,15 @@ def main(args: argparse.Namespace) -> int:
 
                 layout_store(store)
             total = store.count()
-    except KeyboardInterrupt as stop:
-        name = str(stop) or "SIGINT"
+    except BaseException:
+        if not stops:
+            raise
         print(
-            f"stopped by {name}: {args.store} keeps the batches committed so far; "
+            f"stopped by {stops[0]}: {args.store} keeps the batches committed so far; "
             "run the same command again to ingest the rest",
             file=sys.stderr,
         )
-        return 128 + int(getattr(signal, name, signal.SIGINT))
+        return 128 + signal.Signals[stops[0]]
     for failure in summary.failures:
         print(f"failed: {failure['reason']}", file=sys.stderr)
     if args.json:
