@@ -11,31 +11,46 @@ transaction. It is idempotent and resumable:
   what is missing: committed batches are whole, uncommitted ones left no trace.
 
 Every file tried gets an ``ingest_log`` row (``ok``, ``skipped`` or ``error`` with the
-reason); a bad file never stops the run. Entries whose source files vanished
-(obsoleted EMDB entries) are removed only with ``prune=True``.
+reason); a bad file never stops the run, and neither does a folder that cannot be
+listed, a dangling link or a link loop (each gets its ``error`` row). Entries whose
+source files vanished (obsoleted EMDB entries) are removed only with
+``prune=True``; an entry whose file cannot be checked (permission denied) is kept.
+
+The worker processes die with the process that started them, however it ends (even
+SIGKILL): none is left behind holding memory. An exception that ends the run (an
+interrupt: ``swan ingest`` turns SIGTERM and Ctrl-C into one) stops them without
+waiting for the queued maps, and propagates; the batches committed so far stay.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
+import ctypes
+import errno
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
+import signal
+import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
 
-from ingest.discover import MapEntry, find_entries
+from ingest.discover import MapEntry, find_entries, stat_map
 from ingest.errors import IngestError
-from swan_index.map_encoder import MapEncoder
 from swan_index.prepare import PreparedMap, prepare_entry
-from swan_index.store import Store
+
+if TYPE_CHECKING:  # the worker processes import this module: no torch, no store
+    from swan_index.map_encoder import MapEncoder
+    from swan_index.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -77,30 +92,127 @@ class IngestSummary:
         }
 
 
+class _WorkerState:
+    """How a worker process stops on SIGTERM.
+
+    A worker killed while it writes a result into the pool's pipe leaves half a
+    message there, and the pool's manager thread in the parent then waits for the
+    rest for ever (the parent holds the pipe's other write end, so it never sees
+    EOF) and the parent cannot exit. So a SIGTERM ends a worker at once only while
+    it computes; otherwise the worker ends before it would start or return another
+    map, or after ``grace`` seconds (by then a result it was writing has been read).
+
+    Attributes:
+        computing: inside :func:`_prepare`.
+        stopping: a SIGTERM came.
+        grace: seconds an idle worker lives on after a SIGTERM.
+    """
+
+    computing = False
+    stopping = False
+    grace = 5.0
+
+
+#: This process's stop state (used only in worker processes).
+_WORKER = _WorkerState()
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """A worker's SIGTERM handler (see :class:`_WorkerState`)."""
+    if _WORKER.computing:
+        os._exit(1)
+    if not _WORKER.stopping:
+        _WORKER.stopping = True
+        timer = threading.Timer(_WORKER.grace, os._exit, args=(1,))
+        timer.daemon = True
+        timer.start()
+
+
 def _prepare(entry: MapEntry, grid: int) -> tuple[MapEntry, PreparedMap | str]:
     """Worker: the prepared map, or a one-line reason it failed."""
+    if _WORKER.stopping:
+        os._exit(1)
+    _WORKER.computing = True
     try:
-        return entry, prepare_entry(entry, grid)
+        result: PreparedMap | str = prepare_entry(entry, grid)
     except IngestError as exc:
-        return entry, str(exc)
+        result = str(exc)
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the run
-        return entry, (
+        result = (
             f"{entry.map_path}: unexpected {type(exc).__name__}: {exc}; "
             "check the file, and report it if it opens in other tools"
         )
+    finally:
+        _WORKER.computing = False
+    if _WORKER.stopping:  # a SIGTERM came as it finished: no result to write
+        os._exit(1)
+    return entry, result
+
+
+#: ``PR_SET_PDEATHSIG`` from ``<linux/prctl.h>``.
+_PR_SET_PDEATHSIG = 1
+
+
+def _worker_init(parent_pid: int) -> None:
+    """Worker initializer: die with the parent; leave Ctrl-C to the parent (which
+    stops the workers), so that a terminal's SIGINT prints no worker tracebacks;
+    stop safely on SIGTERM (:class:`_WorkerState`)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    if sys.platform.startswith("linux"):
+        # the kernel kills this worker when the parent dies, even by SIGKILL
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+        except (OSError, AttributeError):
+            pass  # the watching thread below still does it
+    if os.getppid() != parent_pid:  # the parent died before that was in place
+        os._exit(1)
+    threading.Thread(
+        target=_exit_with_parent, args=(parent_pid,), name="parent-watch", daemon=True
+    ).start()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """Block until the parent process is gone, then exit at once (portable: the
+    parent's sentinel is a pipe that closes when it dies)."""
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.sentinel is not None:
+        multiprocessing.connection.wait([parent.sentinel])
+    else:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+    os._exit(1)
+
+
+def _stop_workers(pool: cf.ProcessPoolExecutor, before: set[Any]) -> None:
+    """Stop a pool without waiting: drop queued tasks and send SIGTERM to its
+    workers (the children started since ``before`` was taken), which end as
+    :class:`_WorkerState` says."""
+    pool.shutdown(wait=False, cancel_futures=True)
+    for proc in multiprocessing.active_children():
+        if proc not in before:
+            proc.terminate()
 
 
 def _prepared(
     entries: list[MapEntry], grid: int, workers: int
 ) -> Iterator[tuple[MapEntry, PreparedMap | str]]:
-    """Prepared maps in completion order (in process when ``workers == 0``)."""
+    """Prepared maps in completion order (in process when ``workers == 0``).
+
+    Closing the generator early (or an interrupt while it waits) stops the workers
+    (:func:`_stop_workers`) instead of waiting for every queued map."""
     if workers <= 0:
         for entry in entries:
             yield _prepare(entry, grid)
         return
     # spawn: the workers import only ingest + numpy, never a forked copy of torch.
     ctx = multiprocessing.get_context("spawn")
-    with cf.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+    before = set(multiprocessing.active_children())
+    pool = cf.ProcessPoolExecutor(
+        workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
+    )
+    try:
         pending: set[cf.Future] = set()
         todo = iter(entries)
         for entry in todo:
@@ -114,26 +226,37 @@ def _prepared(
                 nxt = next(todo, None)
                 if nxt is not None:
                     pending.add(pool.submit(_prepare, nxt, grid))
+    except BaseException:  # an interrupt, a broken pool, or closed early
+        _stop_workers(pool, before)
+        raise
+    pool.shutdown()
 
 
 def discover(
     paths: Iterable[str | Path],
 ) -> tuple[list[MapEntry], list[dict[str, str]]]:
-    """Map entries under ``paths`` (deduplicated) and the paths that do not exist."""
-    entries, missing, seen = [], [], set()
+    """Map entries under ``paths`` (deduplicated) and the problems met finding them.
+
+    Args:
+        paths: map files, folders, EMDB mirrors.
+
+    Returns:
+        The entries, and one ``{"path", "reason"}`` per problem: a path that does
+        not exist, a folder that cannot be listed, a dangling link, a link loop,
+        something that is not a regular file.
+    """
+    entries, problems, seen = [], [], set()
+
+    def problem(err: IngestError) -> None:
+        problems.append({"path": err.path, "reason": str(err)})
+
     for p in paths:
-        path = Path(p)
-        if not path.exists():
-            missing.append(
-                {"path": str(p), "reason": f"{p}: no such file or folder; check it"}
-            )
-            continue
-        for entry in find_entries(path):
-            key = entry.map_path.resolve()
+        for entry in find_entries(p, onerror=problem):
+            key = os.path.realpath(entry.map_path)  # never raises, unlike resolve()
             if key not in seen:
                 seen.add(key)
                 entries.append(entry)
-    return entries, missing
+    return entries, problems
 
 
 def ingest_paths(
@@ -185,8 +308,12 @@ def ingest_paths(
     known_sha = store.known_sha256()
     todo = []
     for entry in entries:
-        src = str(entry.map_path.resolve())
-        st = entry.map_path.stat()
+        try:  # it may have changed since it was found
+            st = stat_map(entry.map_path)
+        except IngestError as err:
+            fail(str(entry.map_path), str(err))
+            continue
+        src = os.path.realpath(entry.map_path)  # as Path.resolve(): the stored path
         stored = known.get(src)
         if (
             stored
@@ -233,8 +360,9 @@ def ingest_paths(
     bar = tqdm(
         total=len(todo), unit="map", disable=not progress or not todo, leave=False
     )
+    prepared = _prepared(todo, encoder.grid, workers)
     try:
-        for entry, result in _prepared(todo, encoder.grid, workers):
+        for entry, result in prepared:
             bar.update(1)
             if isinstance(result, str):
                 fail(str(entry.map_path), result)
@@ -263,6 +391,7 @@ def ingest_paths(
         if touched:
             store.update_file_stats(touched)
     finally:
+        prepared.close()  # stops the workers now if the loop ended early
         bar.close()
     if prune:
         _prune(paths, store, run)
@@ -283,13 +412,23 @@ def _row(
     }
 
 
+def _vanished(path: str) -> bool:
+    """True only when ``path`` is certainly gone: a file that cannot be checked
+    (permission denied, I/O error) is kept."""
+    try:
+        os.stat(path)
+    except OSError as exc:
+        return exc.errno in (errno.ENOENT, errno.ENOTDIR)
+    return False
+
+
 def _prune(paths: list[str | Path], store: Store, run: IngestSummary) -> None:
     """Delete entries whose source file under one of ``paths`` no longer exists."""
-    roots = [Path(p).resolve() for p in paths if Path(p).is_dir()]
+    roots = [Path(os.path.realpath(p)) for p in paths if os.path.isdir(p)]
     gone = []
     for src in store.known_files():
         path = Path(src)
-        if any(path.is_relative_to(r) for r in roots) and not path.exists():
+        if any(path.is_relative_to(r) for r in roots) and _vanished(src):
             gone.append(src)
     if not gone:
         return

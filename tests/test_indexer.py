@@ -21,6 +21,7 @@ from swan_index.indexer import ingest_paths
 from swan_index.store import Store
 
 from .conftest import DATA, MAPS, ROOT
+from .test_discover import as_unprivileged
 
 GOOD = ["emd_1832", "emd_21457_seg", "emd_6824"]
 
@@ -250,3 +251,80 @@ def test_sigkill_mid_ingest_loses_nothing(tmp_path, many_maps, encoder):
         assert rest.failed == 0 and rest.ok + rest.skipped == 16
         assert rest.ok == 16 - n
         assert store.count() == 16
+
+
+def test_broken_links_fail_one_line_each_and_the_rest_is_stored(tmp_path, encoder):
+    d = tmp_path / "maps"
+    d.mkdir()
+    for name in GOOD[:2]:
+        shutil.copy(MAPS[name], d / MAPS[name].name)
+    (d / "loop_a.map").symlink_to("loop_b.map")
+    (d / "loop_b.map").symlink_to("loop_a.map")
+    (d / "dangling.mrc").symlink_to("nowhere.mrc")
+    os.mkfifo(d / "pipe.map")
+    (tmp_path / "top_loop.map").symlink_to("top_loop.map")  # named on its own
+    paths = [d, tmp_path / "top_loop.map", tmp_path / "missing.mrc"]
+    with Store.open(tmp_path / "s", encoder=encoder.info) as store:
+        run = ingest_paths(paths, store, encoder, workers=0, progress=False)
+        assert (run.ok, run.failed) == (2, 6) and store.count() == 2
+    failed = {Path(f["path"]).name: f["reason"] for f in run.failures}
+    assert set(failed) == {
+        "loop_a.map",
+        "loop_b.map",
+        "dangling.mrc",
+        "pipe.map",
+        "top_loop.map",
+        "missing.mrc",
+    }
+    for name, reason in failed.items():
+        assert "\n" not in reason and name in reason and "; " in reason
+    log = _log(tmp_path / "s")
+    assert sorted(s for _, s, _, _ in log) == ["error"] * 6 + ["ok"] * 2
+
+
+def _json_run(cmd: list[str]) -> tuple[int, dict, str]:
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    return proc.returncode, json.loads(proc.stdout), proc.stderr
+
+
+def test_unreadable_folder_and_file_fail_and_the_rest_is_stored(tmp_path, encoder):
+    d = tmp_path / "maps"
+    (d / "locked").mkdir(parents=True)
+    shutil.copy(MAPS["emd_21457_seg"], d / "emd_21457_seg.mrc")
+    shutil.copy(MAPS["emd_3197"], d / "unreadable.map.gz")
+    shutil.copy(MAPS["emd_3001"], d / "locked" / "emd_3001.map.gz")
+    store_dir = tmp_path / "s"
+    cmd = [*as_unprivileged(), sys.executable, "-m", "swan_index.cli", "ingest"]
+    cmd += [str(d), "--store", str(store_dir), "--workers", "1", "--json"]
+    (d / "unreadable.map.gz").chmod(0)
+    (d / "locked").chmod(0)
+    try:
+        code, summary, err = _json_run(cmd)
+    finally:
+        (d / "unreadable.map.gz").chmod(0o644)
+        (d / "locked").chmod(0o755)
+    assert code == 1 and "Traceback" not in err
+    assert (summary["ok"], summary["failed"]) == (1, 2)
+    failed = {f["path"]: f["reason"] for f in summary["failures"]}
+    assert set(failed) == {str(d / "locked"), str(d / "unreadable.map.gz")}
+    for path, reason in failed.items():
+        assert reason.startswith(path) and "\n" not in reason
+        assert "permission denied" in reason.lower()
+    assert "cannot list this folder" in failed[str(d / "locked")]
+    assert err.count("failed: ") == 2
+    errors = {p for p, s, _, _ in _log(store_dir) if s == "error"}
+    assert errors == set(failed)  # the folder has its ingest_log row too
+
+    # once readable, the same command stores the rest
+    with Store.open(store_dir, encoder=encoder.info) as store:
+        rest = ingest_paths([d], store, encoder, workers=0, progress=False)
+        assert (rest.ok, rest.skipped, rest.failed) == (2, 1, 0)
+    # --prune never deletes what it cannot check: a folder made unreadable
+    (d / "locked").chmod(0)
+    try:
+        code, summary, err = _json_run([*cmd, "--prune"])
+    finally:
+        (d / "locked").chmod(0o755)
+    assert summary["removed"] == 0 and "Traceback" not in err
+    with Store.open(store_dir, read_only=True) as store:
+        assert store.count() == 3

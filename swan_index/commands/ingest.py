@@ -7,7 +7,9 @@ after a crash ingests exactly what is missing. Every file tried is logged in the
 store's ingest_log with its outcome.
 
 Exit status: 0 when every file was stored or skipped, 1 when some files failed (the
-others are stored; each failure is printed with its reason), 2 on a usage error.
+others are stored; each failure is printed with its reason), 2 on a usage error,
+130 / 143 when stopped by Ctrl-C / SIGTERM (the batches committed so far stay;
+the same command ingests the rest).
 
 examples:
   $ swan ingest data/maps --store runs/store
@@ -20,7 +22,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from swan_index.db import StoreBusyError
 from swan_index.indexer import ingest_paths
@@ -55,6 +61,35 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+#: Signals that stop an ingest cleanly.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextmanager
+def _stop_signals() -> Iterator[list[str]]:
+    """While active, the :data:`STOP_SIGNALS` raise ``KeyboardInterrupt`` and are
+    recorded in the yielded list, so that the ingest stops cleanly (workers
+    stopped, store closed). Whatever exception then ends the run is the stop: a
+    library may turn the interrupt into its own error (DuckDB raises "Query
+    interrupted"). Only the main thread can handle signals: elsewhere this records
+    nothing."""
+    stops: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield stops
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        stops.append(signal.Signals(signum).name)
+        raise KeyboardInterrupt(stops[0])
+
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
+    try:
+        yield stops
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def main(args: argparse.Namespace) -> int:
     """Run ``swan ingest``."""
     try:
@@ -63,21 +98,32 @@ def main(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, StoreBusyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    with store:
-        summary = ingest_paths(
-            args.paths,
-            store,
-            encoder,
-            workers=args.workers,
-            batch_size=args.batch_size,
-            prune=args.prune,
-            progress=not args.quiet and not args.json,
-        )
-        if args.layout and (summary.ok or summary.removed):
-            from swan_index.layout import layout_store
+    stops: list[str] = []
+    try:
+        with _stop_signals() as stops, store:
+            summary = ingest_paths(
+                args.paths,
+                store,
+                encoder,
+                workers=args.workers,
+                batch_size=args.batch_size,
+                prune=args.prune,
+                progress=not args.quiet and not args.json,
+            )
+            if args.layout and (summary.ok or summary.removed):
+                from swan_index.layout import layout_store
 
-            layout_store(store)
-        total = store.count()
+                layout_store(store)
+            total = store.count()
+    except BaseException:
+        if not stops:
+            raise
+        print(
+            f"stopped by {stops[0]}: {args.store} keeps the batches committed so far; "
+            "run the same command again to ingest the rest",
+            file=sys.stderr,
+        )
+        return 128 + signal.Signals[stops[0]]
     for failure in summary.failures:
         print(f"failed: {failure['reason']}", file=sys.stderr)
     if args.json:
