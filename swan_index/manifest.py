@@ -199,8 +199,8 @@ def check_mark(
     next_id, generation = int(meta["next_id"]), int(meta["generation"])
     if problem is not None or (found is None and generation > 0):
         log.warning(
-            "%s; a lost write-ahead log cannot be detected from it this time; the "
-            "next writer rewrites it",
+            "%s; a lost write-ahead log cannot be detected from it this time; a "
+            "writer rewrites it",
             problem or f"{folder / MANIFEST_NAME}: missing",
         )
     return find_loss(mark_of(found), index_next_id, next_id, generation)

@@ -408,6 +408,20 @@ class Store:
         }
         self._write_manifest()
 
+    def rebuild_indexes(self) -> None:
+        """Build every FAISS index anew from the database and write it (an open
+        reconciles id sets only; this also mends vectors a file got wrong)."""
+        self._check_writable()
+        self._indexes = ScaleIndexes(
+            self._indexes.folder, self.encoder.scales, self.encoder.dims
+        )
+        with self._db(read_only=True) as con:
+            ids = con.execute("SELECT id FROM codes ORDER BY id").fetchnumpy()["id"]
+            self._indexes.reconcile(con, np.asarray(ids, np.int64), warn=False)
+        for i in range(len(self.encoder.scales)):
+            self._indexes.path(i).unlink(missing_ok=True)  # so that all are written
+        self.flush()
+
     def _write_manifest(self) -> None:
         """Record the last committed write (the high-water mark) and the FAISS
         files as last written; after every commit, durably (a few ms)."""

@@ -8,8 +8,8 @@ layout and ingest_log with the entries. Source files gone or changed are reporte
 as notes: the store does not need them. It holds the store's write lock while it
 runs; run it when no ingest is running (e.g. after a backup, on the copy).
 
---repair opens the store as its writer first, which rebuilds FAISS indexes and
-rewrites the manifest from the database. --accept-loss records that the writes a
+--repair first opens the store as its writer and rebuilds every FAISS index and
+the manifest from the database. --accept-loss records that the writes a
 damaged write-ahead log lost are given up (ids keep increasing past them), so
 that the store can be written to again; restoring a backup is the other way.
 
@@ -61,27 +61,31 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _open_as_writer(path: str, accept_loss: bool) -> bool:
-    """Open and close the store as its writer (repairs); returns False when it
-    is busy. Other failures are printed; the check then reports them."""
+    """Open the store as its writer, rebuild its indexes and manifest from the
+    database, close it; returns False when a writer is running. Other failures
+    are printed; the check then reports them."""
     from swan_index.store import Store
 
     try:
-        Store.open(path).close()
-    except StoreLossError as err:
-        if not accept_loss:
-            print(f"error: {err}", file=sys.stderr)
-            return True
-        store = Store.open(path, accept_loss=True)
-        store.close()
-        print(
-            f"{path}: accepted the loss ({err.loss.describe()}); it takes writes again",
-            file=sys.stderr,
-        )
+        try:
+            store = Store.open(path)
+        except StoreLossError as err:
+            if not accept_loss:
+                raise
+            store = Store.open(path, accept_loss=True)
+            print(
+                f"{path}: accepted the loss ({err.loss.describe()}); it takes "
+                "writes again",
+                file=sys.stderr,
+            )
     except StoreBusyError as err:
         print(f"error: {err}", file=sys.stderr)
         return False
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError) as err:  # damage: the check reports it
         print(f"error: {err}", file=sys.stderr)
+        return True
+    with store:
+        store.rebuild_indexes()
     return True
 
 
