@@ -231,12 +231,8 @@ class Store:
             raise StoreLossError(loss.message(self.path), loss)
         with self._transaction() as con:
             self._next_id = accept_loss(con, loss)
-        log.warning(
-            "%s: accepted the loss (%s); new entries get ids from %d",
-            self.path,
-            loss.describe(),
-            self._next_id,
-        )
+        msg = "%s: accepted the loss (%s); new entries get ids from %d"
+        log.warning(msg, self.path, loss.describe(), self._next_id)
 
     def _db(self, read_only: bool):  # noqa: ANN202
         return connect(self.path / DB_NAME, read_only=read_only, timeout=self.timeout)
@@ -412,9 +408,8 @@ class Store:
         """Build every FAISS index anew from the database and write it (an open
         reconciles id sets only; this also mends vectors a file got wrong)."""
         self._check_writable()
-        self._indexes = ScaleIndexes(
-            self._indexes.folder, self.encoder.scales, self.encoder.dims
-        )
+        enc = self.encoder
+        self._indexes = ScaleIndexes(self.path / "faiss", enc.scales, enc.dims)
         with self._db(read_only=True) as con:
             ids = con.execute("SELECT id FROM codes ORDER BY id").fetchnumpy()["id"]
             self._indexes.reconcile(con, np.asarray(ids, np.int64), warn=False)
