@@ -89,25 +89,36 @@ def load_checkpoint(
             match its recorded hash (corrupt file).
     """
     path = Path(path)
+    fix = "pass a file written by `swan train`"
     try:
         blob = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises many types for a bad file
+    except OSError as err:
         raise ValueError(
-            f"{path}: not a readable checkpoint ({err}); "
-            "pass a file written by `swan train`"
+            f"{path}: cannot read the checkpoint ({err.strerror or err}); {fix}"
+        ) from err
+    except Exception as err:  # torch raises many types for a bad file
+        # torch's own message runs over many lines and suggests loading the file
+        # with weights_only=False, which would run code from it: name the type only
+        raise ValueError(
+            f"{path}: not a readable checkpoint ({type(err).__name__}); {fix}"
         ) from err
     if not isinstance(blob, dict) or "config" not in blob or "state_dict" not in blob:
-        raise ValueError(
-            f"{path}: not a Cryo-SWAN checkpoint; pass a file written by `swan train`"
-        )
-    config = CryoSwanConfig.from_dict(blob["config"])
-    if blob.get("arch") == "plain-ae":
-        from encoder.baselines import PlainAutoencoder
+        raise ValueError(f"{path}: not a Cryo-SWAN checkpoint; {fix}")
+    try:
+        config = CryoSwanConfig.from_dict(blob["config"])
+        if blob.get("arch") == "plain-ae":
+            from encoder.baselines import PlainAutoencoder
 
-        model = PlainAutoencoder(config, config.latent_dim, config.extra["bits"])
-    else:
-        model = CryoSwan(config)
-    model.load_state_dict(blob["state_dict"])
+            model = PlainAutoencoder(config, config.latent_dim, config.extra["bits"])
+        else:
+            model = CryoSwan(config)
+        model.load_state_dict(blob["state_dict"])
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as err:
+        why = (str(err).strip().splitlines() or [""])[0][:120]
+        raise ValueError(
+            f"{path}: its config or weights do not fit this version's model "
+            f"({type(err).__name__}: {why}); {fix}"
+        ) from err
     digest = state_hash(config, blob["state_dict"])
     if digest != blob.get("hash"):
         raise ValueError(

@@ -27,6 +27,50 @@ class StoreBusyError(RuntimeError):
     """Another process holds the store."""
 
 
+class StoreDamagedError(ValueError):
+    """The store's files cannot be used as they are. The message is one line: the
+    file, what is wrong, and how to recover (restore a backup, or accept a loss
+    with ``swan check --accept-loss``; see ``docs/operations.md``)."""
+
+
+class StoreLossError(StoreDamagedError):
+    """The database lacks writes it had committed (its write-ahead log was
+    damaged or lost): writing is refused until the loss is accepted.
+
+    Attributes:
+        loss: what is missing (a :class:`swan_index.manifest.Loss`).
+    """
+
+    def __init__(self, message: str, loss: object) -> None:
+        super().__init__(message)
+        self.loss = loss
+
+
+def first_line(exc: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message, at most ``limit`` characters."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@contextmanager
+def readable(db: Path) -> Iterator[None]:
+    """Turn DuckDB's errors while reading ``db`` into a one-line
+    :class:`StoreDamagedError` that names the file and the fix.
+
+    Raises:
+        StoreDamagedError: DuckDB cannot read the file (truncated, overwritten,
+            not a store's database).
+    """
+    try:
+        yield
+    except duckdb.Error as exc:
+        raise StoreDamagedError(
+            f"{db}: not a readable store database ({first_line(exc)}); restore the "
+            "store folder from a backup (docs/operations.md)"
+        ) from exc
+
+
 def _is_lock_conflict(exc: Exception) -> bool:
     text = str(exc)
     return (

@@ -4,7 +4,8 @@ A store is a folder::
 
     STORE/swan.duckdb            entries, codes, previews, layout, ingest_log, meta
     STORE/faiss/scale_<s>.index  one FAISS index per scale side s, ids = entry ids
-    STORE/manifest.json          encoder hash + config, counts, index kinds, format
+    STORE/manifest.json          encoder hash + config, counts, index kinds, format,
+                                 the high-water mark of the last committed write
     STORE/write.lock             held by the one writer
 
 **Consistency.** Every write is one DuckDB transaction (an entry, its code and its
@@ -16,6 +17,11 @@ the database exactly when it holds the same id set. On open (and on
 database holds but the index lacks are added from the database, ids it no longer
 holds are removed; an unreadable index is rebuilt. A crash between the two writes
 therefore never gives a wrong answer.
+
+**Lost commits.** After every commit the writer records its high-water mark in
+the manifest (:mod:`swan_index.manifest`); a database behind it (a damaged or lost
+write-ahead log) is not written to until the loss is accepted, so ids are never
+handed out twice. Readers open it with a warning.
 
 **Locking.** One writer (an exclusive lock on ``write.lock`` for its whole life) and
 any number of readers. Neither holds the DuckDB file for long: see
@@ -31,7 +37,6 @@ k). :meth:`Store.search` is rank and hits, without the fit.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -43,9 +48,15 @@ import numpy as np
 import pyarrow as pa
 
 from encoder.code import MultiScaleCode
-from swan_index.db import DEFAULT_TIMEOUT, WriterLock, connect
-from swan_index.files import atomic_write_text
+from swan_index.db import DEFAULT_TIMEOUT, StoreLossError, WriterLock, connect, readable
 from swan_index.indexes import ScaleIndexes
+from swan_index.manifest import (
+    Mark,
+    check_mark,
+    load_manifest,
+    refuse_new_database,
+    write_manifest,
+)
 from swan_index.ranking import (
     Hit,
     Ranking,
@@ -57,7 +68,6 @@ from swan_index.ranking import (
     top_rows,
 )
 from swan_index.schema import (
-    FORMAT_VERSION,
     EncoderInfo,
     EntryRecord,
     decode_preview,
@@ -65,6 +75,7 @@ from swan_index.schema import (
 )
 from swan_index.tables import (
     Connection,
+    accept_loss,
     bump,
     create_db,
     delete_rows,
@@ -77,6 +88,7 @@ from swan_index.tables import (
     read_generation,
     read_meta,
     replace_layout,
+    stored_encoder,
 )
 from swan_index.where import matching_ids
 
@@ -111,6 +123,8 @@ class Store:
         self._ids = np.zeros(0, np.int64)  # sorted entry ids
         self._rg = np.zeros(0, np.float64)  # aligned with _ids (NaN: unknown)
         self._generation = -1
+        self._next_id = 1  # the database's next entry id (writers keep it current)
+        self._index_info: dict[str, Any] = {}  # the FAISS files as last written
         self._closed = False
 
     # -- opening -------------------------------------------------------------------
@@ -122,6 +136,7 @@ class Store:
         read_only: bool = False,
         approx_threshold: int = APPROX_THRESHOLD,
         timeout: float = DEFAULT_TIMEOUT,
+        accept_loss: bool = False,
     ) -> Store:
         """Open the store at ``path``; create it when ``encoder`` is given and the
         folder holds no store.
@@ -134,13 +149,26 @@ class Store:
             approx_threshold: entries above which the coarsest index becomes IVF.
             timeout: seconds to wait for the database while another process holds
                 it.
+            accept_loss: when the database lacks writes it had committed (see
+                :mod:`swan_index.manifest`), record that the loss is accepted and
+                open it; new ids continue past the lost ones (writers only).
 
         Raises:
             FileNotFoundError: no store at ``path`` and nothing to create it from.
-            ValueError: ``encoder`` differs from the store's.
+            ValueError: ``path`` is a file; ``encoder`` differs from the store's;
+                another store format.
+            StoreDamagedError: the database cannot be read, or is missing while
+                the manifest records entries (a ``ValueError``).
+            StoreLossError: the database lacks committed writes (writers only,
+                unless ``accept_loss``; a ``StoreDamagedError``).
             StoreBusyError: another process is writing (``read_only=False`` only).
         """
         path = Path(path)
+        if path.exists() and not path.is_dir():
+            raise ValueError(
+                f"{path}: a file, not a store folder; give the store's folder (or a "
+                "new folder for a new store)"
+            )
         db = path / DB_NAME
         lock = None
         if not db.exists():
@@ -149,6 +177,7 @@ class Store:
                     f"{path}: no store here (no {DB_NAME}); create one with "
                     "`swan ingest MAPS --store DIR`"
                 )
+            refuse_new_database(path, DB_NAME)
             path.mkdir(parents=True, exist_ok=True)
         if not read_only:
             lock = WriterLock(path)
@@ -156,22 +185,20 @@ class Store:
         try:
             if not db.exists():
                 create_db(db, encoder)
-            with connect(db, read_only=True, timeout=timeout) as con:
-                meta = read_meta(con)
-            if meta.get("format_version") != FORMAT_VERSION:
-                raise ValueError(
-                    f"{path}: store format {meta.get('format_version')}, this version "
-                    f"reads {FORMAT_VERSION}; re-ingest into a new store"
-                )
-            stored = EncoderInfo.from_dict(meta["encoder"])
-            if encoder is not None and encoder.hash != stored.hash:
-                raise ValueError(
-                    f"{path}: the store holds codes of encoder {stored.hash[:12]}, "
-                    f"not {encoder.hash[:12]}; use that checkpoint or a new store"
-                )
-            store = cls(path, stored, read_only, lock, approx_threshold, timeout)
-            store._indexes.load()
-            store._sync()
+            manifest = load_manifest(path)  # before the database (see _check_loss)
+            with readable(db):
+                with connect(db, read_only=True, timeout=timeout) as con:
+                    meta = read_meta(con)
+                stored = stored_encoder(path / DB_NAME, meta)
+                if encoder is not None and encoder.hash != stored.hash:
+                    raise ValueError(
+                        f"{path}: the store holds codes of encoder {stored.hash[:12]}, "
+                        f"not {encoder.hash[:12]}; use that checkpoint or a new store"
+                    )
+                store = cls(path, stored, read_only, lock, approx_threshold, timeout)
+                store._indexes.load()
+                store._check_loss(manifest, accept_loss)
+                store._sync()
         except BaseException:
             if lock is not None:
                 lock.release()
@@ -186,6 +213,26 @@ class Store:
                 lock.release()
                 raise
         return store
+
+    def _check_loss(self, manifest: tuple, accept: bool) -> None:
+        """Compare the database with the manifest's mark and the FAISS files'
+        ids, both read before it (a writer commits, then records the mark, then
+        writes FAISS files); refuse a database that lost committed writes."""
+        held = [int(ix.ids().max()) for ix in self._indexes.indexes if ix.ntotal]
+        with self._db(read_only=True) as con:
+            meta = read_meta(con)
+        self._next_id = int(meta["next_id"])
+        loss = check_mark(self.path, manifest, max(held, default=-1) + 1, meta)
+        if loss is not None and self.read_only:
+            log.warning("%s (opened read-only)", loss.message(self.path))
+        if loss is None or self.read_only:
+            return
+        if not accept:
+            raise StoreLossError(loss.message(self.path), loss)
+        with self._transaction() as con:
+            self._next_id = accept_loss(con, loss)
+        msg = "%s: accepted the loss (%s); new entries get ids from %d"
+        log.warning(msg, self.path, loss.describe(), self._next_id)
 
     def _db(self, read_only: bool):  # noqa: ANN202
         return connect(self.path / DB_NAME, read_only=read_only, timeout=self.timeout)
@@ -304,6 +351,8 @@ class Store:
         self._ids = np.concatenate([self._ids, ids])
         self._rg = np.concatenate([self._rg, rg])
         self._generation += 1
+        self._next_id = first + n
+        self._write_manifest()
         return ids
 
     def log(self, rows: list[dict[str, Any]]) -> None:
@@ -336,6 +385,7 @@ class Store:
             bump(con, read_meta(con))
         self._forget(ids)
         self._generation += 1
+        self._write_manifest()
         return n
 
     def _forget(self, ids: np.ndarray) -> None:
@@ -347,20 +397,32 @@ class Store:
     def flush(self) -> None:
         """Write changed FAISS indexes (atomically) and the manifest."""
         self._check_writable()
-        n = len(self._ids)
-        self._indexes.write(n, self.approx_threshold)
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "encoder": self.encoder.to_dict(),
-            "count": n,
-            "indexes": {
-                str(i["scale"]): {k: i[k] for k in ("kind", "ntotal", "nlist")}
-                for i in self._indexes.info()
-            },
-            "approx_threshold": self.approx_threshold,
-            "written": dt.datetime.now(dt.timezone.utc).isoformat(),
+        self._indexes.write(len(self._ids), self.approx_threshold)
+        self._index_info = {
+            str(i["scale"]): {k: i[k] for k in ("kind", "ntotal", "nlist")}
+            for i in self._indexes.info()
         }
-        atomic_write_text(self.path / "manifest.json", json.dumps(manifest, indent=2))
+        self._write_manifest()
+
+    def rebuild_indexes(self) -> None:
+        """Build every FAISS index anew from the database and write it (an open
+        reconciles id sets only; this also mends vectors a file got wrong)."""
+        self._check_writable()
+        enc = self.encoder
+        self._indexes = ScaleIndexes(self.path / "faiss", enc.scales, enc.dims)
+        with self._db(read_only=True) as con:
+            ids = con.execute("SELECT id FROM codes ORDER BY id").fetchnumpy()["id"]
+            self._indexes.reconcile(con, np.asarray(ids, np.int64), warn=False)
+        for i in range(len(self.encoder.scales)):
+            self._indexes.path(i).unlink(missing_ok=True)  # so that all are written
+        self.flush()
+
+    def _write_manifest(self) -> None:
+        """Record the last committed write (the high-water mark) and the FAISS
+        files as last written; after every commit, durably (a few ms)."""
+        mark = Mark(self._next_id, self._generation, len(self._ids))
+        info = {"indexes": self._index_info, "approx_threshold": self.approx_threshold}
+        write_manifest(self.path, self.encoder.to_dict(), mark, info)
 
     def close(self) -> None:
         if self._closed:
@@ -552,6 +614,7 @@ class Store:
             replace_layout(con, ids, xy, cluster)
             bump(con, read_meta(con))
         self._generation += 1
+        self._write_manifest()
 
     # -- search --------------------------------------------------------------------
     def _allowed(self, where: str) -> np.ndarray:

@@ -20,6 +20,8 @@ import numpy as np
 import pyarrow as pa
 
 from encoder.code import MultiScaleCode
+from swan_index.db import StoreDamagedError
+from swan_index.manifest import Loss
 from swan_index.schema import (
     ARROW_TYPES,
     FORMAT_VERSION,
@@ -99,6 +101,64 @@ def bump(con: Connection, meta: dict, **changes: Any) -> None:
         con.execute(
             "UPDATE store_meta SET value = ? WHERE key = ?", [json.dumps(value), key]
         )
+
+
+def set_meta(con: Connection, values: dict[str, Any]) -> None:
+    """Set (insert or replace) ``store_meta`` keys; the generation is not bumped."""
+    con.executemany(
+        "INSERT OR REPLACE INTO store_meta VALUES (?, ?)",
+        [(key, json.dumps(value)) for key, value in values.items()],
+    )
+
+
+def accept_loss(con: Connection, loss: Loss) -> int:
+    """Record an accepted loss (``store_meta``'s ``accepted_losses``) and move the
+    next id and the generation past what was lost, so no id is handed out twice.
+
+    Args:
+        con: a writing connection, in a transaction.
+        loss: what the database lacks.
+
+    Returns:
+        The next entry id from now on.
+    """
+    meta = read_meta(con)
+    next_id = max(int(meta["next_id"]), loss.mark.next_id)
+    generation = max(int(meta["generation"]), loss.mark.generation) + 1
+    accepted = [*meta.get("accepted_losses", []), loss.record()]
+    set_meta(
+        con,
+        {"next_id": next_id, "generation": generation, "accepted_losses": accepted},
+    )
+    return next_id
+
+
+def stored_encoder(db: Path, meta: dict[str, Any]) -> EncoderInfo:
+    """The encoder a store's ``store_meta`` records, after checking its format.
+
+    Args:
+        db: the database file (for messages).
+        meta: its ``store_meta`` (:func:`read_meta`).
+
+    Returns:
+        The encoder whose codes the store holds.
+
+    Raises:
+        ValueError: another store format.
+        StoreDamagedError: ``store_meta`` lacks the encoder.
+    """
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(
+            f"{db.parent}: store format {meta.get('format_version')}, this version "
+            f"reads {FORMAT_VERSION}; re-ingest into a new store"
+        )
+    try:
+        return EncoderInfo.from_dict(meta["encoder"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise StoreDamagedError(
+            f"{db}: its store_meta lacks the encoder ({err!r}); restore the store "
+            "folder from a backup (docs/operations.md)"
+        ) from None
 
 
 def insert_entries(

@@ -1,18 +1,24 @@
-"""The Store: add / search / get / delete, reopen, filters, consistency, locking."""
+"""The Store: add / search / get / delete, reopen, filters, consistency, locking,
+lost commits and damaged files."""
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
+import duckdb
 import numpy as np
 import pytest
 
 from encoder.code import MultiScaleCode
-from swan_index.db import StoreBusyError
+from swan_index.db import StoreBusyError, StoreDamagedError, StoreLossError
 from swan_index.map_encoder import concat_codes
 from swan_index.ranking import SearchOptions
-from swan_index.schema import EntryRecord, decode_preview, encode_preview
+from swan_index.schema import EncoderInfo, EntryRecord, decode_preview, encode_preview
 from swan_index.store import Store
 
 
@@ -322,6 +328,200 @@ def test_open_errors(tmp_path):
         Store.open(tmp_path / "none", read_only=True)
     with pytest.raises(FileNotFoundError, match="swan ingest"):
         Store.open(tmp_path / "none")
+    plain = tmp_path / "plain"
+    plain.write_text("not a store")
+    for kwargs in ({"read_only": True}, {"encoder": TINY}):
+        with pytest.raises(ValueError, match="a file, not a store folder"):
+            Store.open(plain, **kwargs)
+    assert plain.read_text() == "not a store"
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "other"])
+def test_damaged_database_is_one_line(tmp_path, damage):
+    path = tiny_store(tmp_path / "s", [3, 3])
+    db = path / "swan.duckdb"
+    if damage == "truncated":
+        os.truncate(db, db.stat().st_size // 2)
+    elif damage == "empty":
+        db.write_bytes(b"")
+    elif damage == "garbage":
+        db.write_bytes(np.random.default_rng(0).bytes(300_000))
+    else:  # a DuckDB database, but not a store's
+        db.unlink()
+        duckdb.connect(str(db)).close()
+    before = db.read_bytes()
+    for kwargs in ({"read_only": True}, {}, {"encoder": TINY}):
+        with pytest.raises(StoreDamagedError) as err:
+            Store.open(path, **kwargs)
+        text = str(err.value)
+        assert "\n" not in text and str(db) in text and "backup" in text
+    assert db.read_bytes() == before  # nothing was written over it
+    (path / "swan.duckdb").unlink()  # and without it, no new one is made
+    with pytest.raises(StoreDamagedError, match="missing"):
+        Store.open(path, encoder=TINY)
+
+
+# -- lost commits ------------------------------------------------------------------
+#: A tiny encoder identity: stores of it need no checkpoint.
+TINY = EncoderInfo("t" * 64, (1, 2), (1, 1), (4, 4), 16)
+
+
+def tiny_batch(start: int, n: int) -> tuple[MultiScaleCode, list[EntryRecord]]:
+    """``n`` entries of the tiny encoder with sha256s ``tiny-start..``."""
+    rng = np.random.default_rng(start)
+    vectors = []
+    for dim in TINY.dims:
+        v = rng.normal(size=(n, dim))
+        vectors.append((v / np.linalg.norm(v, axis=1, keepdims=True)).astype("f4"))
+    tokens = [np.zeros((n, 1, s, s, s), np.int16) for s in TINY.scales]
+    code = MultiScaleCode(TINY.scales, tuple(tokens), tuple(vectors), TINY.hash)
+    records = [EntryRecord(sha256=f"tiny-{start + i}", rg=20.0) for i in range(n)]
+    return code, records
+
+
+def tiny_store(path: Path, batches: list[int]) -> Path:
+    """A closed store of the tiny encoder, one transaction per batch size."""
+    start = 0
+    with Store.open(path, encoder=TINY) as st:
+        for n in batches:
+            st.add(*tiny_batch(start, n))
+            start += n
+    return path
+
+
+def crash_copy(path: Path, dest: Path, batches: list[int], start: int = 100) -> None:
+    """Commit ``batches`` more to the store at ``path`` while the database stays
+    open (so they sit in its write-ahead log, not yet checkpointed), and copy the
+    folder to ``dest`` as a crash at that moment would leave it."""
+    st = Store.open(path)
+    # a second handle on the database: the store's own connections close after
+    # each commit without checkpointing while it is open
+    keep = duckdb.connect(str(path / "swan.duckdb"))
+    try:
+        for n in batches:
+            st.add(*tiny_batch(start, n))
+            start += n
+        assert (path / "swan.duckdb.wal").stat().st_size > 0
+        shutil.copytree(path, dest)
+    finally:
+        keep.close()
+        st.close()
+
+
+def truncate_wal(path: Path, keep: float = 1 / 3) -> None:
+    wal = path / "swan.duckdb.wal"
+    os.truncate(wal, int(wal.stat().st_size * keep))
+
+
+def test_lost_wal_refuses_writes_and_never_reuses_ids(tmp_path, caplog):
+    path = tiny_store(tmp_path / "s", [4])
+    crashed = tmp_path / "crashed"
+    crash_copy(path, crashed, [4, 4])
+    with Store.open(path, read_only=True) as whole:
+        assert whole.count() == 12
+    truncate_wal(crashed)
+    wal = (crashed / "swan.duckdb.wal").read_bytes()
+    with pytest.raises(StoreLossError) as err:
+        Store.open(crashed)
+    text = str(err.value)
+    assert "\n" not in text
+    assert "8 entries, ids 5-12" in text and "--accept-loss" in text
+    assert "backup" in text and str(crashed) in text
+    with pytest.raises(StoreLossError):
+        Store.open(crashed, encoder=TINY)
+    # nothing changed: the damaged log is still there for whoever decides
+    assert (crashed / "swan.duckdb.wal").read_bytes() == wal
+    with caplog.at_level(logging.WARNING):
+        with Store.open(crashed, read_only=True) as reader:  # readers still open
+            assert reader.count() == 4
+    assert "ids 5-12" in caplog.text and "read-only" in caplog.text
+    with Store.open(crashed, accept_loss=True) as st:
+        assert st.count() == 4
+        new = st.add(*tiny_batch(500, 2))
+    assert new.tolist() == [13, 14]  # past every id handed out before the loss
+    with Store.open(crashed) as st:  # the decision is recorded: writes go on
+        assert st.count() == 6
+        assert st.add(*tiny_batch(600, 1)).tolist() == [15]
+    con = duckdb.connect(str(crashed / "swan.duckdb"), read_only=True)
+    meta = dict(con.execute("SELECT key, value FROM store_meta").fetchall())
+    con.close()
+    accepted = json.loads(meta["accepted_losses"])
+    assert [a["ids"] for a in accepted] == [[5, 12]]
+
+
+def test_lost_deletes_are_detected(tmp_path):
+    """A lost write that handed out no ids (a delete) is a loss too."""
+    path = tiny_store(tmp_path / "s", [4])
+    st = Store.open(path)
+    keep = duckdb.connect(str(path / "swan.duckdb"))
+    st.delete([2])
+    shutil.copytree(path, tmp_path / "crashed")
+    keep.close()
+    st.close()
+    (tmp_path / "crashed" / "swan.duckdb.wal").unlink()
+    with pytest.raises(
+        StoreLossError, match="at write 1, manifest.json recorded write 2"
+    ):
+        Store.open(tmp_path / "crashed")
+
+
+def test_faiss_files_are_a_mark_too(tmp_path):
+    """Without the manifest, ids the FAISS files hold still show the loss."""
+    path = tiny_store(tmp_path / "s", [4])
+    crashed = tmp_path / "crashed"
+    crash_copy(path, crashed, [4])
+    with Store.open(path) as st:  # FAISS files that hold the lost ids
+        st.flush()
+    shutil.copytree(path / "faiss", crashed / "faiss", dirs_exist_ok=True)
+    (crashed / "swan.duckdb.wal").unlink()
+    (crashed / "manifest.json").unlink()
+    with pytest.raises(StoreLossError, match="ids 5-8.*faiss/"):
+        Store.open(crashed)
+
+
+def test_a_mark_behind_the_database_is_no_loss(tmp_path, caplog):
+    """A crash between a commit and its mark leaves the mark behind: fine."""
+    path = tiny_store(tmp_path / "s", [4])
+    old = (path / "manifest.json").read_text()
+    with Store.open(path) as st:
+        st.add(*tiny_batch(50, 3))
+    (path / "manifest.json").write_text(old)
+    with Store.open(path) as st:
+        assert st.count() == 7
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert (manifest["next_id"], manifest["count"]) == (8, 7)
+    # a missing or damaged manifest: a warning, and the writer rewrites it
+    for damage in ("", "{not json"):
+        if damage:
+            (path / "manifest.json").write_text(damage)
+        else:
+            (path / "manifest.json").unlink()
+        with caplog.at_level(logging.WARNING):
+            with Store.open(path) as st:
+                assert st.count() == 7
+        assert "manifest.json" in caplog.text
+        assert json.loads((path / "manifest.json").read_text())["next_id"] == 8
+        caplog.clear()
+
+
+def test_a_mark_is_written_after_every_commit(tmp_path):
+    path = tmp_path / "s"
+    with Store.open(path, encoder=TINY) as st:
+        for b in range(3):
+            st.add(*tiny_batch(10 * b, 2))
+            manifest = json.loads((path / "manifest.json").read_text())
+            assert manifest["next_id"] == 2 * b + 3 and manifest["count"] == 2 * b + 2
+        st.delete([1])
+        manifest = json.loads((path / "manifest.json").read_text())
+        assert manifest["count"] == 5 and manifest["generation"] == 4
+
+
+def test_a_deleted_database_is_not_made_again(tmp_path):
+    path = tiny_store(tmp_path / "s", [3])
+    (path / "swan.duckdb").unlink()
+    with pytest.raises(StoreDamagedError, match="missing, but manifest.json records"):
+        Store.open(path, encoder=TINY)
+    assert not (path / "swan.duckdb").exists()
 
 
 def test_scale_index_lookup_sorted_and_not():

@@ -9,7 +9,14 @@ from typing import Any
 
 def open_reader(path: str) -> Any:
     """The store at ``path`` opened read-only, or ``None`` after printing why not
-    (the caller exits with status 2)."""
+    in one line (the caller exits with status 2).
+
+    Args:
+        path: the store folder (``--store``).
+
+    Returns:
+        The :class:`~swan_index.store.Store`, or ``None``.
+    """
     from swan_index.db import StoreBusyError
     from swan_index.store import Store
 
@@ -21,15 +28,21 @@ def open_reader(path: str) -> Any:
 
 
 def load_encoder(checkpoint: str) -> Any:
-    """The encoder of ``checkpoint`` to read stored entries' maps again, or
-    ``None`` after a note on stderr (the caller searches with stored vectors)."""
+    """The encoder of ``checkpoint``, to read stored entries' maps again.
+
+    Args:
+        checkpoint: the ``--checkpoint`` file.
+
+    Returns:
+        A :class:`~swan_index.map_encoder.MapEncoder`.
+
+    Raises:
+        ValueError: the file is not a readable Cryo-SWAN checkpoint (one line that
+            names it; the caller exits with status 2).
+    """
     from swan_index.map_encoder import MapEncoder
 
-    try:
-        return MapEncoder(checkpoint)
-    except (OSError, ValueError) as err:
-        print(f"note: {err}; searching with the stored pose", file=sys.stderr)
-        return None
+    return MapEncoder(checkpoint)
 
 
 def add_query_args(parser: argparse.ArgumentParser) -> None:
