@@ -22,6 +22,7 @@ values (conversion and other run-time errors) is never passed on.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import json
@@ -338,9 +339,11 @@ class PredicateRunner:
                 else:
                     answer = ("WorkerTimeout", "")
             except (EOFError, OSError):
-                answer = ("WorkerDied", "")
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    worker.process.wait(5)
+                answer = ("WorkerDied", f"exit status {worker.process.returncode}")
             if answer[0] in ("WorkerTimeout", "WorkerDied"):
-                log.warning("where worker: %s; it is replaced", answer[0])
+                log.warning("where worker: %s %s; it is replaced", *answer)
                 worker.stop()
             else:
                 with self._mutex:
@@ -413,7 +416,12 @@ def matching_ids(
         raise ValueError(
             f"where {where!r}: took over {limits.seconds:g} s; simplify it"
         )
-    if kind in ("OutOfMemoryException", "WorkerDied"):
+    if kind == "WorkerDied":
+        raise ValueError(
+            f"where {where!r}: the process running it stopped ({payload}; out of "
+            "memory?); simplify it, or see the log if every predicate fails"
+        )
+    if kind == "OutOfMemoryException":
         raise ValueError(
             f"where {where!r}: needs more than {limits.memory_mb} MB of memory; "
             "simplify it"
