@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 WHERE_TABLES = frozenset({"entries", "layout"})
 #: Functions a ``where`` predicate may not call (they reveal the server's setup).
 WHERE_FORBIDDEN = frozenset({"current_setting", "getenv", "duckdb_settings"})
+#: Sources of rows other than tables (``SHOW``/``DESCRIBE``/``SUMMARIZE``...).
+OTHER_SOURCES = frozenset({"SHOW_REF", "PIVOT", "COLUMN_DATA", "DELIM_GET"})
 #: The statement a predicate is run in; the user's text follows ``WHERE``.
 STATEMENT = "SELECT id FROM entries WHERE "
 #: DuckDB errors whose text quotes only the predicate itself and the schema
@@ -184,6 +186,10 @@ def check_predicate(where: str) -> str:
             )
         if kind == "TABLE_FUNCTION":
             raise ValueError(f"where {where!r}: table functions are not allowed")
+        if kind in OTHER_SOURCES:
+            raise ValueError(
+                f"where {where!r}: only the entries and layout tables can be read"
+            )
         if node.get("class") == "PARAMETER":
             raise ValueError(
                 f"where {where!r}: parameters ('?', '$1') are not allowed; "
