@@ -339,7 +339,8 @@ class PredicateRunner:
             if worker is None:
                 worker = _Worker(self.limits)
             try:
-                worker.requests.send((str(db), sql, wait))
+                # absolute: the worker runs in another folder
+                worker.requests.send((str(Path(db).resolve()), sql, wait))
                 if worker.answers.poll(wait + self.limits.seconds + GRACE_SECONDS):
                     answer = worker.answers.recv()
                 else:

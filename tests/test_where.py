@@ -149,3 +149,11 @@ def test_the_command_line_shows_no_stored_value(store: Store, capsys):
     for path in paths:
         assert path.strip("/").split("/")[-1] not in err
         assert path.replace("/", "\\|") not in err
+
+
+def test_a_store_opened_by_a_relative_path(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.chdir(store.path.parent)
+    with Store.open(store.path.name, read_only=True) as reader:
+        assert reader.count("rg > 0") == 6
