@@ -4,6 +4,14 @@
 encoder that made its codes. It is shared by the API routes and the Dash callbacks,
 so both answer the same way, and it is what their tests call directly.
 
+**Locking.** Reads of the store share a readers-writer lock; picking up a
+writer's commits (:meth:`Store.refresh` swaps the store's in-memory state) and
+the service's own writes hold it alone (DuckDB refuses a read-write and a
+read-only connection to one file in one process at once). A ``where`` predicate
+runs in a worker process (:mod:`swan_index.where`) while its request holds a
+shared turn, so a slow predicate delays only writes and refreshes, up to the
+predicate's time limit (:class:`~swan_index.where.WhereLimits`, 3 s by default).
+
 Uploads are handled here: size-limited, written to a private temporary file whose
 name never comes from the client, recognised by content (``read_map`` reads the
 magic bytes), and removed after use. Write operations (ingest an upload, delete an
@@ -36,6 +44,7 @@ from swan_index.prepare import shrink
 from swan_index.query import Query, StoredEntry, display_name
 from swan_index.ranking import Hit, SearchOptions
 from swan_index.store import Store
+from swan_index.where import WhereLimits
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +72,86 @@ class UploadError(ValueError):
         self.status = status
 
 
+class ReadWriteLock:
+    """Shared reads, exclusive writes; a waiting writer holds back new readers
+    (so a stream of reads cannot starve it). Not reentrant.
+
+    Written here because the standard library has none and no maintained
+    package for it is among the project's dependencies: it is a condition
+    variable and three counters.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writing = False
+        self._writers_waiting = 0
+
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        """Hold a shared turn for the block."""
+        with self._cond:
+            self._cond.wait_for(lambda: not self._writing and not self._writers_waiting)
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                if not self._readers:
+                    self._cond.notify_all()
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> bool:
+        """Take the lock alone (as :meth:`threading.Lock.acquire`).
+
+        Args:
+            blocking: wait for it (else answer at once).
+            timeout: seconds to wait at most (``None``: no limit).
+
+        Returns:
+            Whether it was taken.
+        """
+        with self._cond:
+            if not blocking:
+                if not self._free():
+                    return False
+            else:
+                self._writers_waiting += 1
+                try:
+                    if not self._cond.wait_for(self._free, timeout):
+                        return False
+                finally:
+                    self._writers_waiting -= 1
+                    self._cond.notify_all()  # readers held back may go on
+            self._writing = True
+            return True
+
+    def _free(self) -> bool:
+        return not self._writing and not self._readers
+
+    def release(self) -> None:
+        """Give back the lock taken alone."""
+        with self._cond:
+            self._writing = False
+            self._cond.notify_all()
+
+    @contextmanager
+    def writing(self) -> Iterator[None]:
+        """Hold the lock alone for the block."""
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    def __enter__(self) -> ReadWriteLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
 class SwanService:
     """Search, details, encoding and (optional) writes over one store.
 
@@ -71,6 +160,8 @@ class SwanService:
         checkpoint: the encoder checkpoint; must be the one the store was built with.
         write_token: enables ingest/delete when set (the API checks it).
         max_upload_bytes: uploads above this are refused (413).
+        where_limits: what one ``where`` predicate may use (time, memory,
+            threads, how many at once).
     """
 
     def __init__(
@@ -79,9 +170,11 @@ class SwanService:
         checkpoint: str | Path = DEFAULT_CHECKPOINT,
         write_token: str | None = None,
         max_upload_bytes: int = MAX_UPLOAD_BYTES,
+        where_limits: WhereLimits | None = None,
     ) -> None:
         self.store_path = Path(store_path)
         self.store = Store.open(self.store_path, read_only=True)
+        self.store.where_limits = where_limits or WhereLimits()
         self.encoder = MapEncoder(checkpoint)
         if self.encoder.info.hash != self.store.encoder.hash:
             raise ValueError(
@@ -90,22 +183,30 @@ class SwanService:
             )
         self.write_token = write_token
         self.max_upload_bytes = max_upload_bytes
-        self._lock = threading.RLock()
+        self._lock = ReadWriteLock()
         self._checked = time.monotonic()
-        # queries of stored entries, keyed by what makes them stale; at most
-        # REREAD_SLOTS maps read again and encoded at once
+        # queries of stored entries, keyed by what makes them stale (guarded by
+        # their own mutex); at most REREAD_SLOTS maps read again and encoded at once
         self._entry_queries: OrderedDict[tuple, Query] = OrderedDict()
+        self._cache_lock = threading.Lock()
         self._reread = threading.BoundedSemaphore(REREAD_SLOTS)
         self._fitting = threading.BoundedSemaphore(FIT_SLOTS)
 
     # -- housekeeping ----------------------------------------------------------------
     def refresh(self, force: bool = False) -> None:
-        """Pick up a writer's commits (at most every ``REFRESH_EVERY`` seconds)."""
+        """Pick up a writer's commits (checked at most every ``REFRESH_EVERY``
+        seconds, under a shared turn; the lock is taken alone only when there is
+        something to pick up, or when ``force``)."""
         now = time.monotonic()
-        if force or now - self._checked > REFRESH_EVERY:
-            with self._lock:
-                self.store.refresh()
-                self._checked = now
+        if not force and now - self._checked <= REFRESH_EVERY:
+            return
+        self._checked = now
+        if not force:
+            with self._lock.reading():
+                if not self.store.stale():
+                    return
+        with self._lock.writing():
+            self.store.refresh()
 
     def close(self) -> None:
         self.store.close()
@@ -115,12 +216,12 @@ class SwanService:
     ) -> dict[str, np.ndarray]:
         """Entry columns (with the layout's x, y, cluster) as arrays, by id."""
         self.refresh()
-        with self._lock:
+        with self._lock.reading():
             return self.store.entries(columns, where=where)
 
     def count(self, where: str | None = None) -> int:
         self.refresh()
-        with self._lock:
+        with self._lock.reading():
             return self.store.count(where)
 
     def health(self) -> dict[str, Any]:
@@ -196,8 +297,9 @@ class SwanService:
             KeyError: no such entry.
         """
         self.refresh()
-        with self._lock:
+        with self._lock.reading():
             stored = StoredEntry.read(self.store, entry)
+        with self._cache_lock:
             query = self._entry_queries.get(stored.cache_key)
             if query is not None:
                 self._entry_queries.move_to_end(stored.cache_key)
@@ -209,17 +311,17 @@ class SwanService:
     def _search(
         self, query: Query, fit: bool, k: int, options: SearchOptions
     ) -> list[Hit]:
-        """:func:`swan_index.query.search` holding the lock only for what reads
-        the store: the rotational fit, the costly step, runs without it (at most
-        :data:`FIT_SLOTS` at once)."""
+        """:func:`swan_index.query.search` holding a shared turn only for what
+        reads the store: the rotational fit, the costly step, runs without it (at
+        most :data:`FIT_SLOTS` at once)."""
         turned = query.fit() if fit else None
-        with self._lock:
+        with self._lock.reading():
             ranking = self.store.rank(
                 query.code, k, options, rg=query.rg, fit=turned is not None
             )
         with self._fitting:
             apply_fit(ranking, turned)
-        with self._lock:
+        with self._lock.reading():
             return self.store.hits(ranking)
 
     def _entry_query(self, stored: StoredEntry) -> Query:
@@ -234,7 +336,7 @@ class SwanService:
         finally:
             self._reread.release()
         if query.source == "map":  # a fallback is cheap, and its cause may pass
-            with self._lock:
+            with self._cache_lock:
                 self._entry_queries[stored.cache_key] = query
                 while len(self._entry_queries) > ENTRY_QUERY_CACHE:
                     self._entry_queries.popitem(last=False)
@@ -247,7 +349,7 @@ class SwanService:
             KeyError: no such entry.
         """
         self.refresh()
-        with self._lock:
+        with self._lock.reading():
             entry_id = self.store.find(entry)
             rows = self.store.get([entry_id])
         if not rows:
@@ -256,13 +358,13 @@ class SwanService:
 
     def preview(self, entry: str | int) -> np.ndarray | None:
         """The stored preview volume ``[g, g, g]`` in [0, 1], or ``None``."""
-        with self._lock:
+        with self._lock.reading():
             return self.store.get_preview(self.store.find(entry))
 
     def coarse_to_fine(self, entry: str | int, grid: int = 32) -> list[np.ndarray]:
         """The entry decoded from its first 1, 2, ... all scales, each ``[grid]^3``
         in [0, 1] (what each scale of its code holds)."""
-        with self._lock:
+        with self._lock.reading():
             code = self.store.get_code(self.store.find(entry))
         model = self.encoder.model
         out = []
@@ -298,8 +400,8 @@ class SwanService:
         if self.write_token is None:
             raise PermissionError("writes are disabled; start the server with a token")
         # DuckDB refuses a read-write and a read-only connection to one file in
-        # one process at once: reads wait on the same lock while a write runs.
-        with self._lock:
+        # one process at once: reads wait while a write runs.
+        with self._lock.writing():
             try:
                 store = Store.open(self.store_path)
             except StoreBusyError as exc:
@@ -308,7 +410,8 @@ class SwanService:
                 yield store
             finally:
                 store.close()
-                self.refresh(force=True)
+                self.store.refresh()
+                self._checked = time.monotonic()
 
     def ingest_upload(self, data: bytes, name: str = "upload") -> dict[str, Any]:
         """Store an uploaded map (kept under ``STORE/uploads/``)."""
@@ -343,7 +446,7 @@ class SwanService:
 
     def delete(self, entry: str | int) -> dict[str, Any]:
         """Delete an entry (and the file of an entry that came by upload)."""
-        with self._lock:
+        with self._lock.reading():
             entry_id = self.store.find(entry)
             rows = self.store.get([entry_id])
         with self._writer() as store:

@@ -90,7 +90,7 @@ from swan_index.tables import (
     replace_layout,
     stored_encoder,
 )
-from swan_index.where import matching_ids
+from swan_index.where import WhereLimits, matching_ids
 
 log = logging.getLogger(__name__)
 
@@ -449,6 +449,13 @@ class Store:
             return len(self._ids)
         return len(self._allowed(where))
 
+    def stale(self) -> bool:
+        """Whether a writer committed since this snapshot was taken (then
+        :meth:`refresh` changes it); reads the database only."""
+        self._check_open()
+        with self._db(read_only=True) as con:
+            return read_generation(con) != self._generation
+
     def index_info(self) -> list[dict[str, Any]]:
         """Per scale: side, dims, index kind, entries, IVF lists (0: flat)."""
         return self._indexes.info()
@@ -619,9 +626,10 @@ class Store:
     # -- search --------------------------------------------------------------------
     def _allowed(self, where: str) -> np.ndarray:
         """Ids of this snapshot's entries matching the SQL predicate ``where``
-        (checked and run by :mod:`swan_index.where`)."""
-        with self._db(read_only=True) as con:
-            ids = matching_ids(con, where)
+        (checked, then run in a worker process under :attr:`where_limits`, by
+        :mod:`swan_index.where`; no connection of this process is held
+        meanwhile)."""
+        ids = matching_ids(self.path / DB_NAME, where, self.where_limits, self.timeout)
         # Entries committed after this store's snapshot are not searchable yet.
         # (Both sides are sorted and unique: a binary search is ~50x faster than
         # np.intersect1d at a million entries.)
@@ -629,6 +637,10 @@ class Store:
             return ids[:0]
         pos = np.searchsorted(self._ids, ids).clip(0, len(self._ids) - 1)
         return ids[self._ids[pos] == ids]
+
+    #: What a ``where`` predicate may use (time, memory, threads); a server sets
+    #: its own on the store it serves.
+    where_limits: WhereLimits = WhereLimits()
 
     def _query_vectors(
         self, query: MultiScaleCode | int

@@ -528,3 +528,139 @@ def _fuzz(strategy, fuzz_settings, checks: list) -> None:
         assert response.status_code < 500
 
     run()
+
+
+@pytest.mark.parametrize(
+    "where", ["1=1) UNION SELECT 1 --", ") OR (1=1", "1=1 /* c */", "1=1 LIMIT 1"]
+)
+def test_where_escapes_are_400(client: TestClient, where: str):
+    message = assert_error(
+        client.get("/api/entries/EMD-1832/similar", params={"where": where}), 400
+    )
+    assert message.startswith("where ")
+
+
+def test_where_conversion_errors_do_not_echo_stored_paths(client: TestClient):
+    where = r"CAST(replace(source_path, '/', '\|') AS INTEGER) = 1"
+    response = client.get(
+        "/api/entries/EMD-1832/similar", params={"where": where, "fit": "false"}
+    )
+    message = assert_error(response, 400)
+    assert message.startswith("where ") and "Conversion Error" in message
+    for label in STORED:
+        assert MAPS[label].name not in message
+        assert str(MAPS[label]).replace("/", "\\|") not in message
+
+
+def test_a_running_where_does_not_hold_up_other_requests(
+    service: SwanService, monkeypatch: pytest.MonkeyPatch
+):
+    """A predicate made slow on purpose: while it runs, another client's search
+    (with a refresh due) completes; the predicate's own search completes after."""
+    import threading
+
+    from swan_index import store as store_module
+
+    started, release = threading.Event(), threading.Event()
+    matching_ids = store_module.matching_ids
+
+    def slow(*args, **kwargs):
+        started.set()
+        release.wait(120)
+        return matching_ids(*args, **kwargs)
+
+    monkeypatch.setattr(store_module, "matching_ids", slow)
+    got: dict = {}
+
+    def filtered() -> None:
+        got["filtered"] = service.similar("EMD-1832", k=2, where="rg > 0", fit=False)
+
+    def other() -> None:
+        service._checked = float("-inf")  # a refresh is due: it must not wait
+        got["other"] = service.similar("EMD-5625", k=2, fit=False)
+
+    first = threading.Thread(target=filtered)
+    second = threading.Thread(target=other)
+    first.start()
+    try:
+        assert started.wait(60)
+        second.start()
+        second.join(60)
+        assert "other" in got and "filtered" not in got
+    finally:
+        release.set()
+        first.join(120)
+        if second.ident is not None:
+            second.join(120)
+    assert got["filtered"]["hits"] and got["other"]["hits"]
+
+
+def test_the_where_time_limit_is_set_on_the_service(store_dir: Path):
+    from swan_index.where import WhereLimits
+
+    svc = SwanService(store_dir, where_limits=WhereLimits(seconds=0.5))
+    endless = (
+        "(SELECT count(*) FROM entries a, entries b, entries c, entries d, "
+        "entries e, entries f, entries g, entries h, entries i, entries j, "
+        "entries k, entries l, entries m WHERE a.id + b.id + c.id + d.id + e.id "
+        "+ f.id + g.id + h.id + i.id + j.id + k.id + l.id + m.id > 0) > 0"
+    )
+    try:
+        with TestClient(create_server(svc)) as c:
+            message = assert_error(
+                c.get("/api/entries/1/similar", params={"where": endless}), 400
+            )
+            assert message.endswith("took over 0.5 s; simplify it")
+            assert c.get("/api/entries/1/similar", params={"fit": "false"}).json()[
+                "hits"
+            ]
+    finally:
+        svc.close()
+
+
+def test_the_read_write_lock_shares_reads_and_orders_writes():
+    import threading
+    import time
+
+    from dashboard.service import ReadWriteLock
+
+    lock = ReadWriteLock()
+    events: list[str] = []
+    inside, waiting, go = threading.Event(), threading.Event(), threading.Event()
+
+    def reader(name: str, hold: threading.Event | None) -> None:
+        with lock.reading():
+            events.append(f"{name} in")
+            if hold is not None:
+                inside.set()
+                assert hold.wait(30)
+        events.append(f"{name} out")
+
+    def writer() -> None:
+        waiting.set()
+        with lock.writing():
+            events.append("writer")
+
+    first = threading.Thread(target=reader, args=("r1", go))
+    first.start()
+    assert inside.wait(30)
+    second = threading.Thread(target=reader, args=("r2", None))
+    second.start()
+    second.join(30)  # reads share: r2 is not held back by r1
+    assert events == ["r1 in", "r2 in", "r2 out"]
+    assert not lock.acquire(blocking=False)  # a read is running
+    w = threading.Thread(target=writer)
+    w.start()
+    assert waiting.wait(30)
+    deadline = time.monotonic() + 30
+    while not lock._writers_waiting and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the writer waits
+    third = threading.Thread(target=reader, args=("r3", None))
+    third.start()
+    go.set()
+    for t in (first, w, third):
+        t.join(30)
+    # the waiting writer went before the reader that came after it
+    assert events.index("writer") < events.index("r3 in")
+    assert lock.acquire(blocking=False)
+    lock.release()

@@ -551,3 +551,30 @@ def test_weights_follow_the_given_scales(store, samples):
         assert h.score == pytest.approx(h.scores["8"], abs=1e-6)
     with pytest.raises(ValueError, match="once"):
         store.search(code[0], options=SearchOptions(scales=(1, 1)))
+
+
+def test_entries_and_count_take_one_expression_and_hide_stored_values(store):
+    where = "rg > 0 AND id IN (SELECT id FROM entries WHERE id < 4)"
+    assert store.entries(("id", "rg"), where=where)["id"].tolist() == [1, 2, 3]
+    assert store.count(where) == 3
+    for escape in ("1=1) UNION SELECT 1 --", ") OR (1=1", "1=1 /* c */"):
+        with pytest.raises(ValueError, match="^where "):
+            store.entries(("id",), where=escape)
+        with pytest.raises(ValueError, match="^where "):
+            store.count(escape)
+    path = store.get([1])[0]["source_path"]
+    with pytest.raises(ValueError, match=r"on a stored value \(not shown\)") as err:
+        store.entries(("id",), where="CAST(source_path AS INTEGER) = 1")
+    assert path not in str(err.value) and path.rsplit("/", 1)[-1] not in str(err.value)
+
+
+def test_stale_tells_a_reader_of_a_writers_commits(store):
+    reader = Store.open(store.path, read_only=True)
+    try:
+        assert not reader.stale()
+        store.delete([6])
+        assert reader.stale() and reader.count() == 6
+        reader.refresh()
+        assert not reader.stale() and reader.count() == 5
+    finally:
+        reader.close()
