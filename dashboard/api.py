@@ -15,9 +15,11 @@ app whose routes live under ``/api`` (schema at ``/api/openapi.json``, docs at
 
 **Errors** are always JSON ``{"error": "<one line>"}`` with the status that fits:
 400 (bad upload, bad ``where``), 403 (writes disabled or wrong token), 404
-(unknown entry or route), 409 (another process is writing the store), 413 (body
-over the limit), 422 (invalid parameters), 503 (too many uploads waiting). The
-line never holds a traceback or a server path: paths are cut to their base name.
+(unknown entry or route), 409 (another process is writing the store; or a delete
+by an EMDB id that several entries hold, with their store ids in ``ids``), 413
+(body over the limit), 422 (invalid parameters), 503 (too many uploads waiting).
+The line never holds a traceback or a server path: paths are cut to their base
+name.
 
 **Uploads** are limited before they are read: :class:`BodySizeLimit` answers 413
 to a ``Content-Length`` over the limit without reading the body, and counts the
@@ -50,7 +52,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dashboard.service import SwanService, UploadError
+from dashboard.service import AmbiguousEntry, SwanService, UploadError
 from swan_index.db import StoreBusyError
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,9 @@ class ErrorBody(BaseModel):
     """Every error answer."""
 
     error: str = Field(description="what went wrong and how to fix it (one line)")
+    ids: list[int] | None = Field(
+        None, description="409 on delete: the store ids an EMDB id names"
+    )
 
 
 class Health(BaseModel):
@@ -208,7 +213,8 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         400: "bad upload or bad `where`",
         403: "writes disabled, or missing or wrong token",
         404: "no such entry",
-        409: "another process is writing to the store",
+        409: "another process is writing to the store, or (delete) the EMDB id "
+        "names several entries: the answer's `ids` lists them",
         413: "upload over the size limit",
         422: "invalid parameters",
         503: "too many uploads waiting; retry later",
@@ -448,6 +454,8 @@ def create_api(
         dependencies=[Depends(check_token)],
     )
     def delete(entry: ENTRY) -> dict[str, Any]:
+        """An EMDB id held by several entries is refused (409, with their store
+        ids in ``ids``): delete one of them by its store id."""
         return service.delete(_entry_key(entry))
 
     return app
@@ -567,6 +575,12 @@ def _add_error_handlers(app: FastAPI, service: SwanService) -> None:
     def upload_error(request: Request, exc: UploadError) -> JSONResponse:
         log.info("%s %s: %s", request.method, request.url.path, exc)
         return answer(exc.status, text(exc))
+
+    @handles(AmbiguousEntry)
+    def ambiguous(request: Request, exc: AmbiguousEntry) -> JSONResponse:
+        return JSONResponse(
+            {"error": _one_line(text(exc), service), "ids": exc.ids}, status_code=409
+        )
 
     @handles(ValueError)
     def bad_value(request: Request, exc: ValueError) -> JSONResponse:

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ingest.errors import IngestError
+from ingest.header import emdb_id_from_name
 from ingest.mapio import read_map
 from swan_index.db import StoreBusyError
 from swan_index.fit import apply_fit
@@ -61,6 +62,22 @@ class UploadError(ValueError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+class AmbiguousEntry(ValueError):
+    """An EMDB id that names several entries: delete one by its store id.
+
+    Attributes:
+        ids: the store ids holding that EMDB id, newest first.
+    """
+
+    def __init__(self, key: str, ids: list[int]) -> None:
+        listed = ", ".join(str(i) for i in ids)
+        super().__init__(
+            f"{key} names {len(ids)} entries (store ids {listed}); delete one by "
+            f"its store id, e.g. DELETE /api/entries/{ids[0]}"
+        )
+        self.ids = ids
 
 
 class SwanService:
@@ -342,9 +359,25 @@ class SwanService:
         return {**summary.to_dict(), "id": entry_id}
 
     def delete(self, entry: str | int) -> dict[str, Any]:
-        """Delete an entry (and the file of an entry that came by upload)."""
+        """Delete an entry (and the file of an entry that came by upload).
+
+        Args:
+            entry: a store id, or an EMDB id that names exactly one entry.
+
+        Returns:
+            ``{"deleted": n, "id": store id}``.
+
+        Raises:
+            KeyError: no such entry.
+            AmbiguousEntry: the EMDB id names several entries (status 409).
+            PermissionError: writes are disabled.
+        """
         with self._lock:
             entry_id = self.store.find(entry)
+            if not _is_store_id(entry):
+                ids = self._ids_named(str(entry))
+                if len(ids) > 1:
+                    raise AmbiguousEntry(str(entry).strip(), ids)
             rows = self.store.get([entry_id])
         with self._writer() as store:
             n = store.delete([entry_id])
@@ -353,6 +386,20 @@ class SwanService:
         if n and source and Path(source).resolve().parent == uploads:
             Path(source).unlink(missing_ok=True)
         return {"deleted": n, "id": entry_id}
+
+    def _ids_named(self, key: str) -> list[int]:
+        """Store ids of the entries whose EMDB id is ``key`` (as
+        :meth:`Store.find <swan_index.store.Store.find>` reads it), newest first."""
+        text = key.strip()
+        emdb = emdb_id_from_name(text) or text
+        literal = "'" + emdb.replace("'", "''") + "'"  # an SQL string literal
+        ids = self.store.entries(("id",), where=f"emdb_id = {literal}")["id"]
+        return sorted((int(i) for i in ids), reverse=True)
+
+
+def _is_store_id(entry: str | int) -> bool:
+    """Whether :meth:`Store.find` takes ``entry`` as a store id (not an EMDB id)."""
+    return isinstance(entry, int) or str(entry).strip().isdigit()
 
 
 def _client_message(exc: Exception, tmp: Path | str, name: str) -> str:

@@ -528,3 +528,33 @@ def _fuzz(strategy, fuzz_settings, checks: list) -> None:
         assert response.status_code < 500
 
     run()
+
+
+# -- deleting by an EMDB id that several entries hold ------------------------------
+def test_delete_of_an_ambiguous_emdb_id_is_refused(
+    client: TestClient, service: SwanService, store_dir: Path, tmp_path: Path
+):
+    """Two entries hold EMD-5625 (the map and a gzipped copy): a delete by the
+    EMDB id is 409 naming both, deletes nothing; one goes by its store id."""
+    copy = tmp_path / "emd_5625.map.gz"
+    copy.write_bytes(gzip.compress(MAPS["emd_5625"].read_bytes()))
+    with Store.open(store_dir) as store:
+        summary = ingest_paths([copy], store, MapEncoder(), workers=0, progress=False)
+        assert summary.ok == 1, summary.failures
+    service.refresh(force=True)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    rows = service.table(("id", "emdb_id"))
+    ids = sorted(int(i) for i in rows["id"][rows["emdb_id"] == "EMD-5625"])
+    assert len(ids) == 2
+    response = client.delete("/api/entries/EMD-5625", headers=auth)
+    assert response.status_code == 409, response.text
+    body = response.json()
+    assert body["ids"] == ids[::-1]
+    assert all(str(i) in body["error"] for i in ids)
+    assert "store id" in body["error"]
+    assert client.get("/api/health").json()["entries"] == len(STORED) + 1
+    # by store id: the copy goes, the original stays and is now unambiguous
+    response = client.delete(f"/api/entries/{ids[1]}", headers=auth)
+    assert response.json() == {"deleted": 1, "id": ids[1]}
+    assert client.get("/api/entries/EMD-5625").json()["id"] == ids[0]
+    assert client.get("/api/health").json()["entries"] == len(STORED)
