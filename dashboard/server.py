@@ -35,7 +35,10 @@ from dashboard.service import SwanService
 log = logging.getLogger(__name__)
 
 #: Search requests held at once by default (running or waiting); 0: no limit.
-MAX_SEARCHES = 8
+#: Two fits run at once (``dashboard.service.FIT_SLOTS``), so 4 keeps them busy
+#: with one more search each ready behind; measured against 0 and 8 by
+#: ``benchmarks.bench_load`` (docs/api.md).
+MAX_SEARCHES = 4
 #: Longest ``Retry-After`` sent (seconds).
 MAX_RETRY_AFTER = 60
 
@@ -54,7 +57,7 @@ class _DashboardMount(Mount):
 class SearchLimit:
     """ASGI middleware: at most ``limit`` search requests in the server at once.
 
-    A search request counts from its first byte to the end of its answer
+    A search request counts from its arrival to the end of its answer
     (running, or waiting for the store, a fit or an upload slot). One more gets a
     JSON ``503`` at once, its body unread, with ``Retry-After``: the mean time
     of the last searches, whole seconds, 1 to :data:`MAX_RETRY_AFTER`.
@@ -72,7 +75,6 @@ class SearchLimit:
         self.app = app
         self.limit = limit
         self.active = 0
-        self.refused = 0
         self.mean_seconds = 1.0  # a running mean of the last searches' times
 
     @staticmethod
@@ -96,7 +98,6 @@ class SearchLimit:
             await self.app(scope, receive, send)
             return
         if self.active >= self.limit:  # one event loop: no await since the check
-            self.refused += 1
             wait = self.retry_after()
             log.info("refused a search: %d in progress", self.active)
             response = JSONResponse(

@@ -97,7 +97,7 @@ class AmbiguousEntry(ValueError):
         listed = ", ".join(str(i) for i in ids)
         super().__init__(
             f"{key} names {len(ids)} entries (store ids {listed}); delete one by "
-            f"its store id, e.g. DELETE /api/entries/{ids[0]}"
+            f"its store id (e.g. {ids[0]})"
         )
         self.ids = ids
 

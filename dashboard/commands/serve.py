@@ -63,7 +63,7 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         type=_searches,
         default=None,  # the server's MAX_SEARCHES (not imported: --help stays quick)
         help="search requests in progress at once (running or waiting); more get "
-        "503 with Retry-After; 0: no limit (default 8)",
+        "503 with Retry-After; 0: no limit (default 4)",
     )
 
 
