@@ -1,7 +1,9 @@
 """Benchmark: the HTTP API under load, against calling the service in-process.
 
-Serves ``create_server(SwanService(store))`` (the API, no dashboard) with uvicorn
-in a subprocess on a free loopback port, then measures, in the same run:
+Serves ``create_server(SwanService(store), max_searches=0)`` (the API, no
+dashboard, no search limit: every request is answered, however late; the limit
+is measured by :mod:`benchmarks.bench_load`) with uvicorn in a subprocess on a
+free loopback port, then measures, in the same run:
 
 * **in-process baseline**: ``service.similar`` (search by entry id) and
   ``service.search_upload`` (search with a map's bytes) called directly, one at a
@@ -64,12 +66,12 @@ def _serve(store: Path, port: int) -> None:
     from dashboard.service import SwanService
 
     service = SwanService(store)
-    uvicorn.run(
-        create_server(service), host="127.0.0.1", port=port, log_level="warning"
-    )
+    app = create_server(service, max_searches=0)  # every request waits its turn
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
-def _build_store(folder: Path) -> Path:
+def build_store(folder: Path) -> Path:
+    """A store of ``data/maps`` (6 real EMDB maps) at ``folder/store``."""
     from swan_index.indexer import ingest_paths
     from swan_index.map_encoder import MapEncoder
     from swan_index.store import Store
@@ -85,7 +87,8 @@ def _build_store(folder: Path) -> Path:
     return store
 
 
-def _stats(seconds: list[float]) -> dict[str, float]:
+def latency_stats(seconds: list[float]) -> dict[str, float]:
+    """``n``, p50, p95, mean and max (ms) of request times in seconds."""
     ms = sorted(1000 * s for s in seconds)
     q = statistics.quantiles(ms, n=20, method="inclusive") if len(ms) > 1 else ms * 19
     return {
@@ -137,7 +140,7 @@ def _load(
     out["requests_per_s"] = n / wall
     for kind, t in times.items():
         if t:
-            out[kind] = _stats(t)
+            out[kind] = latency_stats(t)
     return out
 
 
@@ -168,7 +171,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.store is None:
         tmp = tempfile.TemporaryDirectory(prefix="bench_api_")
         print("building a store from data/maps ...", flush=True)
-        store = _build_store(Path(tmp.name))
+        store = build_store(Path(tmp.name))
     else:
         store = Path(args.store)
     data = QUERY_MAP.read_bytes()
@@ -236,7 +239,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         times[name][kind].append(time.perf_counter() - t0)
         service.close()
         for name, by_kind in times.items():
-            results[name] = {kind: _stats(t) for kind, t in by_kind.items()}
+            results[name] = {kind: latency_stats(t) for kind, t in by_kind.items()}
         print(f"HTTP, {args.threads} clients, search by id ...", flush=True)
         results[f"http_{args.threads}_similar"] = _load(
             url, args.threads, _plans(args.threads, args.similar, 0), ids, data
@@ -263,7 +266,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "query_map": str(QUERY_MAP.relative_to(ROOT)),
         "query_bytes": len(data),
         "k": K,
-        "server": "uvicorn, API only, upload_slots=2, one process",
+        "server": "uvicorn, API only, upload_slots=2, max_searches=0, one process",
         "results": results,
         "http_overhead": {
             "similar_p50_ratio": h1["similar"]["p50_ms"] / d["similar"]["p50_ms"],

@@ -15,9 +15,11 @@ app whose routes live under ``/api`` (schema at ``/api/openapi.json``, docs at
 
 **Errors** are always JSON ``{"error": "<one line>"}`` with the status that fits:
 400 (bad upload, bad ``where``), 403 (writes disabled or wrong token), 404
-(unknown entry or route), 409 (another process is writing the store), 413 (body
-over the limit), 422 (invalid parameters), 503 (too many uploads waiting). The
-line never holds a traceback or a server path: paths are cut to their base name.
+(unknown entry or route), 409 (another process is writing the store; or a delete
+by an EMDB id that several entries hold, with their store ids in ``ids``), 413
+(body over the limit), 422 (invalid parameters), 503 (busy: too many searches
+or uploads at once, with ``Retry-After``). The line never holds a traceback or a
+server path: paths are cut to their base name.
 
 **Uploads** are limited before they are read: :class:`BodySizeLimit` answers 413
 to a ``Content-Length`` over the limit without reading the body, and counts the
@@ -27,7 +29,9 @@ its name or content type) and never uses the client's file name as a path.
 **Threads.** Every service call blocks (encoding, DuckDB, FAISS), so endpoints are
 plain ``def`` functions, which FastAPI runs in its thread pool; the event loop stays
 free. Encoding uploads is CPU- and memory-heavy, so at most ``upload_slots`` run at
-once and the others wait (up to ``upload_wait`` seconds, then 503).
+once and the others wait (up to ``upload_wait`` seconds, then 503 with
+``Retry-After``). How many searches the server holds at once is bounded in
+:mod:`dashboard.server` (:class:`~dashboard.server.SearchLimit`).
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from dashboard.service import SwanService, UploadError
+from dashboard.service import AmbiguousEntry, SwanService, UploadError
 from swan_index.db import StoreBusyError
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,8 @@ DASH_OVERHEAD = 2**20
 MAX_WHERE = 2000
 #: Longest error line sent to a client (characters).
 MAX_MESSAGE = 1000
+#: ``Retry-After`` (seconds) of an upload that found no free slot in time.
+UPLOAD_RETRY_AFTER = 60
 #: Largest store id (DuckDB BIGINT).
 MAX_ID = 2**63 - 1
 
@@ -79,6 +85,9 @@ class ErrorBody(BaseModel):
     """Every error answer."""
 
     error: str = Field(description="what went wrong and how to fix it (one line)")
+    ids: list[int] | None = Field(
+        None, description="409 on delete: the store ids an EMDB id names"
+    )
 
 
 class Health(BaseModel):
@@ -208,10 +217,12 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
         400: "bad upload or bad `where`",
         403: "writes disabled, or missing or wrong token",
         404: "no such entry",
-        409: "another process is writing to the store",
+        409: "another process is writing to the store, or (delete) the EMDB id "
+        "names several entries: the answer's `ids` lists them",
         413: "upload over the size limit",
         422: "invalid parameters",
-        503: "too many uploads waiting; retry later",
+        503: "busy: too many searches or uploads at once; retry after the "
+        "`Retry-After` header's seconds",
     }
     return {c: {"model": ErrorBody, "description": text[c]} for c in codes}
 
@@ -302,7 +313,11 @@ def create_api(
     @contextmanager
     def upload_slot() -> Iterator[None]:
         if not slots.acquire(timeout=upload_wait):
-            raise _ApiError(503, "too many uploads in progress; retry in a minute")
+            raise _ApiError(
+                503,
+                "too many uploads in progress; retry in a minute",
+                {"Retry-After": str(UPLOAD_RETRY_AFTER)},
+            )
         try:
             yield
         finally:
@@ -375,7 +390,7 @@ def create_api(
     @app.get(
         f"{API_PREFIX}/entries/{{entry}}/similar",
         response_model=SimilarResult,
-        responses=_errors(400, 404, 422),
+        responses=_errors(400, 404, 422, 503),
         tags=["search"],
         summary="Entries most similar to a stored one",
     )
@@ -448,6 +463,8 @@ def create_api(
         dependencies=[Depends(check_token)],
     )
     def delete(entry: ENTRY) -> dict[str, Any]:
+        """An EMDB id held by several entries is refused (409, with their store
+        ids in ``ids``): delete one of them by its store id."""
         return service.delete(_entry_key(entry))
 
     return app
@@ -503,11 +520,14 @@ def _public_entry(row: dict[str, Any]) -> dict[str, Any]:
 
 # -- errors ------------------------------------------------------------------------
 class _ApiError(Exception):
-    """An answer with this status and message (raised inside endpoints)."""
+    """An answer with this status, message and headers (raised inside endpoints)."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(
+        self, status: int, message: str, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.headers = headers
 
 
 def _one_line(text: str, service: SwanService) -> str:
@@ -561,12 +581,18 @@ def _add_error_handlers(app: FastAPI, service: SwanService) -> None:
 
     @handles(_ApiError)
     def api_error(request: Request, exc: _ApiError) -> JSONResponse:
-        return answer(exc.status, text(exc))
+        return answer(exc.status, text(exc), exc.headers)
 
     @handles(UploadError)
     def upload_error(request: Request, exc: UploadError) -> JSONResponse:
         log.info("%s %s: %s", request.method, request.url.path, exc)
         return answer(exc.status, text(exc))
+
+    @handles(AmbiguousEntry)
+    def ambiguous(request: Request, exc: AmbiguousEntry) -> JSONResponse:
+        return JSONResponse(
+            {"error": _one_line(text(exc), service), "ids": exc.ids}, status_code=409
+        )
 
     @handles(ValueError)
     def bad_value(request: Request, exc: ValueError) -> JSONResponse:

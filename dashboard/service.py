@@ -14,15 +14,21 @@ predicate's time limit (:class:`~swan_index.where.WhereLimits`, 3 s by default).
 
 Uploads are handled here: size-limited, written to a private temporary file whose
 name never comes from the client, recognised by content (``read_map`` reads the
-magic bytes), and removed after use. Write operations (ingest an upload, delete an
-entry) open the store as its writer for the duration of the call; they are refused
-unless the operator configured a write token (checked by the API).
+magic bytes), and removed after use. Their names carry the writing process's id
+and host (:func:`~swan_index.query.upload_owner`), so that a service starting
+later removes the files of a process killed mid-upload, and never a file another
+live server is using (:func:`remove_leftovers`).
+
+Write operations (ingest an upload, delete an entry) open the store as its writer
+for the duration of the call; they are refused unless the operator configured a
+write token (checked by the API).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import threading
 import time
@@ -35,13 +41,20 @@ from typing import Any
 import numpy as np
 
 from ingest.errors import IngestError
+from ingest.header import emdb_id_from_name
 from ingest.mapio import read_map
 from swan_index.db import StoreBusyError
 from swan_index.fit import apply_fit
 from swan_index.indexer import ingest_paths
 from swan_index.map_encoder import DEFAULT_CHECKPOINT, MapEncoder
 from swan_index.prepare import shrink
-from swan_index.query import Query, StoredEntry, display_name
+from swan_index.query import (
+    UPLOAD_PREFIX,
+    Query,
+    StoredEntry,
+    display_name,
+    upload_owner,
+)
 from swan_index.ranking import Hit, SearchOptions
 from swan_index.store import Store
 from swan_index.where import WhereLimits
@@ -62,6 +75,16 @@ REREAD_WAIT = 30.0
 FIT_SLOTS = 2
 #: Stored entries' search queries kept (least recently used dropped).
 ENTRY_QUERY_CACHE = 256
+#: Name prefix of the copies of uploads ingested into ``STORE/uploads/``.
+KEPT_PREFIX = "upload-"
+#: Seconds after which an upload file named the older way (without its owner)
+#: is taken for a leftover: an upload holds its file for as long as it is read
+#: and encoded, seconds to minutes.
+LEFTOVER_AGE = 3600.0
+
+# The random part of a temporary name (tempfile's letters), after the owner
+_OWNED = re.compile(r"(?P<pid>\d+)-(?P<host>[A-Za-z0-9._]+)-[a-z0-9_]+")
+_UNOWNED = re.compile(r"[a-z0-9_]{8}")
 
 
 class UploadError(ValueError):
@@ -152,6 +175,22 @@ class ReadWriteLock:
         self.release()
 
 
+class AmbiguousEntry(ValueError):
+    """An EMDB id that names several entries: delete one by its store id.
+
+    Attributes:
+        ids: the store ids holding that EMDB id, newest first.
+    """
+
+    def __init__(self, key: str, ids: list[int]) -> None:
+        listed = ", ".join(str(i) for i in ids)
+        super().__init__(
+            f"{key} names {len(ids)} entries (store ids {listed}); delete one by "
+            f"its store id (e.g. {ids[0]})"
+        )
+        self.ids = ids
+
+
 class SwanService:
     """Search, details, encoding and (optional) writes over one store.
 
@@ -175,6 +214,8 @@ class SwanService:
         self.store_path = Path(store_path)
         self.store = Store.open(self.store_path, read_only=True)
         self.store.where_limits = where_limits or WhereLimits()
+        kept = {Path(p).name for p in self.store.known_files()}
+        remove_leftovers(self.store_path, kept)
         self.encoder = MapEncoder(checkpoint)
         if self.encoder.info.hash != self.store.encoder.hash:
             raise ValueError(
@@ -420,7 +461,9 @@ class SwanService:
         self._check_upload(data)
         uploads = self.store_path / "uploads"
         uploads.mkdir(exist_ok=True)
-        fd, kept = tempfile.mkstemp(dir=uploads, prefix="upload-", suffix=".map")
+        fd, kept = tempfile.mkstemp(
+            dir=uploads, prefix=f"{KEPT_PREFIX}{upload_owner()}-", suffix=".map"
+        )
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         try:
@@ -445,9 +488,25 @@ class SwanService:
         return {**summary.to_dict(), "id": entry_id}
 
     def delete(self, entry: str | int) -> dict[str, Any]:
-        """Delete an entry (and the file of an entry that came by upload)."""
+        """Delete an entry (and the file of an entry that came by upload).
+
+        Args:
+            entry: a store id, or an EMDB id that names exactly one entry.
+
+        Returns:
+            ``{"deleted": n, "id": store id}``.
+
+        Raises:
+            KeyError: no such entry.
+            AmbiguousEntry: the EMDB id names several entries (status 409).
+            PermissionError: writes are disabled.
+        """
         with self._lock.reading():
             entry_id = self.store.find(entry)
+            if not _is_store_id(entry):
+                ids = self._ids_named(str(entry))
+                if len(ids) > 1:
+                    raise AmbiguousEntry(str(entry).strip(), ids)
             rows = self.store.get([entry_id])
         with self._writer() as store:
             n = store.delete([entry_id])
@@ -456,6 +515,97 @@ class SwanService:
         if n and source and Path(source).resolve().parent == uploads:
             Path(source).unlink(missing_ok=True)
         return {"deleted": n, "id": entry_id}
+
+    def _ids_named(self, key: str) -> list[int]:
+        """Store ids of the entries whose EMDB id is ``key`` (as
+        :meth:`Store.find <swan_index.store.Store.find>` reads it), newest first."""
+        text = key.strip()
+        emdb = emdb_id_from_name(text) or text
+        literal = "'" + emdb.replace("'", "''") + "'"  # an SQL string literal
+        ids = self.store.entries(("id",), where=f"emdb_id = {literal}")["id"]
+        return sorted((int(i) for i in ids), reverse=True)
+
+
+def _is_store_id(entry: str | int) -> bool:
+    """Whether :meth:`Store.find` takes ``entry`` as a store id (not an EMDB id)."""
+    return isinstance(entry, int) or str(entry).strip().isdigit()
+
+
+def remove_leftovers(store_path: Path, stored_names: set[str]) -> list[Path]:
+    """Remove the upload files that processes killed mid-upload left behind.
+
+    ``swan-upload-PID-HOST-*.bin`` in the temporary folder (a search upload being
+    read) and ``STORE/uploads/upload-PID-HOST-*.map`` that no entry holds (an
+    upload being ingested) are removed when their process is gone: same host,
+    no process with that id. Files of other hosts and of live processes are
+    kept, as are stored entries' files (``stored_names``, base names, so a moved
+    store keeps them). Files named the older way, without their owner, are
+    removed once :data:`LEFTOVER_AGE` old. Failures are logged, never raised.
+
+    Args:
+        store_path: the store folder.
+        stored_names: base names of the stored entries' source files.
+
+    Returns:
+        The files removed.
+    """
+    places = (
+        (Path(tempfile.gettempdir()), UPLOAD_PREFIX, ".bin"),
+        (store_path / "uploads", KEPT_PREFIX, ".map"),
+    )
+    host = upload_owner().split("-", 1)[1]
+    removed = []
+    for folder, prefix, suffix in places:
+        try:
+            found = sorted(folder.glob(f"{prefix}*{suffix}"))
+        except OSError:
+            continue
+        for path in found:
+            stem = path.name[len(prefix) : -len(suffix)]
+            if path.name in stored_names or not _is_leftover(path, stem, host):
+                continue
+            try:
+                path.unlink()
+            except OSError as exc:
+                log.debug("left %s: %s", path, exc)
+                continue
+            removed.append(path)
+    if removed:
+        log.warning(
+            "removed %d upload file(s) left by stopped processes, e.g. %s",
+            len(removed),
+            removed[0],
+        )
+    return removed
+
+
+def _is_leftover(path: Path, stem: str, host: str) -> bool:
+    """Whether an upload file named ``PREFIX + stem + SUFFIX`` was left behind."""
+    owned = _OWNED.fullmatch(stem)
+    if owned is not None:
+        return owned["host"] == host and not _alive(int(owned["pid"]))
+    if _UNOWNED.fullmatch(stem):
+        try:
+            return time.time() - path.stat().st_mtime > LEFTOVER_AGE
+        except OSError:
+            return False
+    return False
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id runs on this host (``kill(pid, 0)``: the
+    POSIX check; psutil's ``pid_exists`` does the same and is no dependency)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OverflowError, ValueError):  # no such process id can exist
+        return False
+    except OSError:  # e.g. another user's process: it exists
+        return True
+    return True
 
 
 def _client_message(exc: Exception, tmp: Path | str, name: str) -> str:

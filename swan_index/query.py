@@ -5,8 +5,9 @@ retrieval benchmark all build their queries here, so they search the same way:
 
 * :meth:`Query.from_file`: a map file (its EMDB header, when one lies beside it,
   gives the contour, as ingest finds it);
-* :meth:`Query.from_bytes`: an uploaded map (a private temporary file; error
-  messages name the upload, never the temporary path);
+* :meth:`Query.from_bytes`: an uploaded map (a private temporary file named
+  after the process writing it, :func:`upload_owner`; error messages name the
+  upload, never the temporary path);
 * :meth:`Query.from_map`: a :class:`~ingest.DensityMap` already in memory;
 * :meth:`Query.from_entry`: an entry of the store (store id or EMDB id). The
   store keeps one pose per entry, but a map whose canonical pose is ambiguous may
@@ -30,6 +31,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +56,17 @@ log = logging.getLogger(__name__)
 #: A stored entry's map is read again for a search only up to this many bytes; a
 #: larger one is searched with its stored vectors.
 REREAD_LIMIT = 512 * 2**20
+#: Name prefix of the temporary file of an upload in the temporary folder.
+UPLOAD_PREFIX = "swan-upload-"
+
+
+def upload_owner() -> str:
+    """``PID-HOST`` of this process, for the names of its temporary upload files:
+    a file whose owner is gone (killed mid-upload) can be told from one in use.
+    The host name keeps only letters, digits and dots (no ``-``, the separator).
+    """
+    host = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:63] or "host"
+    return f"{os.getpid()}-{host}"
 
 
 @dataclass(frozen=True, eq=False)
@@ -188,14 +202,18 @@ class Query:
         contour: float | None = None,
     ) -> Query:
         """An uploaded map (any format :func:`ingest.read_map` reads, recognised
-        by content), through a private temporary file removed after use.
+        by content), through a private temporary file removed after use
+        (``swan-upload-PID-HOST-*.bin`` in the temporary folder: a process
+        killed meanwhile leaves it, and ``swan serve`` removes it when it
+        starts).
 
         Raises:
             IngestError: the upload cannot be read or holds no density above the
                 contour; the message names ``name``, not the temporary file.
         """
         shown = display_name(name)
-        fd, tmp = tempfile.mkstemp(prefix="swan-upload-", suffix=".bin")
+        prefix = f"{UPLOAD_PREFIX}{upload_owner()}-"
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".bin")
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)

@@ -5,6 +5,7 @@ the OpenAPI schema."""
 from __future__ import annotations
 
 import gzip
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -664,3 +665,140 @@ def test_the_read_write_lock_shares_reads_and_orders_writes():
     assert events.index("writer") < events.index("r3 in")
     assert lock.acquire(blocking=False)
     lock.release()
+
+
+# -- deleting by an EMDB id that several entries hold ------------------------------
+def test_delete_of_an_ambiguous_emdb_id_is_refused(
+    client: TestClient, service: SwanService, store_dir: Path, tmp_path: Path
+):
+    """Two entries hold EMD-5625 (the map and a gzipped copy): a delete by the
+    EMDB id is 409 naming both, deletes nothing; one goes by its store id."""
+    copy = tmp_path / "emd_5625.map.gz"
+    copy.write_bytes(gzip.compress(MAPS["emd_5625"].read_bytes()))
+    with Store.open(store_dir) as store:
+        summary = ingest_paths([copy], store, MapEncoder(), workers=0, progress=False)
+        assert summary.ok == 1, summary.failures
+    service.refresh(force=True)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    rows = service.table(("id", "emdb_id"))
+    ids = sorted(int(i) for i in rows["id"][rows["emdb_id"] == "EMD-5625"])
+    assert len(ids) == 2
+    response = client.delete("/api/entries/EMD-5625", headers=auth)
+    assert response.status_code == 409, response.text
+    body = response.json()
+    assert body["ids"] == ids[::-1]
+    assert body["error"] == (
+        f"EMD-5625 names 2 entries (store ids {ids[1]}, {ids[0]}); delete one by "
+        f"its store id (e.g. {ids[1]})"
+    )
+    assert client.get("/api/health").json()["entries"] == len(STORED) + 1
+    # by store id: the copy goes, the original stays and is now unambiguous
+    response = client.delete(f"/api/entries/{ids[1]}", headers=auth)
+    assert response.json() == {"deleted": 1, "id": ids[1]}
+    assert client.get("/api/entries/EMD-5625").json()["id"] == ids[0]
+    assert client.get("/api/health").json()["entries"] == len(STORED)
+
+
+# -- files left by a process killed mid-upload -------------------------------------
+_HANGING_UPLOAD = """
+import sys, time
+from pathlib import Path
+
+def hang(path):
+    print("reading", flush=True)
+    time.sleep(600)
+
+if sys.argv[1] == "search":
+    import swan_index.query as q
+    q.read_map = hang
+    q.Query.from_bytes(None, b"not read" * 100, "m.map")
+else:
+    import dashboard.service as s
+    s.read_map = hang
+    service = s.SwanService(Path(sys.argv[2]), write_token="t" * 16)
+    service.ingest_upload(b"not read" * 100, "m.map")
+"""
+
+
+def _kill_mid_upload(kind: str, store: Path, tmp: Path) -> None:
+    """Run an upload (``search`` or ``ingest``) in a child process and kill -9
+    it while its upload file exists."""
+    import os
+    import subprocess
+    import sys
+
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HANGING_UPLOAD, kind, str(store)],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "TMPDIR": str(tmp)},
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        assert child.stdout.readline() == b"reading\n"
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_files_of_uploads_killed_midway_are_removed_on_start(
+    store_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import tempfile
+
+    uploads = store_dir / "uploads"
+    before = set(uploads.glob("*")) if uploads.exists() else set()
+    _kill_mid_upload("ingest", store_dir, tmp_path)  # its service sweeps on start
+    _kill_mid_upload("search", store_dir, tmp_path)
+    [search_left] = tmp_path.glob("swan-upload-*.bin")
+    [ingest_left] = set(uploads.glob("upload-*.map")) - before
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    SwanService(store_dir).close()
+    assert not search_left.exists()
+    assert not ingest_left.exists()
+
+
+def test_upload_files_in_use_or_stored_are_kept_on_start(
+    client: TestClient,
+    service: SwanService,
+    store_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Files of live processes, of other hosts, stored uploads and recent files
+    named the older way stay; old ones named the older way go."""
+    import os
+    import tempfile
+
+    from swan_index.query import upload_owner
+
+    dead = 2**22 + 12345  # over Linux's largest process id: no such process
+    host = upload_owner().split("-", 1)[1]
+    live = tmp_path / f"swan-upload-{upload_owner()}-abcd1234.bin"
+    elsewhere = tmp_path / f"swan-upload-{dead}-otherhost-abcd1234.bin"
+    unrelated = tmp_path / "swan-upload-notes.txt"
+    old = tmp_path / "swan-upload-old12345.bin"
+    new = tmp_path / "swan-upload-new12345.bin"
+    for path in (live, elsewhere, unrelated, old, new):
+        path.write_bytes(b"x")
+    os.utime(old, (0, 0))  # named the older way, long ago
+    uploads = store_dir / "uploads"
+    uploads.mkdir(exist_ok=True)
+    stored = uploads / f"upload-{dead}-{host}-efgh5678.map"
+    stored.write_bytes(MAPS[UPLOADED].read_bytes())
+    with Store.open(store_dir) as store:
+        summary = ingest_paths([stored], store, MapEncoder(), workers=0, progress=False)
+        assert summary.ok == 1, summary.failures
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    SwanService(store_dir).close()
+    assert not old.exists()
+    assert all(p.exists() for p in (live, elsewhere, unrelated, new, stored))
+
+    # the module's store as it was: the stored upload deleted (and its file)
+    service.refresh(force=True)
+    entry_id = service.store.find_sha256(
+        hashlib.sha256(stored.read_bytes()).hexdigest()
+    )
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.delete(f"/api/entries/{entry_id}", headers=auth).status_code == 200
+    assert not stored.exists()

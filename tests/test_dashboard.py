@@ -373,3 +373,120 @@ def test_cleared_upload_changes_nothing(service):
 def test_overlay_before_the_map_exists(service):
     assert explore.on_overlay(service, [1], None, None) is no_update
     assert np.asarray(explore.on_map(service, None, "bogus")[0].data[0].customdata).size
+
+
+# -- callback requests the dashboard did not send ------------------------------------
+DISPATCH = "/_dash-update-component"
+FILTER_KEY = "..where-store.data...filter-message.children.."
+
+
+def _post(app, data: bytes | str, content_type: str = "application/json"):
+    return app.server.test_client().post(DISPATCH, data=data, content_type=content_type)
+
+
+def _json_error(response, status: int) -> str:
+    """A JSON ``{"error": one line}`` answer with this status; returns the line."""
+    text = response.get_data(as_text=True)
+    assert response.status_code == status, text[:300]
+    assert response.content_type.startswith("application/json"), text[:300]
+    message = response.get_json()["error"]
+    assert message and "\n" not in message and "Traceback" not in message
+    return message
+
+
+def _filter_body(**change) -> dict:
+    body = {
+        "output": FILTER_KEY,
+        "outputs": [
+            {"id": "where-store", "property": "data"},
+            {"id": "filter-message", "property": "children"},
+        ],
+        "inputs": [
+            {"id": "where-input", "property": "value", "value": "rg > 40"},
+            {"id": "resolution-slider", "property": "value", "value": None},
+            {"id": "method-filter", "property": "value", "value": None},
+        ],
+        "state": [{"id": "resolution-bounds", "property": "data", "value": None}],
+        "changedPropIds": ["where-input.value"],
+    }
+    return {**body, **change}
+
+
+@pytest.mark.parametrize("depth", [50, 100_000])
+def test_deeply_nested_callback_body_is_400(app, depth):
+    """Past the depth limit, and past what ``json.loads`` can recurse into."""
+    nested = "[" * depth + "]" * depth
+    body = json.dumps(_filter_body()).replace('"value": null', f'"value": {nested}', 1)
+    assert "nested deeper" in _json_error(_post(app, body), 400)
+    assert "nested deeper" in _json_error(_post(app, nested), 400)
+    # the dashboard keeps answering
+    assert _post(app, json.dumps(_filter_body())).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "output", ["no-such.figure", "selection-ids.data", "..a.b...c.d.."]
+)
+def test_unknown_callback_output_is_400(app, output):
+    """Unknown, and clientside (no server function): reload the page."""
+    message = _json_error(_post(app, json.dumps(_filter_body(output=output))), 400)
+    assert "reload the page" in message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "[1, 2]",
+        '"text"',
+        "{not json",
+        b"\xff\xfe{}",
+        json.dumps({"inputs": []}),
+        json.dumps(_filter_body(inputs=[{"id": "where-input"}])),
+        json.dumps(_filter_body(inputs="where-input.value")),
+        json.dumps(_filter_body(state=[])),
+        json.dumps(_filter_body(outputs={"id": "where-store", "property": "data"})),
+        json.dumps(_filter_body(outputs=[{"id": "x", "property": "y"}] * 2)),
+        json.dumps(_filter_body(changedPropIds="where-input.value")),
+    ],
+)
+def test_malformed_callback_body_is_400(app, body):
+    _json_error(_post(app, body), 400)
+
+
+def test_callback_body_that_is_not_json_is_415(app):
+    message = _json_error(_post(app, "output=x", "text/plain"), 415)
+    assert "application/json" in message
+
+
+def test_too_many_values_in_a_callback_body_is_413(app, monkeypatch):
+    from dashboard import app as app_module
+
+    monkeypatch.setattr(app_module, "MAX_JSON_ITEMS", 1000)
+    many = json.dumps(_filter_body(changedPropIds=["x"] * 2000))
+    assert "limit" in _json_error(_post(app, many), 413)
+
+
+def test_a_failing_callback_is_a_json_500(app, monkeypatch):
+    def broken(*args):
+        raise RuntimeError("/srv/secret: broken")
+
+    monkeypatch.setattr(explore, "on_filter", broken)
+    message = _json_error(_post(app, json.dumps(_filter_body())), 500)
+    assert "secret" not in message
+
+
+def test_callback_errors_are_json_through_the_server(service, app):
+    """The same answers through ``swan serve``'s stack (ASGI -> WSGI -> Flask)."""
+    from fastapi.testclient import TestClient
+
+    from dashboard.server import create_server
+
+    with TestClient(create_server(service, app)) as client:
+        deep = "[" * 100_000 + "]" * 100_000
+        for body in (deep, json.dumps(_filter_body(output="no-such.figure"))):
+            response = client.post(
+                DISPATCH, content=body, headers={"content-type": "application/json"}
+            )
+            assert response.status_code == 400, response.text[:300]
+            assert set(response.json()) == {"error"}
+        ok = client.post(DISPATCH, json=_filter_body())
+        assert ok.status_code == 200 and "where-store" in ok.json()["response"]

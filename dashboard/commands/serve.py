@@ -7,10 +7,15 @@ the token, so it stays out of the process list); clients then send
 "Authorization: Bearer TOKEN". The server reads the store while `swan ingest`
 writes to it, and picks up new entries within seconds.
 
+Searches (by upload, by entry id, and encode) beyond --max-searches in progress
+are answered 503 at once with Retry-After, so that an overloaded server says so
+instead of answering ever later.
+
 examples:
   $ swan serve --store runs/sample.swan
   $ swan serve --store emdb.swan --host 0.0.0.0 --port 8080 --max-upload-mb 256
   $ swan serve --store emdb.swan --write-token-file /etc/swan/token
+  $ swan serve --store emdb.swan --max-searches 4
 """
 
 from __future__ import annotations
@@ -29,6 +34,19 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     add_server_args(parser)
 
 
+def _searches(text: str) -> int:
+    """``--max-searches``: a whole number, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: give a whole number of searches, or 0 for no limit"
+        )
+    return value
+
+
 def add_server_args(parser: argparse.ArgumentParser) -> None:
     """Options shared with ``swan demo``."""
     parser.add_argument("--host", default="127.0.0.1")
@@ -39,6 +57,13 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--write-token-file", default=None, help="enables ingest/delete over HTTP"
+    )
+    parser.add_argument(
+        "--max-searches",
+        type=_searches,
+        default=None,  # the server's MAX_SEARCHES (not imported: --help stays quick)
+        help="search requests in progress at once (running or waiting); more get "
+        "503 with Retry-After; 0: no limit (default 4)",
     )
 
 
@@ -73,7 +98,8 @@ def run_server(store: str | Path, args: argparse.Namespace) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     try:
-        serve(service, args.host, args.port, dash_app=create_app(service))
+        limit = {} if args.max_searches is None else {"max_searches": args.max_searches}
+        serve(service, args.host, args.port, dash_app=create_app(service), **limit)
     finally:
         service.close()
     return 0
