@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from ingest.errors import IngestError
+from ingest.errors import IngestError, MapTooLargeError
 from ingest.header import emdb_id_from_name
 from ingest.mapio import read_map
 from swan_index.db import StoreBusyError
@@ -63,6 +63,9 @@ log = logging.getLogger(__name__)
 
 #: Largest accepted upload (bytes); EMDB maps above this are rare and slow to send.
 MAX_UPLOAD_BYTES = 512 * 2**20
+#: the largest map a request may make the server hold: its float32 array, as
+#: the header announces it (1 GiB is a 645^3 map), checked before any allocation
+MAX_MAP_BYTES = 2**30
 #: Seconds between checks for a writer's new commits.
 REFRESH_EVERY = 2.0
 #: Stored entries' maps read again and encoded at once for "similar" searches
@@ -199,6 +202,9 @@ class SwanService:
         checkpoint: the encoder checkpoint; must be the one the store was built with.
         write_token: enables ingest/delete when set (the API checks it).
         max_upload_bytes: uploads above this are refused (413).
+        max_map_bytes: maps whose float32 array, as their header announces it,
+            is larger than this are refused (413) before anything is allocated;
+            a small compressed upload can announce a huge map.
         where_limits: what one ``where`` predicate may use (time, memory,
             threads, how many at once).
     """
@@ -210,6 +216,7 @@ class SwanService:
         write_token: str | None = None,
         max_upload_bytes: int = MAX_UPLOAD_BYTES,
         where_limits: WhereLimits | None = None,
+        max_map_bytes: int = MAX_MAP_BYTES,
     ) -> None:
         self.store_path = Path(store_path)
         self.store = Store.open(self.store_path, read_only=True)
@@ -224,6 +231,7 @@ class SwanService:
             )
         self.write_token = write_token
         self.max_upload_bytes = max_upload_bytes
+        self.max_map_bytes = max_map_bytes
         self._lock = ReadWriteLock()
         self._checked = time.monotonic()
         # queries of stored entries, keyed by what makes them stale (guarded by
@@ -293,7 +301,11 @@ class SwanService:
         """
         self._check_upload(data)
         try:
-            return Query.from_bytes(self.encoder, data, name, contour)
+            return Query.from_bytes(
+                self.encoder, data, name, contour, max_bytes=self.max_map_bytes
+            )
+        except MapTooLargeError as exc:
+            raise UploadError(str(exc), status=413) from None
         except IngestError as exc:
             raise UploadError(str(exc)) from None
 
@@ -467,7 +479,7 @@ class SwanService:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         try:
-            sha = read_map(kept).sha256
+            sha = read_map(kept, max_bytes=self.max_map_bytes).sha256
             with self._writer() as store:
                 summary = ingest_paths(
                     [kept], store, self.encoder, workers=0, progress=False
@@ -479,7 +491,8 @@ class SwanService:
                 )
         except IngestError as exc:
             Path(kept).unlink(missing_ok=True)
-            raise UploadError(_client_message(exc, kept, name)) from None
+            status = 413 if isinstance(exc, MapTooLargeError) else 400
+            raise UploadError(_client_message(exc, kept, name), status) from None
         except BaseException:
             Path(kept).unlink(missing_ok=True)
             raise

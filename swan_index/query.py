@@ -200,14 +200,18 @@ class Query:
         data: bytes,
         name: str = "upload",
         contour: float | None = None,
+        max_bytes: int | None = None,
     ) -> Query:
         """An uploaded map (any format :func:`ingest.read_map` reads, recognised
         by content), through a private temporary file removed after use
         (``swan-upload-PID-HOST-*.bin`` in the temporary folder: a process
         killed meanwhile leaves it, and ``swan serve`` removes it when it
-        starts).
+        starts). ``max_bytes`` bounds the float32 array the header announces
+        (:func:`ingest.read_map`), checked before anything is allocated.
 
         Raises:
+            MapTooLargeError: the map announced is over ``max_bytes`` or the
+                memory available.
             IngestError: the upload cannot be read or holds no density above the
                 contour; the message names ``name``, not the temporary file.
         """
@@ -217,7 +221,7 @@ class Query:
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
-            dmap = read_map(tmp)
+            dmap = read_map(tmp, max_bytes=max_bytes)
             prepared = prepare_map(dmap, encoder.grid, True, contour=contour)
         except IngestError as exc:
             problem, fix = (part.replace(tmp, shown) for part in (exc.problem, exc.fix))

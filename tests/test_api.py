@@ -342,6 +342,45 @@ def test_oversized_body_is_413_before_reading(small_client: TestClient, map_byte
     assert small_client.get("/api/health").status_code == 200
 
 
+def _announcing_map(tmp_path: Path, n: int) -> bytes:
+    """A gzipped n^3 float32 map, a small blob in zeros: a few KB announcing
+    n^3 * 4 bytes."""
+    import mrcfile
+
+    data = np.zeros((n, n, n), np.float32)
+    c = n // 2
+    data[c - 4 : c + 4, c - 6 : c + 6, c - 3 : c + 3] = 1.0
+    path = tmp_path / "big.mrc"
+    with mrcfile.new(path, overwrite=True) as mrc:
+        mrc.set_data(data)
+        mrc.voxel_size = 2.0
+    return gzip.compress(path.read_bytes())
+
+
+def test_a_small_upload_announcing_a_big_map_is_413(store_dir: Path, tmp_path: Path):
+    """The server's own map limit applies to what the header announces, before
+    anything is allocated, for searches and for ingests."""
+    body = _announcing_map(tmp_path, 160)  # 15.6 MiB of float32
+    assert len(body) < 200_000
+    svc = SwanService(store_dir, write_token=TOKEN, max_map_bytes=8 * 2**20)
+    uploads = store_dir / "uploads"
+    kept = sorted(uploads.glob("*")) if uploads.exists() else []
+    try:
+        with TestClient(create_server(svc)) as c:
+            for route in ("/api/search", "/api/entries"):
+                response = c.post(
+                    route,
+                    files={"file": ("big.mrc.gz", body)},
+                    headers={"Authorization": f"Bearer {TOKEN}"},
+                )
+                message = assert_error(response, 413)
+                assert message.startswith("big.mrc.gz: ") and "MiB" in message
+            assert c.get("/api/health").json()["entries"] == len(STORED)
+        assert (sorted(uploads.glob("*")) if uploads.exists() else []) == kept
+    finally:
+        svc.close()
+
+
 def test_oversized_chunked_body_is_413(small_client: TestClient):
     """No Content-Length: the bytes are counted as they arrive."""
 

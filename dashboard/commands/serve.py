@@ -56,6 +56,13 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         "--max-upload-mb", type=float, default=512, help="largest upload (MB)"
     )
     parser.add_argument(
+        "--max-map-mb",
+        type=float,
+        default=1024,
+        help="largest map a request may make the server hold, as its header "
+        "announces it (float32 MB; a small .gz can announce a huge map)",
+    )
+    parser.add_argument(
         "--write-token-file", default=None, help="enables ingest/delete over HTTP"
     )
     parser.add_argument(
@@ -93,6 +100,7 @@ def run_server(store: str | Path, args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint,
             write_token=token,
             max_upload_bytes=int(args.max_upload_mb * 2**20),
+            max_map_bytes=int(args.max_map_mb * 2**20),
         )
     except (FileNotFoundError, ValueError, StoreBusyError) as err:
         print(f"error: {err}", file=sys.stderr)
