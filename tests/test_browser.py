@@ -103,6 +103,15 @@ def test_dashboard_loads_with_every_point(page, server):
     titles = page.evaluate(MODEBAR_TITLES)
     assert "Download plot as a PNG" in titles
     assert not [t for t in titles if "Share" in t or "Chart Studio" in t]
+    # hits per search out of range: clamped where the user sees it, and said
+    page.fill("#k-input", "1000")
+    page.press("#k-input", "Enter")
+    page.wait_for_function(
+        "() => document.querySelector('#k-input').value === '100'", timeout=10_000
+    )
+    assert "using 100" in page.inner_text("#k-message")
+    page.fill("#k-input", "10")
+    page.press("#k-input", "Enter")
 
 
 def test_click_opens_the_3d_view(page):
@@ -125,7 +134,12 @@ def test_click_opens_the_3d_view(page):
                 return gd && gd.data && gd.data.some(t => t.type === 'mesh3d'); }}""",
             timeout=60_000,
         )
-    # one drag on the first coarse-to-fine view turns every view alike
+    # one drag on the first coarse-to-fine view turns every view alike (once the
+    # similar maps are listed above it: the table moves the views down)
+    page.wait_for_function(
+        "() => document.querySelectorAll('#similar-table td').length > 0",
+        timeout=120_000,
+    )
     page.locator("#c2f-graph").scroll_into_view_if_needed()
     eyes = """() => { const gd = document.querySelector('#c2f-graph .js-plotly-plot');
         return Object.keys(gd._fullLayout).filter(k => /^scene\\d*$/.test(k)).map(

@@ -338,7 +338,7 @@ def layout(service: SwanService) -> html.Div:
         step=0.1,
         value=list(bounds) if bounds else [0, 10],
         disabled=bounds is None,
-        allow_direct_input=bounds is not None,  # number boxes for both ends
+        allow_direct_input=bounds is not None,  # number boxes, where there is room
         tooltip={"placement": "bottom", "template": "{value} Å"},
         marks=resolution_marks(bounds),
     )
