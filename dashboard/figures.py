@@ -229,8 +229,15 @@ LABEL_RINGS = (0.06, 0.035, 12)
 
 
 def map_extent(table: Mapping[str, Any]) -> tuple[float, float, float, float]:
-    """``(x0, x1, y0, y1)``: the span of the placed entries of ``table`` (what the
-    map's axes show at first); a unit square around 0 when nothing is placed."""
+    """The span of the placed entries of ``table`` (what the map's axes show at
+    first).
+
+    Args:
+        table: entries with ``id``, ``x``, ``y``.
+
+    Returns:
+        ``(x0, x1, y0, y1)``; a square around 0 when nothing is placed.
+    """
     n = len(table["id"])
     xs, ys = column(table, "x", n), column(table, "y", n)
     ok = ~(missing(xs) | missing(ys))
@@ -342,7 +349,15 @@ def hit_annotations(
 
 
 def annotation_entry(click: Mapping[str, Any] | None) -> int | None:
-    """The entry id of a click on a hit label (``clickAnnotationData``), or None."""
+    """The entry id of a click on a hit's label.
+
+    Args:
+        click: the map's ``clickAnnotationData`` (its ``annotation`` is the
+            clicked label, named ``"hit:<entry id>"`` by :func:`hit_annotations`).
+
+    Returns:
+        The entry id, or None for any other annotation or no click.
+    """
     name = str(((click or {}).get("annotation") or {}).get("name") or "")
     head, _, tail = name.partition(":")
     return int(tail) if head == "hit" and tail.isdigit() else None
@@ -581,6 +596,12 @@ def natural_key(name: str) -> tuple:
 
     (``natsort`` does this and more; one regular expression avoids a dependency
     for one sort.)
+
+    Args:
+        name: a category name.
+
+    Returns:
+        A tuple that compares the digit runs by value, the rest case-blind.
     """
     parts = re.split(r"(\d+)", name)
     return tuple(

@@ -58,7 +58,15 @@ def _mesh(volume: np.ndarray | None, level: float, color: str) -> go.Mesh3d | No
 
 
 def smoothed(volume: np.ndarray, sigma: float = SMOOTH_SIGMA) -> np.ndarray:
-    """``volume`` low-passed by a Gaussian of ``sigma`` voxels (0: unchanged)."""
+    """A volume low-passed for drawing (``scipy.ndimage.gaussian_filter``).
+
+    Args:
+        volume: ``[z, y, x]``.
+        sigma: Gaussian sigma in voxels (0: unchanged).
+
+    Returns:
+        float32 array of ``volume``'s shape (0 beyond the edges).
+    """
     from scipy import ndimage
 
     vol = np.asarray(volume, np.float32)
@@ -68,8 +76,15 @@ def smoothed(volume: np.ndarray, sigma: float = SMOOTH_SIGMA) -> np.ndarray:
 def contour_level(volume: np.ndarray, smooth: np.ndarray) -> float:
     """The level of ``smooth`` (``volume`` smoothed) that encloses as many voxels
     as the map's contour did. Previews are 0 outside the contour, so that is the
-    fraction of ``volume`` above 0; a volume with no zero background falls back to
-    :data:`ISO_LEVEL`."""
+    fraction of ``volume`` above 0.
+
+    Args:
+        volume: a stored preview ``[g, g, g]`` (0 outside the map's contour).
+        smooth: the same volume as drawn (:func:`smoothed`).
+
+    Returns:
+        The level; :data:`ISO_LEVEL` for a volume with no zero background.
+    """
     inside = float(np.mean(np.asarray(volume) > 0))
     if not 0.0 < inside < 1.0:
         return float(ISO_LEVEL)
@@ -176,7 +191,14 @@ def _c2f_grid(n: int) -> tuple[int, int]:
 
 
 def coarse_to_fine_height(n: int) -> int:
-    """Height (px) of :func:`coarse_to_fine_figure` for ``n`` scales."""
+    """The height of :func:`coarse_to_fine_figure`, for the page to reserve it.
+
+    Args:
+        n: number of scales.
+
+    Returns:
+        Pixels.
+    """
     return 240 * _c2f_grid(max(n, 1))[1] + 52
 
 

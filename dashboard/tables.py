@@ -52,7 +52,14 @@ def column(table: Mapping[str, Any], name: str, n: int) -> np.ndarray:
 
 # -- names and links -------------------------------------------------------------------
 def emdb_url(emdb_id: Any) -> str | None:
-    """The EMDB page of an id such as ``"EMD-1832"`` (``None`` for anything else)."""
+    """The EMDB page of an entry.
+
+    Args:
+        emdb_id: an id such as ``"EMD-1832"`` (``emd_1832`` is read too).
+
+    Returns:
+        ``https://www.ebi.ac.uk/emdb/EMD-1832``, or None for anything else.
+    """
     found = _EMDB_ID.fullmatch(str(emdb_id or "").strip())
     return EMDB_PAGE.format(found.group(1)) if found else None
 
@@ -60,7 +67,14 @@ def emdb_url(emdb_id: Any) -> str | None:
 def emdb_cell(row: Mapping[str, Any]) -> str:
     """The EMDB cell of a row, as DataTable markdown: a link to the entry's EMDB
     page; ``simulated`` for a map computed from a model; ``—`` otherwise. Only
-    validated ids become links, so no stored text is read as markdown."""
+    validated ids become links, so no stored text is read as markdown.
+
+    Args:
+        row: with ``emdb_id`` and ``simulated`` when known.
+
+    Returns:
+        The cell's markdown.
+    """
     url = emdb_url(row.get("emdb_id"))
     if url is not None:
         return f"[{url.rsplit('/', 1)[-1]}]({url})"
@@ -69,7 +83,14 @@ def emdb_cell(row: Mapping[str, Any]) -> str:
 
 def entry_name(row: Mapping[str, Any]) -> str:
     """What to call an entry: its title, else its label, else its map's file
-    name, else ``entry <id>``."""
+    name, else ``entry <id>``.
+
+    Args:
+        row: with ``id`` and any of ``title``, ``label``, ``source_path``.
+
+    Returns:
+        The name (never empty).
+    """
     for key in ("title", "label"):
         text = str(row.get(key) or "").strip()
         if text:

@@ -45,7 +45,14 @@ K_DEFAULT = 10
 
 
 def graph_config(**extra: Any) -> dict[str, Any]:
-    """:data:`GRAPH_CONFIG` with ``extra`` settings (e.g. ``scrollZoom=True``)."""
+    """A graph's ``config``: :data:`GRAPH_CONFIG` and more.
+
+    Args:
+        **extra: settings of this graph (e.g. ``scrollZoom=True``).
+
+    Returns:
+        A new dict.
+    """
     return {**GRAPH_CONFIG, **extra}
 
 
@@ -124,8 +131,16 @@ def hits_columns(scales: Sequence[int]) -> list[dict[str, Any]]:
 
 
 def hit_details(service: Any, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
-    """``source_path`` and ``simulated`` of these entries, by id (what search hits
-    do not carry, for :func:`dashboard.tables.with_names`)."""
+    """What search hits do not carry but their names need.
+
+    Args:
+        service: the store's service.
+        ids: entry ids.
+
+    Returns:
+        ``{id: {"source_path": ..., "simulated": ...}}`` for
+        :func:`dashboard.tables.with_names` (the paths stay on the server).
+    """
     if not ids:
         return {}
     table = service.table(("id", "source_path", "simulated"), where=ids_where(ids))

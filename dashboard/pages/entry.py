@@ -172,7 +172,15 @@ def _fmt(value: Any, unit: str = "", digits: int = 3) -> str:
 def box_note(row: dict[str, Any]) -> str | None:
     """Why a preview may look cut flat: the density is longer along its long axis
     than the map's box is on its longest side, so the box most likely cuts the
-    molecule (a membrane patch, a zoned segment). ``None`` when it fits."""
+    molecule (a membrane patch, a zoned segment).
+
+    Args:
+        row: the entry, with ``mol_extents`` and ``extent`` (Å).
+
+    Returns:
+        One line for the metadata, or None when the molecule fits its box or
+        the sizes are unknown.
+    """
     extents, box = row.get("mol_extents"), row.get("extent")
     try:
         longest, side = max(float(e) for e in extents), max(float(b) for b in box)
@@ -242,7 +250,15 @@ def metadata_view(row: dict[str, Any]) -> html.Div:
 
 
 def on_entry_meta(service: SwanService, entry: int | None) -> html.Div:
-    """An entry was chosen: its metadata (a database read, shown at once)."""
+    """An entry was chosen: its metadata (a database read, shown at once).
+
+    Args:
+        service: the store's service.
+        entry: the chosen entry id, or None.
+
+    Returns:
+        ``detail-meta``'s children: the metadata, a hint, or why it is gone.
+    """
     if entry is None:
         return message(_PICK_HINT)
     try:
@@ -252,7 +268,15 @@ def on_entry_meta(service: SwanService, entry: int | None) -> html.Div:
 
 
 def on_entry_preview(service: SwanService, entry: int | None) -> Any:
-    """An entry was chosen: the isosurface of its stored preview."""
+    """An entry was chosen: the isosurface of its stored preview.
+
+    Args:
+        service: the store's service.
+        entry: the chosen entry id, or None.
+
+    Returns:
+        ``iso-graph``'s figure (``no_update`` for no entry).
+    """
     if entry is None:
         return no_update
     try:
@@ -266,7 +290,16 @@ def on_entry_preview(service: SwanService, entry: int | None) -> Any:
 
 def on_entry_c2f(service: SwanService, entry: int | None) -> Any:
     """An entry was chosen: its coarse-to-fine reconstructions (decoded: seconds),
-    contoured to enclose what its preview encloses."""
+    contoured to enclose what its preview encloses.
+
+    Args:
+        service: the store's service.
+        entry: the chosen entry id, or None.
+
+    Returns:
+        ``c2f-graph``'s figure (``no_update`` for no entry; an empty one that
+        says so when the entry is gone or its decoding failed).
+    """
     if entry is None:
         return no_update
     try:

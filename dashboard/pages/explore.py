@@ -200,8 +200,16 @@ def _entries(n: int) -> str:
 
 
 def resolution_marks(bounds: list[float] | None, most: int = 6) -> dict[float, str]:
-    """Labelled marks for the resolution slider: both ends and round values
-    between them (at most ``most``), in Å."""
+    """Labelled marks for the resolution slider.
+
+    Args:
+        bounds: the slider's range ``[lo, hi]`` (Å), or None.
+        most: the most marks.
+
+    Returns:
+        ``{value: label}``: both ends (the top one with its unit) and round
+        values between them; empty without bounds.
+    """
     if not bounds:
         return {}
     lo, hi = float(bounds[0]), float(bounds[1])
@@ -217,9 +225,16 @@ def resolution_marks(bounds: list[float] | None, most: int = 6) -> dict[float, s
 
 
 def on_k(value: Any) -> tuple[Any, html.Div | None]:
-    """The hits-per-search box changed: ``(value to show, message)``. A value out
-    of range, empty or fractional is replaced by the one searches will use, and
-    the message says so; a good value is left alone with no message."""
+    """The hits-per-search box changed.
+
+    Args:
+        value: what the box holds (a number, or None when empty).
+
+    Returns:
+        ``(value to show, message)``: a value out of range, empty or fractional
+        is replaced by the one searches will use, and the message says so; a
+        good value is left alone (``no_update``) with no message.
+    """
     k, note = checked_k(value)
     if note is None:
         return no_update, None
