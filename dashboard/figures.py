@@ -1,24 +1,28 @@
-"""Figure and table builders for the dashboard: pure functions of arrays.
+"""Figure builders of the dashboard's archive map (the UMAP scatter, its
+colourings and legends, the search hits' numbered labels) and placeholders: pure
+functions of arrays. The 3D views are in :mod:`dashboard.figures3d`.
 
 Nothing here touches a store or Dash; the callbacks in :mod:`dashboard.pages` feed
 these functions what they read, and the tests call them directly.
 
-A *table* is what :meth:`swan_index.store.Store.entries` returns: a mapping of
-column name to array, rows aligned, missing values masked (``np.ma``) or ``None``.
+They read *tables* as :mod:`dashboard.tables` defines them (what
+:meth:`swan_index.store.Store.entries` returns); the rows of the DataTables are
+built there.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import math
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
 from plotly.colors import qualitative
-from plotly.subplots import make_subplots
+
+from dashboard.tables import column, missing
 
 #: Categorical colourings draw one trace per category; beyond this many, the
 #: rarest categories share one "other" trace (hundreds of WebGL traces are slow).
@@ -26,13 +30,11 @@ MAX_CATEGORIES = 20
 #: The UMAP figure ends with this many overlay traces: search hits, then the
 #: selected entry (always present, maybe empty, so a callback can patch them).
 OVERLAY_TRACES = 2
-#: Isosurface level of the stored previews and decoded volumes (both in [0, 1]).
-ISO_LEVEL = 0.5
 
 _PALETTE = qualitative.Dark24
 _MISSING_COLOR = "#c8c8c8"
 _OTHER_COLOR = "#8c8c8c"
-_TEMPLATE = "plotly_white"
+TEMPLATE = "plotly_white"
 
 
 @dataclass(frozen=True)
@@ -78,40 +80,17 @@ def _color_field(color_by: str) -> ColorField:
 
 
 # -- column helpers --------------------------------------------------------------------
-def _missing(values: Any) -> np.ndarray:
-    """Boolean mask of missing values (masked, None, NaN, NaT)."""
-    mask = np.ma.getmaskarray(values).copy()
-    data = np.ma.getdata(values)
-    if data.dtype.kind == "f":
-        mask |= np.isnan(data)
-    elif data.dtype.kind == "M":
-        mask |= np.isnat(data)
-    elif data.dtype.kind == "O":
-        mask |= np.array(
-            [v is None or (isinstance(v, float) and math.isnan(v)) for v in data], bool
-        )
-    return mask
-
-
-def _column(table: Mapping[str, Any], name: str, n: int) -> np.ndarray:
-    """A column as a (possibly masked) array; all-missing when absent."""
-    if name not in table:
-        return np.ma.masked_all(n, object)
-    values = table[name]
-    return values if isinstance(values, np.ndarray) else np.asarray(values, object)
-
-
 def _years(values: Any) -> np.ndarray:
     """Release year (float, NaN when missing) from dates, datetimes or strings."""
-    missing = _missing(values)
+    absent = missing(values)
     data = np.ma.getdata(values)
     out = np.full(len(data), np.nan)
     if data.dtype.kind == "M":
         years = data.astype("datetime64[Y]").astype(np.int64) + 1970
-        out[~missing] = years[~missing]
+        out[~absent] = years[~absent]
         return out
     for i, v in enumerate(data):
-        if missing[i]:
+        if absent[i]:
             continue
         if isinstance(v, np.datetime64):
             v = v.astype("datetime64[D]").item()
@@ -125,14 +104,14 @@ def _years(values: Any) -> np.ndarray:
     return out
 
 
-def _numbers(values: Any, column: str) -> np.ndarray:
+def _numbers(values: Any, name: str) -> np.ndarray:
     """A numeric colour column as float with NaN for missing."""
-    if column == "release_date":
+    if name == "release_date":
         return _years(values)
-    missing = _missing(values)
-    out = np.full(len(missing), np.nan)
+    absent = missing(values)
+    out = np.full(len(absent), np.nan)
     data = np.ma.getdata(values)
-    for i in np.flatnonzero(~missing):
+    for i in np.flatnonzero(~absent):
         try:
             out[i] = float(data[i])
         except (TypeError, ValueError):
@@ -140,16 +119,16 @@ def _numbers(values: Any, column: str) -> np.ndarray:
     return out
 
 
-def _categories(values: Any, column: str) -> np.ndarray:
+def _categories(values: Any, name: str) -> np.ndarray:
     """Category names (str, object array); missing -> "unknown", cluster -1 ->
     "noise"."""
-    missing = _missing(values)
+    absent = missing(values)
     data = np.ma.getdata(values)
     out = np.empty(len(data), object)
     for i, v in enumerate(data):
-        if missing[i]:
+        if absent[i]:
             out[i] = "unknown"
-        elif column == "cluster":
+        elif name == "cluster":
             out[i] = "noise" if int(v) < 0 else f"cluster {int(v)}"
         else:
             out[i] = str(v)
@@ -168,8 +147,8 @@ def _hover_texts(
     ids = np.ma.getdata(table["id"])[rows]
     cols = {}
     for c in HOVER_COLUMNS:
-        values = _column(table, c, n)[rows]
-        cols[c] = np.where(_missing(values), None, np.ma.getdata(values))
+        values = column(table, c, n)[rows]
+        cols[c] = np.where(missing(values), None, np.ma.getdata(values))
     names, details = [], []
     for i, name, title, method, res in zip(
         ids, *(cols[c] for c in HOVER_COLUMNS), strict=True
@@ -192,7 +171,7 @@ def _ids_list(ids: np.ndarray) -> list[int]:
     return np.asarray(ids, np.int64).tolist()
 
 
-def _message(text: str) -> dict[str, Any]:
+def message_annotation(text: str) -> dict[str, Any]:
     """A centred annotation (for figures with nothing to draw)."""
     return dict(
         text=text,
@@ -209,13 +188,13 @@ def placeholder_figure(text: str, height: int | None = None) -> go.Figure:
     """An empty figure that only says ``text`` (before anything is chosen)."""
     fig = go.Figure()
     fig.update_layout(
-        template=_TEMPLATE,
+        template=TEMPLATE,
         xaxis=dict(visible=False),
         yaxis=dict(visible=False),
         margin=dict(l=0, r=0, t=10, b=0),
         height=height,
     )
-    fig.add_annotation(**_message(text))
+    fig.add_annotation(**message_annotation(text))
     return fig
 
 
@@ -224,13 +203,175 @@ def _marker_size(n: int) -> int:
 
 
 # -- the UMAP map ----------------------------------------------------------------------
+def _placed_rows(
+    table: Mapping[str, Any], wanted: Sequence[int] | None
+) -> tuple[np.ndarray, list[int]]:
+    """Rows of ``table`` holding the ``wanted`` ids that have a layout, in the
+    order wanted, and each one's 1-based position in ``wanted`` (its rank)."""
+    n = len(table["id"])
+    ids = np.asarray(np.ma.getdata(table["id"]), np.int64)
+    placed = ~(missing(column(table, "x", n)) | missing(column(table, "y", n)))
+    row_of = {int(i): r for r, i in enumerate(ids) if placed[r]}
+    pairs = [
+        (row_of[int(i)], rank)
+        for rank, i in enumerate(wanted or [], start=1)
+        if int(i) in row_of
+    ]
+    return np.array([r for r, _ in pairs], np.int64), [k for _, k in pairs]
+
+
+#: Hit labels, in fractions of the map's width and height at its first view: the
+#: least distance between two labels, and between a label and a hit's point; the
+#: rings a label may stand on around its point (first radius, step, how many).
+LABEL_GAP = 0.055
+LABEL_CLEAR = 0.03
+LABEL_RINGS = (0.06, 0.035, 12)
+
+
+def map_extent(table: Mapping[str, Any]) -> tuple[float, float, float, float]:
+    """The span of the placed entries of ``table`` (what the map's axes show at
+    first).
+
+    Args:
+        table: entries with ``id``, ``x``, ``y``.
+
+    Returns:
+        ``(x0, x1, y0, y1)``; a square around 0 when nothing is placed.
+    """
+    n = len(table["id"])
+    xs, ys = column(table, "x", n), column(table, "y", n)
+    ok = ~(missing(xs) | missing(ys))
+    if not np.any(ok):
+        return (-1.0, 1.0, -1.0, 1.0)
+    x = np.asarray(np.ma.getdata(xs)[ok], np.float64)
+    y = np.asarray(np.ma.getdata(ys)[ok], np.float64)
+    return (float(x.min()), float(x.max()), float(y.min()), float(y.max()))
+
+
+def _label_spots(points: np.ndarray) -> np.ndarray:
+    """Where the labels of ``points`` (``[n, 2]``, in fractions of the map, rank
+    order) stand: for each in turn, the first place on the rings around its
+    point, clockwise from the top, that is :data:`LABEL_GAP` from every label
+    placed before, :data:`LABEL_CLEAR` from every point and inside the map.
+
+    Laid out greedily rather than by a label-placement library: the ones for
+    plots (e.g. adjustText) need matplotlib, and a hundred labels need no more.
+    """
+    first, step, rings = LABEL_RINGS
+    angles = -np.pi / 2 + np.arange(16) * (2 * np.pi / 16)
+    spots: list[np.ndarray] = []
+    for p in points:
+        best, best_room = None, -1.0
+        for ring in range(rings):
+            radius = first + ring * step
+            cand = p + radius * np.stack([np.cos(angles), -np.sin(angles)], 1)
+            inside = np.all((cand > -0.02) & (cand < 1.02), axis=1)
+            d_pts = np.linalg.norm(cand[:, None] - points[None], axis=-1).min(1)
+            d_lab = (
+                np.linalg.norm(cand[:, None] - np.array(spots)[None], axis=-1).min(1)
+                if spots
+                else np.full(len(cand), np.inf)
+            )
+            room = np.minimum(d_lab / LABEL_GAP, d_pts / LABEL_CLEAR)
+            room[~inside] = -1.0
+            free = np.flatnonzero(room >= 1.0)
+            if len(free):
+                best = cand[free[0]]
+                break
+            if room.max() > best_room:  # the roomiest place, if none is free
+                best, best_room = cand[int(room.argmax())], float(room.max())
+        spots.append(best)
+    return np.array(spots).reshape(-1, 2)
+
+
+def hit_annotations(
+    table: Mapping[str, Any],
+    highlight_ids: Sequence[int] | None,
+    extent: tuple[float, float, float, float] | None = None,
+) -> list[dict[str, Any]]:
+    """Numbered labels of the search hits: one annotation per placed hit, its rank
+    in a yellow box joined by a line to the hit's point, with its own hover (rank,
+    name, title, method, resolution). Labels stand in data coordinates, apart from
+    each other and from the points (:func:`_label_spots`), so ten hits at one
+    spot show ten numbers, and zooming in only spreads them further.
+
+    A click on a label is a ``clickAnnotationData`` event whose annotation's
+    ``name`` is ``"hit:<entry id>"`` (:func:`annotation_entry`).
+
+    Args:
+        table: entries with at least ``id``, ``x``, ``y`` (hover columns used
+            when present).
+        highlight_ids: search hits, best first.
+        extent: the map's span (:func:`map_extent` of everything it shows);
+            default: the span of ``table``.
+
+    Returns:
+        Layout annotations (dicts), in rank order.
+    """
+    rows, ranks = _placed_rows(table, highlight_ids)
+    n = len(table["id"])
+    ids = np.asarray(np.ma.getdata(table["id"]), np.int64)
+    x = np.asarray(np.ma.getdata(column(table, "x", n)), np.float64)[rows]
+    y = np.asarray(np.ma.getdata(column(table, "y", n)), np.float64)[rows]
+    x0, x1, y0, y1 = extent or map_extent(table)
+    sx, sy = max(x1 - x0, 1e-9), max(y1 - y0, 1e-9)
+    spots = _label_spots(np.stack([(x - x0) / sx, (y - y0) / sy], axis=1))
+    names, details = _hover_texts(table, rows)
+    out = []
+    for j, (r, rank) in enumerate(zip(rows, ranks, strict=True)):
+        out.append(
+            dict(
+                x=float(x[j]),
+                y=float(y[j]),
+                xref="x",
+                yref="y",
+                ax=float(x0 + spots[j, 0] * sx),
+                ay=float(y0 + spots[j, 1] * sy),
+                axref="x",
+                ayref="y",
+                text=f"<b>{rank}</b>",
+                name=f"hit:{int(ids[r])}",
+                showarrow=True,
+                arrowhead=0,
+                arrowwidth=1.2,
+                arrowcolor="#333333",
+                standoff=3,
+                bgcolor="#ffd60a",
+                bordercolor="#000000",
+                borderwidth=1,
+                borderpad=2,
+                font=dict(size=11, color="#000000"),
+                hovertext=f"<b>hit {rank}: {names[j]}</b><br>{details[j]}",
+                captureevents=True,
+            )
+        )
+    return out
+
+
+def annotation_entry(click: Mapping[str, Any] | None) -> int | None:
+    """The entry id of a click on a hit's label.
+
+    Args:
+        click: the map's ``clickAnnotationData`` (its ``annotation`` is the
+            clicked label, named ``"hit:<entry id>"`` by :func:`hit_annotations`).
+
+    Returns:
+        The entry id, or None for any other annotation or no click.
+    """
+    name = str(((click or {}).get("annotation") or {}).get("name") or "")
+    head, _, tail = name.partition(":")
+    return int(tail) if head == "hit" and tail.isdigit() else None
+
+
 def overlay_traces(
     table: Mapping[str, Any],
     highlight_ids: Sequence[int] | None = None,
     selected_ids: Sequence[int] | None = None,
 ) -> list[go.Scattergl]:
-    """The two overlay traces of the map: search hits (stars, in rank order) and
-    the selected entry (a ring). Ids without a layout in ``table`` are left out.
+    """The two overlay traces of the map: search hits (small stars at their
+    points, in rank order; their numbers and hovers are the labels of
+    :func:`hit_annotations`) and the selected entry (a ring). Ids without a
+    layout in ``table`` are left out.
 
     Args:
         table: entries with at least ``id``, ``x``, ``y`` (hover columns used
@@ -240,39 +381,22 @@ def overlay_traces(
     """
     n = len(table["id"])
     ids = np.asarray(np.ma.getdata(table["id"]), np.int64)
-    placed = ~(_missing(_column(table, "x", n)) | _missing(_column(table, "y", n)))
-    row_of = {int(i): r for r, i in enumerate(ids) if placed[r]}
-    x = np.ma.getdata(_column(table, "x", n))
-    y = np.ma.getdata(_column(table, "y", n))
+    x = np.ma.getdata(column(table, "x", n))
+    y = np.ma.getdata(column(table, "y", n))
+    hits = dict(
+        symbol="star", size=12, color="#ffd60a", line=dict(color="#000000", width=1)
+    )
+    ring = dict(symbol="circle-open", size=22, color="#000000", line=dict(width=3))
     traces = []
     for name, wanted, marker in (
-        (
-            "search hits",
-            highlight_ids,
-            dict(
-                symbol="star",
-                size=16,
-                color="#ffd60a",
-                line=dict(color="#000000", width=1.5),
-            ),
-        ),
-        (
-            "selected entry",
-            selected_ids,
-            dict(
-                symbol="circle-open",
-                size=22,
-                color="#000000",
-                line=dict(color="#000000", width=3),
-            ),
-        ),
+        ("search hits", highlight_ids, hits),
+        ("selected entry", selected_ids, ring),
     ):
-        rows = np.array(
-            [row_of[int(i)] for i in (wanted or []) if int(i) in row_of], np.int64
-        )
+        rows, ranks = _placed_rows(table, wanted)
         names, details = _hover_texts(table, rows)
-        if name == "search hits":
-            names = [f"hit {k + 1}: {t}" for k, t in enumerate(names)]
+        if name == "search hits":  # hovers on the numbered labels instead: a hit
+            # under another point would show that point's hover (WebGL picks it)
+            names = [f"hit {k}: {t}" for k, t in zip(ranks, names, strict=True)]
         traces.append(
             go.Scattergl(
                 x=np.asarray(x[rows], np.float32),
@@ -284,6 +408,7 @@ def overlay_traces(
                 text=names,
                 hovertext=details,
                 hovertemplate=HOVER_TEMPLATE,
+                hoverinfo="skip" if name == "search hits" else None,
                 showlegend=bool(len(rows)),
             )
         )
@@ -317,15 +442,15 @@ def umap_figure(
     field = _color_field(color_by)
     n = len(table["id"])
     ids = np.asarray(np.ma.getdata(table["id"]), np.int64)
-    xs, ys = _column(table, "x", n), _column(table, "y", n)
-    placed = np.flatnonzero(~(_missing(xs) | _missing(ys)))
+    xs, ys = column(table, "x", n), column(table, "y", n)
+    placed = np.flatnonzero(~(missing(xs) | missing(ys)))
     x = np.asarray(np.ma.getdata(xs), np.float64)
     y = np.asarray(np.ma.getdata(ys), np.float64)
     size = _marker_size(len(placed))
     hover_names, hover_details = (
         np.array(h, object) for h in _hover_texts(table, placed)
     )
-    values = _column(table, field.column, n)
+    values = column(table, field.column, n)
 
     def scatter(rows: np.ndarray, name: str, marker: dict, **kw: Any) -> go.Scattergl:
         where = np.searchsorted(placed, rows)
@@ -347,324 +472,138 @@ def umap_figure(
         nums = _numbers(values, field.column)[placed]
         known = ~np.isnan(nums)
         if np.any(~known):
-            traces.append(
-                scatter(placed[~known], "no value", {"color": _MISSING_COLOR})
-            )
+            what = field.label.split(" (")[0].split(": ")[-1]  # "size: Rg (Å)"
+            name = f"no {what} ({int(np.sum(~known))})"
+            traces.append(scatter(placed[~known], name, {"color": _MISSING_COLOR}))
         if np.any(known):
+            colorbar = _colorbar(field, nums[known])
+            marker = {"color": nums[known], "colorscale": "Viridis"}
             traces.append(
                 scatter(
                     placed[known],
                     field.label,
-                    {
-                        "color": nums[known],
-                        "colorscale": "Viridis",
-                        "colorbar": {"title": {"text": field.label}, "thickness": 14},
-                        "showscale": True,
-                    },
+                    {**marker, "colorbar": colorbar, "showscale": True},
                     showlegend=False,
                 )
             )
+        # the colour bar carries the field's name (top right); the legend below
+        # it lists only what has no colour: entries without a value, overlays
+        legend = dict(x=1.02, xanchor="left", y=0, yanchor="bottom")
     else:
-        cats = _categories(values, field.column)[placed]
-        grey = {"unknown": _MISSING_COLOR, "noise": _MISSING_COLOR}
-        names, counts = np.unique(cats, return_counts=True)
-        named = [(c, k) for c, k in zip(names, counts, strict=True) if c not in grey]
-        named.sort(key=lambda ck: (-ck[1], _category_key(ck[0])))
-        keep = [c for c, _ in named[: MAX_CATEGORIES - 1]]
-        if len(named) == MAX_CATEGORIES:  # room for the last one: no "other"
-            keep.append(named[-1][0])
-        if field.column == "cluster":
-            keep.sort(key=_category_key)
-        for name in (g for g in grey if g in names):
-            rows = placed[cats == name]
-            traces.append(scatter(rows, name, {"color": grey[name], "opacity": 0.6}))
-        for j, name in enumerate(keep):
-            rows = placed[cats == name]
-            label = name if len(name) <= 40 else name[:37] + "..."
-            color = _PALETTE[j % len(_PALETTE)]
-            traces.append(scatter(rows, f"{label} ({len(rows)})", {"color": color}))
-        other = ~np.isin(cats, [*keep, *grey])
-        if np.any(other):
-            n_other = len(named) - len(keep)
-            traces.append(
-                scatter(
-                    placed[other],
-                    f"other ({n_other} {field.label} values)",
-                    {"color": _OTHER_COLOR},
-                )
-            )
+        traces += _category_traces(
+            _categories(values, field.column)[placed], placed, field, scatter
+        )
+        legend = dict(title={"text": field.label})
     traces.extend(overlay_traces(table, highlight_ids, selected_ids))
     fig = go.Figure(traces)
     fig.update_layout(
-        template=_TEMPLATE,
+        template=TEMPLATE,
         uirevision="umap",  # keeps zoom and pan when recoloured or filtered
         dragmode="select",
         hovermode="closest",
         margin=dict(l=10, r=10, t=30, b=10),
-        legend=dict(title={"text": field.label}, itemsizing="constant"),
+        legend=dict(itemsizing="constant", **legend),
         xaxis=dict(title="UMAP 1", showticklabels=False, zeroline=False),
         yaxis=dict(title="UMAP 2", showticklabels=False, zeroline=False),
+        annotations=hit_annotations(table, highlight_ids, map_extent(table)),
     )
     if not len(placed):
+        # a centred title, not an annotation: the hit labels replace the
+        # annotations when hits are marked (:func:`hit_annotations`)
         text = (
             "No entries to show"
             if n == 0
             else f"{n} entries have no layout yet: run `swan layout --store STORE`"
         )
-        fig.add_annotation(**_message(text))
+        fig.update_layout(
+            title=dict(
+                text=text,
+                x=0.5,
+                y=0.5,
+                xref="paper",
+                yref="paper",
+                xanchor="center",
+                yanchor="middle",
+                font=dict(size=14, color="#666666"),
+            )
+        )
     return fig
 
 
-def _category_key(name: str) -> tuple:
-    """Sort "cluster 10" after "cluster 9"."""
-    head, _, tail = name.rpartition(" ")
-    return (head, int(tail), "") if tail.isdigit() else (name, -1, name)
+def _colorbar(field: ColorField, values: np.ndarray) -> dict[str, Any]:
+    """The colour bar of a numeric colouring: its title once, and years on whole
+    numbers ("2019", never "2,019.6")."""
+    bar: dict[str, Any] = {
+        "title": {"text": field.label},
+        "thickness": 14,
+        "len": 0.6,
+        "y": 1.0,
+        "yanchor": "top",
+        "x": 1.02,
+        "xanchor": "left",
+    }
+    if field.column == "release_date":
+        lo, hi = int(np.min(values)), int(np.max(values))
+        bar.update(
+            tickformat="d",
+            tickmode="linear",
+            tick0=lo,
+            dtick=max(1, -(-(hi - lo) // 6)),
+        )
+    return bar
 
 
-# -- 3D views --------------------------------------------------------------------------
-def _mesh(volume: np.ndarray | None, level: float, color: str) -> go.Mesh3d | None:
-    """Marching-cubes isosurface of ``volume`` ``[z, y, x]`` at ``level`` as a
-    Mesh3d (x, y, z in voxels), or None when there is no surface."""
-    from skimage.measure import marching_cubes
-
-    if volume is None:
-        return None
-    vol = np.asarray(volume, np.float32)
-    if vol.ndim != 3 or min(vol.shape) < 2 or not np.all(np.isfinite(vol)):
-        return None
-    if not (vol.min() < level < vol.max()):
-        return None
-    verts, faces, _, _ = marching_cubes(vol, level)
-    return go.Mesh3d(
-        x=verts[:, 2].astype(np.float32),
-        y=verts[:, 1].astype(np.float32),
-        z=verts[:, 0].astype(np.float32),
-        i=faces[:, 0].astype(np.int32),
-        j=faces[:, 1].astype(np.int32),
-        k=faces[:, 2].astype(np.int32),
-        color=color,
-        flatshading=False,
-        lighting=dict(ambient=0.35, diffuse=0.8, specular=0.25, roughness=0.6),
-        lightposition=dict(x=100, y=200, z=150),
-        hoverinfo="skip",
-        showscale=False,
-    )
-
-
-_SCENE = dict(
-    aspectmode="data",
-    xaxis=dict(visible=False),
-    yaxis=dict(visible=False),
-    zaxis=dict(visible=False),
-    camera=dict(eye=dict(x=1.5, y=1.5, z=1.0)),
-)
-#: The coarse-to-fine scenes are narrow: the camera stands further back.
-_NARROW_SCENE = {**_SCENE, "camera": dict(eye=dict(x=2.1, y=2.1, z=1.4))}
+def _category_traces(
+    cats: np.ndarray, placed: np.ndarray, field: ColorField, scatter: Any
+) -> list[go.Scattergl]:
+    """One trace per category of the placed entries: grey "unknown" and "noise"
+    first, then the :data:`MAX_CATEGORIES` - 1 commonest in natural order ("2"
+    before "10"), then "other" for the rest."""
+    grey = {"unknown": _MISSING_COLOR, "noise": _MISSING_COLOR}
+    names, counts = np.unique(cats, return_counts=True)
+    named = [(c, k) for c, k in zip(names, counts, strict=True) if c not in grey]
+    named.sort(key=lambda ck: (-ck[1], natural_key(ck[0])))
+    keep = [c for c, _ in named[: MAX_CATEGORIES - 1]]
+    if len(named) == MAX_CATEGORIES:  # room for the last one: no "other"
+        keep.append(named[-1][0])
+    keep.sort(key=natural_key)
+    traces = []
+    for name in (g for g in grey if g in names):
+        rows = placed[cats == name]
+        label = f"{name} ({len(rows)})"
+        traces.append(scatter(rows, label, {"color": grey[name], "opacity": 0.6}))
+    for j, name in enumerate(keep):
+        rows = placed[cats == name]
+        label = name if len(name) <= 40 else name[:37] + "..."
+        color = _PALETTE[j % len(_PALETTE)]
+        traces.append(scatter(rows, f"{label} ({len(rows)})", {"color": color}))
+    other = ~np.isin(cats, [*keep, *grey])
+    if np.any(other):
+        n_other = len(named) - len(keep)
+        traces.append(
+            scatter(
+                placed[other],
+                f"other ({n_other} {field.label} values)",
+                {"color": _OTHER_COLOR},
+            )
+        )
+    return traces
 
 
-def isosurface_figure(
-    volume: np.ndarray | None,
-    level: float = ISO_LEVEL,
-    title: str | None = None,
-    color: str = "#4c78a8",
-) -> go.Figure:
-    """The 3D isosurface of a volume (a stored preview, ``[g, g, g]`` in [0, 1]).
+def natural_key(name: str) -> tuple:
+    """Sort key that orders the numbers inside names by value: "cluster 2" before
+    "cluster 10", "synthetic 1: ..." before "synthetic 10: ...".
 
-    A missing volume, or one with no surface at ``level``, gives an empty figure
-    that says so (never an exception).
-    """
-    mesh = _mesh(volume, level, color)
-    fig = go.Figure([] if mesh is None else [mesh])
-    fig.update_layout(
-        template=_TEMPLATE,
-        title={"text": title or "", "x": 0.5},
-        scene=_SCENE,
-        margin=dict(l=0, r=0, t=40 if title else 10, b=0),
-        uirevision="iso",
-    )
-    if mesh is None:
-        why = "no preview stored" if volume is None else f"no surface at level {level}"
-        fig.add_annotation(**_message(why))
-    return fig
-
-
-def matched_levels(
-    volumes: Sequence[np.ndarray],
-    level: float = ISO_LEVEL,
-    reference: np.ndarray | None = None,
-) -> list[float]:
-    """Per volume, the level that encloses as many voxels as ``reference`` (default:
-    the last volume) does at ``level``.
-
-    Reconstructions from the coarse scales alone are blurred and fainter, so one
-    fixed level shows them empty; matching the enclosed volume (as cryo-EM maps are
-    compared) shows the shape each keeps instead. A reference with nothing above
-    ``level`` leaves every level at ``level``.
-    """
-    if not len(volumes):
-        return []
-    ref = np.asarray(volumes[-1] if reference is None else reference, np.float32)
-    inside = float(np.mean(ref > level))
-    if inside <= 0.0 or inside >= 1.0:
-        return [float(level)] * len(volumes)
-    return [
-        float(np.quantile(np.asarray(v, np.float32), 1.0 - inside)) for v in volumes
-    ]
-
-
-def coarse_to_fine_figure(
-    volumes: Sequence[np.ndarray],
-    level: float = ISO_LEVEL,
-    match_volume: bool = True,
-    reference: np.ndarray | None = None,
-) -> go.Figure:
-    """An entry reconstructed from its first 1, 2, ... all scales, side by side:
-    one 3D scene per reconstruction, titled "1 scale", "2 scales", ...
+    (``natsort`` does this and more; one regular expression avoids a dependency
+    for one sort.)
 
     Args:
-        volumes: ``[g, g, g]`` volumes in [0, 1], coarsest reconstruction first.
-        level: isosurface level (of ``reference``, when volumes are matched).
-        match_volume: contour each volume at the level enclosing the same volume
-            as ``reference`` at ``level`` (:func:`matched_levels`); else at
-            ``level``.
-        reference: the volume whose enclosed volume is matched (default: the
-            last, all-scale reconstruction; the app passes the stored preview).
+        name: a category name.
+
+    Returns:
+        A tuple that compares the digit runs by value, the rest case-blind.
     """
-    n = len(volumes)
-    if n == 0:
-        fig = go.Figure()
-        fig.update_layout(template=_TEMPLATE)
-        fig.add_annotation(**_message("no reconstruction"))
-        return fig
-    levels = (
-        matched_levels(volumes, level, reference)
-        if match_volume
-        else [float(level)] * n
+    parts = re.split(r"(\d+)", name)
+    return tuple(
+        (0, int(p), "") if p.isdigit() else (1, 0, p.casefold()) for p in parts
     )
-    meshes = [_mesh(v, lv, "#e45756") for v, lv in zip(volumes, levels, strict=True)]
-    titles = [
-        f"{s} scale{'s' if s > 1 else ''}" + ("" if m is not None else " (empty)")
-        for s, m in enumerate(meshes, start=1)
-    ]
-    fig = make_subplots(
-        rows=1,
-        cols=n,
-        specs=[[{"type": "scene"}] * n],
-        subplot_titles=titles,
-        horizontal_spacing=0.01,
-    )
-    for col, mesh in enumerate(meshes, start=1):
-        if mesh is not None:
-            fig.add_trace(mesh, row=1, col=col)
-    fig.update_layout(
-        template=_TEMPLATE,
-        margin=dict(l=0, r=0, t=30, b=0),
-        height=300,
-        uirevision="c2f",
-        meta={"levels": [round(lv, 4) for lv in levels]},
-        **{f"scene{'' if c == 1 else c}": _NARROW_SCENE for c in range(1, n + 1)},
-    )
-    return fig
-
-
-# -- tables ----------------------------------------------------------------------------
-def _num(value: Any, digits: int = 3) -> float | None:
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(f) else round(f, digits)
-
-
-def hits_table_rows(hits: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Rows for a hits table from search hits (``Hit.to_dict()`` dicts).
-
-    Each row: ``rank``, ``id``, ``emdb_id``, ``score``, ``scale_<side>`` (the
-    cosine at each scale, coarse to fine), ``fit`` (the best correlation over
-    rotations, when the hit was re-scored), ``size`` (``ln(rg_query / rg_entry)``,
-    when known), ``title``, ``method``, ``resolution``. Numbers are rounded to 3
-    digits.
-    """
-    rows = []
-    for h in hits:
-        scores = dict(h.get("scores") or {})
-        row: dict[str, Any] = {
-            "rank": int(h["rank"]),
-            "id": int(h["id"]),
-            "emdb_id": h.get("emdb_id"),
-            "score": _num(h.get("score")),
-        }
-        for key in sorted((k for k in scores if k.isdigit()), key=int):
-            row[f"scale_{key}"] = _num(scores[key])
-        if "fit" in scores:
-            row["fit"] = _num(scores["fit"])
-        if "size" in scores:
-            row["size"] = _num(scores["size"])
-        row["title"] = h.get("title")
-        row["method"] = h.get("method")
-        row["resolution"] = _num(h.get("resolution"), 2)
-        rows.append(row)
-    return rows
-
-
-_COLUMN_NAMES = {
-    "rank": "#",
-    "id": "id",
-    "emdb_id": "EMDB",
-    "score": "score",
-    "fit": "fit (all rotations)",
-    "size": "size ln(Rg ratio)",
-    "title": "title",
-    "method": "method",
-    "resolution": "resolution (Å)",
-    "organism": "organism",
-    "release_date": "released",
-    "cluster": "cluster",
-    "label": "label",
-    "rg": "Rg (Å)",
-}
-
-
-def table_columns(
-    rows: Sequence[Mapping[str, Any]], default: Sequence[str] = ()
-) -> list[dict[str, str]]:
-    """DataTable ``columns`` for ``rows`` (the keys of the first row, in order;
-    ``default`` when there are no rows)."""
-    columns = []
-    for key in list(rows[0]) if rows else list(default):
-        if key.startswith("scale_"):
-            columns.append({"name": f"scale {key[6:]}³", "id": key, "type": "numeric"})
-            continue
-        column = {"name": _COLUMN_NAMES.get(key, key), "id": key}
-        if key in ("score", "fit", "size", "resolution", "rg"):
-            column["type"] = "numeric"
-        columns.append(column)
-    return columns
-
-
-def table_rows(
-    table: Mapping[str, Any], columns: Sequence[str] | None = None
-) -> list[dict[str, Any]]:
-    """Row dicts (JSON-ready: missing -> None, dates -> ISO text, floats rounded)
-    from a columnar entries table."""
-    columns = list(table) if columns is None else list(columns)
-    n = len(table["id"]) if "id" in table else len(next(iter(table.values()), []))
-    out: list[dict[str, Any]] = [{} for _ in range(n)]
-    for c in columns:
-        values = _column(table, c, n)
-        missing = _missing(values)
-        data = np.ma.getdata(values)
-        if data.dtype.kind == "M":
-            data = data.astype("datetime64[D]").astype(str)
-        for r in range(n):
-            v = None if missing[r] else data[r]
-            if isinstance(v, np.generic):
-                v = v.item()
-            if isinstance(v, float):
-                v = round(v, 3)
-            elif isinstance(v, dt.date):
-                v = v.isoformat()[:10]
-            elif isinstance(v, (list, tuple, np.ndarray)):
-                v = ", ".join(str(x) for x in v)
-            out[r][c] = v
-    return out

@@ -1,9 +1,11 @@
 """The dashboard in a real browser: Chromium (Debian's package) driven by Playwright.
 
 `swan serve` runs in a subprocess over a small store (the real sample maps plus a
-labelled simulated set); the tests load the page, count the UMAP's points, click a
-point for its 3D view, and upload a map to search. Screenshots go to
-``tests/artifacts/`` (or ``$SWAN_TEST_ARTIFACTS``).
+labelled simulated set); the tests load the page, count the UMAP's points and check
+that no plot offers to send itself anywhere, click a point for its 3D views (and
+turn one coarse-to-fine view: the others follow), and upload a map to search (its
+hits numbered on the map, linked to EMDB, their key columns in view at 1280 and
+1600 px). Screenshots go to ``tests/artifacts/`` (or ``$SWAN_TEST_ARTIFACTS``).
 
 Without ``/usr/bin/chromium`` these tests are skipped, unless
 ``SWAN_REQUIRE_BROWSER=1`` (set by ``.ci/run``), which makes a missing browser fail.
@@ -11,6 +13,7 @@ Without ``/usr/bin/chromium`` these tests are skipped, unless
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -87,11 +90,28 @@ UMAP_POINTS = f"""() => {{
 }}"""
 
 
+MODEBAR_TITLES = """() => Array.from(document.querySelectorAll('.modebar-btn'))
+                          .map(b => b.getAttribute('data-title') || '')"""
+
+
 def test_dashboard_loads_with_every_point(page, server):
     page.wait_for_function(f"({UMAP_POINTS})() > 0", timeout=60_000)
     assert page.evaluate(UMAP_POINTS) == server[1]
     page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
     assert not page.errors
+    # nothing in any toolbar sends a plot off the machine
+    titles = page.evaluate(MODEBAR_TITLES)
+    assert "Download plot as a PNG" in titles
+    assert not [t for t in titles if "Share" in t or "Chart Studio" in t]
+    # hits per search out of range: clamped where the user sees it, and said
+    page.fill("#k-input", "1000")
+    page.press("#k-input", "Enter")
+    page.wait_for_function(
+        "() => document.querySelector('#k-input').value === '100'", timeout=10_000
+    )
+    assert "using 100" in page.inner_text("#k-message")
+    page.fill("#k-input", "10")
+    page.press("#k-input", "Enter")
 
 
 def test_click_opens_the_3d_view(page):
@@ -108,12 +128,44 @@ def test_click_opens_the_3d_view(page):
     )
     page.mouse.move(x, y)
     page.mouse.click(x, y)
+    for graph in ("iso-graph", "c2f-graph"):
+        page.wait_for_function(
+            f"""() => {{ const gd = document.querySelector('#{graph} .js-plotly-plot');
+                return gd && gd.data && gd.data.some(t => t.type === 'mesh3d'); }}""",
+            timeout=60_000,
+        )
+    # one drag on the first coarse-to-fine view turns every view alike (once the
+    # similar maps are listed above it: the table moves the views down)
     page.wait_for_function(
-        """() => { const gd = document.querySelector('#iso-graph .js-plotly-plot');
-                   return gd && gd.data && gd.data.some(t => t.type === 'mesh3d'); }""",
-        timeout=60_000,
+        "() => document.querySelectorAll('#similar-table td').length > 0",
+        timeout=120_000,
     )
-    page.screenshot(path=str(ARTIFACTS / "entry_3d.png"), full_page=True)
+    page.locator("#c2f-graph").scroll_into_view_if_needed()
+    eyes = """() => { const gd = document.querySelector('#c2f-graph .js-plotly-plot');
+        return Object.keys(gd._fullLayout).filter(k => /^scene\\d*$/.test(k)).map(
+            k => JSON.stringify(gd._fullLayout[k].camera.eye)); }"""
+    before = page.evaluate(eyes)
+    assert len(before) == 4 and len(set(before)) == 1
+    x, y = page.evaluate(
+        """() => { const gd = document.querySelector('#c2f-graph .js-plotly-plot');
+                   const d = gd._fullLayout.scene.domain;
+                   const r = gd.getBoundingClientRect();
+                   const s = gd._fullLayout._size;
+                   return [r.left + s.l + s.w * (d.x[0] + d.x[1]) / 2,
+                           r.top + s.t + s.h * (1 - (d.y[0] + d.y[1]) / 2)]; }"""
+    )
+    page.mouse.move(x, y)
+    page.mouse.down()
+    for step in range(1, 9):
+        page.mouse.move(x + 12 * step, y + 3 * step)
+    page.mouse.up()
+    page.wait_for_function(
+        f"""() => {{ const now = ({eyes})();
+            return now[0] !== {json.dumps(before[0])} &&
+                   now.every(e => e === now[0]); }}""",
+        timeout=30_000,
+    )
+    page.locator("#detail-panel").screenshot(path=str(ARTIFACTS / "entry_3d.png"))
 
 
 def test_upload_lists_hits(page):
@@ -132,4 +184,38 @@ def test_upload_lists_hits(page):
                    return t && t._length >= 10; }""",
         timeout=30_000,
     )
-    page.screenshot(path=str(ARTIFACTS / "upload_hits.png"), full_page=True)
+    # ... each with a numbered label that has its own hover
+    labels = page.locator("#umap-graph .annotation")
+    assert labels.count() == 10
+    texts = labels.evaluate_all("els => els.map(e => e.textContent)")
+    assert sorted(int(t) for t in texts) == list(range(1, 11))
+    page.locator("#umap-graph .annotation-text-g").nth(texts.index("1")).hover()
+    page.wait_for_function(
+        """() => Array.from(document.querySelectorAll('#umap-graph .hoverlayer'))
+                      .some(h => h.textContent.includes('hit 1: EMD-6824'))""",
+        timeout=10_000,
+    )
+    # EMDB ids link to their EMDB pages
+    link = page.locator("#hits-table a", has_text="EMD-6824").first
+    assert link.get_attribute("href") == "https://www.ebi.ac.uk/emdb/EMD-6824"
+    # rank, name, EMDB and score of the best hit in view at 1280 and 1600 px
+    for width in (1280, 1600):
+        page.set_viewport_size({"width": width, "height": 1000})
+        page.locator("#hits-table").scroll_into_view_if_needed()
+        seen = page.evaluate(
+            """() => {
+          const t = document.querySelector('#hits-table .dash-spreadsheet-container');
+          const box = t.getBoundingClientRect();
+          const row = Array.from(t.querySelectorAll('tr'))
+                           .find(r => r.innerText.includes('EMD-6824'));
+          return ['rank', 'name', 'emdb', 'score'].map(c => {
+            const r = row.querySelector(`td[data-dash-column="${c}"]`)
+                         .getBoundingClientRect();
+            return r.width > 0 && r.left >= box.left - 1 && r.right <= box.right + 1;
+          });
+        }"""
+        )
+        assert seen == [True] * 4, (width, seen)
+        page.screenshot(
+            path=str(ARTIFACTS / f"upload_hits_{width}.png"), full_page=True
+        )

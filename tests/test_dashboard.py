@@ -123,7 +123,7 @@ def test_two_apps_in_one_process(service, app):
     other = create_app(service)
     assert other is not app
     assert set(other.callback_map) == set(app.callback_map)
-    assert len(app.callback_map) == 9
+    assert len(app.callback_map) == 13
     assert "selection-ids.data" in app.callback_map  # clientside: ids only
 
 
@@ -164,7 +164,7 @@ def test_filter_and_map_callbacks_over_http(app, service):
             ("resolution-slider", "value", None),
             ("method-filter", "value", None),
         ],
-        [("resolution-bounds", "data", None)],
+        [("resolution-bounds", "data", None), ("where-store", "data", None)],
     )
     where = got["where-store"]["data"]
     assert where == "(rg > 40)"
@@ -192,7 +192,11 @@ def test_overlay_patch_over_http(app, service):
         [("umap-meta", "data", {"traces": 5}), ("where-store", "data", None)],
     )
     ops = got["umap-graph"]["figure"]["operations"]
-    assert [op["location"] for op in ops] == [["data", 3], ["data", 4]]
+    assert [op["location"] for op in ops] == [
+        ["data", 3],
+        ["data", 4],
+        ["layout", "annotations"],
+    ]
     assert ops[0]["params"]["value"]["name"] == "search hits"
 
 
@@ -326,10 +330,11 @@ def test_upload_of_a_real_map_lists_and_marks_the_hits(service):
     assert list(fig.data[-2].customdata) == hit_ids
     assert list(fig.data[-1].customdata) == [target]
     patch = explore.on_overlay(service, hit_ids, None, meta).to_plotly_json()
-    hits_op, selected_op = patch["operations"]
+    hits_op, selected_op, labels_op = patch["operations"]
     assert hits_op["location"] == ["data", meta["traces"] - 2]
     assert list(hits_op["params"]["value"]["customdata"]) == hit_ids
     assert len(selected_op["params"]["value"]["customdata"]) == 0
+    assert len(labels_op["params"]["value"]) == len(hit_ids)  # numbered labels
 
 
 def test_upload_search_uses_the_filter(service):

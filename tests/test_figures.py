@@ -16,15 +16,15 @@ import pytest
 
 from dashboard.figures import (
     COLOR_FIELDS,
+    LABEL_CLEAR,
+    LABEL_GAP,
     MAX_CATEGORIES,
     OVERLAY_TRACES,
-    coarse_to_fine_figure,
-    hits_table_rows,
-    isosurface_figure,
-    matched_levels,
+    annotation_entry,
+    hit_annotations,
+    map_extent,
+    natural_key,
     placeholder_figure,
-    table_columns,
-    table_rows,
     umap_columns,
     umap_figure,
 )
@@ -136,7 +136,7 @@ def test_numeric_colours_use_a_colour_scale(color_by):
     if color_by == "release_year":
         assert set(values.tolist()) <= {2015.0, 2021.0}
     if color_by == "resolution":
-        assert data[0].name == "no value"
+        assert data[0].name == f"no resolution ({len(data[0].x)})"
         assert values.min() >= 2 and values.max() <= 12
 
 
@@ -184,9 +184,9 @@ def test_umap_figure_without_layout_or_entries_says_so():
     table = _generated_table(5, unplaced=5)
     fig = umap_figure(table, "cluster")
     assert sum(len(t.x) for t in fig.data) == 0
-    assert "swan layout" in fig.layout.annotations[0].text
+    assert "swan layout" in fig.layout.title.text
     empty = {k: v[:0] for k, v in table.items()}
-    assert umap_figure(empty, "method").layout.annotations[0].text
+    assert umap_figure(empty, "method").layout.title.text == "No entries to show"
 
 
 def test_umap_figure_rejects_unknown_colouring():
@@ -202,127 +202,6 @@ def test_fifty_thousand_points_stay_webgl():
     assert fig.data[0].marker.size <= 4
 
 
-def _sphere(g: int = 32, radius: float = 8.0, peak: float = 1.0) -> np.ndarray:
-    z, y, x = np.mgrid[:g, :g, :g] - (g - 1) / 2
-    r = np.sqrt(x**2 + y**2 + z**2)
-    return (peak / (1 + np.exp(r - radius))).astype(np.float32)
-
-
-def test_isosurface_is_a_mesh_at_the_level():
-    fig = isosurface_figure(_sphere(), title="generated sphere")
-    (mesh,) = fig.data
-    assert isinstance(mesh, go.Mesh3d)
-    centre = 31 / 2
-    r = np.sqrt(
-        (np.asarray(mesh.x) - centre) ** 2
-        + (np.asarray(mesh.y) - centre) ** 2
-        + (np.asarray(mesh.z) - centre) ** 2
-    )
-    assert np.allclose(r, 8.0, atol=0.6)  # the 0.5 level of the sigmoid
-    assert len(mesh.i) == len(mesh.j) == len(mesh.k) > 0
-    assert fig.layout.title.text == "generated sphere"
-
-
-@pytest.mark.parametrize(
-    "volume, why",
-    [
-        (np.zeros((32, 32, 32), np.float32), "no surface"),
-        (np.full((8, 8, 8), 0.3, np.float32), "no surface"),
-        (None, "no preview"),
-    ],
-)
-def test_isosurface_of_nothing_is_an_empty_figure_with_a_message(volume, why):
-    fig = isosurface_figure(volume)
-    assert len(fig.data) == 0
-    assert why in fig.layout.annotations[0].text
-
-
-def test_coarse_to_fine_one_scene_per_scale():
-    volumes = [_sphere(radius=r, peak=p) for r, p in [(4, 0.3), (6, 0.45), (8, 1.0)]]
-    fig = coarse_to_fine_figure(volumes)
-    titles = [a.text for a in fig.layout.annotations]
-    assert titles == ["1 scale", "2 scales", "3 scales"]
-    assert len(fig.data) == 3
-    assert all(isinstance(t, go.Mesh3d) for t in fig.data)
-    assert {t.scene for t in fig.data} == {"scene", "scene2", "scene3"}
-    # faint coarse reconstructions are contoured to the same enclosed volume
-    levels = fig.layout.meta["levels"]
-    assert levels[-1] == pytest.approx(0.5, abs=0.02)
-    assert levels[0] < 0.3
-    fixed = coarse_to_fine_figure(volumes, match_volume=False)
-    titles = [a.text for a in fixed.layout.annotations]
-    assert titles == ["1 scale (empty)", "2 scales (empty)", "3 scales"]
-    assert len(fixed.data) == 1
-    assert coarse_to_fine_figure([]).layout.annotations[0].text
-
-
-def test_matched_levels_enclose_the_reference_volume():
-    ref = _sphere(radius=8)
-    faint = _sphere(radius=8, peak=0.4)
-    (level,) = matched_levels([faint], 0.5, reference=ref)
-    assert np.mean(faint > level) == pytest.approx(np.mean(ref > 0.5), abs=0.002)
-    empty = np.zeros_like(ref)
-    assert matched_levels([faint], 0.5, reference=empty) == [0.5]
-
-
-def test_hits_table_rows_have_one_column_per_scale():
-    hits = [
-        {
-            "rank": 1,
-            "id": 9,
-            "emdb_id": "EMD-1",
-            "score": 0.98765,
-            "scores": {
-                "8": 0.5,
-                "1": 0.91234,
-                "16": 0.25,
-                "2": 0.8,
-                "size": -0.2,
-                "fit": 0.87654,
-            },
-            "title": "a generated hit",
-            "method": "helical",
-            "resolution": 3.456,
-        },
-        {"rank": 2, "id": 4, "emdb_id": None, "score": 0.5, "scores": {"1": 0.5}},
-    ]
-    rows = hits_table_rows(hits)
-    assert list(rows[0]) == [
-        "rank",
-        "id",
-        "emdb_id",
-        "score",
-        "scale_1",
-        "scale_2",
-        "scale_8",
-        "scale_16",
-        "fit",
-        "size",
-        "title",
-        "method",
-        "resolution",
-    ]
-    assert rows[0]["score"] == 0.988 and rows[0]["scale_1"] == 0.912
-    assert rows[0]["fit"] == 0.877 and "fit" not in rows[1]
-    assert rows[0]["resolution"] == 3.46
-    assert rows[1]["emdb_id"] is None and rows[1]["title"] is None
-    columns = table_columns(rows)
-    assert [c["id"] for c in columns] == list(rows[0])
-    assert columns[4]["name"] == "scale 1³"
-    assert hits_table_rows([]) == []
-
-
-def test_table_rows_are_json_ready():
-    table = _generated_table(4, unplaced=1)
-    table["fitted_pdbs"] = np.array([["6vyb", "6vxx"], [], None, ["1abc"]], object)
-    rows = table_rows(table, ["id", "x", "release_date", "fitted_pdbs", "organism"])
-    assert rows[0]["id"] == 1 and isinstance(rows[0]["id"], int)
-    assert rows[3]["x"] is None  # masked
-    assert rows[0]["release_date"] == "2015-06-01" or rows[0]["release_date"] is None
-    assert rows[0]["fitted_pdbs"] == "6vyb, 6vxx"
-    assert rows[0]["organism"] is None
-
-
 def test_placeholder_figure_says_its_text():
     assert placeholder_figure("hello").layout.annotations[0].text == "hello"
 
@@ -335,3 +214,111 @@ def test_customdata_travels_as_a_plain_list():
     for trace in sent["data"]:
         assert isinstance(trace["customdata"], list)
     assert sent["data"][-2]["customdata"] == [3]
+
+
+# -- legends ---------------------------------------------------------------------------
+@pytest.mark.parametrize("color_by", ["resolution", "rg", "release_year"])
+def test_numeric_colouring_names_its_field_once(color_by):
+    """The colour bar carries the field's name; the legend (entries without a
+    value, overlays) has no title of its own and stands below the bar."""
+    fig = umap_figure(_generated_table(), color_by, highlight_ids=[1])
+    label = COLOR_FIELDS[color_by].label
+    bar = next(t for t in fig.data if t.marker.colorscale is not None).marker.colorbar
+    assert bar.title.text == label
+    assert not (fig.layout.legend.title and fig.layout.legend.title.text)
+    # the bar hangs from the top, the legend stands on the bottom: no overlap
+    assert bar.yanchor == "top" and bar.y == 1 and bar.len <= 0.6
+    assert fig.layout.legend.yanchor == "bottom" and fig.layout.legend.y == 0
+
+
+def test_release_year_ticks_are_whole_years():
+    table = _generated_table(30, unplaced=0)
+    years = np.array([f"{2010 + i % 12}-03-01" for i in range(30)], "datetime64[us]")
+    table["release_date"] = np.ma.array(years, mask=np.zeros(30, bool))
+    fig = umap_figure(table, "release_year")
+    bar = next(t for t in fig.data if t.marker.colorscale is not None).marker.colorbar
+    assert bar.tickformat == "d"  # "2019", never "2,019.6"
+    assert bar.tickmode == "linear" and bar.tick0 == 2010
+    assert bar.dtick >= 1 and float(bar.dtick).is_integer()
+
+
+def test_categories_in_natural_order():
+    n = 60
+    table = _generated_table(n, unplaced=0)
+    families = [0, 1, 2, 10, 11]
+    labels = [f"synthetic {families[i % 5]}: assembly" for i in range(n)]
+    table["label"] = np.array(labels, object)
+    fig = umap_figure(table, "label")
+    names = [t.name.split(":")[0] for t in fig.data[:-OVERLAY_TRACES]]
+    assert names == [f"synthetic {f}" for f in families]  # not 0, 10, 11, 1, 2
+    assert natural_key("model 5ME2") < natural_key("model 10ME2")
+
+
+# -- the search hits on the map --------------------------------------------------------
+def _label_layout(labels, extent) -> tuple[np.ndarray, np.ndarray]:
+    """Label spots and their points, in fractions of the map's span."""
+    x0, x1, y0, y1 = extent
+    scale = np.array([x1 - x0, y1 - y0])
+    spots = np.array([(a["ax"], a["ay"]) for a in labels]) - [x0, y0]
+    points = np.array([(a["x"], a["y"]) for a in labels]) - [x0, y0]
+    return spots / scale, points / scale
+
+
+def _least_gap(a: np.ndarray, b: np.ndarray | None = None) -> float:
+    d = np.linalg.norm(a[:, None] - (a if b is None else b)[None], axis=-1)
+    return float(d[~np.eye(len(a), dtype=bool)].min() if b is None else d.min())
+
+
+def test_hits_at_one_spot_get_numbered_labels_with_their_own_hover():
+    """Ten hits at one point: ten labels 1..10, apart from each other and from
+    the points, each with the hover of its own hit (not of the point under it)."""
+    table = _generated_table(20, unplaced=0)
+    hits = list(range(1, 11))
+    table["x"][: len(hits)] = 0.25
+    table["y"][: len(hits)] = -0.5
+    fig = umap_figure(table, "cluster", highlight_ids=hits)
+    labels = [a.to_plotly_json() for a in fig.layout.annotations]
+    assert [a["text"] for a in labels] == [f"<b>{k}</b>" for k in range(1, 11)]
+    for k, (a, i) in enumerate(zip(labels, hits, strict=True), start=1):
+        assert a["hovertext"].startswith(f"<b>hit {k}: EMD-{999 + i}</b>")
+        assert (a["x"], a["y"]) == (0.25, -0.5) and a["showarrow"]  # a line to it
+        assert (a["axref"], a["ayref"]) == ("x", "y")  # zooming in spreads them
+        assert annotation_entry({"annotation": a}) == i
+    spots, points = _label_layout(labels, map_extent(table))
+    assert _least_gap(spots) >= LABEL_GAP - 1e-9  # no label covers another
+    assert _least_gap(spots, points) >= LABEL_CLEAR - 1e-9  # nor a hit's point
+    assert np.all((spots > -0.03) & (spots < 1.03))  # inside the map
+    # the stars mark the points; their hover is the labels'
+    assert fig.data[-2].hoverinfo == "skip"
+
+
+def test_labels_of_nearby_hits_do_not_collide():
+    """Hits a little apart (what covered label 1 with label 4 in the browser)."""
+    rng = np.random.default_rng(5)
+    table = _generated_table(200, unplaced=0)
+    hits = list(range(1, 21))
+    table["x"][:20] = 0.3 + rng.normal(0, 0.05, 20)
+    table["y"][:20] = 0.1 + rng.normal(0, 0.05, 20)
+    labels = hit_annotations(table, hits)
+    spots, _ = _label_layout(labels, map_extent(table))
+    assert _least_gap(spots) >= LABEL_GAP - 1e-9
+
+
+def test_hit_labels_keep_their_rank_when_a_hit_has_no_layout():
+    table = _generated_table()
+    unplaced = int(table["id"][-1])
+    fig = umap_figure(table, "method", highlight_ids=[7, unplaced, 2])
+    assert [a.text for a in fig.layout.annotations] == ["<b>1</b>", "<b>3</b>"]
+    assert fig.data[-2].text[1].startswith("hit 3:")
+    assert annotation_entry({"annotation": {"name": "selected"}}) is None
+    assert annotation_entry(None) is None
+
+
+def test_a_hundred_hits_at_one_spot_stay_readable():
+    table = _generated_table(150, unplaced=0)
+    table["x"][:100] = 0.1
+    table["y"][:100] = 0.2
+    labels = hit_annotations(table, list(range(1, 101)))
+    spots, _ = _label_layout(labels, map_extent(table))
+    assert len(labels) == 100
+    assert _least_gap(spots) >= 0.5 * LABEL_GAP

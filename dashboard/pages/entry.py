@@ -2,10 +2,15 @@
 similar maps with per-scale scores, and the coarse-to-fine reconstructions.
 
 Component ids: ``detail-panel`` (the panel), ``detail-meta``, ``iso-graph``,
-``similar-table``, ``similar-message``, ``c2f-graph``.
+``similar-table``, ``similar-message``, ``c2f-graph``, and ``c2f-camera`` (the
+store of the clientside callback that links the coarse-to-fine cameras).
 
-An entry is chosen by clicking it on the map or clicking a row of the selection,
-hits or similar tables (:func:`on_pick` -> ``entry-store``).
+An entry is chosen by clicking it on the map (a point, or a hit's numbered label),
+or a row of the selection, hits or similar tables (:func:`on_pick` ->
+``entry-store``). The panel then fills in three steps, each its own callback:
+the metadata at once (:func:`on_entry_meta`), the preview's isosurface a moment
+later (:func:`on_entry_preview`), the coarse-to-fine reconstructions when decoded
+(:func:`on_entry_c2f`, seconds).
 """
 
 from __future__ import annotations
@@ -15,26 +20,93 @@ from typing import Any
 
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
-from dashboard.figures import (
-    ISO_LEVEL,
+from dashboard.figures import annotation_entry, placeholder_figure
+from dashboard.figures3d import (
     coarse_to_fine_figure,
-    hits_table_rows,
+    coarse_to_fine_height,
     isosurface_figure,
-    placeholder_figure,
 )
 from dashboard.pages.common import (
     CARD,
     SECTION_TITLE,
     data_table,
+    graph_config,
+    hit_details,
     hits_columns,
     hits_k,
     message,
 )
 from dashboard.service import SwanService
+from dashboard.tables import emdb_url, hits_table_rows
 
 log = logging.getLogger(__name__)
 
 _PICK_HINT = "Click an entry on the map, or a row of a table, to see it here."
+_NOTE = {"fontSize": "12px", "color": "#666", "margin": "2px 0 6px 0"}
+
+#: In the browser: a turn, zoom or pan of one coarse-to-fine scene is applied to
+#: the others (Plotly has no linked 3D cameras). Listeners are put on the graph
+#: once. While a scene is dragged, the others are turned directly (a relayout
+#: then would end the drag); when the drag ends, one relayout records the camera
+#: in every scene. Scenes already showing the camera are left alone, and the
+#: changes the relayout causes are not passed on again.
+LINK_CAMERAS_JS = """
+function (relayout) {
+    var nu = window.dash_clientside.no_update;
+    var gd = document.querySelector('#c2f-graph .js-plotly-plot');
+    if (!gd || !window.Plotly) { return nu; }
+    var same = function (a, b) {
+        return !!a && !!b && ['eye', 'center', 'up'].every(function (p) {
+            return ['x', 'y', 'z'].every(function (c) {
+                return Math.abs(((a[p] || {})[c] || 0) - ((b[p] || {})[c] || 0)) < 1e-6;
+            });
+        });
+    };
+    var moved = function (ev) {
+        var key = Object.keys(ev || {}).find(function (k) {
+            return /^scene\\d*\\.camera$/.test(k);
+        });
+        return key ? [key.split('.')[0], ev[key]] : null;
+    };
+    var others = function (from) {
+        return Object.keys(gd._fullLayout || {}).filter(function (k) {
+            return /^scene\\d*$/.test(k) && k !== from;
+        });
+    };
+    var live = function (ev) {
+        var m = moved(ev);
+        if (!m || gd._swanSyncing) { return; }
+        others(m[0]).forEach(function (k) {
+            var scene = gd._fullLayout[k]._scene;
+            if (scene && scene.setCamera) { scene.setCamera(m[1]); }
+        });
+    };
+    var done = function (ev) {
+        var m = moved(ev);
+        if (!m || gd._swanSyncing) { return; }
+        var update = {};
+        others(m[0]).forEach(function (k) {
+            if (!same((gd.layout[k] || {}).camera, m[1])) {
+                update[k + '.camera'] = m[1];
+            }
+        });
+        if (!Object.keys(update).length) { return; }
+        gd.layout[m[0]] = gd.layout[m[0]] || {};
+        gd.layout[m[0]].camera = m[1];  // or the relayout would turn it back
+        gd._swanSyncing = true;
+        window.Plotly.relayout(gd, update).finally(function () {
+            gd._swanSyncing = false;
+        });
+    };
+    if (!gd._swanLinked) {
+        gd._swanLinked = true;
+        gd.on('plotly_relayouting', live);
+        gd.on('plotly_relayout', done);
+        done(relayout);
+    }
+    return nu;
+}
+"""
 
 
 # -- choosing an entry -----------------------------------------------------------------
@@ -66,10 +138,19 @@ def on_pick(
     click_data: dict[str, Any] | None = None,
     *active_cells: dict[str, Any] | None,
 ) -> Any:
-    """Entry for ``entry-store`` from whichever input fired (``trigger`` is its
-    component id: ``umap-graph`` or a table), or ``no_update``."""
+    """Entry for ``entry-store`` from whichever input fired, or ``no_update``.
+
+    Args:
+        trigger: ``umap-graph`` (a point: ``click_data`` is its ``clickData``),
+            ``umap-label`` (a hit's numbered label: ``click_data`` is the graph's
+            ``clickAnnotationData``) or a table's id.
+        click_data: the map's click.
+        *active_cells: the selection, hits and similar tables' active cells.
+    """
     if trigger == "umap-graph":
         entry = entry_from_click(click_data)
+    elif trigger == "umap-label":
+        entry = annotation_entry(click_data)
     else:
         tables = ("selection-table", "hits-table", "similar-table")
         cells = dict(zip(tables, active_cells, strict=False))
@@ -88,18 +169,39 @@ def _fmt(value: Any, unit: str = "", digits: int = 3) -> str:
     return f"{value}{unit}"
 
 
+def box_note(row: dict[str, Any]) -> str | None:
+    """Why a preview may look cut flat: the density is longer along its long axis
+    than the map's box is on its longest side, so the box most likely cuts the
+    molecule (a membrane patch, a zoned segment).
+
+    Args:
+        row: the entry, with ``mol_extents`` and ``extent`` (Å).
+
+    Returns:
+        One line for the metadata, or None when the molecule fits its box or
+        the sizes are unknown.
+    """
+    extents, box = row.get("mol_extents"), row.get("extent")
+    try:
+        longest, side = max(float(e) for e in extents), max(float(b) for b in box)
+    except (TypeError, ValueError):
+        return None
+    if longest < side:
+        return None
+    return (
+        f"its density spans the map's box ({longest:.0f} Å along its long axis, "
+        f"box side {side:.0f} Å): the box most likely cuts the molecule, so the "
+        "views show the part inside the box"
+    )
+
+
 def metadata_view(row: dict[str, Any]) -> html.Div:
     """The entry's metadata as a definition list."""
     emdb = row.get("emdb_id")
+    url = emdb_url(emdb)
     name: Any = emdb or f"entry {row['id']}"
-    if emdb:
-        number = str(emdb).split("-")[-1]
-        name = html.A(
-            emdb,
-            href=f"https://www.ebi.ac.uk/emdb/EMD-{number}",
-            target="_blank",
-            rel="noopener",
-        )
+    if url:
+        name = html.A(emdb, href=url, target="_blank", rel="noopener")
     contour = _fmt(row.get("contour"))
     if row.get("contour_source"):
         contour += f" ({row['contour_source']})"
@@ -120,6 +222,9 @@ def metadata_view(row: dict[str, Any]) -> html.Div:
     ]
     if row.get("simulated"):
         fields.append(("simulated", "yes: computed from a model, not an EMDB map"))
+    note = box_note(row)
+    if note:
+        fields.append(("note", note))
     items: list[Any] = []
     for key, value in fields:
         items += [
@@ -144,27 +249,78 @@ def metadata_view(row: dict[str, Any]) -> html.Div:
     )
 
 
-def on_entry(service: SwanService, entry: int | None) -> tuple[Any, Any, Any]:
-    """An entry was chosen: ``(detail-meta children, iso figure, c2f figure)``."""
+def on_entry_meta(service: SwanService, entry: int | None) -> html.Div:
+    """An entry was chosen: its metadata (a database read, shown at once).
+
+    Args:
+        service: the store's service.
+        entry: the chosen entry id, or None.
+
+    Returns:
+        ``detail-meta``'s children: the metadata, a hint, or why it is gone.
+    """
     if entry is None:
-        return message(_PICK_HINT), no_update, no_update
+        return message(_PICK_HINT)
+    try:
+        return metadata_view(service.entry(entry))
+    except KeyError:
+        return message(f"entry {entry} is no longer in the store", error=True)
+
+
+def on_entry_preview(service: SwanService, entry: int | None) -> Any:
+    """An entry was chosen: the isosurface of its stored preview.
+
+    Args:
+        service: the store's service.
+        entry: the chosen entry id, or None.
+
+    Returns:
+        ``iso-graph``'s figure (``no_update`` for no entry).
+    """
+    if entry is None:
+        return no_update
     try:
         row = service.entry(entry)
+        preview = service.preview(entry)
     except KeyError:
-        return (
-            message(f"entry {entry} is no longer in the store", error=True),
-            (isosurface_figure(None)),
-            coarse_to_fine_figure([]),
-        )
+        return isosurface_figure(None)
     name = row.get("emdb_id") or f"entry {entry}"
-    preview = service.preview(entry)
-    iso = isosurface_figure(preview, ISO_LEVEL, title=f"{name}: stored preview")
+    return isosurface_figure(preview, title=f"{name}: preview at the map's contour")
+
+
+def on_entry_c2f(service: SwanService, entry: int | None) -> Any:
+    """An entry was chosen: its coarse-to-fine reconstructions (decoded: seconds),
+    contoured to enclose what its preview encloses.
+
+    Args:
+        service: the store's service.
+        entry: the chosen entry id, or None.
+
+    Returns:
+        ``c2f-graph``'s figure (``no_update`` for no entry; an empty one that
+        says so when the entry is gone or its decoding failed).
+    """
+    if entry is None:
+        return no_update
     try:
-        c2f = coarse_to_fine_figure(service.coarse_to_fine(entry), reference=preview)
-    except Exception:  # noqa: BLE001 - a decode failure must not hide the rest
+        preview = service.preview(entry)
+        volumes = service.coarse_to_fine(entry)
+    except KeyError:
+        return coarse_to_fine_figure([])
+    except Exception:  # noqa: BLE001 - a decode failure must not break the panel
         log.exception("coarse-to-fine of entry %s failed", entry)
-        c2f = coarse_to_fine_figure([])
-    return metadata_view(row), iso, c2f
+        return coarse_to_fine_figure([])
+    return coarse_to_fine_figure(volumes, level=0.0, reference=preview)
+
+
+def on_entry(service: SwanService, entry: int | None) -> tuple[Any, Any, Any]:
+    """The whole panel at once, ``(metadata, preview figure, c2f figure)``: what
+    the three callbacks give between them."""
+    return (
+        on_entry_meta(service, entry),
+        on_entry_preview(service, entry),
+        on_entry_c2f(service, entry),
+    )
 
 
 def on_similar(
@@ -177,7 +333,8 @@ def on_similar(
         result = service.similar(entry, k=hits_k(k), where=where)
     except (KeyError, ValueError) as exc:
         return [], message(str(exc).strip("'\""), error=True)
-    rows = hits_table_rows(result["hits"])
+    hits = result["hits"]
+    rows = hits_table_rows(hits, hit_details(service, [h["id"] for h in hits]))
     text = f"{len(rows)} most similar maps (per-scale cosine; score also weighs size)"
     if where:
         text += f", filter: {where}"
@@ -186,45 +343,52 @@ def on_similar(
 
 def layout(service: SwanService) -> html.Div:
     """The detail panel (filled when an entry is chosen)."""
-    graph_config = {"displaylogo": False}
+    scales = service.store.encoder.scales
+    c2f_height = coarse_to_fine_height(len(scales))
     return html.Div(
         id="detail-panel",
         children=[
             html.H3("Entry", style=SECTION_TITLE),
+            html.Div(message(_PICK_HINT), id="detail-meta"),
             dcc.Loading(
-                [
-                    html.Div(message(_PICK_HINT), id="detail-meta"),
-                    dcc.Graph(
-                        id="iso-graph",
-                        figure=placeholder_figure("3D view of the chosen entry"),
-                        style={"height": "340px"},
-                        config=graph_config,
-                    ),
-                ],
+                dcc.Graph(
+                    id="iso-graph",
+                    figure=placeholder_figure("3D view of the chosen entry"),
+                    style={"height": "340px"},
+                    config=graph_config(),
+                ),
                 type="dot",
+            ),
+            html.Div(
+                "The stored 32³ preview in the entry's canonical pose, lightly "
+                "smoothed, contoured to enclose the volume the map's own contour "
+                "encloses.",
+                style=_NOTE,
             ),
             html.H4("Most similar maps", style={"margin": "8px 0 4px 0"}),
             html.Div(id="similar-message"),
-            data_table("similar-table", hits_columns(service.store.encoder.scales)),
+            data_table("similar-table", hits_columns(scales), fixed=2),
             html.H4(
                 "Coarse to fine: decoded from the first 1, 2, … all scales",
                 style={"margin": "12px 0 4px 0"},
             ),
             html.Div(
                 "Each view is the entry's code decoded from its coarsest scales only, "
-                "contoured to enclose the same volume as the stored preview: what "
-                "each added scale contributes.",
-                style={"fontSize": "12px", "color": "#666"},
+                "contoured to enclose the same volume as the preview: what each "
+                "added scale contributes. All views share one scale and one camera: "
+                "turn one and the others follow.",
+                style=_NOTE,
             ),
             dcc.Loading(
                 dcc.Graph(
                     id="c2f-graph",
                     figure=placeholder_figure("reconstructions of the chosen entry"),
-                    style={"height": "300px"},
-                    config=graph_config,
+                    style={"height": f"{c2f_height}px"},
+                    config=graph_config(),
                 ),
                 type="dot",
             ),
+            dcc.Store(id="c2f-camera"),
         ],
         style=CARD,
     )
@@ -236,23 +400,48 @@ def register(app: Dash, service: SwanService) -> None:
     @app.callback(
         Output("entry-store", "data"),
         Input("umap-graph", "clickData"),
+        Input("umap-graph", "clickAnnotationData"),
         Input("selection-table", "active_cell"),
         Input("hits-table", "active_cell"),
         Input("similar-table", "active_cell"),
         prevent_initial_call=True,
     )
-    def _pick(click_data, sel_cell, hits_cell, similar_cell):  # noqa: ANN001, ANN202
-        return on_pick(ctx.triggered_id, click_data, sel_cell, hits_cell, similar_cell)
+    def _pick(click, label, sel_cell, hits_cell, similar_cell):  # noqa: ANN001, ANN202
+        on_label = "umap-graph.clickAnnotationData" in ctx.triggered_prop_ids
+        trigger = "umap-label" if on_label else ctx.triggered_id
+        cells = (sel_cell, hits_cell, similar_cell)
+        return on_pick(trigger, label if on_label else click, *cells)
 
     @app.callback(
         Output("detail-meta", "children"),
+        Input("entry-store", "data"),
+        prevent_initial_call=True,
+    )
+    def _meta(entry):  # noqa: ANN001, ANN202
+        return on_entry_meta(service, entry)
+
+    @app.callback(
         Output("iso-graph", "figure"),
+        Input("entry-store", "data"),
+        prevent_initial_call=True,
+    )
+    def _preview(entry):  # noqa: ANN001, ANN202
+        return on_entry_preview(service, entry)
+
+    @app.callback(
         Output("c2f-graph", "figure"),
         Input("entry-store", "data"),
         prevent_initial_call=True,
     )
-    def _entry(entry):  # noqa: ANN001, ANN202
-        return on_entry(service, entry)
+    def _c2f(entry):  # noqa: ANN001, ANN202
+        return on_entry_c2f(service, entry)
+
+    app.clientside_callback(
+        LINK_CAMERAS_JS,
+        Output("c2f-camera", "data"),
+        Input("c2f-graph", "relayoutData"),
+        prevent_initial_call=True,
+    )
 
     @app.callback(
         Output("similar-table", "data"),

@@ -2,16 +2,16 @@
 entries selected with the box or lasso tool.
 
 Component ids: ``where-input``, ``resolution-slider``, ``method-filter``,
-``k-input``, ``filter-message``, ``color-by``, ``umap-graph``, ``selection-table``,
-``selection-message``, and two stores: ``resolution-bounds`` (the slider's full
-range) and ``selection-ids`` (entry ids of the box/lasso selection, taken from
-``selectedData`` in the browser).
+``k-input``, ``k-message``, ``filter-message``, ``color-by``, ``umap-graph``,
+``selection-table``, ``selection-message``, and two stores: ``resolution-bounds``
+(the slider's full range) and ``selection-ids`` (entry ids of the box/lasso
+selection, taken from ``selectedData`` in the browser).
 
 The map is the stored layout (``swan layout``), read with the filter; nothing is
 computed on page load. Changing the filter or the colouring rebuilds the figure
 (``uirevision`` keeps zoom and pan); search hits and the selected entry are two
-overlay traces patched in place (:func:`on_overlay`), so marking them never
-re-sends the 50,000 points.
+overlay traces and the hits' numbered labels, patched in place
+(:func:`on_overlay`), so marking them never re-sends the 50,000 points.
 """
 
 from __future__ import annotations
@@ -26,31 +26,49 @@ from dash import Dash, Input, Output, Patch, State, dcc, html, no_update
 from dashboard.figures import (
     COLOR_FIELDS,
     OVERLAY_TRACES,
+    hit_annotations,
+    map_extent,
     overlay_traces,
     placeholder_figure,
-    table_columns,
-    table_rows,
     umap_columns,
     umap_figure,
 )
 from dashboard.pages.common import (
     CARD,
+    K_DEFAULT,
     LABEL,
     SECTION_TITLE,
+    checked_k,
     data_table,
     filter_error,
+    graph_config,
     ids_where,
     message,
 )
 from dashboard.service import SwanService
+from dashboard.tables import table_columns, table_rows, with_names
 
 log = logging.getLogger(__name__)
 
-#: Columns of the selection table.
+#: Columns of the selection table (name and EMDB link first).
 SELECTION_COLUMNS = (
+    "name",
+    "emdb",
+    "method",
+    "resolution",
+    "organism",
+    "release_date",
+    "cluster",
+    "id",
+)
+#: Columns read for the selection table (the name needs title, label, file).
+_SELECTION_READ = (
     "id",
     "emdb_id",
     "title",
+    "label",
+    "source_path",
+    "simulated",
     "method",
     "resolution",
     "organism",
@@ -131,11 +149,23 @@ def on_filter(
     res_range: list[float] | None = None,
     methods: list[str] | None = None,
     res_bounds: list[float] | None = None,
+    current: str | None = None,
 ) -> tuple[Any, html.Div]:
     """Filters changed: ``(where for where-store, message)``.
 
-    An invalid ``where`` leaves the filter in effect unchanged (``no_update``) and
-    says what is wrong.
+    Args:
+        service: the store.
+        where_text: the SQL box.
+        res_range: the resolution slider.
+        methods: the methods chosen.
+        res_bounds: the slider's full range (:func:`filter_options`).
+        current: the filter in effect (``where-store``).
+
+    Returns:
+        The new filter and a message with its count, saying how many entries with
+        no resolution a narrowed resolution range leaves out. An invalid ``where``
+        leaves the filter in effect unchanged (``no_update``); the message says
+        what is wrong and which filter still applies.
     """
     where = build_where(where_text, res_range, methods, res_bounds)
     if where is None:
@@ -143,10 +173,72 @@ def on_filter(
     try:
         n = service.count(where)
     except ValueError as exc:
-        text = f"{filter_error(exc)}. Example: {_EXAMPLE_WHERE}"
+        still = (
+            f"The map and searches still use the previous filter: {current}"
+            if current
+            else "The map and searches still show every entry (no filter)."
+        )
+        text = f"{filter_error(exc)}. Example: {_EXAMPLE_WHERE}. {still}"
         return no_update, message(text, error=True)
-    matches = "1 entry matches" if n == 1 else f"{n:,} entries match"
-    return where, message(f"{matches}: {where}")
+    text = f"{_entries(n)} {'matches' if n == 1 else 'match'}: {where}"
+    base = build_where(where_text, None, methods, None)
+    if base != where:  # the resolution range filters: say whom it leaves out
+        unknown = service.count(
+            "resolution IS NULL" if base is None else f"{base} AND resolution IS NULL"
+        )
+        if unknown:
+            text += (
+                f". {_entries(unknown)} with no resolution "
+                f"{'is' if unknown == 1 else 'are'} left out by the resolution range"
+            )
+    return where, message(text)
+
+
+def _entries(n: int) -> str:
+    """``"1 entry"``, ``"2 entries"``."""
+    return "1 entry" if n == 1 else f"{n:,} entries"
+
+
+def resolution_marks(bounds: list[float] | None, most: int = 6) -> dict[float, str]:
+    """Labelled marks for the resolution slider.
+
+    Args:
+        bounds: the slider's range ``[lo, hi]`` (Å), or None.
+        most: the most marks.
+
+    Returns:
+        ``{value: label}``: both ends (the top one with its unit) and round
+        values between them; empty without bounds.
+    """
+    if not bounds:
+        return {}
+    lo, hi = float(bounds[0]), float(bounds[1])
+    steps = [s for s in (0.5, 1, 2, 5, 10, 20, 50) if (hi - lo) / s <= most - 1]
+    step = steps[0] if steps else (hi - lo) / (most - 1)
+    marks = {lo: f"{lo:g}", hi: f"{hi:g} Å"}
+    value = math.ceil(lo / step) * step
+    while value < hi - 0.4 * step:
+        if value > lo + 0.4 * step:
+            marks[round(value, 1)] = f"{value:g}"
+        value += step
+    return dict(sorted(marks.items()))
+
+
+def on_k(value: Any) -> tuple[Any, html.Div | None]:
+    """The hits-per-search box changed.
+
+    Args:
+        value: what the box holds (a number, or None when empty).
+
+    Returns:
+        ``(value to show, message)``: a value out of range, empty or fractional
+        is replaced by the one searches will use, and the message says so; a
+        good value is left alone (``no_update``) with no message.
+    """
+    k, note = checked_k(value)
+    if note is None:
+        return no_update, None
+    return k, message(note, error=True)
 
 
 # -- the map ---------------------------------------------------------------------------
@@ -165,9 +257,9 @@ def on_map(
     total = service.count()
     shown = len(table["id"])
     placed = int(np.sum(~np.ma.getmaskarray(table["x"])))
-    text = f"{total:,} entries"
+    text = _entries(total)
     if where is not None:
-        text += f" · {shown:,} match the filter"
+        text += f" · {shown:,} {'matches' if shown == 1 else 'match'} the filter"
     if placed < shown:
         text += f" · {shown - placed:,} without a layout (run `swan layout`)"
     return fig, text, {"traces": len(fig.data)}
@@ -181,7 +273,9 @@ def on_overlay(
     where: str | None = None,
 ) -> Any:
     """Hits or selected entry changed: a ``Patch`` replacing only the map's two
-    overlay traces (``no_update`` before the map exists)."""
+    overlay traces and its annotations (the hits' numbered labels:
+    :func:`~dashboard.figures.hit_annotations`); ``no_update`` before the map
+    exists."""
     if not meta or meta.get("traces", 0) < OVERLAY_TRACES:
         return no_update
     hits = [int(h) for h in hits or []]
@@ -196,6 +290,10 @@ def on_overlay(
     first = meta["traces"] - OVERLAY_TRACES
     for j, trace in enumerate(overlay_traces(table, hits, selected)):
         patch["data"][first + j] = trace.to_plotly_json()
+    extent = None
+    if hits:  # labels are laid out in fractions of the map the user sees
+        extent = map_extent(service.table(("id", "x", "y"), where=where))
+    patch["layout"]["annotations"] = hit_annotations(table, hits, extent)
     return patch
 
 
@@ -233,8 +331,10 @@ def on_select(
     if not ids:
         return [], message("Select entries on the map with the box or lasso tool.")
     shown = ids[:MAX_SELECTION_ROWS]
-    table = service.table(SELECTION_COLUMNS, where=ids_where(shown))
-    rows = table_rows(table, SELECTION_COLUMNS)
+    table = service.table(_SELECTION_READ, where=ids_where(shown))
+    rows = with_names(table_rows(table, _SELECTION_READ))
+    for row in rows:  # named; the server's paths stay on the server
+        row.pop("source_path")
     text = f"{len(ids):,} selected"
     if len(ids) > len(shown):
         text += f" (listing the first {len(shown):,})"
@@ -253,9 +353,9 @@ def layout(service: SwanService) -> html.Div:
         step=0.1,
         value=list(bounds) if bounds else [0, 10],
         disabled=bounds is None,
-        allow_direct_input=False,
-        tooltip={"placement": "bottom", "always_visible": False},
-        marks=None,
+        allow_direct_input=bounds is not None,  # number boxes, where there is room
+        tooltip={"placement": "bottom", "template": "{value} Å"},
+        marks=resolution_marks(bounds),
     )
     filters = html.Div(
         [
@@ -300,17 +400,18 @@ def layout(service: SwanService) -> html.Div:
                     html.Div(
                         [
                             html.Span("hits per search", style=LABEL),
+                            # no min/max: the browser would drop an out-of-range
+                            # number unseen; on_k clamps it and says so
                             dcc.Input(
                                 id="k-input",
                                 type="number",
-                                min=1,
-                                max=100,
-                                step=1,
-                                value=10,
+                                debounce=True,
+                                value=K_DEFAULT,
                                 style={"width": "70px"},
                             ),
+                            html.Div(id="k-message"),
                         ],
-                        style={"flex": "0 0 120px"},
+                        style={"flex": "0 0 150px"},
                     ),
                 ],
                 style={"display": "flex", "gap": "16px", "marginTop": "8px"},
@@ -342,7 +443,7 @@ def layout(service: SwanService) -> html.Div:
                 id="umap-graph",
                 figure=placeholder_figure("loading the map…"),
                 style={"height": "620px"},
-                config={"displaylogo": False, "scrollZoom": True},
+                config=graph_config(scrollZoom=True),
             ),
         ],
         style=CARD,
@@ -358,6 +459,7 @@ def layout(service: SwanService) -> html.Div:
                 "selection-table",
                 table_columns([], SELECTION_COLUMNS),
                 page_size=12,
+                fixed=1,
             ),
         ],
         style=CARD,
@@ -375,9 +477,19 @@ def register(app: Dash, service: SwanService) -> None:
         Input("resolution-slider", "value"),
         Input("method-filter", "value"),
         State("resolution-bounds", "data"),
+        State("where-store", "data"),
     )
-    def _filter(where_text, res_range, methods, bounds):  # noqa: ANN001, ANN202
-        return on_filter(service, where_text, res_range, methods, bounds)
+    def _filter(where_text, res_range, methods, bounds, current):  # noqa: ANN001, ANN202
+        return on_filter(service, where_text, res_range, methods, bounds, current)
+
+    @app.callback(
+        Output("k-input", "value"),
+        Output("k-message", "children"),
+        Input("k-input", "value"),
+        prevent_initial_call=True,
+    )
+    def _k(value):  # noqa: ANN001, ANN202
+        return on_k(value)
 
     @app.callback(
         Output("umap-graph", "figure"),

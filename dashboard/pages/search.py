@@ -16,17 +16,18 @@ from typing import Any
 
 from dash import Dash, Input, Output, State, dcc, html, no_update
 
-from dashboard.figures import hits_table_rows
 from dashboard.pages.common import (
     CARD,
     SECTION_TITLE,
     data_table,
     filter_error,
+    hit_details,
     hits_columns,
     hits_k,
     message,
 )
 from dashboard.service import SwanService, UploadError
+from dashboard.tables import hits_table_rows
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,9 @@ def on_upload(
     text = f"{_query_text(result['query'])}. {len(hits)} hits"
     if where:
         text += f" (filter: {where})"
-    return [h["id"] for h in hits], hits_table_rows(hits), message(text)
+    ids = [h["id"] for h in hits]
+    rows = hits_table_rows(hits, hit_details(service, ids))
+    return ids, rows, message(text)
 
 
 def layout(service: SwanService) -> html.Div:
@@ -114,7 +117,9 @@ def layout(service: SwanService) -> html.Div:
                 },
             ),
             dcc.Loading(html.Div(id="upload-message"), type="dot"),
-            data_table("hits-table", hits_columns(service.store.encoder.scales)),
+            data_table(
+                "hits-table", hits_columns(service.store.encoder.scales), fixed=2
+            ),
         ],
         style=CARD,
     )
