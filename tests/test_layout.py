@@ -268,3 +268,14 @@ def test_clusters_of_real_codes_follow_the_demo_families(tmp_path, encoder):
     _, cluster = compute_layout(ids, vectors, method="pca", sizes=sizes)
     got = scores(labels, cluster)
     assert got["purity"] >= 0.8 and got["ari"] >= 0.75, got
+
+
+def test_swan_layout_command_reports_the_layout(tmp_path, capsys):
+    from swan_index.cli import main
+
+    _generated_store(tmp_path / "s", 10).close()
+    assert main(["layout", "--store", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "layout of 10 entries" in out and "'clusters': 2" in out
+    assert main(["layout", "--store", str(tmp_path / "missing")]) == 2
+    assert "error:" in capsys.readouterr().err

@@ -42,7 +42,7 @@ def main(args: argparse.Namespace) -> int:
     with store:
         info = layout_store(store, seed=args.seed, n_neighbors=args.neighbors)
     print(
-        f"{args.store}: layout of {store.count()} entries in "
+        f"{args.store}: layout of {info['entries']} entries in "
         f"{time.perf_counter() - t0:.1f} s; {info}"
     )
     return 0
