@@ -120,7 +120,16 @@ def load_demo(path: Path) -> dict[str, Any]:
 
 # -- the candidates -----------------------------------------------------------------
 def vectors_of(data: dict[str, Any], which: str) -> np.ndarray:
-    """The candidate's vectors ``[N, d]`` (see the module docs for the names)."""
+    """The candidate's vectors (see the module docs for the names).
+
+    Args:
+        data: from :func:`load_demo`.
+        which: ``all``, ``coarse``, ``fine`` or ``finest``, then optionally
+            ``+white`` and ``+size``.
+
+    Returns:
+        float32 ``[N, d]``.
+    """
     scales = data["scales"]
     base = which.split("+")[0]
     chosen = {
@@ -171,7 +180,19 @@ def _by_silhouette(x: np.ndarray, make: Callable[[int], Any]) -> np.ndarray:
 
 
 def cluster_with(x: np.ndarray, how: str, seed: int = 0) -> np.ndarray:
-    """Cluster labels ``[N]`` (-1 noise) of the vectors ``x`` by method ``how``."""
+    """Cluster the vectors ``x`` ``[N, d]`` by method ``how``.
+
+    Args:
+        x: the candidate's vectors.
+        how: one of :data:`CLUSTERINGS`.
+        seed: UMAP's and k-means' random state.
+
+    Returns:
+        int ``[N]`` cluster labels, -1 for noise.
+
+    Raises:
+        ValueError: an unknown ``how``.
+    """
     from sklearn.cluster import AgglomerativeClustering, KMeans
 
     if how == "umap2d+hdbscan":
@@ -214,7 +235,16 @@ CLUSTERINGS = (
 
 # -- scores -------------------------------------------------------------------------
 def scores(labels: np.ndarray, cluster: np.ndarray) -> dict[str, Any]:
-    """Purity, ARI, NMI and the mixing/splitting counts over labelled entries."""
+    """Purity, ARI, NMI and the mixing/splitting counts over labelled entries.
+
+    Args:
+        labels: family per entry ``[N]`` (``""``: unlabelled, not scored).
+        cluster: cluster per entry ``[N]`` (-1: noise).
+
+    Returns:
+        ``purity``, ``ari``, ``nmi``, ``noise`` (share), ``clusters``,
+        ``clusters_mixing_families``, ``families_split`` (see the module docs).
+    """
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
     keep = labels != ""

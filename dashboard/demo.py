@@ -260,7 +260,18 @@ def _variant(
 
 
 def simulated_families(cfg: DemoConfig) -> Iterator[SimulatedVariant]:
-    """Every simulated demo entry, family after family."""
+    """Every simulated demo entry, family after family.
+
+    Args:
+        cfg: how many families and variants, and the seed they follow from.
+
+    Yields:
+        :class:`SimulatedVariant` objects: the shipped models' families first
+        (in file order), then the synthetic ones.
+
+    Raises:
+        ModelError: a shipped model cannot be read.
+    """
     models = _models()
     for path in sorted((DATA / "models").glob("*.pdb")):
         structure = read_model(path)

@@ -184,8 +184,13 @@ def cluster_features(
     first :data:`CLUSTER_DIMS` principal components (all of them when ``d`` is
     no larger).
 
+    Args:
+        feats: ``[N, d]`` features (:func:`map_features`).
+        min_cluster_size: HDBSCAN's smallest cluster (default
+            :func:`default_min_cluster_size`).
+
     Returns:
-        int32 ``[N]``, -1 for noise.
+        int32 ``[N]``, numbered by size, -1 for noise.
     """
     feats = np.asarray(feats, np.float64)
     n, d = feats.shape
