@@ -1,5 +1,8 @@
 """Compute the archive's 2D map (UMAP) and clusters, and store them.
 
+An entry is placed and clustered by its finest-scale vector and its size; a
+cluster is a group of maps of like shape and size, and cluster -1 holds the maps
+like no others (docs/results/clusters.md measures them against known families).
 The dashboard draws the layout stored here and never computes it on page load.
 Run it after an ingest (or use `swan ingest --layout`). UMAP's first call in a
 process spends about a minute compiling.
@@ -39,7 +42,7 @@ def main(args: argparse.Namespace) -> int:
     with store:
         info = layout_store(store, seed=args.seed, n_neighbors=args.neighbors)
     print(
-        f"{args.store}: layout of {store.count()} entries in "
+        f"{args.store}: layout of {info['entries']} entries in "
         f"{time.perf_counter() - t0:.1f} s; {info}"
     )
     return 0
