@@ -743,7 +743,7 @@ _HANGING_UPLOAD = """
 import sys, time
 from pathlib import Path
 
-def hang(path):
+def hang(path, **kwargs):
     print("reading", flush=True)
     time.sleep(600)
 

@@ -411,7 +411,10 @@ def _filter_body(**change) -> dict:
             {"id": "resolution-slider", "property": "value", "value": None},
             {"id": "method-filter", "property": "value", "value": None},
         ],
-        "state": [{"id": "resolution-bounds", "property": "data", "value": None}],
+        "state": [
+            {"id": "resolution-bounds", "property": "data", "value": None},
+            {"id": "where-store", "property": "data", "value": None},
+        ],
         "changedPropIds": ["where-input.value"],
     }
     return {**body, **change}
