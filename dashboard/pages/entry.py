@@ -326,14 +326,16 @@ def on_entry(service: SwanService, entry: int | None) -> tuple[Any, Any, Any]:
 def on_similar(
     service: SwanService, entry: int | None, where: str | None = None, k: Any = 10
 ) -> tuple[list[dict[str, Any]], html.Div]:
-    """The entry's most similar maps under the filter: ``(rows, message)``."""
+    """The entry's most similar maps under the filter, the entry itself left
+    out: ``(rows, message)``."""
     if entry is None:
         return [], message("")
-    try:
-        result = service.similar(entry, k=hits_k(k), where=where)
+    n = hits_k(k)
+    try:  # one more than asked: the entry itself, which is left out
+        result = service.similar(entry, k=n + 1, where=where)
     except (KeyError, ValueError) as exc:
         return [], message(str(exc).strip("'\""), error=True)
-    hits = result["hits"]
+    hits = [h for h in result["hits"] if h["id"] != int(entry)][:n]
     rows = hits_table_rows(hits, hit_details(service, [h["id"] for h in hits]))
     text = f"{len(rows)} most similar maps (per-scale cosine; score also weighs size)"
     if where:
