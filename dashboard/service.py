@@ -329,9 +329,20 @@ class SwanService:
             ValueError: bad ``k`` or ``where``.
         """
         self.refresh()
+        options = SearchOptions(where=where, exact=exact)
+        self._check_search(k, where)  # before the upload's costly encoding
         query = self._upload_query(data, name, contour)
-        hits = self._search(query, fit, k, SearchOptions(where=where, exact=exact))
+        hits = self._search(query, fit, k, options)
         return {"query": query.describe(), "hits": [h.to_dict() for h in hits]}
+
+    def _check_search(self, k: Any, where: str | None) -> None:
+        """Refuse a bad ``k`` or ``where`` (ValueError, one line) before any
+        encoding: the predicate is run once, in its sandbox, on the store."""
+        if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"k={k!r}: ask for at least 1 hit")
+        if where is not None:
+            with self._lock.reading():
+                self.store.count(where=where)
 
     def similar(
         self,

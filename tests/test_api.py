@@ -342,6 +342,25 @@ def test_oversized_body_is_413_before_reading(small_client: TestClient, map_byte
     assert small_client.get("/api/health").status_code == 200
 
 
+@pytest.mark.parametrize(
+    "params", [{"where": "no_such_column > 1"}, {"where": "1=1) OR (1=1"}, {"k": 0}]
+)
+def test_a_bad_search_is_refused_before_the_upload_is_encoded(
+    client: TestClient, map_bytes, monkeypatch: pytest.MonkeyPatch, params: dict
+):
+    import dashboard.service as service_module
+
+    def encoded(*args, **kwargs):
+        raise AssertionError("the upload was encoded")
+
+    monkeypatch.setattr(service_module.Query, "from_bytes", encoded)
+    response = client.post(
+        "/api/search", params=params, files={"file": ("q.map", map_bytes("emd_1832"))}
+    )
+    message = assert_error(response, 400 if "where" in params else 422)
+    assert "encoded" not in message
+
+
 def _announcing_map(tmp_path: Path, n: int) -> bytes:
     """A gzipped n^3 float32 map, a small blob in zeros: a few KB announcing
     n^3 * 4 bytes."""
