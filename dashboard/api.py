@@ -176,6 +176,14 @@ class Entry(BaseModel):
     header_path: str | None = Field(None, description="file name (no folder)")
 
 
+class EntryPage(BaseModel):
+    total: int = Field(description="entries matching the filter")
+    offset: int
+    limit: int
+    next_offset: int | None = Field(description="offset of the next page; null: last")
+    entries: list[Entry] = Field(description="ordered by store id")
+
+
 class ScaleCode(BaseModel):
     scale: int = Field(description="scale side s")
     tokens: list[Any] = Field(description="token indices, nested [depth, s, s, s]")
@@ -376,6 +384,21 @@ def create_api(
                 contour=_pick(form["contour"], contour),
                 fit=_pick(form["fit"], fit),
             )
+
+    @app.get(
+        f"{API_PREFIX}/entries",
+        response_model=EntryPage,
+        responses=_errors(400, 422),
+        tags=["entries"],
+        summary="List the entries, a page at a time",
+    )
+    def entries(
+        offset: Annotated[int, Query(ge=0, description="entries to pass over")] = 0,
+        limit: Annotated[int, Query(ge=1, le=1000, description="page size")] = 100,
+        where: WHERE = None,
+    ) -> dict[str, Any]:
+        page = service.list_entries(offset=offset, limit=limit, where=where)
+        return {**page, "entries": [_public_entry(r) for r in page["entries"]]}
 
     @app.get(
         f"{API_PREFIX}/entries/{{entry}}",

@@ -420,6 +420,45 @@ class SwanService:
             raise KeyError(f"no entry {entry}")
         return rows[0]
 
+    def list_entries(
+        self, offset: int = 0, limit: int = 100, where: str | None = None
+    ) -> dict[str, Any]:
+        """One page of the entries (matching ``where``), ordered by store id.
+
+        Args:
+            offset: entries to pass over first.
+            limit: entries in the page at most.
+            where: SQL predicate over entries (run once, in its sandbox).
+
+        Returns:
+            ``{"total", "offset", "limit", "next_offset", "entries": [rows]}``;
+            ``next_offset`` is ``None`` on the last page.
+
+        Raises:
+            ValueError: a bad ``offset``, ``limit`` or ``where``.
+        """
+        if offset < 0 or limit < 1:
+            raise ValueError(
+                f"offset={offset}, limit={limit}: give offset >= 0, limit >= 1"
+            )
+        self.refresh()
+        with self._lock.reading():
+            if where is None:
+                total = self.store.count()
+                page = self.store.entries(("id",), limit=limit, offset=offset)["id"]
+            else:
+                ids = self.store.entries(("id",), where=where)["id"]
+                total, page = len(ids), ids[offset : offset + limit]
+            rows = self.store.get(page)
+        end = offset + len(rows)
+        return {
+            "total": int(total),
+            "offset": offset,
+            "limit": limit,
+            "next_offset": end if end < total else None,
+            "entries": rows,
+        }
+
     def preview(self, entry: str | int) -> np.ndarray | None:
         """The stored preview volume ``[g, g, g]`` in [0, 1], or ``None``."""
         with self._lock.reading():

@@ -860,3 +860,30 @@ def test_upload_files_in_use_or_stored_are_kept_on_start(
     auth = {"Authorization": f"Bearer {TOKEN}"}
     assert client.delete(f"/api/entries/{entry_id}", headers=auth).status_code == 200
     assert not stored.exists()
+
+
+# -- listing ---------------------------------------------------------------------------
+def test_entries_are_listed_a_page_at_a_time(client: TestClient):
+    total = client.get("/api/health").json()["entries"]
+    seen, offset = [], 0
+    while offset is not None:
+        response = client.get("/api/entries", params={"offset": offset, "limit": 2})
+        assert response.status_code == 200, response.text
+        page = response.json()
+        assert page["total"] == total and len(page["entries"]) <= 2
+        seen += [e["id"] for e in page["entries"]]
+        offset = page["next_offset"]
+    assert seen == sorted(seen) and len(set(seen)) == total
+    for entry in page["entries"]:  # base names only, as for one entry
+        assert "/" not in (entry["source_path"] or "")
+
+
+def test_entry_listing_filters_and_refuses_bad_pages(client: TestClient):
+    page = client.get("/api/entries", params={"where": "rg < 40", "limit": 1000}).json()
+    assert page["next_offset"] is None
+    assert page["total"] == len(page["entries"]) > 0
+    assert all(e["rg"] < 40 for e in page["entries"])
+    beyond = client.get("/api/entries", params={"offset": 10_000}).json()
+    assert beyond["entries"] == [] and beyond["next_offset"] is None
+    assert_error(client.get("/api/entries", params={"limit": 0}), 422)
+    assert_error(client.get("/api/entries", params={"where": "nope > 1"}), 400)
