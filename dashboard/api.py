@@ -50,6 +50,7 @@ from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, UploadFi
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -299,13 +300,16 @@ def create_api(
     """
     if upload_slots < 1:
         raise ValueError(f"upload_slots={upload_slots}: allow at least 1")
-    app = FastAPI(
+    # the interactive docs with their Swagger UI assets served from the package
+    # (fastapi-offline), not from a CDN: they work on a machine with no internet
+    app = FastAPIOffline(
         title="Cryo-SWAN search",
         summary="Latent-space search of cryo-EM density maps.",
         version="1",
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url=f"{API_PREFIX}/docs",
         redoc_url=None,
+        static_url=f"{API_PREFIX}/docs-assets",
     )
     api_limit = service.max_upload_bytes + MULTIPART_OVERHEAD
     dash_limit = 4 * math.ceil(service.max_upload_bytes / 3) + DASH_OVERHEAD

@@ -518,7 +518,10 @@ def test_openapi_schema(client: TestClient):
     }
     assert "413" in paths["/api/search"]["post"]["responses"]
     assert "403" in paths["/api/entries"]["post"]["responses"]
-    assert client.get("/api/docs").status_code == 200
+    docs = client.get("/api/docs")
+    assert docs.status_code == 200 and "cdn" not in docs.text.lower()
+    asset = client.get("/api/docs-assets/swagger-ui-bundle.js")
+    assert asset.status_code == 200 and len(asset.content) > 100_000
 
 
 # -- fuzzing from the schema -------------------------------------------------------

@@ -219,3 +219,31 @@ def test_upload_lists_hits(page):
         page.screenshot(
             path=str(ARTIFACTS / f"upload_hits_{width}.png"), full_page=True
         )
+
+
+def test_api_docs_render_with_no_internet(page, server):
+    """/api/docs draws the whole API with every request outside the server
+    refused (its Swagger UI assets come from the server, not from a CDN)."""
+    context = page.context.browser.new_context()
+    docs = context.new_page()
+    outside: list[str] = []
+
+    def only_local(route) -> None:
+        url = route.request.url
+        if url.startswith(server[0].rstrip("/")):
+            route.continue_()
+        else:
+            outside.append(url)
+            route.abort()
+
+    docs.route("**/*", only_local)
+    try:
+        docs.goto(server[0].rstrip("/") + "/api/docs", wait_until="networkidle")
+        docs.wait_for_selector(".swagger-ui .info .title", timeout=30_000)
+        assert "Cryo-SWAN search" in docs.inner_text(".swagger-ui .info .title")
+        paths = docs.locator(".opblock-summary-path").all_inner_texts()
+        assert "/api/entries" in [p.strip() for p in paths]
+        docs.screenshot(path=str(ARTIFACTS / "api_docs.png"))
+        assert outside == []
+    finally:
+        context.close()
