@@ -132,7 +132,7 @@ def test_click_opens_the_3d_view(page):
         page.wait_for_function(
             f"""() => {{ const gd = document.querySelector('#{graph} .js-plotly-plot');
                 return gd && gd.data && gd.data.some(t => t.type === 'mesh3d'); }}""",
-            timeout=60_000,
+            timeout=180_000,  # decoding four scales on a loaded 2-core machine
         )
     # one drag on the first coarse-to-fine view turns every view alike (once the
     # similar maps are listed above it: the table moves the views down)
