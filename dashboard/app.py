@@ -31,7 +31,9 @@ Component ids (stable; browser tests use them):
 * ``upload-map``: the ``dcc.Upload`` for a map file.
 * ``upload-message``: what was searched, or why the upload failed (``.swan-error``).
 * ``hits-table``: hits of the upload search.
-* ``detail-panel``: the entry panel, holding ``detail-meta`` (metadata),
+* ``detail-panel``: the entry panel, holding ``entry-id-input`` and
+  ``entry-id-go`` (open an entry by its EMDB id or store id; ``entry-id-message``
+  says why one was not found), ``detail-meta`` (metadata),
   ``iso-graph`` (3D isosurface of the preview), ``similar-table`` and
   ``similar-message`` (most similar maps, per-scale scores), ``c2f-graph`` (one
   3D scene per number of scales: "1 scale", "2 scales", ...).

@@ -247,3 +247,22 @@ def test_api_docs_render_with_no_internet(page, server):
         assert outside == []
     finally:
         context.close()
+
+
+def test_an_entry_is_opened_by_its_emdb_id(page):
+    box = page.locator("#entry-id-input")
+    box.fill("EMD-99999999")
+    box.press("Enter")
+    page.wait_for_function(
+        """() => document.querySelector('#entry-id-message .swan-error') !== null""",
+        timeout=60_000,
+    )
+    assert "EMD-99999999" in page.inner_text("#entry-id-message")
+    box.fill("EMD-1832")
+    page.click("#entry-id-go")
+    page.wait_for_function(
+        """() => document.querySelector('#detail-meta').innerText.includes('EMD-1832')
+                 && !document.querySelector('#entry-id-message .swan-error')""",
+        timeout=60_000,
+    )
+    page.locator("#detail-panel").screenshot(path=str(ARTIFACTS / "entry_by_id.png"))

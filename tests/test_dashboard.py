@@ -42,6 +42,9 @@ IDS = (
     "upload-message",
     "hits-table",
     "detail-panel",
+    "entry-id-input",
+    "entry-id-go",
+    "entry-id-message",
     "detail-meta",
     "iso-graph",
     "similar-table",
@@ -291,10 +294,22 @@ def test_click_shows_the_entry_with_similar_maps(service):
     ]
     rows, msg = entry.on_similar(service, chosen, None, 5)
     assert len(rows) == 5 and chosen not in {r["id"] for r in rows}  # not itself
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5]
     assert rows[0]["score"] < 1.0 - 1e-3
     scales = service.store.encoder.scales
     assert all(f"scale_{s}" in rows[0] for s in scales)
     assert "5 most similar" in _text(msg)
+
+
+def test_an_entry_is_opened_by_its_id(service):
+    chosen = _id_of(service, "EMD-1832")
+    for typed in ("EMD-1832", " emd_1832 ", str(chosen)):
+        found, msg = entry.on_lookup(service, typed)
+        assert found == chosen and _text(msg) == ""
+    for typed in ("EMD-99999999", "", None, "999"):
+        found, msg = entry.on_lookup(service, typed)
+        assert found is no_update and msg.className == "swan-error"
+    assert "EMD-99999999" in _text(entry.on_lookup(service, "EMD-99999999")[1])
 
 
 def test_similar_maps_follow_the_filter(service):

@@ -41,7 +41,10 @@ from dashboard.tables import emdb_url, hits_table_rows
 
 log = logging.getLogger(__name__)
 
-_PICK_HINT = "Click an entry on the map, or a row of a table, to see it here."
+_PICK_HINT = (
+    "Click an entry on the map, or a row of a table, or open one by its id above, "
+    "to see it here."
+)
 _NOTE = {"fontSize": "12px", "color": "#666", "margin": "2px 0 6px 0"}
 
 #: In the browser: a turn, zoom or pan of one coarse-to-fine scene is applied to
@@ -156,6 +159,24 @@ def on_pick(
         cells = dict(zip(tables, active_cells, strict=False))
         entry = entry_from_cell(cells.get(trigger))
     return no_update if entry is None else entry
+
+
+def on_lookup(service: SwanService, text: str | None) -> tuple[Any, html.Div]:
+    """The entry an id typed in the box names: ``(entry id or no_update,
+    message)``.
+
+    Args:
+        service: the store's service.
+        text: an EMDB id (``EMD-1832``, ``emd_1832``) or a store id (``12``).
+    """
+    text = (text or "").strip()
+    if not text:
+        return no_update, message("type an EMDB id (EMD-1832) or a store id", True)
+    try:
+        row = service.entry(text)
+    except (KeyError, ValueError) as exc:
+        return no_update, message(str(exc).strip("'\"") + "; check the id", True)
+    return int(row["id"]), message("")
 
 
 # -- the panel -------------------------------------------------------------------------
@@ -335,7 +356,8 @@ def on_similar(
         result = service.similar(entry, k=n + 1, where=where)
     except (KeyError, ValueError) as exc:
         return [], message(str(exc).strip("'\""), error=True)
-    hits = [h for h in result["hits"] if h["id"] != int(entry)][:n]
+    others = [h for h in result["hits"] if h["id"] != int(entry)][:n]
+    hits = [{**h, "rank": i} for i, h in enumerate(others, 1)]  # numbered anew
     rows = hits_table_rows(hits, hit_details(service, [h["id"] for h in hits]))
     text = f"{len(rows)} most similar maps (per-scale cosine; score also weighs size)"
     if where:
@@ -351,6 +373,21 @@ def layout(service: SwanService) -> html.Div:
         id="detail-panel",
         children=[
             html.H3("Entry", style=SECTION_TITLE),
+            html.Div(
+                [
+                    dcc.Input(
+                        id="entry-id-input",
+                        type="text",
+                        placeholder="EMDB id or store id, e.g. EMD-1832",
+                        debounce=True,
+                        maxLength=64,
+                        style={"width": "260px", "marginRight": "6px"},
+                    ),
+                    html.Button("Open", id="entry-id-go", n_clicks=0),
+                    html.Div(id="entry-id-message"),
+                ],
+                style={"marginBottom": "6px"},
+            ),
             html.Div(message(_PICK_HINT), id="detail-meta"),
             dcc.Loading(
                 dcc.Graph(
@@ -401,18 +438,24 @@ def register(app: Dash, service: SwanService) -> None:
 
     @app.callback(
         Output("entry-store", "data"),
+        Output("entry-id-message", "children"),
         Input("umap-graph", "clickData"),
         Input("umap-graph", "clickAnnotationData"),
         Input("selection-table", "active_cell"),
         Input("hits-table", "active_cell"),
         Input("similar-table", "active_cell"),
+        Input("entry-id-go", "n_clicks"),
+        Input("entry-id-input", "n_submit"),
+        State("entry-id-input", "value"),
         prevent_initial_call=True,
     )
-    def _pick(click, label, sel_cell, hits_cell, similar_cell):  # noqa: ANN001, ANN202
+    def _pick(click, label, sel_cell, hits_cell, similar_cell, go, submit, typed):  # noqa: ANN001, ANN202
+        if ctx.triggered_id in ("entry-id-go", "entry-id-input"):
+            return on_lookup(service, typed)
         on_label = "umap-graph.clickAnnotationData" in ctx.triggered_prop_ids
         trigger = "umap-label" if on_label else ctx.triggered_id
         cells = (sel_cell, hits_cell, similar_cell)
-        return on_pick(trigger, label if on_label else click, *cells)
+        return on_pick(trigger, label if on_label else click, *cells), message("")
 
     @app.callback(
         Output("detail-meta", "children"),
