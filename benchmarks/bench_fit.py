@@ -17,12 +17,17 @@ per query of:
 The fit's cost does not grow with the store; the canonical correlation's does:
 ``break_even_entries`` is the archive size at which they cost the same.
 
+``old fit build`` and ``old fit score`` are the same steps by the fit as it was
+at ``--baseline`` (default :data:`benchmarks.baseline.BASELINE_COMMIT`, loaded
+from git history), in the same run; ``old_vs_new_max_abs_diff`` is the largest
+difference between the two fits' scores over every query and entry.
+
 Queries are the real maps of ``data/maps`` in their candidate poses; the entries
 are SIMULATED: those maps under random rotations, so the timings do not depend
 on what the entries show. Ratios to ``canonical correlation`` are what to
 compare across machines (they are noisy: run it alone).
 
-    $ python -m benchmarks.bench_fit [--entries 200] [--repeats 3]
+    $ python -m benchmarks.bench_fit [--entries 200] [--repeats 3] [--baseline REV]
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ import numpy as np
 from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
+from benchmarks.baseline import BASELINE_COMMIT, module_at, resolve
 from benchmarks.common import (
     ROOT,
     add_out_argument,
@@ -77,11 +83,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     flat = flat - flat.mean(1, keepdims=True)
     flat /= np.linalg.norm(flat, axis=1, keepdims=True)
     vectors = list(encoder.encode(volumes).vectors)
-    rows = []
+    old = module_at(args.baseline, "swan_index/fit.py", "baseline_fit")
+    rows, diff = [], 0.0
     for p in prepared:
         q = p.volumes
         code = encoder.encode(q)
         fit = FitQuery(q)
+        old_fit = old.FitQuery(q)
+        diff = max(
+            diff, float(np.abs(fit.score(previews) - old_fit.score(previews)).max())
+        )
         qf = q.reshape(len(q), -1)
         qf = qf - qf.mean(1, keepdims=True)
         qf /= np.linalg.norm(qf, axis=1, keepdims=True)
@@ -90,6 +101,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "fit score": _median_ms(lambda f=fit: f.score(previews), args.repeats),
             "fit score, no refine/shift": _median_ms(
                 lambda f=fit: f.score(previews, shift=0, refine=0), args.repeats
+            ),
+            "old fit build": _median_ms(lambda q=q: old.FitQuery(q), args.repeats),
+            "old fit score": _median_ms(
+                lambda f=old_fit: f.score(previews), args.repeats
             ),
             "vectors": _median_ms(
                 lambda c=code: [c.vectors[i] @ v.T for i, v in enumerate(vectors)],
@@ -105,6 +120,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     base = median["canonical correlation"]
     per_entry = base / args.entries
     fit_total = median["fit build"] + median["fit score"]
+    old_total = median["old fit build"] + median["old fit score"]
     return {
         "benchmark": "rotational fit cost per query",
         "entries": args.entries,
@@ -118,6 +134,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # the store's size); the canonical correlation grows with the archive
         "canonical_ms_per_entry": round(per_entry, 4),
         "fit_ms_per_query": round(fit_total, 2),
+        "old_fit_ms_per_query": round(old_total, 2),
+        "speedup": round(old_total / fit_total, 2),
+        "baseline": resolve(args.baseline),
+        "old_vs_new_max_abs_diff": diff,
         "break_even_entries": int(round(fit_total / per_entry)),
         "rows": rows,
         "machine": machine_info(),
@@ -134,6 +154,11 @@ def print_table(result: dict[str, Any]) -> None:
         f"fit build + score {result['fit_ms_per_query']:.0f} ms per query = the "
         f"canonical correlation of {result['break_even_entries']} entries"
     )
+    print(
+        f"old fit {result['old_fit_ms_per_query']:.0f} ms per query "
+        f"({result['baseline'][:12]}): x{result['speedup']:.1f}; scores differ by "
+        f"at most {result['old_vs_new_max_abs_diff']:.2g}"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -141,6 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--entries", type=int, default=FIT_TOP)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--baseline", default=BASELINE_COMMIT, help="git revision")
     add_out_argument(parser, "bench_fit.json")
     args = parser.parse_args(argv)
     return save_result(run(args), args.out, print_table)

@@ -35,7 +35,6 @@ deterministic near-uniform SO(3) sample of arbitrary size.
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -47,7 +46,7 @@ from scipy.spatial.transform import Rotation
 
 from swan_index.prepare import shrink
 from swan_index.ranking import Ranking
-from swan_index.turn import turn
+from swan_index.turn import turn, window_sums
 
 log = logging.getLogger(__name__)
 
@@ -349,55 +348,28 @@ def _shift_corr(
     if shift <= 0:
         return (_unit_rows(vols) * ent[:, None]).sum(dim=-1)
     # Pearson with a zero-mean unit entry: win . e / |win - mean(win)| for every
-    # window of the shifted volume. Shifting the volume by d is shifting the entry
-    # (and the window's box) by -d, so all three sums are matrix products with
-    # shifted copies of the entry, computed for a bounded number of entries at a
-    # time; the window sums are read from summed-volume tables.
-    step = max(1, _SHIFT_FLOATS // ((2 * shift + 1) ** 3 * g**3))
+    # window of the shifted volume. The products with the entry are a grouped
+    # 3D convolution (one group per entry, its volumes the batch); the window
+    # sums from :func:`swan_index.turn.window_sums`. A bounded number of
+    # entries at a time.
+    side = 2 * shift + 1
+    step = max(1, _SHIFT_FLOATS // (keep * (g + 2 * shift) ** 3))
     out = []
     for i in range(0, n, step):
         v = vols[i : i + step]
-        e = _shifted(ent[i : i + step].reshape(-1, g, g, g), shift)  # [n, S, m]
-        dot = v @ e.transpose(1, 2)  # [n, K, S]
-        flat = v.reshape(-1, g, g, g).double()
-        total = _window_sums(flat, shift).reshape(dot.shape)
-        square = _window_sums(flat * flat, shift).reshape(dot.shape)
+        m = len(v)
+        padded = F.pad(v.reshape(m, keep, g, g, g).transpose(0, 1), (shift,) * 6)
+        conv = F.conv3d(padded, ent[i : i + step].reshape(m, 1, g, g, g), groups=m)
+        # output (a, b, c) is the volume moved by (shift - a, ...): flipped, the
+        # order of window_sums
+        dot = conv.flip((2, 3, 4)).reshape(keep, m, side**3).transpose(0, 1)
+        total, square = window_sums(v.reshape(-1, g, g, g).numpy(), shift)
+        total = torch.from_numpy(total).reshape(dot.shape)
+        square = torch.from_numpy(square).reshape(dot.shape)
         spread = (square - total * total / g**3).clamp_min(1e-12).float()
         out.append((dot / spread.sqrt()).max(dim=-1).values)
     return torch.cat(out)
 
 
-def _window_sums(x: torch.Tensor, shift: int) -> torch.Tensor:
-    """``[B, S]``: for each of ``x`` ``[B, g, g, g]`` and each shift of
-    :func:`_shifted`'s order, the sum of the voxels that stay inside the box,
-    i.e. ``x.flatten(1) @ _shifted(ones, shift)[0].T``, from a summed-volume
-    table (8 reads per sum instead of ``g^3`` products)."""
-    g = x.shape[-1]
-    table = F.pad(x.cumsum(1).cumsum(2).cumsum(3), (1, 0, 1, 0, 1, 0))
-    a = torch.arange(2 * shift + 1)
-    lo, hi = (shift - a).clamp(0, g), (g + shift - a).clamp(0, g)
-    ends = [torch.meshgrid(e, e, e, indexing="ij") for e in (lo, hi)]
-    total = torch.zeros(len(x), len(a) ** 3, dtype=x.dtype)
-    for corner in itertools.product((0, 1), repeat=3):
-        z, y, w = (ends[c][axis].reshape(-1) for axis, c in enumerate(corner))
-        sign = -1 if (3 - sum(corner)) % 2 else 1
-        total += sign * table[:, z, y, w]
-    return total
-
-
 #: Bound on the floats of shifted entries :func:`_shift_corr` holds at once.
 _SHIFT_FLOATS = 1 << 23
-
-
-def _shifted(x: torch.Tensor, shift: int) -> torch.Tensor:
-    """Every shift of ``x`` ``[B, g, g, g]`` by up to ``shift`` voxels per axis,
-    zero fill: ``[B, (2 shift + 1)^3, g^3]``."""
-    g, s = x.shape[-1], range(2 * shift + 1)
-    pad = F.pad(x, (shift,) * 6)
-    return torch.stack(
-        [
-            pad[:, a : a + g, b : b + g, c : c + g].reshape(len(x), -1)
-            for a, b, c in itertools.product(s, s, s)
-        ],
-        dim=1,
-    )

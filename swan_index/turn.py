@@ -30,6 +30,7 @@ import torch.nn.functional as F
 @numba.njit(nogil=True, cache=True, fastmath=True, error_model="numpy")
 def _turn_kernel(
     padded: np.ndarray,
+    occupied: np.ndarray,
     mats: np.ndarray,
     out: np.ndarray,
     mean: np.ndarray,
@@ -37,7 +38,9 @@ def _turn_kernel(
     unit: bool,
 ) -> None:  # pragma: no cover - compiled
     # padded: the volume with one voxel of zeros on every side, so that a sample
-    # with any corner inside reads its eight corners without bounds checks
+    # with any corner inside reads its eight corners without bounds checks;
+    # occupied: whether a cell of the padded volume has a corner that is not 0
+    # (a sample in an empty cell is 0: most of a map's box is empty)
     g = padded.shape[0] - 2
     half = np.float32(0.5 * g)
     lin = np.empty(g, np.float32)
@@ -71,10 +74,14 @@ def _turn_kernel(
                         or fz >= g + 1
                     ):
                         out[r, i] = 0.0
+                        i += 1
+                        continue
+                    x0 = int(fx)  # fx >= 0: truncation is the floor
+                    y0 = int(fy)
+                    z0 = int(fz)
+                    if not occupied[z0, y0, x0]:
+                        out[r, i] = 0.0
                     else:
-                        x0 = int(fx)  # fx >= 0: truncation is the floor
-                        y0 = int(fy)
-                        z0 = int(fz)
                         wx = fx - x0
                         wy = fy - y0
                         wz = fz - z0
@@ -140,18 +147,35 @@ def turn(
     mean = np.empty((n, 1), np.float32)
     norm = np.empty((n, 1), np.float32)
     padded = np.pad(vol, 1)
+    occupied = _occupied(padded)
     parts = min(THREADS, max(1, n // _MIN_PART))
     cuts = np.linspace(0, n, parts + 1).astype(int)
 
     def run(i: int) -> None:
         a, b = cuts[i], cuts[i + 1]
-        _turn_kernel(padded, mats[a:b], out[a:b], mean[a:b], norm[a:b], unit)
+        _turn_kernel(padded, occupied, mats[a:b], out[a:b], mean[a:b], norm[a:b], unit)
 
     if parts == 1:
         run(0)
     else:
         list(_pool().map(run, range(parts)))
     return torch.from_numpy(out), torch.from_numpy(mean), torch.from_numpy(norm)
+
+
+def _occupied(padded: np.ndarray) -> np.ndarray:
+    """Per cell of ``padded`` (the cube between 8 voxel centres, named by its
+    lowest corner): whether any of its corners is not 0. ``[g+1, g+1, g+1]``."""
+    nz = padded != 0
+    return (
+        nz[:-1, :-1, :-1]
+        | nz[1:, :-1, :-1]
+        | nz[:-1, 1:, :-1]
+        | nz[:-1, :-1, 1:]
+        | nz[1:, 1:, :-1]
+        | nz[1:, :-1, 1:]
+        | nz[:-1, 1:, 1:]
+        | nz[1:, 1:, 1:]
+    )
 
 
 #: Threads :func:`turn` splits its rotations over (the kernel releases the GIL).
@@ -163,6 +187,70 @@ _MIN_PART = 64
 @functools.lru_cache(maxsize=1)
 def _pool() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(THREADS, thread_name_prefix="swan-turn")
+
+
+@numba.njit(nogil=True, cache=True)
+def _window_kernel(
+    x: np.ndarray, lo: np.ndarray, hi: np.ndarray, total: np.ndarray, square: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    n, g = x.shape[0], x.shape[1]
+    k = len(lo)
+    rows = np.empty((2, g, g, k))  # per (z, y): sums over each x range
+    planes = np.empty((2, g, k, k))  # per z: sums over each (y, x) range
+    for b in range(n):
+        for z in range(g):
+            for y in range(g):
+                for c in range(k):
+                    t = 0.0
+                    t2 = 0.0
+                    for w in range(lo[c], hi[c]):
+                        v = np.float64(x[b, z, y, w])
+                        t += v
+                        t2 += v * v
+                    rows[0, z, y, c] = t
+                    rows[1, z, y, c] = t2
+        for z in range(g):
+            for a in range(k):
+                for c in range(k):
+                    for p in range(2):
+                        t = 0.0
+                        for y in range(lo[a], hi[a]):
+                            t += rows[p, z, y, c]
+                        planes[p, z, a, c] = t
+        i = 0
+        for a in range(k):
+            for bb in range(k):
+                for c in range(k):
+                    t = 0.0
+                    t2 = 0.0
+                    for z in range(lo[a], hi[a]):
+                        t += planes[0, z, bb, c]
+                        t2 += planes[1, z, bb, c]
+                    total[b, i] = t
+                    square[b, i] = t2
+                    i += 1
+
+
+def window_sums(x: np.ndarray, shift: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each cube of ``x`` ``[B, g, g, g]`` and each ``(a, b, c)`` in
+    ``range(2 shift + 1)^3`` (``S`` of them, ``a`` slowest): the sum and the
+    sum of squares (float64) of the voxels in ``[shift - a, g + shift - a)``
+    along z, ``[shift - b, g + shift - b)`` along y, ``[shift - c, g + shift -
+    c)`` along x (clipped to the cube): what stays inside the box when the
+    cube moves by ``(shift - a, shift - b, shift - c)``.
+
+    Returns:
+        ``(total [B, S], square [B, S])``.
+    """
+    x = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    g = x.shape[-1]
+    a = np.arange(2 * shift + 1)
+    lo, hi = np.clip(shift - a, 0, g), np.clip(g + shift - a, 0, g)
+    total = np.empty((len(x), len(a) ** 3))
+    square = np.empty_like(total)
+    if len(x):
+        _window_kernel(x, lo, hi, total, square)
+    return total, square
 
 
 def grid_sample_turn(volume: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ import torch.nn.functional as F
 from scipy.spatial.transform import Rotation
 
 from swan_index.fit import rotation_grid
-from swan_index.turn import grid_sample_turn, turn
+from swan_index.turn import grid_sample_turn, turn, window_sums
 
 
 def test_reference_samples_at_affine_grid_voxel_centres():
@@ -66,3 +68,20 @@ def test_turn_checks_its_input():
         turn(np.zeros((4, 4, 5), np.float32), rotation_grid(2))
     with pytest.raises(ValueError, match=r"\[R, 3, 3\]"):
         turn(np.zeros((4, 4, 4), np.float32), np.zeros((2, 3)))
+
+
+@pytest.mark.parametrize("shift", [1, 2])
+def test_window_sums_are_sums_over_the_boxes_left_in_place(shift):
+    g = 6
+    rng = np.random.default_rng(shift)
+    x = rng.random((4, g, g, g), np.float32)
+    total, square = window_sums(x, shift)
+    side = 2 * shift + 1
+    assert total.shape == square.shape == (4, side**3)
+    i = 0
+    for a, b, c in itertools.product(range(side), repeat=3):
+        z, y, w = (slice(max(shift - t, 0), min(g + shift - t, g)) for t in (a, b, c))
+        box = x[:, z, y, w].astype(np.float64).reshape(4, -1)
+        np.testing.assert_allclose(total[:, i], box.sum(1), rtol=1e-12)
+        np.testing.assert_allclose(square[:, i], (box * box).sum(1), rtol=1e-12)
+        i += 1
