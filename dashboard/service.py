@@ -505,6 +505,7 @@ class SwanService:
         # DuckDB refuses a read-write and a read-only connection to one file in
         # one process at once: reads wait while a write runs.
         with self._lock.writing():
+            self.store.release_connections()  # no reads run meanwhile
             try:
                 store = Store.open(self.store_path)
             except StoreBusyError as exc:

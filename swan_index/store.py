@@ -25,7 +25,8 @@ handed out twice. Readers open it with a warning.
 
 **Locking.** One writer (an exclusive lock on ``write.lock`` for its whole life) and
 any number of readers. Neither holds the DuckDB file for long: see
-:mod:`swan_index.db`. A reader sees the store as of its last open or refresh.
+:mod:`swan_index.db` (a reader keeps one connection between queries only while
+no writer exists). A reader sees the store as of its last open or refresh.
 
 **Search** runs in three stages: :meth:`Store.rank` (reads the store; the
 scoring itself is :mod:`swan_index.ranking`), the rotational fit
@@ -48,7 +49,14 @@ import numpy as np
 import pyarrow as pa
 
 from encoder.code import MultiScaleCode
-from swan_index.db import DEFAULT_TIMEOUT, StoreLossError, WriterLock, connect, readable
+from swan_index.db import (
+    DEFAULT_TIMEOUT,
+    SharedReader,
+    StoreLossError,
+    WriterLock,
+    connect,
+    readable,
+)
 from swan_index.indexes import ScaleIndexes
 from swan_index.manifest import (
     Mark,
@@ -126,6 +134,12 @@ class Store:
         self._next_id = 1  # the database's next entry id (writers keep it current)
         self._index_info: dict[str, Any] = {}  # the FAISS files as last written
         self._closed = False
+        # a reader keeps one connection between queries while no writer exists
+        self._reads = (
+            SharedReader(path / DB_NAME, path / "write.lock", timeout)
+            if read_only
+            else None
+        )
 
     # -- opening -------------------------------------------------------------------
     @classmethod
@@ -235,7 +249,17 @@ class Store:
         log.warning(msg, self.path, loss.describe(), self._next_id)
 
     def _db(self, read_only: bool):  # noqa: ANN202
+        if read_only and self._reads is not None:
+            return self._reads.connection()
         return connect(self.path / DB_NAME, read_only=read_only, timeout=self.timeout)
+
+    def release_connections(self) -> None:
+        """Close the connection a reader keeps between queries (at once, or when
+        the queries using it end); the next query opens one again. A writer in
+        another process needs no call: the reader closes it when the writer
+        takes the store's write lock (:class:`swan_index.db.SharedReader`)."""
+        if self._reads is not None:
+            self._reads.release()
 
     @contextmanager
     def _transaction(self) -> Iterator[Connection]:
@@ -432,6 +456,8 @@ class Store:
                 self.flush()
         finally:
             self._closed = True
+            if self._reads is not None:
+                self._reads.close()
             if self._lock is not None:
                 self._lock.release()
 
