@@ -30,6 +30,10 @@ incomplete and conformational queries against the 53 held-out references
 The rotation grid is the super-Fibonacci spiral of Alexa (CVPR 2022): written
 out here because it is a few lines and neither SciPy nor PyTorch has a
 deterministic near-uniform SO(3) sample of arbitrary size.
+
+The query is turned by :func:`swan_index.turn.turn` (a compiled trilinear loop,
+``grid_sample``'s values without its cost); the shifted correlations are a
+grouped 3D convolution, their window sums :func:`swan_index.turn.window_sums`.
 """
 
 from __future__ import annotations

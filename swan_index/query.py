@@ -143,7 +143,7 @@ class Query:
 
     def fit(self) -> FitQuery | None:
         """The query's volumes turned through every rotation of the fit's grid
-        (:class:`~swan_index.fit.FitQuery`; about 0.15 s), or ``None`` when there
+        (:class:`~swan_index.fit.FitQuery`; tens of ms), or ``None`` when there
         are none or they cannot be compared (logged)."""
         return fit_query(self.volumes)
 
