@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 from swan_index.db import SharedReader, writer_holds
+from swan_index.ranking import SearchOptions
 from swan_index.store import DB_NAME, Store
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -79,6 +80,9 @@ def test_writer_in_another_process_is_not_blocked_and_is_seen(store, samples):
         assert reader.get_preview(2) is None
         hits = reader.search(code[1:2], k=6)
         assert 2 not in [h.id for h in hits] and len(hits) == 5
+        # a filter, through the same kept connection for the hits' metadata
+        opts = SearchOptions(where="id >= 3")
+        assert sorted(h.id for h in reader.search(code[1:2], 6, opts)) == [3, 4, 5, 6]
     finally:
         reader.close()
 
