@@ -416,8 +416,8 @@ def _print_paired(title: str, paired: dict) -> None:
             )
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_draw_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments that choose the benchmark's draw (gallery and queries)."""
     shared = ROOT.parent / "shared" / "data" / "real"
     parser.add_argument("--models", type=Path, default=shared / "models")
     parser.add_argument("--maps", type=Path, default=shared / "maps")
@@ -440,6 +440,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--per-condition", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_draw_arguments(parser)
     add_out_argument(parser, "bench_retrieval.json")
     args = parser.parse_args(argv)
     for name in ("models", "maps", "shapes"):
@@ -454,4 +459,12 @@ if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
     main()
 
-__all__ = ["BASELINES", "OURS", "QUERY_CONDITIONS", "METRICS", "main", "run"]
+__all__ = [
+    "BASELINES",
+    "OURS",
+    "QUERY_CONDITIONS",
+    "METRICS",
+    "add_draw_arguments",
+    "main",
+    "run",
+]
