@@ -232,21 +232,19 @@ class SharedReader:
     def connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """A cursor of the shared connection, or a connection of its own when a
         writer holds the lock (or the lock table cannot be read)."""
-        base = self._acquire()
-        if base is None:
+        cursor = self._acquire()
+        if cursor is None:
             with connect(self.db, read_only=True, timeout=self.timeout) as con:
                 yield con
             return
         try:
-            cursor = base.cursor()
-            try:
-                yield cursor
-            finally:
-                cursor.close()
+            yield cursor
         finally:
+            cursor.close()
             self._release()
 
     def _acquire(self) -> duckdb.DuckDBPyConnection | None:
+        """A cursor of the shared connection (opened if need be), or ``None``."""
         with self._mutex:
             if self._stop.is_set():
                 return None
@@ -259,8 +257,9 @@ class SharedReader:
                 self._watch()
             elif self._retire:
                 return None
+            cursor = self._con.cursor()
             self._users += 1
-            return self._con
+            return cursor
 
     def _release(self) -> None:
         with self._mutex:

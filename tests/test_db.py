@@ -6,7 +6,9 @@ import fcntl
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
+from swan_index import db as db_module
 from swan_index.db import SharedReader, writer_holds
 from swan_index.ranking import SearchOptions
 from swan_index.store import DB_NAME, Store
@@ -31,7 +33,8 @@ def _reads(store: Store) -> SharedReader:
     return store._reads
 
 
-def test_reader_keeps_one_connection_between_queries(store):
+def test_reader_keeps_one_connection_between_queries(store, monkeypatch):
+    monkeypatch.setattr(db_module, "IDLE_CLOSE", 600.0)  # a slow machine's pauses
     store.close()
     reader = Store.open(store.path, read_only=True)
     try:
@@ -103,5 +106,29 @@ def test_writer_in_the_same_process_beside_a_kept_connection(store, samples):
         assert reader.get([int(added[0])])[0]["id"] == int(added[0])
         assert reader.get([3]) == []
         assert (path / DB_NAME).exists()
+    finally:
+        reader.close()
+
+
+def test_threads_share_the_kept_connection(store, monkeypatch):
+    """Queries from many threads at once, each on its own cursor, all answered
+    right; the connection is opened once."""
+    monkeypatch.setattr(db_module, "IDLE_CLOSE", 600.0)
+    store.close()
+    reader = Store.open(store.path, read_only=True)
+    try:
+        reader.release_connections()
+        before = _reads(reader).opened
+
+        def work(i: int) -> bool:
+            ids = [1 + (i + j) % 6 for j in range(3)]
+            rows = reader.get(ids)
+            return [r["id"] for r in rows] == ids and reader.get_preview(
+                ids[0]
+            ) is not None
+
+        with ThreadPoolExecutor(8) as pool:
+            assert all(pool.map(work, range(200)))
+        assert _reads(reader).opened == before + 1
     finally:
         reader.close()
