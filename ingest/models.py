@@ -183,10 +183,15 @@ def _organism(path: Path, doc: gemmi.cif.Document | None) -> str | None:
 
 
 def _polymer(residue: gemmi.Residue) -> bool:
-    kind = residue.entity_type
-    if kind == gemmi.EntityType.Polymer:
+    """A residue of a protein or nucleic-acid chain: its entity says so, or it
+    is an ATOM record (not HETATM), or a tabulated amino acid or nucleotide
+    (entities are guessed when the file has no SEQRES, and not always well)."""
+    if residue.entity_type == gemmi.EntityType.Water:
+        return False
+    if residue.entity_type == gemmi.EntityType.Polymer or residue.het_flag == "A":
         return True
-    return kind == gemmi.EntityType.Unknown and residue.het_flag == "A"
+    kind = gemmi.find_tabulated_residue(residue.name)
+    return kind is not None and (kind.is_amino_acid() or kind.is_nucleic_acid())
 
 
 def _check_size(path: Path, max_atoms: int) -> None:
@@ -239,6 +244,42 @@ def _assembly_size(
     return n_atoms, float(np.max(hi - lo)) if n_atoms else 0.0
 
 
+#: Elements of standard amino acids and nucleotides.
+_POLYMER_ELEMENTS = frozenset({"H", "D", "C", "N", "O", "S", "P", "Se"})
+
+
+def _fix_elements(model: gemmi.Model) -> None:
+    """Elements of standard residues from their atom names when the file's
+    are wrong. A PDB file without the element column (molecular dynamics
+    output) leaves gemmi to guess from names written from column 13, so that
+    arginine's ``NE`` reads as neon and ``HG`` as mercury; in an amino acid or
+    nucleotide (CHARMM's ``HSD`` included) every atom is one of
+    :data:`_POLYMER_ELEMENTS`, named by its first letter."""
+    for chain in model:
+        for res in chain:
+            if not _polymer(res):
+                continue  # a ligand may hold any element (metals, halides)
+            for atom in res:
+                if atom.element.name not in _POLYMER_ELEMENTS:
+                    letters = [c for c in atom.name if c.isalpha()]
+                    if letters:
+                        atom.element = gemmi.Element(letters[0])
+
+
+def _keep_present(assembly: gemmi.Assembly, model: gemmi.Model) -> list[str]:
+    """Drop from the assembly's generators the chains (and subchains) the model
+    lacks (a file cut down to some chains keeps its header's assembly); returns
+    the chain names dropped."""
+    chains = {chain.name for chain in model}
+    subchains = {res.subchain for chain in model for res in chain}
+    absent: list[str] = []
+    for gen in assembly.generators:
+        absent += [c for c in gen.chains if c not in chains and c not in absent]
+        gen.chains = [c for c in gen.chains if c in chains]
+        gen.subchains = [c for c in gen.subchains if c in subchains]
+    return absent
+
+
 def _read(path: Path) -> tuple[gemmi.Structure, gemmi.cif.Document | None]:
     """The structure, and the mmCIF document when the file is mmCIF."""
     name = path.name.lower().removesuffix(".gz")
@@ -288,6 +329,7 @@ def read_model_file(
     structure.setup_entities()
     del structure[1:]  # the first model only (NMR ensembles)
     model = structure[0]
+    _fix_elements(model)
     if not any(_polymer(r) for chain in model for r in chain):
         raise ModelError(
             path,
@@ -297,6 +339,7 @@ def read_model_file(
     name = None
     if assembly and structure.assemblies:
         first = structure.assemblies[0]
+        absent = _keep_present(first, model)
         n_atoms, extent = _assembly_size(structure, first)
         if n_atoms == 0:
             pass  # generators name no chain of this file: keep the asymmetric unit
@@ -323,6 +366,8 @@ def read_model_file(
             structure.add_model(expanded)
             del structure[0]
             name = first.name
+            if absent:
+                name += f" (partial: chains {', '.join(absent)} not in the file)"
     structure.remove_waters()
     structure.remove_hydrogens()
     structure.remove_empty_chains()

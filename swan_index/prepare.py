@@ -15,6 +15,7 @@ import numpy as np
 
 from ingest.canonical import CanonicalVolume, canonicalize, canonicalize_poses
 from ingest.discover import MapEntry, ModelEntry
+from ingest.errors import IngestError
 from ingest.header import EntryMetadata, emdb_id_from_name, read_header
 from ingest.mapio import DensityMap, read_map
 from ingest.models import (
@@ -24,6 +25,7 @@ from ingest.models import (
     read_model_file,
     simulate_model,
 )
+from ingest.simulate import ModelError
 from swan_index.schema import EntryRecord
 
 #: Side of the stored preview volumes.
@@ -200,6 +202,13 @@ def prepare_model(
     out = []
     for resolution in entry.resolutions or (DEFAULT_MODEL_RESOLUTION,):
         dmap = simulate_model(model, resolution)
-        prepared = prepare_map(dmap, grid, all_poses)
+        try:
+            prepared = prepare_map(dmap, grid, all_poses)
+        except IngestError as err:  # named after the model file, not the map
+            raise ModelError(
+                entry.model_path,
+                f"its map simulated at {resolution:g} Å has no shape ({err.problem})",
+                "check the model's atoms (elements, coordinates)",
+            ) from None
         out.append(replace(prepared, record=model_record(model, dmap, prepared.record)))
     return out
