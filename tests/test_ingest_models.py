@@ -71,16 +71,16 @@ def models(tmp_path, model_path):
 BAD = {"water.pdb", "broken.cif", "nothing.ent"}
 
 
+def ingest(store, encoder, paths, resolutions=(6.0,)):
+    """``swan ingest PATHS --model-resolution ...`` in process."""
+    return ingest_paths(
+        paths, store, encoder, workers=0, progress=False, model_resolutions=resolutions
+    )
+
+
 def test_models_ingest_one_entry_per_resolution(tmp_path, encoder, models):
     with Store.open(tmp_path / "s", encoder=encoder.info) as store:
-        run = ingest_paths(
-            [models],
-            store,
-            encoder,
-            workers=0,
-            progress=False,
-            model_resolutions=(6.0, 8.0),
-        )
+        run = ingest(store, encoder, [models], (6.0, 8.0))
         assert (run.ok, run.failed) == (4, 3)
         # each bad file: one line naming it and saying what to do
         failed = {f["path"].rsplit("/", 1)[-1]: f["reason"] for f in run.failures}
@@ -113,37 +113,16 @@ def test_models_ingest_one_entry_per_resolution(tmp_path, encoder, models):
         assert sum(s == "ok" for _, s in log) == 4
 
         # the same run again stores nothing; a new resolution stores only it
-        again = ingest_paths(
-            [models],
-            store,
-            encoder,
-            workers=0,
-            progress=False,
-            model_resolutions=(6.0, 8.0),
-        )
+        again = ingest(store, encoder, [models], (6.0, 8.0))
         assert (again.ok, again.skipped, again.failed) == (0, 4, 3)
-        more = ingest_paths(
-            [models],
-            store,
-            encoder,
-            workers=0,
-            progress=False,
-            model_resolutions=(4.0, 6.0, 8.0),
-        )
+        more = ingest(store, encoder, [models], (4.0, 6.0, 8.0))
         assert (more.ok, more.skipped) == (2, 4)
         assert store.count() == 6
         # a changed file replaces its entries at the resolutions ingested again
         (models / "5me2.pdb").write_text(
             (models / "5me2.pdb").read_text().replace("HOMO SAPIENS", "HUMAN")
         )
-        changed = ingest_paths(
-            [models / "5me2.pdb"],
-            store,
-            encoder,
-            workers=0,
-            progress=False,
-            model_resolutions=(6.0,),
-        )
+        changed = ingest(store, encoder, [models / "5me2.pdb"], (6.0,))
         assert changed.ok == 1 and store.count() == 6
         organisms = {
             (r["organism"], r["resolution"]) for r in rows(store) if r["pdb_id"]
@@ -196,14 +175,7 @@ def test_cli_ingest_and_search_with_a_model(tmp_path, encoder, models, capsys):
 
 def test_model_query_matches_its_stored_entry(tmp_path, encoder, model_path):
     with Store.open(tmp_path / "s", encoder=encoder.info) as store:
-        ingest_paths(
-            [model_path("6272")],
-            store,
-            encoder,
-            workers=0,
-            progress=False,
-            model_resolutions=(6.0,),
-        )
+        ingest(store, encoder, [model_path("6272")], (6.0,))
         query = Query.from_model(encoder, model_path("6272"), 6.0)
         assert query.prepared.record.sha256 == store.get([1])[0]["sha256"]
         assert query.prepared.record.simulated
