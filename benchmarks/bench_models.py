@@ -10,7 +10,8 @@ atoms is in the shared data.) Timed, median of ``--repeats``:
 * ``simulate R``: :func:`ingest.models.simulate_model` at R Å (splat the atoms
   with ``np.bincount``, Gaussian filter in float32, mass-based contour);
 * ``baseline simulate R``: the same map as ``ingest.simulate`` computed it
-  before (``np.add.at`` splat, float64 filter), on the same atoms and grid;
+  before (``np.add.at`` splat, float64 filter, same contour), on the same atoms
+  and grid;
 * ``canonicalize``: :func:`swan_index.prepare.prepare_map` of the 6 Å map;
 * ``prepare_model``: the whole worker step of ``swan ingest`` at 6 Å (read,
   simulate, canonicalize), what a model costs before encoding.
@@ -37,6 +38,7 @@ from benchmarks.common import (
     save_result,
     time_calls,
 )
+from ingest.contour import ANGSTROM3_PER_DALTON, contour_for_volume
 from ingest.discover import ModelEntry
 from ingest.models import read_model_file, simulate_model
 from ingest.simulate import SIGMA_FACTOR
@@ -81,9 +83,12 @@ def tiled_model(source: Path, atoms: int, out: Path) -> dict[str, Any]:
     return {"source": "PDB 3C91, tiled", "copies": copy, "chains": n_chains}
 
 
-def baseline_simulate(xyz: np.ndarray, z: np.ndarray, resolution: float, vs: float):
+def baseline_simulate(
+    xyz: np.ndarray, z: np.ndarray, mass: np.ndarray, resolution: float, vs: float
+) -> np.ndarray:
     """The map as ``ingest.simulate`` computed it before (``np.add.at`` splat,
-    float64 Gaussian filter), for the same atoms and voxel size."""
+    float64 Gaussian filter, then the same mass-based contour), for the same
+    atoms and voxel size."""
     sigma = SIGMA_FACTOR * resolution
     pad = 3.0 * sigma + 2 * vs
     lo = xyz.min(axis=0) - pad
@@ -103,7 +108,10 @@ def baseline_simulate(xyz: np.ndarray, z: np.ndarray, resolution: float, vs: flo
                 np.add.at(
                     grid, (base[:, 2] + dz, base[:, 1] + dy, base[:, 0] + dx), w * z
                 )
-    return ndimage.gaussian_filter(grid, sigma / vs, mode="constant", truncate=4.0)
+    data = ndimage.gaussian_filter(grid, sigma / vs, mode="constant", truncate=4.0)
+    data = data.astype(np.float32)
+    contour_for_volume(data, float(mass.sum()) * ANGSTROM3_PER_DALTON, vs**3)
+    return data
 
 
 def _median(seconds: list[float]) -> float:
@@ -127,7 +135,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             vs = float(dmap.voxel_size[0])
             secs, old = time_calls(
                 lambda r=r, vs=vs: baseline_simulate(
-                    model.xyz, model.atomic_number, r, vs
+                    model.xyz, model.atomic_number, model.mass, r, vs
                 ),
                 args.repeats,
             )
