@@ -93,6 +93,8 @@ class AtomicModel:
         xyz: float64 ``[n, 3]`` atom coordinates, Å.
         atomic_number: float64 ``[n]``.
         mass: float64 ``[n]`` atomic masses, Da.
+        assembly: the first biological assembly was asked for (else the
+            asymmetric unit was).
     """
 
     path: Path
@@ -101,10 +103,11 @@ class AtomicModel:
     xyz: np.ndarray
     atomic_number: np.ndarray
     mass: np.ndarray
+    assembly: bool = True
 
     def entry_key(self, resolution: float) -> str:
         """The content key of the map simulated at ``resolution``."""
-        return model_key(self.sha256, resolution)
+        return model_key(self.sha256, resolution, self.assembly)
 
 
 def is_model_file(path: str | Path) -> bool:
@@ -113,10 +116,14 @@ def is_model_file(path: str | Path) -> bool:
     return name.endswith(MODEL_SUFFIXES)
 
 
-def model_key(file_sha256: str, resolution: float) -> str:
+def model_key(file_sha256: str, resolution: float, assembly: bool = True) -> str:
     """The stored content key of a model simulated at a resolution: the same
-    file at the same resolution is never stored twice, at another one it is."""
-    return hashlib.sha256(f"{file_sha256}|model|{resolution:g}".encode()).hexdigest()
+    file at the same resolution (from its assembly, or with ``assembly=False``
+    its asymmetric unit) is never stored twice; at another resolution it is."""
+    what = f"{file_sha256}|model|{resolution:g}"
+    if not assembly:
+        what += "|asymmetric-unit"
+    return hashlib.sha256(what.encode()).hexdigest()
 
 
 def file_sha256(path: str | Path) -> str:
@@ -388,7 +395,9 @@ def read_model_file(
             "check the coordinates (a misplaced atom or chain)",
         )
     info = _info(path, structure, doc, name)
-    return AtomicModel(path, info, file_sha256(path), xyz, atomic_number, mass)
+    return AtomicModel(
+        path, info, file_sha256(path), xyz, atomic_number, mass, assembly
+    )
 
 
 def _info(
@@ -420,7 +429,8 @@ def simulate_model(model: AtomicModel, resolution: float) -> DensityMap:
 
     Voxels are a third of the resolution (at least 0.5 Å), coarsened so that
     the box stays under :data:`MAX_SIDE` voxels a side. The map's ``sha256`` is
-    :meth:`AtomicModel.entry_key` (file content and resolution) and its ``path``
+    :meth:`AtomicModel.entry_key` (file content, resolution, assembly or not) and
+    its ``path``
     reads ``simulated:<file name>``.
 
     Raises:

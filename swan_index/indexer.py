@@ -364,8 +364,9 @@ def ingest_paths(
                 continue
             missing = []
             for r in model_resolutions:
-                if model_key(sha, r) in known_sha:
-                    skip(src, f"already stored at {r:g} Å", model_key(sha, r))
+                key = model_key(sha, r, model_assembly)
+                if key in known_sha:
+                    skip(src, f"already stored at {r:g} Å", key)
                 else:
                     missing.append(r)
             if missing:

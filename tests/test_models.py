@@ -74,6 +74,7 @@ def test_first_assembly_is_expanded(model_path, tmp_path):
     both = read_model_file(path)
     assert both.info.assembly == "1" and au.info.assembly is None
     assert len(both.xyz) == 2 * len(au.xyz)
+    assert both.entry_key(6.0) != au.entry_key(6.0)  # stored as different maps
     assert (both.info.n_chains, both.info.n_residues) == (2, 354)
     # the copy is the first turned about z and moved 80 Å along x
     copy = both.xyz[len(au.xyz) :]
