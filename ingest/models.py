@@ -379,6 +379,12 @@ def read_model_file(
     structure.remove_hydrogens()
     structure.remove_empty_chains()
     n_atoms = structure[0].count_atom_sites()
+    if n_atoms == 0:
+        raise ModelError(
+            path,
+            "holds only hydrogens and water, no heavy atom to simulate",
+            "give a model with its heavy atoms",
+        )
     if n_atoms > max_atoms:
         raise ModelError(
             path,

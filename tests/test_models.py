@@ -118,6 +118,12 @@ def test_too_many_atoms(model_path, tmp_path):
             "only ligands or water",
         ),
         ("empty.pdb", "HEADER    NOTHING\nEND\n", "no atoms"),
+        (
+            "hydrogen.pdb",
+            "ATOM      1  H   GLY A   1       1.000   2.000   3.000  1.00  0.00"
+            "           H\nEND\n",
+            "no heavy atom",
+        ),
         ("garbage.cif", "this is not a CIF file\n", "cannot be read as mmCIF"),
         ("empty.cif", "", "cannot be read as mmCIF"),
     ],
