@@ -16,7 +16,8 @@ hit.
 
 --where takes a SQL predicate over the entries table (columns: emdb_id, title,
 method, resolution, organism, sample_name, release_date, voxel_size, rg, label,
-simulated, ...); it runs read-only.
+simulated, and for entries simulated from models pdb_id, model_method, n_chains,
+n_residues, ...); it runs read-only.
 
 examples:
   $ swan search data/maps/emd_5625.map --store runs/store -k 5
