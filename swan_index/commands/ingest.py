@@ -45,7 +45,7 @@ from swan_index.store import Store
 def add_args(parser: argparse.ArgumentParser) -> None:
     """Register ``swan ingest``'s arguments."""
     parser.add_argument(
-        "paths", nargs="+", metavar="PATH", help="maps, folders, mirrors"
+        "paths", nargs="+", metavar="PATH", help="maps, models, folders, mirrors"
     )
     parser.add_argument("--store", required=True, help="store folder (created if new)")
     parser.add_argument(
