@@ -207,7 +207,7 @@ def main() -> None:
     add_out_argument(parser, "bench_model_retrieval.json")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    save_result(run(args), args.out, _print)
+    save_result(run(args), args.out, _print, rows_key="rows")
 
 
 if __name__ == "__main__":
