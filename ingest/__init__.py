@@ -1,6 +1,6 @@
 """Reading what is ingested: map files -> DensityMap -> CanonicalVolume, EMDB header
-XML -> metadata, atomic models -> simulated maps. (``swan ingest``, which stores
-them, is :mod:`swan_index.indexer`.)"""
+XML -> metadata, atomic models (PDB, mmCIF) -> simulated maps. (``swan ingest``,
+which stores them, is :mod:`swan_index.indexer`.)"""
 
 from ingest.canonical import (
     DEFAULT_GRID,
@@ -14,10 +14,17 @@ from ingest.canonical import (
     volume_correlation,
 )
 from ingest.contour import auto_contour
-from ingest.discover import MapEntry, find_entries, is_map_file
+from ingest.discover import MapEntry, ModelEntry, find_entries, is_map_file
 from ingest.errors import HeaderError, IngestError, MapFormatError
 from ingest.header import EntryMetadata, emdb_id_from_name, read_header
 from ingest.mapio import DensityMap, read_map, sha256_file, write_map
+from ingest.models import (
+    AtomicModel,
+    ModelInfo,
+    is_model_file,
+    read_model_file,
+    simulate_model,
+)
 from ingest.simulate import ModelError, read_model, simulate_map, simulate_view
 from ingest.transform import axis_rotation, random_rotation, rotate_map
 
@@ -31,6 +38,12 @@ __all__ = [
     "IngestError",
     "MapEntry",
     "MapFormatError",
+    "AtomicModel",
+    "ModelEntry",
+    "ModelInfo",
+    "is_model_file",
+    "read_model_file",
+    "simulate_model",
     "ModelError",
     "SizeFeatures",
     "auto_contour",

@@ -8,7 +8,9 @@ Two layouts are understood:
   ``other/`` or ``masks/`` are not.
 * **loose files**: any ``.map``, ``.mrc``, ``.ccp4`` (optionally ``.gz``/``.bz2``)
   below the path; a header is paired when an XML file in the same folder (or in a
-  sibling ``header/`` folder) names the same EMDB id as the map's file name.
+  sibling ``header/`` folder) names the same EMDB id as the map's file name. With
+  ``models=True``, atomic models (``.pdb``, ``.ent``, ``.cif``, ``.mmcif``,
+  optionally ``.gz``) too, as :class:`ModelEntry` (:mod:`ingest.models`).
 
 When several headers name one entry, the v3 file (``-v30``) wins over the plain
 one, which wins over the v1.9 file (``-v19``).
@@ -31,6 +33,7 @@ from pathlib import Path
 
 from ingest.errors import IngestError
 from ingest.header import emdb_id_from_name
+from ingest.models import is_model_file
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,36 @@ class MapEntry:
     map_path: Path
     header_path: Path | None
     emdb_id: str | None
+
+    @property
+    def path(self) -> Path:
+        """The file to read."""
+        return self.map_path
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """An atomic model file to ingest as simulated maps.
+
+    Attributes:
+        model_path: the PDB/mmCIF file.
+        resolutions: the resolutions (Å) to simulate it at; set by the indexer
+            (those not yet stored).
+        sha256: the file's content hash, when already computed.
+        max_atoms: most atoms allowed (:data:`ingest.models.MAX_MODEL_ATOMS`).
+        assembly: simulate the first biological assembly when the file has one.
+    """
+
+    model_path: Path
+    resolutions: tuple[float, ...] = ()
+    sha256: str | None = None
+    max_atoms: int | None = None
+    assembly: bool = True
+
+    @property
+    def path(self) -> Path:
+        """The file to read."""
+        return self.model_path
 
 
 def is_map_file(path: str | Path) -> bool:
@@ -217,8 +250,15 @@ class _Walk:
             return None
         return MapEntry(primary[0], _best_header(headers, emdb_id), emdb_id)
 
-    def loose_entries(self, here: Path, filenames: list[str]) -> Iterator[MapEntry]:
-        """The map files of one folder of loose files."""
+    def loose_entries(
+        self, here: Path, filenames: list[str], models: bool = False
+    ) -> Iterator[MapEntry | ModelEntry]:
+        """The map files (and model files, with ``models``) of one folder of
+        loose files."""
+        if models:
+            for name in sorted(f for f in filenames if is_model_file(f)):
+                if self.regular(here / name):
+                    yield ModelEntry(here / name)
         maps = sorted(f for f in filenames if is_map_file(f))
         if not maps:
             return
@@ -238,8 +278,8 @@ def _warn(err: IngestError) -> None:
 
 
 def find_entries(
-    root: str | Path, onerror: OnError | None = None
-) -> Iterator[MapEntry]:
+    root: str | Path, onerror: OnError | None = None, models: bool = False
+) -> Iterator[MapEntry | ModelEntry]:
     """Yield every map under ``root`` with its header, in a stable (sorted) order.
 
     Problems are reported to ``onerror`` and the walk goes on: a folder that cannot
@@ -254,22 +294,31 @@ def find_entries(
             problems below ``root`` are logged as warnings, and a ``root`` that
             does not exist yields nothing (a map file named as ``root`` is yielded
             as given: reading it says what is wrong with it).
+        models: also yield the atomic model files (loose files only; an EMDB
+            mirror's entries are maps).
 
     Yields:
         :class:`MapEntry` objects; a map with no header has ``header_path=None``.
+        With ``models``, :class:`ModelEntry` objects too (a folder's models
+        before its maps).
     """
     root = Path(root)
     walk = _Walk(onerror or _warn)
     try:
         is_dir = stat.S_ISDIR(os.stat(root).st_mode)
     except OSError as exc:
+        if models and is_model_file(root):
+            yield ModelEntry(root)  # reading it says what is wrong with it
+            return
         if not is_map_file(root):
             if onerror is not None:
                 onerror(path_error(root, exc))
             return
         is_dir = False
     if not is_dir:
-        if is_map_file(root):
+        if models and is_model_file(root):
+            yield ModelEntry(root)
+        elif is_map_file(root):
             emdb_id = emdb_id_from_name(root.name)
             # the map's own folder may be unlistable (mode --x): no header from it
             own = _xml_files(root.parent, _listdir(root.parent, None) or [])
@@ -291,4 +340,4 @@ def find_entries(
                 yield entry
             dirnames[:] = []  # half maps, masks, etc. are not entries
             continue
-        yield from walk.loose_entries(here, filenames)
+        yield from walk.loose_entries(here, filenames, models)

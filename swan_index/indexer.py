@@ -10,6 +10,12 @@ transaction. It is idempotent and resumable:
 * so after a crash (even SIGKILL) running the same command again ingests exactly
   what is missing: committed batches are whole, uncommitted ones left no trace.
 
+Atomic models (PDB, mmCIF) are ingested as maps simulated at each of the
+``model_resolutions`` (:func:`swan_index.prepare.prepare_model`), one entry per
+resolution, keyed by the file's content and the resolution: a resolution already
+stored for the same file is skipped without simulating it again, and a changed
+model file replaces the entries its older version made at the same resolutions.
+
 Every file tried gets an ``ingest_log`` row (``ok``, ``skipped`` or ``error`` with the
 reason); a bad file never stops the run, and neither does a folder that cannot be
 listed, a dangling link or a link loop (each gets its ``error`` row). Entries whose
@@ -37,16 +43,22 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from tqdm import tqdm
 
-from ingest.discover import MapEntry, find_entries, stat_map
+from ingest.discover import MapEntry, ModelEntry, find_entries, stat_map
 from ingest.errors import IngestError
-from swan_index.prepare import PreparedMap, prepare_entry
+from ingest.models import (
+    DEFAULT_MODEL_RESOLUTION,
+    check_resolutions,
+    file_sha256,
+    model_key,
+)
+from swan_index.prepare import PreparedMap, prepare_entry, prepare_model
 
 if TYPE_CHECKING:  # the worker processes import this module: no torch, no store
     from swan_index.map_encoder import MapEncoder
@@ -128,18 +140,32 @@ def _on_sigterm(signum: int, frame: object) -> None:
         timer.start()
 
 
-def _prepare(entry: MapEntry, grid: int) -> tuple[MapEntry, PreparedMap | str]:
-    """Worker: the prepared map, or a one-line reason it failed."""
+#: What the indexer ingests from one file.
+Entry = MapEntry | ModelEntry
+
+
+def _prepare(entry: Entry, grid: int) -> tuple[Entry, list[PreparedMap] | str]:
+    """Worker: the prepared maps (a model gives one per resolution), or a
+    one-line reason it failed."""
     if _WORKER.stopping:
         os._exit(1)
     _WORKER.computing = True
     try:
-        result: PreparedMap | str = prepare_entry(entry, grid)
+        if isinstance(entry, ModelEntry):
+            result: list[PreparedMap] | str = prepare_model(entry, grid)
+        else:
+            result = [prepare_entry(entry, grid)]
     except IngestError as exc:
         result = str(exc)
+    except MemoryError:
+        result = (
+            f"{entry.path}: out of memory; ingest it alone, on a machine with more "
+            "memory (or a model with --max-model-atoms lower to refuse such files)"
+        )
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the run
         result = (
-            f"{entry.map_path}: unexpected {type(exc).__name__}: {exc}; "
+            f"{entry.path}: unexpected {type(exc).__name__}: "
+            f"{' '.join(str(exc).split())}; "
             "check the file, and report it if it opens in other tools"
         )
     finally:
@@ -196,8 +222,8 @@ def _stop_workers(pool: cf.ProcessPoolExecutor, before: set[Any]) -> None:
 
 
 def _prepared(
-    entries: list[MapEntry], grid: int, workers: int
-) -> Iterator[tuple[MapEntry, PreparedMap | str]]:
+    entries: list[Entry], grid: int, workers: int
+) -> Iterator[tuple[Entry, list[PreparedMap] | str]]:
     """Prepared maps in completion order (in process when ``workers == 0``).
 
     Closing the generator early (or an interrupt while it waits) stops the workers
@@ -233,12 +259,14 @@ def _prepared(
 
 
 def discover(
-    paths: Iterable[str | Path],
-) -> tuple[list[MapEntry], list[dict[str, str]]]:
-    """Map entries under ``paths`` (deduplicated) and the problems met finding them.
+    paths: Iterable[str | Path], models: bool = True
+) -> tuple[list[Entry], list[dict[str, str]]]:
+    """Map (and model) entries under ``paths`` (deduplicated) and the problems
+    met finding them.
 
     Args:
-        paths: map files, folders, EMDB mirrors.
+        paths: map files, model files, folders, EMDB mirrors.
+        models: find atomic model files too.
 
     Returns:
         The entries, and one ``{"path", "reason"}`` per problem: a path that does
@@ -251,8 +279,8 @@ def discover(
         problems.append({"path": err.path, "reason": str(err)})
 
     for p in paths:
-        for entry in find_entries(p, onerror=problem):
-            key = os.path.realpath(entry.map_path)  # never raises, unlike resolve()
+        for entry in find_entries(p, onerror=problem, models=models):
+            key = os.path.realpath(entry.path)  # never raises, unlike resolve()
             if key not in seen:
                 seen.add(key)
                 entries.append(entry)
@@ -268,11 +296,14 @@ def ingest_paths(
     prune: bool = False,
     progress: bool = True,
     flush_every: float = 60.0,
+    model_resolutions: tuple[float, ...] = (DEFAULT_MODEL_RESOLUTION,),
+    max_model_atoms: int | None = None,
+    model_assembly: bool = True,
 ) -> IngestSummary:
-    """Ingest every map under ``paths`` into ``store``.
+    """Ingest every map and atomic model under ``paths`` into ``store``.
 
     Args:
-        paths: map files, folders, EMDB mirrors.
+        paths: map files, model files, folders, EMDB mirrors.
         store: a store opened for writing with ``encoder``'s codes.
         encoder: the checkpoint that encodes.
         workers: reader processes (default: CPU count, at most 8; 0 = in process).
@@ -280,10 +311,20 @@ def ingest_paths(
         prune: delete stored entries whose files under a given folder vanished.
         progress: show a progress bar (stderr).
         flush_every: seconds between writes of the FAISS indexes.
+        model_resolutions: resolutions (Å) each atomic model is simulated at,
+            one entry each.
+        max_model_atoms: most atoms a model may have (default
+            :data:`ingest.models.MAX_MODEL_ATOMS`).
+        model_assembly: simulate a model's first biological assembly when its
+            file defines one (else the asymmetric unit).
 
     Returns:
         An :class:`IngestSummary`.
+
+    Raises:
+        ValueError: a model resolution out of range.
     """
+    model_resolutions = check_resolutions(model_resolutions)
     t0 = time.perf_counter()
     paths = list(paths)
     run = IngestSummary(run_id=uuid.uuid4().hex[:12])
@@ -306,14 +347,39 @@ def ingest_paths(
         fail(m["path"], m["reason"])
     known = store.known_files()
     known_sha = store.known_sha256()
-    todo = []
+    known_models = _simulated_entries(store)
+    todo: list[Entry] = []
     for entry in entries:
         try:  # it may have changed since it was found
-            st = stat_map(entry.map_path)
+            st = stat_map(entry.path)
         except IngestError as err:
-            fail(str(entry.map_path), str(err))
+            fail(str(entry.path), str(err))
             continue
-        src = os.path.realpath(entry.map_path)  # as Path.resolve(): the stored path
+        src = os.path.realpath(entry.path)  # as Path.resolve(): the stored path
+        if isinstance(entry, ModelEntry):
+            try:
+                sha = file_sha256(src)
+            except OSError as exc:
+                fail(src, f"{src}: cannot be read ({exc.strerror}); check the file")
+                continue
+            missing = []
+            for r in model_resolutions:
+                key = model_key(sha, r, model_assembly)
+                if key in known_sha:
+                    skip(src, f"already stored at {r:g} Å", key)
+                else:
+                    missing.append(r)
+            if missing:
+                todo.append(
+                    replace(
+                        entry,
+                        resolutions=tuple(missing),
+                        sha256=sha,
+                        max_atoms=max_model_atoms,
+                        assembly=model_assembly,
+                    )
+                )
+            continue
         stored = known.get(src)
         if (
             stored
@@ -336,12 +402,9 @@ def ingest_paths(
                 _row(run.run_id, p.record.source_path, "ok", None, p.record.sha256)
                 for p in batch
             ]
-            # a changed file replaces the entry its older version made
-            old = [
-                known[p.record.source_path]["id"]
-                for p in batch
-                if p.record.source_path in known
-            ]
+            # a changed file replaces the entry its older version made (for a
+            # model: the entry of the same resolution)
+            old = [i for i in map(_replaced, batch) if i is not None]
             store.add(
                 code,
                 [p.record for p in batch],
@@ -357,18 +420,29 @@ def ingest_paths(
             store.flush()
             last_flush = time.monotonic()
 
+    def _replaced(p: PreparedMap) -> int | None:
+        src = p.record.source_path
+        if p.record.simulated:
+            return known_models.get((src or "", float(p.record.resolution or 0)))
+        return known[src]["id"] if src in known else None
+
     bar = tqdm(
         total=len(todo), unit="map", disable=not progress or not todo, leave=False
     )
     prepared = _prepared(todo, encoder.grid, workers)
     try:
-        for entry, result in prepared:
+        for entry, results in prepared:
             bar.update(1)
-            if isinstance(result, str):
-                fail(str(entry.map_path), result)
-            elif result.record.sha256 in known_sha:
+            if isinstance(results, str):
+                fail(str(entry.path), results)
+                results = []
+            for result in results:
+                if result.record.sha256 not in known_sha:
+                    known_sha.add(result.record.sha256)
+                    batch.append(result)
+                    continue
                 skip(
-                    str(entry.map_path),
+                    str(entry.path),
                     "same content as an entry already stored",
                     result.record.sha256,
                 )
@@ -381,9 +455,6 @@ def ingest_paths(
                             result.record.file_mtime_ns,
                         )
                     )
-            else:
-                known_sha.add(result.record.sha256)
-                batch.append(result)
             if len(batch) >= batch_size:
                 commit()
             bar.set_postfix(ok=run.ok + len(batch), skip=run.skipped, fail=run.failed)
@@ -412,6 +483,27 @@ def _row(
     }
 
 
+def _simulated_entries(store: Store) -> dict[tuple[str, float], int]:
+    """``(source_path, resolution) -> id`` of the entries simulated from model
+    files."""
+    table = store.entries(("id", "source_path", "resolution", "simulated"))
+    return {
+        (str(src), float(res)): int(i)
+        for i, src, res, sim in zip(
+            table["id"],
+            table["source_path"],
+            table["resolution"],
+            table["simulated"],
+            strict=True,
+        )
+        if src is not None and _true(sim) and not np.ma.is_masked(res)
+    }
+
+
+def _true(value: Any) -> bool:
+    return not np.ma.is_masked(value) and bool(value)
+
+
 def _vanished(path: str) -> bool:
     """True only when ``path`` is certainly gone: a file that cannot be checked
     (permission denied, I/O error) is kept."""
@@ -432,10 +524,12 @@ def _prune(paths: list[str | Path], store: Store, run: IngestSummary) -> None:
             gone.append(src)
     if not gone:
         return
-    rows = [
-        {"id": r["id"], "path": src}
-        for src, r in store.known_files().items()
-        if src in set(gone)
+    table = store.entries(("id", "source_path"))
+    gone_set = set(gone)
+    rows = [  # every entry of a vanished file (a model may have several)
+        {"id": int(i), "path": str(src)}
+        for i, src in zip(table["id"], table["source_path"], strict=True)
+        if src in gone_set
     ]
     info = {r["id"]: r for r in store.get([r["id"] for r in rows])}
     store.delete([r["id"] for r in rows])

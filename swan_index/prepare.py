@@ -1,4 +1,5 @@
 """Preparing one map for the store: read, canonicalize, make its entry record.
+An atomic model gives one map per resolution, simulated (:func:`prepare_model`).
 
 No model and no torch: ``swan ingest`` (:mod:`swan_index.indexer`) runs
 :func:`prepare_entry` in worker processes, so this module keeps its imports light.
@@ -7,15 +8,24 @@ No model and no torch: ``swan ingest`` (:mod:`swan_index.indexer`) runs
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from ingest.canonical import CanonicalVolume, canonicalize, canonicalize_poses
-from ingest.discover import MapEntry
+from ingest.discover import MapEntry, ModelEntry
+from ingest.errors import IngestError
 from ingest.header import EntryMetadata, emdb_id_from_name, read_header
 from ingest.mapio import DensityMap, read_map
+from ingest.models import (
+    DEFAULT_MODEL_RESOLUTION,
+    MAX_MODEL_ATOMS,
+    AtomicModel,
+    read_model_file,
+    simulate_model,
+)
+from ingest.simulate import ModelError
 from swan_index.schema import EntryRecord
 
 #: Side of the stored preview volumes.
@@ -140,3 +150,65 @@ def prepare_entry(entry: MapEntry, grid: int, all_poses: bool = False) -> Prepar
     metadata = read_header(entry.header_path) if entry.header_path else None
     dmap = read_map(entry.map_path)
     return prepare_map(dmap, grid, all_poses, metadata, entry)
+
+
+#: The ``method`` of every entry simulated from an atomic model.
+SIMULATED_METHOD = "simulated"
+
+
+def model_record(
+    model: AtomicModel, dmap: DensityMap, base: EntryRecord
+) -> EntryRecord:
+    """The ``entries`` row of a map simulated from a model (``base``: its row as
+    a map, :func:`record_for`): method ``simulated``, the simulation's
+    resolution, and what the model file says (PDB id, title, organism, its
+    experimental method, chains, residues)."""
+    info = model.info
+    stat = os.stat(model.path)
+    title = info.title or model.path.name
+    return replace(
+        base,
+        title=f"{title} (simulated at {dmap.header['resolution']:g} Å)",
+        method=SIMULATED_METHOD,
+        resolution=float(dmap.header["resolution"]),
+        organism=info.organism,
+        sample_name=f"biological assembly {info.assembly}"
+        if info.assembly
+        else "asymmetric unit",
+        fitted_pdbs=(info.pdb_id,) if info.pdb_id else (),
+        source_path=str(Path(model.path).resolve()),
+        file_size=int(stat.st_size),
+        file_mtime_ns=int(stat.st_mtime_ns),
+        pdb_id=info.pdb_id,
+        model_method=info.method,
+        n_chains=info.n_chains,
+        n_residues=info.n_residues,
+    )
+
+
+def prepare_model(
+    entry: ModelEntry, grid: int, all_poses: bool = False
+) -> list[PreparedMap]:
+    """Read a model, simulate it at each of ``entry.resolutions`` (default
+    :data:`~ingest.models.DEFAULT_MODEL_RESOLUTION`) and canonicalize each map.
+
+    Raises:
+        ModelError: the model cannot be read or simulated (one line naming the
+            file and the fix).
+    """
+    model = read_model_file(
+        entry.model_path, entry.max_atoms or MAX_MODEL_ATOMS, entry.assembly
+    )
+    out = []
+    for resolution in entry.resolutions or (DEFAULT_MODEL_RESOLUTION,):
+        dmap = simulate_model(model, resolution)
+        try:
+            prepared = prepare_map(dmap, grid, all_poses)
+        except IngestError as err:  # named after the model file, not the map
+            raise ModelError(
+                entry.model_path,
+                f"its map simulated at {resolution:g} Å has no shape ({err.problem})",
+                "check the model's atoms (elements, coordinates)",
+            ) from None
+        out.append(replace(prepared, record=model_record(model, dmap, prepared.record)))
+    return out

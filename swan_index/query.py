@@ -9,6 +9,8 @@ retrieval benchmark all build their queries here, so they search the same way:
   after the process writing it, :func:`upload_owner`; error messages name the
   upload, never the temporary path);
 * :meth:`Query.from_map`: a :class:`~ingest.DensityMap` already in memory;
+* :meth:`Query.from_model`: an atomic model file (PDB/mmCIF), simulated at a
+  resolution as ``swan ingest`` simulates it (first biological assembly);
 * :meth:`Query.from_entry`: an entry of the store (store id or EMDB id). The
   store keeps one pose per entry, but a map whose canonical pose is ambiguous may
   have been stored in a different pose from its relatives, and a map file is
@@ -41,13 +43,14 @@ from typing import Any
 import numpy as np
 
 from encoder.code import MultiScaleCode
-from ingest.discover import find_entries
+from ingest.discover import ModelEntry, find_entries
 from ingest.errors import IngestError
 from ingest.header import read_header
 from ingest.mapio import DensityMap, read_map
+from ingest.models import DEFAULT_MODEL_RESOLUTION, check_resolutions
 from swan_index.fit import FitQuery, apply_fit, fit_query
 from swan_index.map_encoder import MapEncoder, concat_codes
-from swan_index.prepare import PreparedMap, prepare_map
+from swan_index.prepare import PreparedMap, prepare_map, prepare_model
 from swan_index.ranking import Hit, SearchOptions
 from swan_index.store import Store
 
@@ -192,6 +195,28 @@ class Query:
             read_map(path), encoder.grid, True, metadata, entry, contour=contour
         )
         return cls._of_prepared(encoder, prepared, "file", str(path))
+
+    @classmethod
+    def from_model(
+        cls,
+        encoder: MapEncoder,
+        path: str | Path,
+        resolution: float = DEFAULT_MODEL_RESOLUTION,
+        assembly: bool = True,
+    ) -> Query:
+        """An atomic model file simulated at ``resolution`` (Å), in every
+        candidate pose: the map ``swan ingest`` stores for it at that resolution.
+
+        Raises:
+            IngestError: the model cannot be read or simulated (one line naming
+                the file and the fix).
+            ValueError: resolution out of 0.5-100 Å.
+        """
+        entry = ModelEntry(
+            Path(path), check_resolutions([resolution]), assembly=assembly
+        )
+        (prepared,) = prepare_model(entry, encoder.grid, all_poses=True)
+        return cls._of_prepared(encoder, prepared, "model", str(path))
 
     @classmethod
     def from_bytes(

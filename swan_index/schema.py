@@ -56,7 +56,16 @@ _SQL_TYPES = {
     "sha256": "VARCHAR",
     "file_size": "BIGINT",
     "file_mtime_ns": "BIGINT",
+    # atomic models (added after format 1 first shipped: see ADDED_COLUMNS)
+    "pdb_id": "VARCHAR",
+    "model_method": "VARCHAR",
+    "n_chains": "INTEGER",
+    "n_residues": "INTEGER",
 }
+#: ``entries`` columns added to format 1 after it first shipped: a store made
+#: before lacks them, and its writer adds them when it opens (nullable, so
+#: every stored row reads ``NULL``; see :func:`swan_index.tables.add_columns`).
+ADDED_COLUMNS = ("pdb_id", "model_method", "n_chains", "n_residues")
 
 _ARROW = {
     "VARCHAR": pa.string(),
@@ -99,6 +108,9 @@ class EntryRecord:
         sha256: content hash of the map file (or of the simulated volume).
         file_size, file_mtime_ns: of the source file, to skip unchanged files on
             re-ingest without reading them.
+        pdb_id, model_method, n_chains, n_residues: of the atomic model a
+            simulated map was computed from (its PDB id, experimental method,
+            polymer chains and residues, assembly copies included).
     """
 
     sha256: str
@@ -125,6 +137,10 @@ class EntryRecord:
     header_path: str | None = None
     file_size: int | None = None
     file_mtime_ns: int | None = None
+    pdb_id: str | None = None
+    model_method: str | None = None
+    n_chains: int | None = None
+    n_residues: int | None = None
 
     def __post_init__(self) -> None:
         if not self.sha256 or not isinstance(self.sha256, str):
@@ -141,6 +157,11 @@ class EntryRecord:
 
 def record_columns() -> list[str]:
     return [f.name for f in fields(EntryRecord)]
+
+
+def sql_type(column: str) -> str:
+    """The SQL type of an ``entries`` column from :class:`EntryRecord`."""
+    return _SQL_TYPES[column]
 
 
 def ddl(scales: tuple[int, ...], dims: tuple[int, ...]) -> list[str]:

@@ -84,6 +84,7 @@ from swan_index.schema import (
 from swan_index.tables import (
     Connection,
     accept_loss,
+    add_columns,
     bump,
     create_db,
     delete_rows,
@@ -201,6 +202,9 @@ class Store:
                 create_db(db, encoder)
             manifest = load_manifest(path)  # before the database (see _check_loss)
             with readable(db):
+                if not read_only:  # an older store gets the columns added since
+                    with connect(db, read_only=False, timeout=timeout) as con:
+                        add_columns(con)
                 with connect(db, read_only=True, timeout=timeout) as con:
                     meta = read_meta(con)
                 stored = stored_encoder(path / DB_NAME, meta)

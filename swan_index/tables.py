@@ -23,6 +23,7 @@ from encoder.code import MultiScaleCode
 from swan_index.db import StoreDamagedError
 from swan_index.manifest import Loss
 from swan_index.schema import (
+    ADDED_COLUMNS,
     ARROW_TYPES,
     FORMAT_VERSION,
     EncoderInfo,
@@ -30,6 +31,7 @@ from swan_index.schema import (
     ddl,
     encode_preview,
     record_columns,
+    sql_type,
 )
 
 Connection = duckdb.DuckDBPyConnection
@@ -133,6 +135,27 @@ def accept_loss(con: Connection, loss: Loss) -> int:
     return next_id
 
 
+def add_columns(con: Connection) -> list[str]:
+    """Add the :data:`~swan_index.schema.ADDED_COLUMNS` an older store's
+    ``entries`` lacks (nullable: its rows read ``NULL``). Inserts go by column
+    name, so the order of the columns does not matter.
+
+    Returns:
+        The columns added.
+    """
+    have = {
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'entries'"
+        ).fetchall()
+    }
+    added = [c for c in ADDED_COLUMNS if c not in have]
+    for column in added:
+        con.execute(f"ALTER TABLE entries ADD COLUMN {column} {sql_type(column)}")
+    return added
+
+
 def stored_encoder(db: Path, meta: dict[str, Any]) -> EncoderInfo:
     """The encoder a store's ``store_meta`` records, after checking its format.
 
@@ -176,7 +199,7 @@ def insert_entries(
     columns["encoder_hash"] = pa.array([encoder_hash] * len(ids))
     columns["ingested_at"] = pa.array([now] * len(ids), pa.timestamp("us"))
     con.register("batch_entries", pa.table(columns))
-    con.execute("INSERT INTO entries SELECT * FROM batch_entries")
+    con.execute("INSERT INTO entries BY NAME SELECT * FROM batch_entries")
     con.unregister("batch_entries")
 
 

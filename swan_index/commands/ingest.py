@@ -1,10 +1,16 @@
-"""Ingest maps into a store: files, folders, whole EMDB mirrors.
+"""Ingest maps into a store: files, folders, whole EMDB mirrors, atomic models.
 
 Reads and canonicalizes maps in worker processes, encodes them with the checkpoint
 in batches, and commits each batch in one transaction. Safe to re-run and to
 interrupt: unchanged files and maps already stored are skipped, so running it again
 after a crash ingests exactly what is missing. Every file tried is logged in the
 store's ingest_log with its outcome.
+
+Atomic models (.pdb .ent .cif .mmcif, optionally .gz; alone or in folders) are
+stored as maps simulated from their first biological assembly (the asymmetric unit
+when the file defines none, or with --asymmetric-unit), one entry per
+--model-resolution, labelled simulated (method "simulated"), with the PDB id,
+title, organism, method, chains and residues the file gives.
 
 Exit status: 0 when every file was stored or skipped, 1 when some files failed (the
 others are stored; each failure is printed with its reason), 2 on a usage error,
@@ -16,6 +22,7 @@ examples:
   $ swan ingest /mirror/emdb/structures --store emdb.swan --workers 8
   $ swan ingest /mirror/emdb/structures --store emdb.swan --prune --json
   $ swan ingest new_maps/ --store emdb.swan --layout   # and refresh the UMAP
+  $ swan ingest models/ 1abc.cif.gz --store emdb.swan --model-resolution 4 6 8
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from ingest.models import DEFAULT_MODEL_RESOLUTION, MAX_MODEL_ATOMS, check_resolutions
 from swan_index.db import StoreBusyError
 from swan_index.indexer import ingest_paths
 from swan_index.map_encoder import DEFAULT_CHECKPOINT, MapEncoder
@@ -37,7 +45,7 @@ from swan_index.store import Store
 def add_args(parser: argparse.ArgumentParser) -> None:
     """Register ``swan ingest``'s arguments."""
     parser.add_argument(
-        "paths", nargs="+", metavar="PATH", help="maps, folders, mirrors"
+        "paths", nargs="+", metavar="PATH", help="maps, models, folders, mirrors"
     )
     parser.add_argument("--store", required=True, help="store folder (created if new)")
     parser.add_argument(
@@ -56,6 +64,26 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "--layout",
         action="store_true",
         help="recompute the UMAP layout of the archive afterwards (swan layout)",
+    )
+    parser.add_argument(
+        "--model-resolution",
+        type=float,
+        nargs="+",
+        default=[DEFAULT_MODEL_RESOLUTION],
+        metavar="A",
+        help="resolutions (Å) atomic models are simulated at, one entry each "
+        f"(default {DEFAULT_MODEL_RESOLUTION:g})",
+    )
+    parser.add_argument(
+        "--max-model-atoms",
+        type=int,
+        default=MAX_MODEL_ATOMS,
+        help=f"refuse larger models (default {MAX_MODEL_ATOMS:,})",
+    )
+    parser.add_argument(
+        "--asymmetric-unit",
+        action="store_true",
+        help="simulate models' asymmetric units, not their biological assemblies",
     )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -93,6 +121,9 @@ def _stop_signals() -> Iterator[list[str]]:
 def main(args: argparse.Namespace) -> int:
     """Run ``swan ingest``."""
     try:
+        check_resolutions(args.model_resolution)
+        if args.max_model_atoms < 1:
+            raise ValueError(f"--max-model-atoms {args.max_model_atoms}: use 1 or more")
         encoder = MapEncoder(args.checkpoint)
         store = Store.open(args.store, encoder=encoder.info)
     except (ValueError, FileNotFoundError, StoreBusyError) as err:
@@ -109,6 +140,9 @@ def main(args: argparse.Namespace) -> int:
                 batch_size=args.batch_size,
                 prune=args.prune,
                 progress=not args.quiet and not args.json,
+                model_resolutions=tuple(args.model_resolution),
+                max_model_atoms=args.max_model_atoms,
+                model_assembly=not args.asymmetric_unit,
             )
             if args.layout and (summary.ok or summary.removed):
                 from swan_index.layout import layout_store

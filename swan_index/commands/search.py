@@ -1,6 +1,8 @@
 """Find the stored maps most similar to a query map, coarse to fine.
 
-QUERY is a map file (.map/.mrc/.ccp4, optionally .gz/.bz2) or an entry already in
+QUERY is a map file (.map/.mrc/.ccp4, optionally .gz/.bz2), an atomic model
+(.pdb/.ent/.cif/.mmcif, optionally .gz: simulated at --resolution from its first
+biological assembly, as swan ingest stores models) or an entry already in
 the store (its store id, or its EMDB id such as EMD-1832). A map file is searched in
 every candidate canonical pose; each hit keeps its best pose. So is a stored entry
 whose map file is still where it was ingested from, unchanged (otherwise, or with
@@ -14,11 +16,13 @@ hit.
 
 --where takes a SQL predicate over the entries table (columns: emdb_id, title,
 method, resolution, organism, sample_name, release_date, voxel_size, rg, label,
-simulated, ...); it runs read-only.
+simulated, and for entries simulated from models pdb_id, model_method, n_chains,
+n_residues, ...); it runs read-only.
 
 examples:
   $ swan search data/maps/emd_5625.map --store runs/store -k 5
   $ swan search EMD-1832 --store runs/store --where "resolution < 4" --json
+  $ swan search model.cif --resolution 8 --store runs/store
   $ swan search query.map.gz --store emdb.swan \\
         --where "method = 'singleParticle' AND year(release_date) >= 2020"
 """
@@ -31,6 +35,7 @@ import sys
 from pathlib import Path
 
 from ingest.errors import IngestError
+from ingest.models import DEFAULT_MODEL_RESOLUTION, is_model_file
 from swan_index.commands import add_query_args, load_encoder, open_reader
 from swan_index.map_encoder import MapEncoder
 from swan_index.query import Query, search
@@ -50,6 +55,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "--scales", default=None, help="comma-separated scale sides, e.g. 1,2"
     )
     parser.add_argument("--contour", type=float, default=None, help="query contour")
+    parser.add_argument(
+        "--resolution",
+        type=float,
+        default=None,
+        help=f"an atomic model QUERY is simulated at, Å "
+        f"(default {DEFAULT_MODEL_RESOLUTION:g})",
+    )
     add_query_args(parser)
     parser.add_argument("--json", action="store_true")
 
@@ -66,7 +78,18 @@ def main(args: argparse.Namespace) -> int:
         options = SearchOptions(
             where=args.where, scales=scales, exact=args.exact, fit_top=args.fit_top
         )
-        if Path(args.query).is_file():
+        if args.resolution is not None and not is_model_file(args.query):
+            raise ValueError(
+                f"--resolution {args.resolution:g}: only for an atomic model QUERY "
+                "(.pdb .ent .cif .mmcif, optionally .gz); leave it out for a map"
+            )
+        if is_model_file(args.query) and Path(args.query).exists():
+            query = Query.from_model(
+                MapEncoder(args.checkpoint),
+                args.query,
+                args.resolution or DEFAULT_MODEL_RESOLUTION,
+            )
+        elif Path(args.query).is_file():
             query = Query.from_file(
                 MapEncoder(args.checkpoint), args.query, args.contour
             )
