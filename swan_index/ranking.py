@@ -160,6 +160,24 @@ class Hit:
         pose: index of the query pose that scored best.
         entry: the entry's ``emdb_id``, ``title``, ``method``, ``resolution``,
             ``label`` and ``rg``.
+        shape: the shape score: the weighted mean of the per-scale cosines.
+        terms: the terms the score is the sum of: ``shape`` (the shape score's
+            share), ``fit`` (the rotational fit's share, when it re-scored the
+            hit) and ``size`` (minus the size term); see
+            :func:`swan_index.significance.score_terms`.
+        excess: the score minus the query's background: the median score of
+            the store's reference sample against the query
+            (:mod:`swan_index.significance`).
+        scale_z: per scale side, the cosine against the query's background at
+            that scale: (cosine - median) / (1.4826 MAD).
+        pvalue: probability that an unrelated entry has at least this excess.
+        evalue: unrelated entries expected to score at least this high in a
+            store of this size.
+        significant: ``evalue`` below the threshold
+            (:data:`swan_index.significance.EVALUE_THRESHOLD`).
+
+    The last seven are filled by :func:`swan_index.significance.assess` (``None``
+    or empty before).
     """
 
     rank: int
@@ -168,6 +186,13 @@ class Hit:
     scores: dict[str, float]
     pose: int
     entry: dict[str, Any]
+    shape: float | None = None
+    terms: dict[str, float] = field(default_factory=dict)
+    excess: float | None = None
+    scale_z: dict[str, float] = field(default_factory=dict)
+    pvalue: float | None = None
+    evalue: float | None = None
+    significant: bool | None = None
 
     @property
     def emdb_id(self) -> str | None:
@@ -181,6 +206,13 @@ class Hit:
             "score": self.score,
             "scores": self.scores,
             "pose": self.pose,
+            "shape": self.shape,
+            "terms": self.terms,
+            "excess": self.excess,
+            "scale_z": self.scale_z,
+            "pvalue": self.pvalue,
+            "evalue": self.evalue,
+            "significant": self.significant,
             **{k: v for k, v in self.entry.items() if k != "emdb_id"},
         }
 
