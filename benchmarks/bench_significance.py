@@ -24,7 +24,11 @@ threshold the loosest one whose unrelated pairs per query stay at most
 :data:`MAX_FALSE_PER_QUERY`. They are reported on the second draw
 (``--held-out-seed``), which the choice never saw.
 
+``--demo`` checks the demo store instead: EMD-5170 (no relative there) against
+a member of each simulated family (bench_significance_demo.json).
+
     $ python -m benchmarks.bench_significance
+    $ python -m benchmarks.bench_significance --demo
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ from benchmarks.retrieval.run import (
     add_data_arguments,
     drop_missing_data,
 )
-from swan_index import DEFAULT_CHECKPOINT, MapEncoder, Query, SearchOptions
+from swan_index import DEFAULT_CHECKPOINT, MapEncoder, Query, SearchOptions, Store
 from swan_index import significance as sg
 from swan_index.prepare import prepare_map
 from swan_index.query import search_explained
@@ -241,6 +245,81 @@ def print_table(result: dict[str, Any]) -> None:
     )
 
 
+def run_demo(args: argparse.Namespace) -> dict[str, Any]:
+    """The demo store (``swan demo``'s content, built in a temporary folder):
+    EMD-5170 (a real map with no relative there) searched as a file, EMD-21457
+    (a stored real map with none either) and one member of each simulated
+    family (relatives there), each as ``swan search`` searches it."""
+    from dashboard.demo import build_demo_store
+
+    encoder = MapEncoder(args.checkpoint)
+    out: dict[str, Any] = {
+        "benchmark": "significance on the demo store",
+        "checkpoint": str(args.checkpoint),
+        "encoder": encoder.info.hash[:16],
+        "searches": [],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        path = build_demo_store(Path(tmp) / "demo", encoder, progress=False)
+        store = Store.open(path, read_only=True)
+        table = store.entries(("id", "label"))
+        label = dict(zip(table["id"].tolist(), table["label"].tolist(), strict=True))
+        first: dict[str, int] = {}
+        for i, lab in label.items():
+            if lab is not None:
+                first.setdefault(lab, i)
+        models = sg.NullModels(cache=None)
+        queries: list[tuple[str, Any]] = []
+        if args.maps is not None and (args.maps / "emd_5170.map").exists():
+            queries.append(("EMD-5170 (file)", args.maps / "emd_5170.map"))
+        queries.append(("EMD-21457 (entry)", "EMD-21457"))
+        queries += [(f"{lab} (entry {i})", i) for lab, i in first.items()]
+        for name, key in queries:
+            if isinstance(key, Path):
+                query = Query.from_file(encoder, key)
+            else:
+                query = Query.from_entry(store, encoder, key)
+            hits, sig = search_explained(store, query, 10, models=models)
+            own = query.entry_id
+            fam = label.get(own)
+            others = [h for h in hits if h.id != own]
+            out["searches"].append(
+                {
+                    "query": name,
+                    "message": sig.message,
+                    "relatives_in_store": sum(
+                        1 for i, lab in label.items() if fam and lab == fam and i != own
+                    ),
+                    "hits": [
+                        {
+                            "id": h.id,
+                            "emdb_id": h.emdb_id,
+                            "label": label.get(h.id),
+                            "relative": bool(fam) and label.get(h.id) == fam,
+                            "score": round(h.score, 4),
+                            "terms": {k: round(v, 4) for k, v in h.terms.items()},
+                            "excess": round(h.excess, 4),
+                            "evalue": float(f"{h.evalue:.3g}"),
+                        }
+                        for h in others[:5]
+                    ],
+                }
+            )
+        out["null"] = sig.null
+        store.close()
+    out["machine"] = machine_info()
+    return out
+
+
+def print_demo(result: dict[str, Any]) -> None:
+    for s in result["searches"]:
+        best = s["hits"][0] if s["hits"] else {}
+        print(
+            f"{s['query']:40s} relatives {s['relatives_in_store']:2d}  best other: "
+            f"score {best.get('score')}, E {best.get('evalue')}  -> {s['message']}"
+        )
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_data_arguments(parser)
@@ -254,7 +333,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--held-out-seed", type=int, default=2, help="reported draw")
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
     add_out_argument(parser, "bench_significance.json")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="check the demo store instead (bench_significance_demo.json)",
+    )
     args = drop_missing_data(parser.parse_args(argv))
+    if args.demo:
+        out = args.out.with_name(args.out.stem + "_demo.json")
+        return save_result(run_demo(args), out, print_demo)
     return save_result(run(args), args.out, print_table)
 
 

@@ -242,7 +242,7 @@ HIT_COLUMN_HELP = {
     "score": "score = (1 - w) x shape + w x fit - 0.05 x |ln(Rg query / Rg entry)|, "
     "w = 0.5 when the rotational fit re-scored the hit (else 0)",
     "evalue": "E-value: unrelated entries expected to score this high for this "
-    "query in a store of this size; below 0.01 is significant",
+    "query in a store of this size; below 0.1 is significant",
     "shape": "mean cosine similarity of the retrieval vectors over the scales",
     "fit": "best correlation of the query with the entry over all rotations",
     "rg_ratio": "radius of gyration of the query over the entry's (1 = same size)",

@@ -205,7 +205,7 @@ def test_hits_tables_show_the_score_terms_significance_and_per_scale_z():
     assert table.tooltip_header == tips
     caption = hits_caption(
         {
-            "message": "no significant match (E < 0.01); the best hit has E = 29",
+            "message": "no significant match (E < 0.1); the best hit has E = 29",
             "formula": "score = 0.5 x shape + 0.5 x fit - 0.05 x |ln(Rg_query / "
             "Rg_entry)|; shape = mean cosine over scales 1, 2",
             "entries": 262,

@@ -16,7 +16,7 @@ moved domains, whose canonical poses differ; with --fit-top 0, score = shape -
 0.05 x |ln(Rg_query / Rg_entry)|). Each hit's E-value is the number of unrelated
 entries expected to score at least as high for this query in a store of this
 size, from a null model of the store (random pairs of its entries, calibrated
-once per store content); E < 0.01 is significant, and "no significant match" is
+once per store content); E < 0.1 is significant, and "no significant match" is
 printed when no hit is.
 
 columns: score; E (the E-value); shape and fit (the two terms above, before
@@ -107,7 +107,6 @@ def main(args: argparse.Namespace) -> int:
         store.close()
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=1))
-        print(sig.message, file=sys.stderr)
         return 0
     print_hits(hits, sig, [str(s) for s in (scales or store.encoder.scales)])
     return 0
