@@ -266,3 +266,28 @@ def test_api_returns_the_terms_and_significance(demo_store, private_models):
         assert h["shape"] == pytest.approx(h["terms"]["shape"])  # no fit: all shape
         assert 0 < h["pvalue"] <= 1 and h["evalue"] == pytest.approx(22 * h["pvalue"])
     assert not any(h["significant"] for h in others)
+
+
+def test_the_benchmark_chooses_on_its_calibration_draw():
+    """bench_significance's rule: the shape whose unrelated hits at E < 1 per
+    query come closest to 1, the loosest threshold that keeps them at most
+    MAX_FALSE_PER_QUERY per query (made-up measurements)."""
+    from benchmarks.bench_significance import MAX_FALSE_PER_QUERY, choose
+
+    def cells(*per_query):
+        return {
+            f"E<{t:g}": {"unrelated_per_query": u}
+            for t, u in zip((1, 0.1, 0.01, 0.001), per_query, strict=True)
+        }
+
+    draw = {
+        "by_shape": {
+            "normal": cells(0.7, 0.2, 0.03, 0.0),
+            "gumbel": cells(0.05, 0.0, 0.0, 0.0),
+            "logistic": cells(3.0, 0.5, 0.1, 0.0),
+        }
+    }
+    assert MAX_FALSE_PER_QUERY == 0.05
+    assert choose(draw) == ("normal", 0.01)
+    draw["by_shape"]["normal"] = cells(0.7, 0.2, 0.2, 0.2)  # none good enough
+    assert choose(draw) == ("normal", 0.001)
