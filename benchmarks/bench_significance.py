@@ -97,7 +97,8 @@ def run_draw(args: argparse.Namespace, seed: int, encoder: MapEncoder) -> dict:
         key = sg.content_key(store, options, True)
         ref_ids, null_excess = sg.null_sample(store, options, True, key)
         calibration_s = time.perf_counter() - tc
-        model = sg.model_of(key, store.count(), ref_ids, null_excess)
+        sha = sg.sha256_of(store, ref_ids)
+        model = sg.model_of(key, store.count(), ref_ids, null_excess, sha256=sha)
         models.put(store, model)
         fitted = {s: sg.fit_tail(null_excess, s) for s in sg.SHAPES}
         n_queries = 0

@@ -164,7 +164,7 @@ class Hit:
         terms: the terms the score is the sum of: ``shape`` (the shape score's
             share), ``fit`` (the rotational fit's share, when it re-scored the
             hit) and ``size`` (minus the size term); see
-            :func:`swan_index.significance.score_terms`.
+            :func:`score_terms`.
         excess: the score minus the query's background: the median score of
             the store's reference sample against the query
             (:mod:`swan_index.significance`).
@@ -359,3 +359,45 @@ def coarse_candidates(
         if len(cand) >= need or index.kind != "ivf" or nprobe >= index.nlist:
             return cand
         nprobe *= 4  # the filter left too few in the lists scanned: widen
+
+
+def formula(options: SearchOptions, scales: tuple[int, ...], fit: bool) -> str:
+    """How the score of a search with ``options`` is made, in one line."""
+    sides = scales if options.scales is None else options.scales
+    mean = "mean" if options.weights is None else "weighted mean"
+    shape = f"shape = {mean} cosine over scales {', '.join(map(str, sides))}"
+    size = f"{options.size_weight:g} x |ln(Rg_query / Rg_entry)|"
+    if fit and options.fit_top > 0 and options.fit_weight > 0:
+        w = options.fit_weight
+        return f"score = {1 - w:g} x shape + {w:g} x fit - {size}; {shape}"
+    return f"score = shape - {size}; {shape}"
+
+
+def shape_score(
+    scores: dict[str, float], options: SearchOptions, scales: tuple[int, ...]
+) -> float:
+    """The shape score of a hit: the weighted mean of its per-scale cosines
+    (``Hit.scores``) in the search's weights."""
+    sel, weights = options.scale_weights(scales)
+    return float(np.dot(weights, [scores[str(scales[i])] for i in sel]))
+
+
+def score_terms(
+    scores: dict[str, float], options: SearchOptions, scales: tuple[int, ...]
+) -> dict[str, float]:
+    """The terms a hit's score is the sum of: ``shape`` (the weighted shape
+    score's share), ``fit`` (the rotational fit's share, when it re-scored the
+    hit) and ``size`` (minus the size term).
+
+    Args:
+        scores: ``Hit.scores``.
+        options: the search's options.
+        scales: the store's scale sides.
+    """
+    shape = shape_score(scores, options, scales)
+    terms = {"shape": shape}
+    if "fit" in scores:
+        terms["shape"] = (1.0 - options.fit_weight) * shape
+        terms["fit"] = options.fit_weight * float(scores["fit"])
+    terms["size"] = -options.size_weight * abs(float(scores.get("size", 0.0)))
+    return terms

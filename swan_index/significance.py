@@ -25,19 +25,21 @@ The null model has two parts:
   function is a hit's p-value; ``E = entries x p``.
 
 Both are sampled, so the cost does not grow with the store: the calibration
-(about 30 s on two busy cores with the rotational fit, 3 s without) runs once per
-store content, and every search scores its query against the reference sample
-(a fraction of the search's own cost). The model is kept in memory and in the
-user's cache folder (:data:`CACHE`), keyed by the store's content (its encoder
-and the ids it holds: ids are never reused, so any add or delete gives a new
-key) and the search options; a store that changes is calibrated again on its
-next search.
+(30-85 s on two busy cores with the rotational fit, about 3 s without) runs once
+per store content, and every search scores its query against the reference
+sample (about 0.1 s). The model is kept in memory and in the user's cache folder
+(:data:`CACHE`), keyed by the store's content (its encoder and the ids it holds:
+ids are never reused, so any add or delete gives a new key) and the search
+options, and checked against the content hashes of its reference sample's maps
+(another store with the same ids is told apart); a store that changes is
+calibrated again on its next search.
 
 A store of fewer than :data:`MIN_ENTRIES` entries gets no significance (its
-background would be a handful of scores). The shape, the quantiles and the
-threshold :data:`EVALUE_THRESHOLD` were chosen on one simulated draw of the
-retrieval benchmark and checked on another (``python -m
-benchmarks.bench_significance``; docs/search.md).
+background would be a handful of scores). The shape and the threshold
+:data:`EVALUE_THRESHOLD` were chosen on one simulated draw of the retrieval
+benchmark and checked on another (``python -m benchmarks.bench_significance``;
+docs/search.md); the quantiles, for robustness to the related pairs of the
+sample.
 """
 
 from __future__ import annotations
@@ -58,7 +60,15 @@ from scipy import stats
 from encoder.code import MultiScaleCode
 from swan_index.files import atomic_write_text
 from swan_index.fit import FitQuery, comparable, fit_query
-from swan_index.ranking import Hit, SearchOptions, score_candidates, size_gap
+from swan_index.ranking import (
+    Hit,
+    SearchOptions,
+    formula,
+    score_candidates,
+    score_terms,
+    shape_score,
+    size_gap,
+)
 
 log = logging.getLogger(__name__)
 
@@ -93,49 +103,7 @@ _MIN_SPREAD = 1e-4
 #: Where null models are kept between processes.
 CACHE = Path.home() / ".cache" / "cryo-swan" / "significance"
 #: Bump when the null model's computation changes.
-_VERSION = 2
-
-
-def formula(options: SearchOptions, scales: tuple[int, ...], fit: bool) -> str:
-    """How the score of a search with ``options`` is made, in one line."""
-    sides = scales if options.scales is None else options.scales
-    mean = "mean" if options.weights is None else "weighted mean"
-    shape = f"shape = {mean} cosine over scales {', '.join(map(str, sides))}"
-    size = f"{options.size_weight:g} x |ln(Rg_query / Rg_entry)|"
-    if fit and options.fit_top > 0 and options.fit_weight > 0:
-        w = options.fit_weight
-        return f"score = {1 - w:g} x shape + {w:g} x fit - {size}; {shape}"
-    return f"score = shape - {size}; {shape}"
-
-
-def shape_score(
-    scores: dict[str, float], options: SearchOptions, scales: tuple[int, ...]
-) -> float:
-    """The shape score of a hit: the weighted mean of its per-scale cosines
-    (``Hit.scores``) in the search's weights."""
-    sel, weights = options.scale_weights(scales)
-    return float(np.dot(weights, [scores[str(scales[i])] for i in sel]))
-
-
-def score_terms(
-    scores: dict[str, float], options: SearchOptions, scales: tuple[int, ...]
-) -> dict[str, float]:
-    """The terms a hit's score is the sum of: ``shape`` (the weighted shape
-    score's share), ``fit`` (the rotational fit's share, when it re-scored the
-    hit) and ``size`` (minus the size term).
-
-    Args:
-        scores: ``Hit.scores``.
-        options: the search's options.
-        scales: the store's scale sides.
-    """
-    shape = shape_score(scores, options, scales)
-    terms = {"shape": shape}
-    if "fit" in scores:
-        terms["shape"] = (1.0 - options.fit_weight) * shape
-        terms["fit"] = options.fit_weight * float(scores["fit"])
-    terms["size"] = -options.size_weight * abs(float(scores.get("size", 0.0)))
-    return terms
+_VERSION = 3
 
 
 # -- the reference sample ----------------------------------------------------------
@@ -271,6 +239,8 @@ class NullModel:
         pairs: the pairs it was fitted on.
         trimmed: of them, those left out as related (see :func:`fit_tail`).
         reference_ids: the reference sample.
+        reference_sha256: the content hashes of its maps (a store whose ids
+            are the same but whose maps are not, another store, is told apart).
     """
 
     key: str
@@ -281,6 +251,7 @@ class NullModel:
     pairs: int
     trimmed: int
     reference_ids: tuple[int, ...]
+    reference_sha256: tuple[str | None, ...] = ()
 
     def pvalue(self, excess: np.ndarray | float) -> np.ndarray:
         """P(excess >= x) for an unrelated pair."""
@@ -403,13 +374,27 @@ def calibrate(
     :func:`fit_tail` on :func:`null_sample`."""
     key = key or content_key(store, options, fit)
     got = null_sample(store, options, fit, key)
-    return None if got is None else model_of(key, len(store.ids), *got)
+    if got is None:
+        return None
+    return model_of(key, len(store.ids), *got, sha256=sha256_of(store, got[0]))
+
+
+def sha256_of(store: Any, ids: Any) -> tuple[str | None, ...]:
+    """The content hashes of the maps of ``ids`` (in that order)."""
+    rows = {int(r["id"]): r.get("sha256") for r in store.get(ids)}
+    return tuple(rows.get(int(i)) for i in ids)
 
 
 def model_of(
-    key: str, entries: int, ref_ids: np.ndarray, excess: np.ndarray, shape: str = SHAPE
+    key: str,
+    entries: int,
+    ref_ids: np.ndarray,
+    excess: np.ndarray,
+    shape: str = SHAPE,
+    sha256: tuple[str | None, ...] = (),
 ) -> NullModel:
-    """The null model of a null sample (:func:`null_sample`)."""
+    """The null model of a null sample (:func:`null_sample`) whose reference
+    maps have these ``sha256``."""
     loc, scale, trimmed = fit_tail(excess, shape)
     return NullModel(
         key,
@@ -420,6 +405,7 @@ def model_of(
         len(excess),
         trimmed,
         tuple(int(i) for i in ref_ids),
+        tuple(sha256),
     )
 
 
@@ -441,18 +427,23 @@ class NullModels:
         """The null model of ``store`` as it is now, for this way of searching,
         and its reference sample (``None``: too few entries)."""
         key = content_key(store, options, fit)
+        mem = f"{key} {Path(store.path).resolve()}"
         with self._lock:
-            if key in self._models:
-                self._models.move_to_end(key)
-                return self._models[key]
+            if mem in self._models:
+                self._models.move_to_end(mem)
+                return self._models[mem]
             model = self._load(key)
+            if model is not None:  # the same ids: the same maps too?
+                ref = np.array(model.reference_ids)
+                if sha256_of(store, ref) != model.reference_sha256:
+                    model = None
             if model is None:
                 model = calibrate(store, options, fit, key)
                 if model is None:
                     return None
                 self._save(model)
             got = (model, Reference.read(store, np.array(model.reference_ids)))
-            self._models[key] = got
+            self._models[mem] = got
             while len(self._models) > self.keep:
                 self._models.popitem(last=False)
             return got
@@ -461,7 +452,10 @@ class NullModels:
         """Keep ``model`` (fitted elsewhere) for ``store`` as it is now."""
         reference = Reference.read(store, np.array(model.reference_ids))
         with self._lock:
-            self._models[model.key] = (model, reference)
+            self._models[f"{model.key} {Path(store.path).resolve()}"] = (
+                model,
+                reference,
+            )
 
     def _path(self, key: str) -> Path | None:
         return None if self.cache is None else self.cache / f"null-{key}.json"
@@ -475,6 +469,7 @@ class NullModels:
             if data.pop("version", None) != _VERSION:
                 return None
             data["reference_ids"] = tuple(data["reference_ids"])
+            data["reference_sha256"] = tuple(data.get("reference_sha256", ()))
             return NullModel(**data)
         except (OSError, ValueError, TypeError) as err:
             log.warning("%s: unreadable null model (%s); fitting it again", path, err)

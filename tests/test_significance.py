@@ -291,3 +291,28 @@ def test_the_benchmark_chooses_on_its_calibration_draw():
     assert choose(draw) == ("normal", 0.01)
     draw["by_shape"]["normal"] = cells(0.7, 0.2, 0.2, 0.2)  # none good enough
     assert choose(draw) == ("normal", 0.001)
+
+
+def test_another_store_with_the_same_ids_gets_its_own_null(tmp_path):
+    """Two stores of the same encoder and ids but other maps: the cached model
+    of one is not the other's."""
+    cache = tmp_path / "cache"
+    stores = []
+    for name, seed in (("a", 1), ("b", 2)):
+        st = Store.open(tmp_path / name, encoder=SMALL)
+        code, records = family_batch(np.random.default_rng(seed), 2, 5, 20, start=0)
+        records = [
+            EntryRecord(sha256=f"{name}-{i}", rg=20.0, label=r.label)
+            for i, r in enumerate(records)
+        ]
+        st.add(code, records)
+        stores.append(st)
+    try:
+        a, _ = sg.NullModels(cache=cache).get(stores[0], NO_FIT, False)
+        b, _ = sg.NullModels(cache=cache).get(stores[1], NO_FIT, False)
+        assert a.key == b.key  # the same ids and options...
+        assert a.reference_sha256 != b.reference_sha256  # ...but not the same maps
+        assert (a.loc, a.scale) != (b.loc, b.scale)
+    finally:
+        for st in stores:
+            st.close()
