@@ -115,6 +115,37 @@ class HitBody(BaseModel):
         "the hit was re-scored"
     )
     pose: int | None = Field(None, description="query pose that scored best")
+    shape: float | None = Field(
+        None, description="shape score: the weighted mean of the per-scale cosines"
+    )
+    terms: dict[str, float] = Field(
+        default_factory=dict,
+        description='the terms the score is the sum of: "shape" (1 - fit_weight) x '
+        'shape, "fit" fit_weight x fit (when the fit re-scored the hit), "size" '
+        "-size_weight x |ln(rg_query / rg_entry)| (see significance.formula)",
+    )
+    excess: float | None = Field(
+        None,
+        description="score minus the median score of the store's reference sample "
+        "against this query (its unrelated entries)",
+    )
+    scale_z: dict[str, float] = Field(
+        default_factory=dict,
+        description="per scale side, the cosine against this query's cosines to the "
+        "reference sample: (cosine - median) / (1.4826 MAD); about 0 is typical of "
+        "unrelated maps",
+    )
+    pvalue: float | None = Field(
+        None, description="probability that an unrelated entry has this excess"
+    )
+    evalue: float | None = Field(
+        None,
+        description="unrelated entries expected to score at least this high for "
+        "this query in a store of this size",
+    )
+    significant: bool | None = Field(
+        None, description="evalue below significance.threshold"
+    )
     title: str | None = None
     method: str | None = None
     resolution: float | None = None
@@ -134,9 +165,30 @@ class UploadInfo(BaseModel):
     poses: int = Field(description="candidate canonical poses searched")
 
 
+class SignificanceBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    formula: str = Field(description="how the score is made, with its weights")
+    threshold: float = Field(description="E-value below which a hit is significant")
+    entries: int = Field(description="entries in the store (the N of the E-values)")
+    significant: int | None = Field(
+        None,
+        description="significant hits (the query's own entry left out); null when "
+        "the store is too small for a null model",
+    )
+    message: str = Field(
+        description='one line: "N significant matches", "no significant match ..." '
+        "or why there is no significance"
+    )
+    null: dict[str, Any] | None = Field(
+        None, description="the null model: its distribution, parameters and sample"
+    )
+
+
 class SearchResult(BaseModel):
     query: UploadInfo
     hits: list[HitBody]
+    significance: SignificanceBody | None = None
 
 
 class EntryQueryBody(BaseModel):
@@ -153,6 +205,7 @@ class EntryQueryBody(BaseModel):
 class SimilarResult(BaseModel):
     query: EntryQueryBody
     hits: list[HitBody]
+    significance: SignificanceBody | None = None
 
 
 class Entry(BaseModel):

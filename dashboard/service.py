@@ -55,7 +55,8 @@ from swan_index.query import (
     display_name,
     upload_owner,
 )
-from swan_index.ranking import Hit, SearchOptions
+from swan_index.ranking import SearchOptions
+from swan_index.significance import StoreNull, judge
 from swan_index.store import Store
 from swan_index.where import WhereLimits
 
@@ -332,8 +333,7 @@ class SwanService:
         options = SearchOptions(where=where, exact=exact)
         self._check_search(k, where)  # before the upload's costly encoding
         query = self._upload_query(data, name, contour)
-        hits = self._search(query, fit, k, options)
-        return {"query": query.describe(), "hits": [h.to_dict() for h in hits]}
+        return self._search(query, fit, k, options)
 
     def _check_search(self, k: Any, where: str | None) -> None:
         """Refuse a bad ``k`` or ``where`` (ValueError, one line) before any
@@ -369,15 +369,18 @@ class SwanService:
                 self._entry_queries.move_to_end(stored.cache_key)
         if query is None:
             query = self._entry_query(stored)
-        hits = self._search(query, fit, k, SearchOptions(where=where, exact=exact))
-        return {"query": query.describe(), "hits": [h.to_dict() for h in hits]}
+        return self._search(query, fit, k, SearchOptions(where=where, exact=exact))
 
     def _search(
         self, query: Query, fit: bool, k: int, options: SearchOptions
-    ) -> list[Hit]:
-        """:func:`swan_index.query.search` holding a shared turn only for what
-        reads the store: the rotational fit, the costly step, runs without it (at
-        most :data:`FIT_SLOTS` at once)."""
+    ) -> dict[str, Any]:
+        """:func:`swan_index.query.search_explained` holding a shared turn only
+        for what reads the store: the rotational fit and the E-values' background,
+        the costly steps, run without it (at most :data:`FIT_SLOTS` at once).
+
+        Returns:
+            ``{"query": ..., "hits": [...], "significance": ...}``.
+        """
         turned = query.fit() if fit else None
         with self._lock.reading():
             ranking = self.store.rank(
@@ -386,7 +389,17 @@ class SwanService:
         with self._fitting:
             apply_fit(ranking, turned)
         with self._lock.reading():
-            return self.store.hits(ranking)
+            hits = self.store.hits(ranking)
+            null = StoreNull.read(self.store, options, turned is not None)
+        with self._fitting:
+            hits, sig = judge(
+                null, hits, query.code, query.rg, options, turned, query.entry_id
+            )
+        return {
+            "query": query.describe(),
+            "hits": [h.to_dict() for h in hits],
+            "significance": sig.to_dict(),
+        }
 
     def _entry_query(self, stored: StoredEntry) -> Query:
         """:meth:`Query.from_stored`, outside the lock, at most

@@ -143,12 +143,15 @@ def hits_table_rows(
         details: more columns by entry id for naming (see :func:`with_names`).
 
     Returns:
-        One row per hit: ``rank``, ``id``, ``emdb_id``, ``score``,
-        ``scale_<side>`` (the cosine at each scale, coarse to fine), ``fit`` (the
-        best correlation over rotations, when the hit was re-scored), ``size``
-        (``ln(rg_query / rg_entry)``, when known), ``title``, ``method``,
-        ``resolution``, then ``name`` and ``emdb`` (:func:`with_names`). Numbers
-        are rounded to 3 digits.
+        One row per hit: ``rank``, ``id``, ``emdb_id``, ``score``, ``evalue``
+        (its E-value, 2 significant digits, when known), ``shape`` (the shape
+        score), ``scale_<side>`` (the cosine at each scale, coarse to fine),
+        ``z_<side>`` (that cosine against the query's background, when known),
+        ``fit`` (the best correlation over rotations, when the hit was
+        re-scored), ``size`` (``ln(rg_query / rg_entry)``, when known),
+        ``rg_ratio`` (``rg_query / rg_entry``), ``title``, ``method``,
+        ``resolution``, then ``name`` and ``emdb`` (:func:`with_names`). Other
+        numbers are rounded to 3 digits.
     """
     rows = []
     for h in hits:
@@ -159,12 +162,20 @@ def hits_table_rows(
             "emdb_id": h.get("emdb_id"),
             "score": _num(h.get("score")),
         }
+        if h.get("evalue") is not None:
+            row["evalue"] = float(f"{float(h['evalue']):.2g}")
+        if h.get("shape") is not None:
+            row["shape"] = _num(h["shape"])
+        scale_z = dict(h.get("scale_z") or {})
         for key in sorted((k for k in scores if k.isdigit()), key=int):
             row[f"scale_{key}"] = _num(scores[key])
+            if key in scale_z:
+                row[f"z_{key}"] = _num(scale_z[key], 1)
         if "fit" in scores:
             row["fit"] = _num(scores["fit"])
         if "size" in scores:
             row["size"] = _num(scores["size"])
+            row["rg_ratio"] = _num(math.exp(scores["size"]), 2)
         row["title"] = h.get("title")
         row["method"] = h.get("method")
         row["resolution"] = _num(h.get("resolution"), 2)
@@ -211,6 +222,9 @@ _COLUMN_NAMES = {
     "emdb": "EMDB",
     "emdb_id": "EMDB",
     "score": "score",
+    "evalue": "E-value",
+    "shape": "shape",
+    "rg_ratio": "Rg query/entry",
     "fit": "fit (all rotations)",
     "size": "size ln(Rg ratio)",
     "title": "title",
@@ -222,7 +236,19 @@ _COLUMN_NAMES = {
     "label": "label",
     "rg": "Rg (Å)",
 }
-_NUMERIC = ("score", "fit", "size", "resolution", "rg")
+_NUMERIC = ("score", "evalue", "shape", "fit", "size", "rg_ratio", "resolution", "rg")
+#: What each column of a hits table means (its header's tooltip).
+HIT_COLUMN_HELP = {
+    "score": "score = (1 - w) x shape + w x fit - 0.05 x |ln(Rg query / Rg entry)|, "
+    "w = 0.5 when the rotational fit re-scored the hit (else 0)",
+    "evalue": "E-value: unrelated entries expected to score this high for this "
+    "query in a store of this size; below 0.1 is significant",
+    "shape": "mean cosine similarity of the retrieval vectors over the scales",
+    "fit": "best correlation of the query with the entry over all rotations",
+    "rg_ratio": "radius of gyration of the query over the entry's (1 = same size)",
+    "z": "cosine at this scale against this query's cosines to unrelated maps, in "
+    "robust standard deviations (0: typical of an unrelated map)",
+}
 
 
 def table_columns(
@@ -235,6 +261,9 @@ def table_columns(
         if key.startswith("scale_"):
             columns.append({"name": f"scale {key[6:]}³", "id": key, "type": "numeric"})
             continue
+        if key.startswith("z_"):
+            columns.append({"name": f"z {key[2:]}³", "id": key, "type": "numeric"})
+            continue
         col = {"name": _COLUMN_NAMES.get(key, key), "id": key}
         if key in _NUMERIC:
             col["type"] = "numeric"
@@ -242,3 +271,32 @@ def table_columns(
             col["presentation"] = "markdown"
         columns.append(col)
     return columns
+
+
+def hit_tooltips(columns: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """DataTable ``tooltip_header`` of a hits table's ``columns``: what each
+    column means (:data:`HIT_COLUMN_HELP`)."""
+    out = {}
+    for col in columns:
+        key = str(col["id"])
+        text = HIT_COLUMN_HELP.get("z" if key.startswith("z_") else key)
+        if text:
+            out[key] = text
+    return out
+
+
+def hits_caption(significance: Mapping[str, Any] | None) -> str:
+    """One line under a hits table: the verdict (how many hits are significant,
+    or "no significant match"), the score's formula and what the columns are.
+
+    Args:
+        significance: a search result's ``significance`` (``None``: not known).
+    """
+    if not significance:
+        return ""
+    return (
+        f"{significance['message']}. {significance['formula']}. E: unrelated "
+        f"entries expected to score this high among {significance['entries']}; "
+        "z n³: the cosine at scale n against this query's unrelated maps (0 is "
+        "typical)"
+    )

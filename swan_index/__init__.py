@@ -34,7 +34,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "store": ["Store"],
         "schema": ["EncoderInfo", "EntryRecord"],
         "ranking": ["Hit", "Ranking", "SearchOptions"],
-        "query": ["Query", "StoredEntry", "search"],
+        "query": ["Query", "StoredEntry", "search", "search_explained"],
         "fit": ["FitQuery", "apply_fit", "fit_query"],
         "map_encoder": ["DEFAULT_CHECKPOINT", "MapEncoder"],
         "indexer": ["IngestSummary", "ingest_paths"],

@@ -52,6 +52,7 @@ from swan_index.fit import FitQuery, apply_fit, fit_query
 from swan_index.map_encoder import MapEncoder, concat_codes
 from swan_index.prepare import PreparedMap, prepare_map, prepare_model
 from swan_index.ranking import Hit, SearchOptions
+from swan_index.significance import NullModels, Significance, assess
 from swan_index.store import Store
 
 log = logging.getLogger(__name__)
@@ -368,9 +369,12 @@ def search(
     k: int = 10,
     options: SearchOptions | None = None,
     fit: FitQuery | None = None,
+    significance: bool = True,
 ) -> list[Hit]:
     """The entries of ``store`` most similar to ``query``, best first: rank, the
-    rotational fit of the best ``options.fit_top`` (unless 0), then hits.
+    rotational fit of the best ``options.fit_top`` (unless 0), then hits, and
+    (unless ``significance=False``) each hit's score terms and E-value
+    (:func:`search_explained`).
 
     Args:
         store: an open store of the query's encoder.
@@ -379,6 +383,9 @@ def search(
         options: how to rank (:class:`~swan_index.ranking.SearchOptions`).
         fit: ``query.fit()`` already computed, for a caller that searches with
             one query several times (default: computed here when needed).
+        significance: fill the hits' ``terms``, ``excess``, ``evalue``...
+            (:func:`swan_index.significance.assess`; about 0.1 s, and the null
+            model's calibration on the first search of a changed store).
 
     Returns:
         Up to ``k`` hits (fewer only when fewer entries match).
@@ -386,6 +393,33 @@ def search(
     Raises:
         ValueError: bad ``k`` or options, or a query of another encoder.
     """
+    if significance:
+        return search_explained(store, query, k, options, fit)[0]
+    return _search(store, query, k, options, fit)[0]
+
+
+def search_explained(
+    store: Store,
+    query: Query,
+    k: int = 10,
+    options: SearchOptions | None = None,
+    fit: FitQuery | None = None,
+    models: NullModels | None = None,
+) -> tuple[list[Hit], Significance]:
+    """:func:`search`, with every hit's score terms, z-scores and E-value, and
+    the :class:`~swan_index.significance.Significance` of the whole (the
+    score's formula, how many hits are significant, the null model)."""
+    hits, opts, fit = _search(store, query, k, options, fit)
+    return assess(store, hits, query.code, query.rg, opts, fit, query.entry_id)
+
+
+def _search(
+    store: Store,
+    query: Query,
+    k: int,
+    options: SearchOptions | None,
+    fit: FitQuery | None,
+) -> tuple[list[Hit], SearchOptions, FitQuery | None]:
     opts = SearchOptions() if options is None else options
     if opts.fit_top == 0:
         fit = None
@@ -393,4 +427,4 @@ def search(
         fit = query.fit()
     ranking = store.rank(query.code, k, opts, rg=query.rg, fit=fit is not None)
     apply_fit(ranking, fit)
-    return store.hits(ranking)
+    return store.hits(ranking), opts, fit

@@ -160,6 +160,24 @@ class Hit:
         pose: index of the query pose that scored best.
         entry: the entry's ``emdb_id``, ``title``, ``method``, ``resolution``,
             ``label`` and ``rg``.
+        shape: the shape score: the weighted mean of the per-scale cosines.
+        terms: the terms the score is the sum of: ``shape`` (the shape score's
+            share), ``fit`` (the rotational fit's share, when it re-scored the
+            hit) and ``size`` (minus the size term); see
+            :func:`score_terms`.
+        excess: the score minus the query's background: the median score of
+            the store's reference sample against the query
+            (:mod:`swan_index.significance`).
+        scale_z: per scale side, the cosine against the query's background at
+            that scale: (cosine - median) / (1.4826 MAD).
+        pvalue: probability that an unrelated entry has at least this excess.
+        evalue: unrelated entries expected to score at least this high in a
+            store of this size.
+        significant: ``evalue`` below the threshold
+            (:data:`swan_index.significance.EVALUE_THRESHOLD`).
+
+    The last seven are filled by :func:`swan_index.significance.assess` (``None``
+    or empty before).
     """
 
     rank: int
@@ -168,6 +186,13 @@ class Hit:
     scores: dict[str, float]
     pose: int
     entry: dict[str, Any]
+    shape: float | None = None
+    terms: dict[str, float] = field(default_factory=dict)
+    excess: float | None = None
+    scale_z: dict[str, float] = field(default_factory=dict)
+    pvalue: float | None = None
+    evalue: float | None = None
+    significant: bool | None = None
 
     @property
     def emdb_id(self) -> str | None:
@@ -181,6 +206,13 @@ class Hit:
             "score": self.score,
             "scores": self.scores,
             "pose": self.pose,
+            "shape": self.shape,
+            "terms": self.terms,
+            "excess": self.excess,
+            "scale_z": self.scale_z,
+            "pvalue": self.pvalue,
+            "evalue": self.evalue,
+            "significant": self.significant,
             **{k: v for k, v in self.entry.items() if k != "emdb_id"},
         }
 
@@ -327,3 +359,45 @@ def coarse_candidates(
         if len(cand) >= need or index.kind != "ivf" or nprobe >= index.nlist:
             return cand
         nprobe *= 4  # the filter left too few in the lists scanned: widen
+
+
+def formula(options: SearchOptions, scales: tuple[int, ...], fit: bool) -> str:
+    """How the score of a search with ``options`` is made, in one line."""
+    sides = scales if options.scales is None else options.scales
+    mean = "mean" if options.weights is None else "weighted mean"
+    shape = f"shape = {mean} cosine over scales {', '.join(map(str, sides))}"
+    size = f"{options.size_weight:g} x |ln(Rg_query / Rg_entry)|"
+    if fit and options.fit_top > 0 and options.fit_weight > 0:
+        w = options.fit_weight
+        return f"score = {1 - w:g} x shape + {w:g} x fit - {size}; {shape}"
+    return f"score = shape - {size}; {shape}"
+
+
+def shape_score(
+    scores: dict[str, float], options: SearchOptions, scales: tuple[int, ...]
+) -> float:
+    """The shape score of a hit: the weighted mean of its per-scale cosines
+    (``Hit.scores``) in the search's weights."""
+    sel, weights = options.scale_weights(scales)
+    return float(np.dot(weights, [scores[str(scales[i])] for i in sel]))
+
+
+def score_terms(
+    scores: dict[str, float], options: SearchOptions, scales: tuple[int, ...]
+) -> dict[str, float]:
+    """The terms a hit's score is the sum of: ``shape`` (the weighted shape
+    score's share), ``fit`` (the rotational fit's share, when it re-scored the
+    hit) and ``size`` (minus the size term).
+
+    Args:
+        scores: ``Hit.scores``.
+        options: the search's options.
+        scales: the store's scale sides.
+    """
+    shape = shape_score(scores, options, scales)
+    terms = {"shape": shape}
+    if "fit" in scores:
+        terms["shape"] = (1.0 - options.fit_weight) * shape
+        terms["fit"] = options.fit_weight * float(scores["fit"])
+    terms["size"] = -options.size_weight * abs(float(scores.get("size", 0.0)))
+    return terms

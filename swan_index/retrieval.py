@@ -184,7 +184,7 @@ def evaluate_store(
             continue
         t0 = time.perf_counter()
         query = Query.from_entry(store, encoder, entry_id)
-        hits = search(store, query, k=k + 1, options=opts)
+        hits = search(store, query, k=k + 1, options=opts, significance=False)
         seconds = time.perf_counter() - t0
         hits = [h for h in hits if h.id != entry_id][:k]
         ranked = [truth.groups.get(h.id) for h in hits]

@@ -472,6 +472,13 @@ class Store:
         self.close()
 
     # -- reading -------------------------------------------------------------------
+    @property
+    def ids(self) -> np.ndarray:
+        """The entry ids of this snapshot, ascending (read-only)."""
+        view = self._ids.view()
+        view.flags.writeable = False
+        return view
+
     def count(self, where: str | None = None) -> int:
         """Number of entries (matching ``where``)."""
         self._check_open()

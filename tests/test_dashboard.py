@@ -299,6 +299,10 @@ def test_click_shows_the_entry_with_similar_maps(service):
     scales = service.store.encoder.scales
     assert all(f"scale_{s}" in rows[0] for s in scales)
     assert "5 most similar" in _text(msg)
+    # the score's terms, and why there is no E-value: six entries are too few
+    assert rows[0]["shape"] > 0 and "fit" in rows[0] and "rg_ratio" in rows[0]
+    assert "score = 0.5 x shape + 0.5 x fit - 0.05 x" in _text(msg)
+    assert "fewer than the 20 a null model needs" in _text(msg)
 
 
 def test_an_entry_is_opened_by_its_id(service):

@@ -11,11 +11,18 @@ import json
 import numpy as np
 import pytest
 
-from dashboard.pages.common import HIT_KEY_COLUMNS, data_table, hits_columns
+from dashboard.pages.common import (
+    HIT_KEY_COLUMNS,
+    data_table,
+    hits_columns,
+    hits_data_table,
+)
 from dashboard.tables import (
     emdb_cell,
     emdb_url,
     entry_name,
+    hit_tooltips,
+    hits_caption,
     hits_table_rows,
     table_columns,
     table_rows,
@@ -58,6 +65,7 @@ def test_hits_table_rows_have_one_column_per_scale():
         "scale_16",
         "fit",
         "size",
+        "rg_ratio",
         "title",
         "method",
         "resolution",
@@ -65,6 +73,7 @@ def test_hits_table_rows_have_one_column_per_scale():
         "emdb",
     ]
     assert rows[0]["score"] == 0.988 and rows[0]["scale_1"] == 0.912
+    assert rows[0]["rg_ratio"] == pytest.approx(np.exp(-0.2), abs=0.005)
     assert rows[0]["fit"] == 0.877 and "fit" not in rows[1]
     assert rows[0]["resolution"] == 3.46
     assert rows[1]["emdb_id"] is None and rows[1]["title"] is None
@@ -149,7 +158,7 @@ def test_simulated_hits_are_named_from_the_details():
 def test_hits_tables_show_the_key_columns_first_and_keep_them_in_view():
     columns = hits_columns((1, 2, 4, 8))
     ids = [c["id"] for c in columns]
-    assert ids[: len(HIT_KEY_COLUMNS)] == ["rank", "name", "emdb", "score"]
+    assert ids[: len(HIT_KEY_COLUMNS)] == ["rank", "name", "emdb", "score", "evalue"]
     assert "title" not in ids and ids[-1] == "id"  # the name shows the title
     emdb = next(c for c in columns if c["id"] == "emdb")
     assert emdb["name"] == "EMDB" and emdb["presentation"] == "markdown"
@@ -160,3 +169,48 @@ def test_hits_tables_show_the_key_columns_first_and_keep_them_in_view():
         s for s in table.style_cell_conditional if s["if"] == {"column_id": "name"}
     )
     assert name_style["whiteSpace"] == "normal"  # long titles wrap, not cut
+
+
+def test_hits_tables_show_the_score_terms_significance_and_per_scale_z():
+    """A hit as the search gives it (made up): its E-value, shape score, fit,
+    size ratio and per-scale z are columns, each header saying what it is."""
+    hit = {
+        "rank": 1,
+        "id": 9,
+        "emdb_id": "EMD-1",
+        "score": 0.813,
+        "scores": {"1": 0.999, "2": 0.984, "size": 0.1, "fit": 0.7},
+        "shape": 0.9915,
+        "terms": {"shape": 0.496, "fit": 0.35, "size": -0.005},
+        "scale_z": {"1": 0.31, "2": 2.46},
+        "evalue": 0.0001234,
+        "significant": True,
+    }
+    row = hits_table_rows([hit])[0]
+    assert row["evalue"] == 0.00012 and row["shape"] == 0.992
+    assert row["z_1"] == 0.3 and row["z_2"] == 2.5
+    assert row["rg_ratio"] == pytest.approx(np.exp(0.1), abs=0.005)
+    columns = hits_columns((1, 2))
+    ids = [c["id"] for c in columns]
+    for key in ("evalue", "shape", "fit", "rg_ratio", "z_1", "z_2"):
+        assert key in ids
+    assert not any(i.startswith("scale_") for i in ids)  # z replaces the cosines
+    names = {c["id"]: c["name"] for c in columns}
+    assert names["evalue"] == "E-value" and names["z_1"] == "z 1³"
+    tips = hit_tooltips(columns)
+    assert "0.5 x shape + 0.5 x fit" not in tips["score"]  # the general formula
+    assert "(1 - w) x shape + w x fit" in tips["score"]
+    assert "unrelated" in tips["evalue"] and "unrelated" in tips["z_2"]
+    table = hits_data_table("similar-table", (1, 2))
+    assert table.tooltip_header == tips
+    caption = hits_caption(
+        {
+            "message": "no significant match (E < 0.1); the best hit has E = 29",
+            "formula": "score = 0.5 x shape + 0.5 x fit - 0.05 x |ln(Rg_query / "
+            "Rg_entry)|; shape = mean cosine over scales 1, 2",
+            "entries": 262,
+        }
+    )
+    assert caption.startswith("no significant match") and "262" in caption
+    assert "0.5 x shape + 0.5 x fit" in caption
+    assert hits_caption(None) == ""

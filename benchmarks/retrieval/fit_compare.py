@@ -29,6 +29,7 @@ from benchmarks.retrieval.run import (
     _gallery_and_queries,
     _prepare,
     add_draw_arguments,
+    drop_missing_data,
 )
 from swan_index import MapEncoder
 from swan_index.ranking import SearchOptions
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     add_draw_arguments(parser)
     parser.add_argument("--baseline", default=BASELINE_COMMIT, help="git revision")
     add_out_argument(parser, "bench_retrieval_fit_compare.json")
-    args = parser.parse_args(argv)
+    args = drop_missing_data(parser.parse_args(argv))
     return save_result(run(args), args.out, print_table, rows_key="rows")
 
 

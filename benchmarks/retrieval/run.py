@@ -190,7 +190,7 @@ def _rank_ours(
     opts = dict(opts)
     if opts.pop("poses", "all") == "first":
         query = replace(query, code=query.code[0:1])
-    hits = search(store, query, k, SearchOptions(**opts), fit=fit)
+    hits = search(store, query, k, SearchOptions(**opts), fit=fit, significance=False)
     return [h.id for h in hits]
 
 
@@ -418,10 +418,7 @@ def _print_paired(title: str, paired: dict) -> None:
 
 def add_draw_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments that choose the benchmark's draw (gallery and queries)."""
-    shared = ROOT.parent / "shared" / "data" / "real"
-    parser.add_argument("--models", type=Path, default=shared / "models")
-    parser.add_argument("--maps", type=Path, default=shared / "maps")
-    parser.add_argument("--shapes", type=Path, default=shared / "shapes")
+    add_data_arguments(parser)
     parser.add_argument(
         "--synthetic",
         type=int,
@@ -446,13 +443,26 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_draw_arguments(parser)
     add_out_argument(parser, "bench_retrieval.json")
-    args = parser.parse_args(argv)
+    args = drop_missing_data(parser.parse_args(argv))
+    return save_result(run(args), args.out, print_table, rows_key="rows")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--models``, ``--maps``, ``--shapes``: the real data of the draws."""
+    shared = ROOT.parent / "shared" / "data" / "real"
+    parser.add_argument("--models", type=Path, default=shared / "models")
+    parser.add_argument("--maps", type=Path, default=shared / "maps")
+    parser.add_argument("--shapes", type=Path, default=shared / "shapes")
+
+
+def drop_missing_data(args: argparse.Namespace) -> argparse.Namespace:
+    """Run without the data folders that are not there (each one warned)."""
     for name in ("models", "maps", "shapes"):
         path = getattr(args, name)
         if path is not None and not path.exists():
             log.warning("%s: not found; running without it", path)
             setattr(args, name, None)
-    return save_result(run(args), args.out, print_table, rows_key="rows")
+    return args
 
 
 if __name__ == "__main__":
@@ -464,7 +474,9 @@ __all__ = [
     "OURS",
     "QUERY_CONDITIONS",
     "METRICS",
+    "add_data_arguments",
     "add_draw_arguments",
+    "drop_missing_data",
     "main",
     "run",
 ]

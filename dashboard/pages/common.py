@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 from dash import dash_table, html
 
-from dashboard.tables import table_columns
+from dashboard.tables import hit_tooltips, table_columns
 
 CARD = {
     "background": "#ffffff",
@@ -120,14 +120,29 @@ def checked_k(value: Any, default: int = K_DEFAULT) -> tuple[int, str | None]:
 
 #: Columns of a hits table, around the per-scale scores: the key ones first
 #: (kept in view while the others scroll), the store id last.
-HIT_KEY_COLUMNS = ("rank", "name", "emdb", "score")
-HIT_MORE_COLUMNS = ("fit", "size", "method", "resolution", "id")
+HIT_KEY_COLUMNS = ("rank", "name", "emdb", "score", "evalue")
+HIT_TERM_COLUMNS = ("shape", "fit", "rg_ratio")
+HIT_MORE_COLUMNS = ("method", "resolution", "id")
 
 
 def hits_columns(scales: Sequence[int]) -> list[dict[str, Any]]:
-    """Columns of a hits table for a store with these scale sides."""
-    keys = [*HIT_KEY_COLUMNS, *(f"scale_{s}" for s in scales), *HIT_MORE_COLUMNS]
+    """Columns of a hits table for a store with these scale sides: the key ones,
+    the score's terms, per scale the cosine against the query's background
+    (``z_<side>``), then the rest."""
+    keys = [
+        *HIT_KEY_COLUMNS,
+        *HIT_TERM_COLUMNS,
+        *(f"z_{s}" for s in scales),
+        *HIT_MORE_COLUMNS,
+    ]
     return table_columns([], keys)
+
+
+def hits_data_table(table_id: str, scales: Sequence[int]):  # noqa: ANN201
+    """A hits table (:func:`data_table` of :func:`hits_columns`, rank and name
+    kept in view) whose headers say what each column means."""
+    columns = hits_columns(scales)
+    return data_table(table_id, columns, fixed=2, tooltips=hit_tooltips(columns))
 
 
 def hit_details(service: Any, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
@@ -164,6 +179,7 @@ def data_table(  # noqa: ANN201
     columns: list[dict[str, Any]],
     page_size: int = 10,
     fixed: int = 0,
+    tooltips: dict[str, str] | None = None,
 ):
     """A compact, sortable, paged DataTable (rows keyed by entry ``id``, so an
     ``active_cell`` carries the entry id as ``row_id``).
@@ -174,6 +190,7 @@ def data_table(  # noqa: ANN201
         page_size: rows per page.
         fixed: how many leading columns stay in view while the rest scroll
             sideways (the key columns: rank, name...).
+        tooltips: per column id, what its header's tooltip says.
 
     Returns:
         The ``dash_table.DataTable``. Names wrap within :data:`NAME_WIDTH`; EMDB
@@ -182,6 +199,10 @@ def data_table(  # noqa: ANN201
     extra: dict[str, Any] = {}
     if fixed:
         extra["fixed_columns"] = {"headers": True, "data": fixed}
+    if tooltips:
+        extra["tooltip_header"] = tooltips
+        extra["tooltip_delay"] = 300
+        extra["tooltip_duration"] = None
     return dash_table.DataTable(
         id=table_id,
         columns=columns,

@@ -29,15 +29,14 @@ from dashboard.figures3d import (
 from dashboard.pages.common import (
     CARD,
     SECTION_TITLE,
-    data_table,
     graph_config,
     hit_details,
-    hits_columns,
+    hits_data_table,
     hits_k,
     message,
 )
 from dashboard.service import SwanService
-from dashboard.tables import emdb_url, hits_table_rows
+from dashboard.tables import emdb_url, hits_caption, hits_table_rows
 
 log = logging.getLogger(__name__)
 
@@ -359,9 +358,10 @@ def on_similar(
     others = [h for h in result["hits"] if h["id"] != int(entry)][:n]
     hits = [{**h, "rank": i} for i, h in enumerate(others, 1)]  # numbered anew
     rows = hits_table_rows(hits, hit_details(service, [h["id"] for h in hits]))
-    text = f"{len(rows)} most similar maps (per-scale cosine; score also weighs size)"
+    text = f"{len(rows)} most similar maps"
     if where:
         text += f", filter: {where}"
+    text += f". {hits_caption(result.get('significance'))}"
     return rows, message(text)
 
 
@@ -406,7 +406,7 @@ def layout(service: SwanService) -> html.Div:
             ),
             html.H4("Most similar maps", style={"margin": "8px 0 4px 0"}),
             html.Div(id="similar-message"),
-            data_table("similar-table", hits_columns(scales), fixed=2),
+            hits_data_table("similar-table", scales),
             html.H4(
                 "Coarse to fine: decoded from the first 1, 2, … all scales",
                 style={"margin": "12px 0 4px 0"},

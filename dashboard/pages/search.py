@@ -19,15 +19,14 @@ from dash import Dash, Input, Output, State, dcc, html, no_update
 from dashboard.pages.common import (
     CARD,
     SECTION_TITLE,
-    data_table,
     filter_error,
     hit_details,
-    hits_columns,
+    hits_data_table,
     hits_k,
     message,
 )
 from dashboard.service import SwanService, UploadError
-from dashboard.tables import hits_table_rows
+from dashboard.tables import hits_caption, hits_table_rows
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +87,7 @@ def on_upload(
     text = f"{_query_text(result['query'])}. {len(hits)} hits"
     if where:
         text += f" (filter: {where})"
+    text += f". {hits_caption(result.get('significance'))}"
     ids = [h["id"] for h in hits]
     rows = hits_table_rows(hits, hit_details(service, ids))
     return ids, rows, message(text)
@@ -117,9 +117,7 @@ def layout(service: SwanService) -> html.Div:
                 },
             ),
             dcc.Loading(html.Div(id="upload-message"), type="dot"),
-            data_table(
-                "hits-table", hits_columns(service.store.encoder.scales), fixed=2
-            ),
+            hits_data_table("hits-table", service.store.encoder.scales),
         ],
         style=CARD,
     )

@@ -6,13 +6,28 @@ biological assembly, as swan ingest stores models) or an entry already in
 the store (its store id, or its EMDB id such as EMD-1832). A map file is searched in
 every candidate canonical pose; each hit keeps its best pose. So is a stored entry
 whose map file is still where it was ingested from, unchanged (otherwise, or with
---stored-pose, its stored vectors: one pose). Scores: the mean
-cosine similarity over the scales, minus a size term (see docs/search.md); then the
-best --fit-top hits are re-scored, half by that and half by the best correlation
-over all rotations of the query (for a stored entry, of its stored preview) with
-their stored previews (column "fit"): what finds maps with missing parts or moved
-domains, whose canonical poses differ. --json lists the per-scale cosines of every
-hit.
+--stored-pose, its stored vectors: one pose). The score (docs/search.md):
+
+  score = 0.5 x shape + 0.5 x fit - 0.05 x |ln(Rg_query / Rg_entry)|
+  shape = mean cosine similarity of the retrieval vectors over the scales
+  fit   = best correlation over all rotations of the query (for a stored entry,
+          of its stored preview) with the entry's stored preview
+
+(the fit re-scores the best --fit-top hits: what finds maps with missing parts or
+moved domains, whose canonical poses differ; with --fit-top 0, score = shape -
+0.05 x |ln(Rg_query / Rg_entry)|). Each hit's E-value is the number of unrelated
+entries expected to score at least as high for this query in a store of this
+size, from a null model of the store (random pairs of its entries, calibrated
+once per store content); E < 0.1 is significant, and "no significant match" is
+printed when no hit is.
+
+columns: score; E (the E-value); shape and fit (the two terms above, before
+their weights); Rg q/e (Rg_query / Rg_entry, the size term's ratio); z1, z2...
+(per scale, the cosine against this query's cosines to unrelated entries, in
+robust standard deviations: 0 is typical of unrelated maps; a coarse scale where
+every map scores 0.99 gives z near 0). --json gives every hit's raw per-scale
+cosines (scores), its terms (the weighted parts that sum to the score), excess,
+pvalue, evalue and significant.
 
 --where takes a SQL predicate over the entries table (columns: emdb_id, title,
 method, resolution, organism, sample_name, release_date, voxel_size, rg, label,
@@ -31,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -38,8 +54,9 @@ from ingest.errors import IngestError
 from ingest.models import DEFAULT_MODEL_RESOLUTION, is_model_file
 from swan_index.commands import add_query_args, load_encoder, open_reader
 from swan_index.map_encoder import MapEncoder
-from swan_index.query import Query, search
-from swan_index.ranking import SearchOptions
+from swan_index.query import Query, search_explained
+from swan_index.ranking import Hit, SearchOptions
+from swan_index.significance import Significance
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -102,7 +119,7 @@ def main(args: argparse.Namespace) -> int:
                     f"note: {query.note}; searching with the stored pose",
                     file=sys.stderr,
                 )
-        hits = search(store, query, k=args.k, options=options)
+        hits, sig = search_explained(store, query, k=args.k, options=options)
     except (IngestError, ValueError, KeyError) as err:
         msg = err.args[0] if isinstance(err, KeyError) else str(err)
         if isinstance(err, KeyError) and not Path(args.query).exists():
@@ -114,16 +131,38 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([h.to_dict() for h in hits], indent=1))
         return 0
-    sides = [str(s) for s in (scales or store.encoder.scales)]
-    if any("fit" in h.scores for h in hits):
-        sides.append("fit")
-    head = "  ".join(f"{s:>5s}" if s == "fit" else f"s{s:>4s}" for s in sides)
-    print(f"{'rank':>4s} {'id':>7s} {'EMDB':12s} {'score':>6s}  {head}  title")
-    for h in hits:
-        per = "  ".join(f"{h.scores.get(s, float('nan')):5.3f}" for s in sides)
-        title = (h.entry.get("title") or h.entry.get("label") or "")[:40]
-        print(
-            f"{h.rank:4d} {h.id:7d} {h.emdb_id or '-':12s} {h.score:6.3f}  {per}  "
-            f"{title}"
-        )
+    print_hits(hits, sig, [str(s) for s in (scales or store.encoder.scales)])
     return 0
+
+
+def print_hits(hits: list[Hit], sig: Significance, sides: list[str]) -> None:
+    """The hits table, the score's formula above it and the verdict below."""
+    print(sig.formula)
+    print(
+        f"E = unrelated entries expected to score this high in {sig.entries} "
+        f"entries; significant: E < {sig.threshold:g}"
+    )
+    zs = "".join(f" {'z' + s:>5s}" for s in sides)
+    print(
+        f"{'rank':>4s} {'id':>7s} {'EMDB':12s} {'score':>6s} {'E':>8s} "
+        f"{'shape':>6s} {'fit':>6s} {'Rg q/e':>6s}{zs}  title"
+    )
+    for h in hits:
+        fit = h.scores.get("fit")
+        size = h.scores.get("size")
+        cells = [
+            f"{h.rank:4d} {h.id:7d} {h.emdb_id or '-':12s} {h.score:6.3f}",
+            _num(h.evalue, "8.2g"),
+            _num(h.shape, "6.3f"),
+            _num(fit, "6.3f"),
+            _num(None if size is None else math.exp(size), "6.2f"),
+        ]
+        z = "".join(" " + _num(h.scale_z.get(s), "5.1f") for s in sides)
+        title = (h.entry.get("title") or h.entry.get("label") or "")[:40]
+        print(" ".join(cells) + z + f"  {title}")
+    print(sig.message)
+
+
+def _num(value: float | None, fmt: str) -> str:
+    width = int(fmt.split(".")[0])
+    return f"{'-':>{width}s}" if value is None else format(value, fmt)
