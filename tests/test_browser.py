@@ -266,3 +266,161 @@ def test_an_entry_is_opened_by_its_emdb_id(page):
         timeout=60_000,
     )
     page.locator("#detail-panel").screenshot(path=str(ARTIFACTS / "entry_by_id.png"))
+
+
+#: In the page: what the view shows (the filters, hits per search, colouring and
+#: the chosen entry), to compare two pages.
+VIEW_STATE = """() => ({
+  where: document.querySelector('#where-input').value,
+  res: Array.from(document.querySelectorAll('#resolution-slider input'))
+            .map(i => i.value),
+  keep: document.querySelector('#keep-unresolved input').checked,
+  methods: Array.from(document.querySelectorAll('#method-filter .Select-value-label,'
+           + ' #method-filter [class*="multiValue"] [class*="label"],'
+           + ' #method-filter .dash-dropdown-value-item'))
+            .map(e => e.textContent.trim()),
+  k: document.querySelector('#k-input').value,
+  color: document.querySelector('#color-by').innerText.trim(),
+  filter: document.querySelector('#filter-message').innerText,
+  entry: (document.querySelector('#detail-meta h4') || {}).innerText || null,
+})"""
+
+
+def _points(page) -> int:  # noqa: ANN001
+    return page.evaluate(UMAP_POINTS)
+
+
+def test_the_address_restores_the_view(page, server):
+    """Filters set and an entry chosen in one page; its address opened in a new
+    page gives the same view."""
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    page.fill("#where-input", "rg > 20")
+    page.press("#where-input", "Enter")
+    page.wait_for_function(
+        "() => document.querySelector('#filter-message').innerText.includes('rg > 20')",
+        timeout=30_000,
+    )
+    page.fill("#k-input", "25")
+    page.press("#k-input", "Enter")
+    page.locator("#entry-id-input").fill("EMD-6824")
+    page.click("#entry-id-go")
+    page.wait_for_function(
+        "() => document.querySelector('#detail-meta').innerText.includes('EMD-6824')",
+        timeout=60_000,
+    )
+    page.wait_for_function(
+        "() => location.search.includes('entry=EMD-6824') && "
+        "location.search.includes('k=25')",
+        timeout=30_000,
+    )
+    address = page.url
+    assert "where=rg+%3E+20" in address
+    page.wait_for_function(f"({UMAP_POINTS})() > 0", timeout=60_000)
+    before, points = page.evaluate(VIEW_STATE), _points(page)
+    assert 0 < points < server[1]
+
+    context = page.context.browser.new_context(viewport={"width": 1280, "height": 1000})
+    other = context.new_page()
+    try:
+        other.goto(address, wait_until="networkidle", timeout=60_000)
+        other.wait_for_function(
+            "() => document.querySelector('#detail-meta').innerText"
+            ".includes('EMD-6824')",
+            timeout=60_000,
+        )
+        other.wait_for_function(f"({UMAP_POINTS})() === {points}", timeout=60_000)
+        assert other.evaluate(VIEW_STATE) == before
+        assert other.url == address  # the address is not rewritten on load
+        assert other.inner_text("#permalink-message") == ""
+        assert "uploaded map cannot be part of an address" in other.inner_text(
+            ".swan-address"
+        )
+        other.screenshot(path=str(ARTIFACTS / "permalink_1280.png"), full_page=True)
+    finally:
+        context.close()
+    # back to the full view for the tests that follow
+    page.fill("#where-input", "")
+    page.press("#where-input", "Enter")
+    page.fill("#k-input", "10")
+    page.press("#k-input", "Enter")
+
+
+#: In the page: (page width the document needs, window width) and the first
+#: element that sticks out to the right, if any.
+OVERFLOW_JS = """() => {
+  const w = document.documentElement.clientWidth;
+  let worst = null;
+  for (const el of document.querySelectorAll('body *')) {
+    const r = el.getBoundingClientRect();
+    if (r.width && r.right > w + 1) {
+      let p = el.parentElement, clipped = false;
+      while (p) {  // inside a scrolling box (a wide table): not the page's width
+        const s = getComputedStyle(p);
+        if (['auto', 'scroll', 'hidden'].includes(s.overflowX)) {
+          const pr = p.getBoundingClientRect();
+          if (pr.right <= w + 1) { clipped = true; break; }
+        }
+        p = p.parentElement;
+      }
+      if (!clipped) { worst = (el.id || el.className || el.tagName) + ''; break; }
+    }
+  }
+  return {scroll: document.documentElement.scrollWidth, width: w, worst: worst};
+}"""
+
+
+@pytest.mark.parametrize("width, height", [(1280, 900), (390, 844)])
+def test_the_page_fits_the_screen(page, server, width, height):
+    """At 1280 px and on a 390 px phone: no sideways scrolling of the page, the
+    map fills its column and is redrawn to it, the key columns of a table in
+    view, and the columns stack on the phone."""
+    context = page.context.browser.new_context(
+        viewport={"width": width, "height": height}
+    )
+    try:
+        pg = context.new_page()
+        pg.goto(f"{server[0]}/?entry=EMD-6824", wait_until="networkidle")
+        pg.wait_for_function(f"({UMAP_POINTS})() > 0", timeout=60_000)
+        pg.wait_for_function(
+            "() => document.querySelectorAll('#similar-table td').length > 0",
+            timeout=120_000,
+        )
+        fit = pg.evaluate(OVERFLOW_JS)
+        assert fit["scroll"] <= fit["width"] and fit["worst"] is None, fit
+        boxes = pg.evaluate(
+            """() => Object.fromEntries(['umap-graph', 'detail-panel',
+                'filter-message', 'upload-map'].map(id => {
+              const r = document.getElementById(id).getBoundingClientRect();
+              return [id, [r.left, r.top, r.width, r.height]]; }))"""
+        )
+        svg = pg.evaluate(
+            """() => document.querySelector('#umap-graph .main-svg')
+                          .getBoundingClientRect().width"""
+        )
+        map_box, panel = boxes["umap-graph"], boxes["detail-panel"]
+        assert abs(svg - map_box[2]) < 2  # plot redrawn to its box
+        if width < 600:  # one column: the panel under the map, full width
+            assert panel[1] > map_box[1] + map_box[3]
+            assert map_box[2] > 0.8 * width and panel[2] > 0.85 * width
+        else:  # two columns side by side
+            assert panel[0] > map_box[0] + map_box[2]
+        # the similar maps' rank, name and EMDB columns in view
+        seen = pg.evaluate(
+            """() => {
+          const t = document.querySelector(
+              '#similar-table .dash-spreadsheet-container');
+          const box = t.getBoundingClientRect();
+          const row = t.querySelector('tr:nth-child(2)');
+          return ['rank', 'name', 'emdb'].map(c => {
+            const r = row.querySelector(`td[data-dash-column="${c}"]`)
+                         .getBoundingClientRect();
+            return r.width > 0 && r.left >= box.left - 1
+                   && r.right <= box.right + 1;
+          });
+        }"""
+        )
+        assert seen == [True] * 3, seen
+        pg.screenshot(path=str(ARTIFACTS / f"layout_{width}.png"), full_page=True)
+        pg.screenshot(path=str(ARTIFACTS / f"layout_{width}_top.png"))
+    finally:
+        context.close()

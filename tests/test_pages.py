@@ -131,7 +131,7 @@ def service():
 # -- item: nothing leaves the machine --------------------------------------------------
 def test_no_graph_offers_to_send_its_data_anywhere(service):
     app = create_app(service)
-    graphs = [c for c, _ in _walk(app.layout) if isinstance(c, dcc.Graph)]
+    graphs = [c for c, _ in _walk(app.layout()) if isinstance(c, dcc.Graph)]
     assert {g.id for g in graphs} == {"umap-graph", "iso-graph", "c2f-graph"}
     for graph in graphs:
         config = graph.config
@@ -182,7 +182,9 @@ def test_entry_metadata_is_not_held_by_the_meshes():
         worker.join(60)
     assert meshes["c2f-graph"]["figure"]["data"][0]["type"] == "mesh3d"
     # ... and the page does not hide the metadata behind the meshes' spinner
-    placed = {c.id: inside for c, inside in _walk(app.layout) if getattr(c, "id", None)}
+    placed = {
+        c.id: inside for c, inside in _walk(app.layout()) if getattr(c, "id", None)
+    }
     assert placed["detail-meta"] is False
     assert placed["iso-graph"] and placed["c2f-graph"]
     svc.db.close()
@@ -234,21 +236,21 @@ def test_selection_rows_have_names_and_links_but_no_server_paths(service):
 
 # -- item: filters say what they do ----------------------------------------------------
 def test_a_rejected_filter_says_which_filter_still_applies(service):
-    where, msg = explore.on_filter(service, "no_such_column > 1", current="rg > 3")
+    where, msg, _ = explore.on_filter(service, "no_such_column > 1", current="rg > 3")
     assert where is no_update and msg.className == "swan-error"
     assert "still use the previous filter: rg > 3" in _text(msg)
-    _, msg = explore.on_filter(service, "no_such_column > 1", current=None)
+    _, msg, _ = explore.on_filter(service, "no_such_column > 1", current=None)
     assert "every entry (no filter)" in _text(msg)
 
 
 def test_the_resolution_range_says_whom_it_leaves_out(service):
     bounds = explore.filter_options(service)["resolution"]
     assert bounds == [3.2, 7.3]
-    where, msg = explore.on_filter(service, None, [3.0, 6.0], None, bounds)
+    where, msg, _ = explore.on_filter(service, None, [3.0, 6.0], None, bounds)
     text = _text(msg)
     assert "2 entries match" in text
-    assert "1 entry with no resolution is left out by the resolution range" in text
-    where, msg = explore.on_filter(service, None, bounds, None, bounds)
+    assert "1 entry with no resolution is hidden by the resolution range" in text
+    where, msg, _ = explore.on_filter(service, None, bounds, None, bounds)
     assert where is None and "no resolution" not in _text(msg)
 
 

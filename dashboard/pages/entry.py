@@ -359,7 +359,10 @@ def on_similar(
     others = [h for h in result["hits"] if h["id"] != int(entry)][:n]
     hits = [{**h, "rank": i} for i, h in enumerate(others, 1)]  # numbered anew
     rows = hits_table_rows(hits, hit_details(service, [h["id"] for h in hits]))
-    text = f"{len(rows)} most similar maps (per-scale cosine; score also weighs size)"
+    maps = (
+        "the most similar map" if len(rows) == 1 else f"{len(rows)} most similar maps"
+    )
+    text = f"{maps} (per-scale cosine; score also weighs size)"
     if where:
         text += f", filter: {where}"
     return rows, message(text)

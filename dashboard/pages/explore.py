@@ -1,11 +1,12 @@
 """The archive map: metadata filters, colour-by, the UMAP scatter, and the table of
 entries selected with the box or lasso tool.
 
-Component ids: ``where-input``, ``resolution-slider``, ``method-filter``,
-``k-input``, ``k-message``, ``filter-message``, ``color-by``, ``umap-graph``,
-``selection-table``, ``selection-message``, and two stores: ``resolution-bounds``
-(the slider's full range) and ``selection-ids`` (entry ids of the box/lasso
-selection, taken from ``selectedData`` in the browser).
+Component ids: ``where-input``, ``resolution-slider``, ``keep-unresolved``,
+``method-filter``, ``k-input``, ``k-message``, ``filter-message``, ``color-by``,
+``umap-graph``, ``selection-table``, ``selection-message``, and three stores:
+``resolution-bounds`` (the slider's full range), ``filter-state`` (the inputs of
+the filter in effect, for the page's address) and ``selection-ids`` (entry ids of
+the box/lasso selection, taken from ``selectedData`` in the browser).
 
 The map is the stored layout (``swan layout``), read with the filter; nothing is
 computed on page load. Changing the filter or the colouring rebuilds the figure
@@ -91,6 +92,8 @@ function (selected) {
     return ids;
 }
 """
+#: The ``keep-unresolved`` checklist's one value.
+KEEP_UNRESOLVED = "keep"
 _EXAMPLE_WHERE = "resolution < 4 AND method = 'singleParticle'"
 
 
@@ -122,13 +125,14 @@ def build_where(
     res_range: list[float] | None = None,
     methods: list[str] | None = None,
     res_bounds: list[float] | None = None,
+    keep_unresolved: bool = False,
 ) -> str | None:
     """One SQL predicate from the free ``where`` and the quick filters (joined
     with AND), or ``None`` for no filter.
 
     The resolution range filters only when narrower than ``res_bounds`` (the
     store's full range), so entries with no resolution are not dropped by an
-    untouched slider.
+    untouched slider; with ``keep_unresolved`` a narrowed range keeps them too.
     """
     parts = []
     text = (where_text or "").strip().rstrip(";").strip()
@@ -137,7 +141,10 @@ def build_where(
     if res_range and len(res_range) == 2 and res_bounds:
         lo, hi = float(res_range[0]), float(res_range[1])
         if lo > res_bounds[0] + 1e-9 or hi < res_bounds[1] - 1e-9:
-            parts.append(f"resolution BETWEEN {lo:g} AND {hi:g}")
+            between = f"resolution BETWEEN {lo:g} AND {hi:g}"
+            parts.append(
+                f"({between} OR resolution IS NULL)" if keep_unresolved else between
+            )
     if methods:
         parts.append(f"method IN ({', '.join(_sql_text(m) for m in methods)})")
     return " AND ".join(parts) or None
@@ -150,8 +157,9 @@ def on_filter(
     methods: list[str] | None = None,
     res_bounds: list[float] | None = None,
     current: str | None = None,
-) -> tuple[Any, html.Div]:
-    """Filters changed: ``(where for where-store, message)``.
+    keep: list[str] | None = None,
+) -> tuple[Any, html.Div, Any]:
+    """Filters changed: ``(where for where-store, message, filter-state)``.
 
     Args:
         service: the store.
@@ -160,16 +168,28 @@ def on_filter(
         methods: the methods chosen.
         res_bounds: the slider's full range (:func:`filter_options`).
         current: the filter in effect (``where-store``).
+        keep: the ``keep-unresolved`` checklist (``["keep"]``: a narrowed
+            resolution range keeps the entries with no resolution).
 
     Returns:
-        The new filter and a message with its count, saying how many entries with
-        no resolution a narrowed resolution range leaves out. An invalid ``where``
-        leaves the filter in effect unchanged (``no_update``); the message says
-        what is wrong and which filter still applies.
+        The new filter, a message with its count (saying how many entries with
+        no resolution a narrowed resolution range hides, or keeps), and the
+        inputs that made it (``filter-state``, for the page's address). An
+        invalid ``where`` leaves the filter in effect unchanged (``no_update``
+        for both); the message says what is wrong and which filter still
+        applies.
     """
-    where = build_where(where_text, res_range, methods, res_bounds)
+    keep_unresolved = bool(keep) and KEEP_UNRESOLVED in keep
+    where = build_where(where_text, res_range, methods, res_bounds, keep_unresolved)
+    state = {
+        "where": (where_text or "").strip() or None,
+        "res": list(res_range) if res_range else None,
+        "bounds": res_bounds,
+        "keep": keep_unresolved,
+        "methods": list(methods or []),
+    }
     if where is None:
-        return None, message(f"no filter: all {service.count():,} entries")
+        return None, message(f"no filter: all {_entries(service.count())}"), state
     try:
         n = service.count(where)
     except ValueError as exc:
@@ -179,19 +199,25 @@ def on_filter(
             else "The map and searches still show every entry (no filter)."
         )
         text = f"{filter_error(exc)}. Example: {_EXAMPLE_WHERE}. {still}"
-        return no_update, message(text, error=True)
+        return no_update, message(text, error=True), no_update
     text = f"{_entries(n)} {'matches' if n == 1 else 'match'}: {where}"
     base = build_where(where_text, None, methods, None)
-    if base != where:  # the resolution range filters: say whom it leaves out
+    if base != build_where(where_text, res_range, methods, res_bounds):
+        # the resolution range filters: say what it does with unknown resolutions
         unknown = service.count(
             "resolution IS NULL" if base is None else f"{base} AND resolution IS NULL"
         )
         if unknown:
-            text += (
-                f". {_entries(unknown)} with no resolution "
-                f"{'is' if unknown == 1 else 'are'} left out by the resolution range"
-            )
-    return where, message(text)
+            verb = "is" if unknown == 1 else "are"
+            if keep_unresolved:
+                text += f". {_entries(unknown)} with no resolution {verb} kept"
+            else:
+                text += (
+                    f". {_entries(unknown)} with no resolution {verb} hidden by "
+                    "the resolution range: tick “keep entries with no "
+                    "resolution” to include them"
+                )
+    return where, message(text), state
 
 
 def _entries(n: int) -> str:
@@ -368,9 +394,15 @@ def layout(service: SwanService) -> html.Div:
                         type="text",
                         debounce=True,
                         placeholder=_EXAMPLE_WHERE,
-                        style={"width": "70%", "fontFamily": "monospace"},
+                        style={
+                            "flex": "1 1 240px",
+                            "minWidth": "0",
+                            "fontFamily": "monospace",
+                        },
                     ),
-                ]
+                ],
+                style={"display": "flex", "alignItems": "center", "gap": "4px"},
+                title="a SQL predicate over the entries' columns, cluster included",
             ),
             html.Div(
                 [
@@ -382,8 +414,19 @@ def layout(service: SwanService) -> html.Div:
                                 style=LABEL,
                             ),
                             slider,
+                            dcc.Checklist(
+                                id="keep-unresolved",
+                                options=[
+                                    {
+                                        "label": " keep entries with no resolution",
+                                        "value": KEEP_UNRESOLVED,
+                                    }
+                                ],
+                                value=[],
+                                style={"fontSize": "13px", "marginTop": "4px"},
+                            ),
                         ],
-                        style={"flex": "1 1 260px"},
+                        style={"flex": "1 1 260px", "minWidth": "0"},
                     ),
                     html.Div(
                         [
@@ -395,7 +438,7 @@ def layout(service: SwanService) -> html.Div:
                                 placeholder="any method",
                             ),
                         ],
-                        style={"flex": "1 1 200px"},
+                        style={"flex": "1 1 200px", "minWidth": "0"},
                     ),
                     html.Div(
                         [
@@ -414,10 +457,17 @@ def layout(service: SwanService) -> html.Div:
                         style={"flex": "0 0 150px"},
                     ),
                 ],
-                style={"display": "flex", "gap": "16px", "marginTop": "8px"},
+                className="swan-filter-row",
+                style={
+                    "display": "flex",
+                    "flexWrap": "wrap",
+                    "gap": "16px",
+                    "marginTop": "8px",
+                },
             ),
             html.Div(id="filter-message"),
             dcc.Store(id="resolution-bounds", data=bounds),
+            dcc.Store(id="filter-state", data=None),
             dcc.Store(id="selection-ids", data=[]),
         ],
         style=CARD,
@@ -437,12 +487,17 @@ def layout(service: SwanService) -> html.Div:
                         style={"width": "200px"},
                     ),
                 ],
-                style={"display": "flex", "alignItems": "center", "gap": "8px"},
+                style={
+                    "display": "flex",
+                    "flexWrap": "wrap",
+                    "alignItems": "center",
+                    "gap": "8px",
+                },
             ),
             dcc.Graph(
                 id="umap-graph",
                 figure=placeholder_figure("loading the map…"),
-                style={"height": "620px"},
+                className="swan-map",  # 620 px high, less on a phone (swan.css)
                 config=graph_config(scrollZoom=True),
             ),
         ],
@@ -473,14 +528,16 @@ def register(app: Dash, service: SwanService) -> None:
     @app.callback(
         Output("where-store", "data"),
         Output("filter-message", "children"),
+        Output("filter-state", "data"),
         Input("where-input", "value"),
         Input("resolution-slider", "value"),
         Input("method-filter", "value"),
+        Input("keep-unresolved", "value"),
         State("resolution-bounds", "data"),
         State("where-store", "data"),
     )
-    def _filter(where_text, res_range, methods, bounds, current):  # noqa: ANN001, ANN202
-        return on_filter(service, where_text, res_range, methods, bounds, current)
+    def _filter(where_text, res_range, methods, keep, bounds, current):  # noqa: ANN001, ANN202
+        return on_filter(service, where_text, res_range, methods, bounds, current, keep)
 
     @app.callback(
         Output("k-input", "value"),
