@@ -424,3 +424,25 @@ def test_the_page_fits_the_screen(page, server, width, height):
         pg.screenshot(path=str(ARTIFACTS / f"layout_{width}_top.png"))
     finally:
         context.close()
+
+
+@pytest.mark.parametrize("emdb, says", [("EMD-3197", "box cuts"), ("EMD-21457", "")])
+def test_previews_a_user_recognises(page, emdb, says):
+    """EMD-21457 (a fragment at a fixed level) drawn in one piece; EMD-3197 (a
+    membrane patch cut by its box) drawn as it is, saying so."""
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    page.locator("#entry-id-input").fill(emdb)
+    page.click("#entry-id-go")
+    page.wait_for_function(
+        f"""() => {{ const gd = document.querySelector('#iso-graph .js-plotly-plot');
+            return gd && gd.layout.title && gd.layout.title.text.includes('{emdb}')
+                   && gd.data.some(t => t.type === 'mesh3d'); }}""",
+        timeout=60_000,
+    )
+    title = page.evaluate(
+        "() => document.querySelector('#iso-graph .js-plotly-plot').layout.title.text"
+    )
+    assert says in title
+    if emdb == "EMD-21457":
+        assert "separate parts" not in title
+    page.locator("#iso-graph").screenshot(path=str(ARTIFACTS / f"preview_{emdb}.png"))
