@@ -11,13 +11,18 @@ and callbacks:
   coloured by cluster or a metadata field, box/lasso selection listed in a table;
 * search (``pages.search``): upload a map, hits listed and marked on the map;
 * entry detail (``pages.entry``): metadata, 3D isosurface, similar maps with
-  per-scale scores, coarse-to-fine reconstructions.
+  per-scale scores, coarse-to-fine reconstructions;
+* the page's address (``pages.permalink``): the view, to share and reload it.
+
+The layout is built on each page load (the filters offer what the store holds
+then); ``assets/swan.css`` stacks the columns on a narrow screen.
 
 Component ids (stable; browser tests use them):
 
 * ``entry-count``: header text (entries, how many match, how many lack a layout).
 * ``where-input``: free SQL predicate over ``entries`` (applied on Enter or blur).
 * ``resolution-slider``: resolution range (Å); filters only when narrowed.
+* ``keep-unresolved``: a narrowed range keeps the entries with no resolution.
 * ``method-filter``: methods (multi-select).
 * ``k-input``: hits per search (upload and similar maps).
 * ``filter-message``: the filter in effect and its count, or why it is invalid
@@ -37,8 +42,11 @@ Component ids (stable; browser tests use them):
   ``iso-graph`` (3D isosurface of the preview), ``similar-table`` and
   ``similar-message`` (most similar maps, per-scale scores), ``c2f-graph`` (one
   3D scene per number of scales: "1 scale", "2 scales", ...).
+* ``url`` and ``url-out`` (``pages.permalink``): the page's address, read and
+  written: it keeps the filters, hits per search, colouring and chosen entry;
+  ``permalink-message`` says what of an opened address this store lacks.
 * ``where-store``, ``hits-store``, ``entry-store``, ``umap-meta``,
-  ``resolution-bounds``: shared state.
+  ``resolution-bounds``, ``filter-state``: shared state.
 
 Table rows carry the entry id as ``id``, so a clicked cell's ``row_id`` is the
 entry id. Clicking a map point or a row of any table shows that entry in the

@@ -332,6 +332,11 @@ def test_the_address_restores_the_view(page, server):
         assert other.evaluate(VIEW_STATE) == before
         assert other.url == address  # the address is not rewritten on load
         assert other.inner_text("#permalink-message") == ""
+        other.wait_for_function(  # the entry's similar maps, under the filter
+            "() => document.querySelector('#similar-message').innerText"
+            ".includes('filter: (rg > 20)')",
+            timeout=120_000,
+        )
         assert "uploaded map cannot be part of an address" in other.inner_text(
             ".swan-address"
         )
