@@ -451,3 +451,48 @@ def test_previews_a_user_recognises(page, emdb, says):
     if emdb == "EMD-21457":
         assert "separate parts" not in title
     page.locator("#iso-graph").screenshot(path=str(ARTIFACTS / f"preview_{emdb}.png"))
+
+
+def _filter_says(page, text: str) -> str:  # noqa: ANN001
+    page.wait_for_function(
+        f"() => document.querySelector('#filter-message').innerText"
+        f".includes({json.dumps(text)})",
+        timeout=30_000,
+    )
+    return page.inner_text("#filter-message")
+
+
+def test_filters_say_what_they_do(page):
+    """``cluster`` works in the SQL box; a refused filter says which one still
+    applies; a narrowed resolution range says whom it hides, and keeps them
+    when asked."""
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    box = page.locator("#where-input")
+    box.fill("cluster = 1")
+    box.press("Enter")
+    assert "6 entries match: (cluster = 1)" in _filter_says(page, "(cluster = 1)")
+    page.wait_for_function(f"({UMAP_POINTS})() === 6", timeout=60_000)
+    box.fill("no_such_column > 1")
+    box.press("Enter")
+    text = _filter_says(page, "no_such_column")
+    assert "still use the previous filter: (cluster = 1)" in text
+    assert page.locator("#filter-message .swan-error").count() == 1
+    assert _points(page) == 6
+    box.fill("")
+    box.press("Enter")
+    _filter_says(page, "no filter")
+    # the slider's upper handle moved down with the keyboard
+    top = page.locator("#resolution-slider [role=slider]").last
+    top.focus()
+    for _ in range(3):
+        top.press("PageDown")
+    text = _filter_says(page, "resolution BETWEEN")
+    assert "with no resolution" in text and "hidden" in text
+    page.locator("#keep-unresolved input").check()
+    text = _filter_says(page, "OR resolution IS NULL")
+    assert "kept" in text
+    page.locator("#filter-message").locator("..").screenshot(  # the filters' card
+        path=str(ARTIFACTS / "filters.png")
+    )
+    page.locator("#keep-unresolved input").uncheck()
+    page.goto(page.url.split("?")[0], wait_until="networkidle")
