@@ -341,6 +341,19 @@ def test_the_address_restores_the_view(page, server):
             ".swan-address"
         )
         other.screenshot(path=str(ARTIFACTS / "permalink_1280.png"), full_page=True)
+        # another filter, then the browser's back button: the shared view again
+        other.fill("#where-input", "rg > 40")
+        other.press("#where-input", "Enter")
+        other.wait_for_function(
+            "() => location.search.includes('rg+%3E+40')", timeout=30_000
+        )
+        other.go_back()
+        other.wait_for_function(
+            "() => document.querySelector('#where-input').value === 'rg > 20' && "
+            "document.querySelector('#filter-message').innerText.includes('rg > 20')",
+            timeout=30_000,
+        )
+        assert other.url == address
     finally:
         context.close()
     # back to the full view for the tests that follow

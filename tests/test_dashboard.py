@@ -59,6 +59,7 @@ IDS = (
     "url",
     "url-out",
     "permalink-message",
+    "address-written",
 )
 
 

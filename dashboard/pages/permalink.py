@@ -3,8 +3,9 @@ chosen entry, so that a view can be shared and reloaded.
 
 Component ids: ``url`` (read: the address the page was opened at, and the ones
 the browser's back and forward buttons go to), ``url-out`` (written, without
-reloading the page), ``permalink-message`` (what of an address could not be
-restored, e.g. an entry not in this store).
+reloading the page), ``address-written`` (the last address written: ``url``
+hearing of it changes nothing), ``permalink-message`` (what of an address could
+not be restored, e.g. an entry not in this store).
 
 The query string's keys (:data:`KEYS`); only what differs from the default view
 is written::
@@ -22,7 +23,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 
-from dash import Dash, Input, Output, State, dcc, html, no_update
+from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from dashboard.figures import COLOR_FIELDS
 from dashboard.pages.common import K_DEFAULT, NOTE, checked_k, message
@@ -240,7 +241,11 @@ def layout(service: SwanService) -> html.Div:  # noqa: ARG001 - the sections' si
     return html.Div(
         [
             dcc.Location(id="url", refresh=False),
-            dcc.Location(id="url-out", refresh=False),
+            dcc.Store(id="address-written", data=None),
+            # "callback-nav": a new address is pushed to the history without a
+            # reload, and ``url`` learns of it (so that going back to an
+            # address ``url`` last held still restores it)
+            dcc.Location(id="url-out", refresh="callback-nav"),
             html.Div(ADDRESS_NOTE, className="swan-note", style=NOTE),
             html.Div(id="permalink-message"),
         ]
@@ -269,9 +274,16 @@ def register(app: Dash, service: SwanService) -> None:
         State("entry-store", "data"),
         State("resolution-bounds", "data"),
         State("method-filter", "options"),
+        State("address-written", "data"),
         prevent_initial_call="initial_duplicate",
     )
-    def _address(search, where, res, keep, methods, k, color, entry, bounds, options):  # noqa: ANN001, ANN202, PLR0913
+    def _address(
+        search, where, res, keep, methods, k, color, entry, bounds, options, written
+    ):  # noqa: ANN001, ANN202, PLR0913, E501
+        if ctx.triggered_id is not None and search == written:
+            # the address this page just wrote: the view is already shown (and
+            # the user may have changed it since)
+            return (no_update,) * 8
         current = {
             "where": where,
             "res": res,
@@ -286,6 +298,7 @@ def register(app: Dash, service: SwanService) -> None:
 
     @app.callback(
         Output("url-out", "search"),
+        Output("address-written", "data"),
         Input("filter-state", "data"),
         Input("k-input", "value"),
         Input("color-by", "value"),
@@ -293,4 +306,5 @@ def register(app: Dash, service: SwanService) -> None:
         prevent_initial_call=True,
     )
     def _view(filters, k, color, entry):  # noqa: ANN001, ANN202
-        return on_view(service, filters, k, color, entry)
+        search = on_view(service, filters, k, color, entry)
+        return search, search
