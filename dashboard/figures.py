@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.colors import qualitative
 
 from dashboard.tables import column, missing
@@ -62,7 +63,7 @@ HOVER_COLUMNS = ("emdb_id", "title", "method", "resolution")
 #: Titles on hover are cut to this many characters (hover text is most of what a
 #: 50,000-point map sends to the browser).
 HOVER_TITLE_CHARS = 48
-#: Whether plotly.py checks every value of the map's traces (its ``_validate``
+#: Whether plotly.py checks every value of the map's figure (its ``_validate``
 #: switch). It does not: the checks walked every one of the 50,000 names, hover
 #: texts and ids (three quarters of the map callback's time) to accept what this
 #: module builds anyway. What is sent is the same (``tests/test_figures.py``
@@ -486,7 +487,9 @@ def umap_figure(
             traces.append(scatter(placed[~known], name, {"color": _MISSING_COLOR}))
         if np.any(known):
             colorbar = _colorbar(field, nums[known])
-            marker = {"color": nums[known], "colorscale": "Viridis"}
+            # the scale itself, not its name: the traces are not validated
+            viridis = go.scattergl.Marker(colorscale="Viridis").colorscale
+            marker = {"color": nums[known], "colorscale": [list(c) for c in viridis]}
             traces.append(
                 scatter(
                     placed[known],
@@ -504,9 +507,11 @@ def umap_figure(
         )
         legend = dict(title={"text": field.label})
     traces.extend(overlay_traces(table, highlight_ids, selected_ids))
-    fig = go.Figure(traces)
+    fig = go.Figure(traces, _validate=VALIDATE)
+    annotations = hit_annotations(table, highlight_ids, map_extent(table))
     fig.update_layout(
-        template=TEMPLATE,
+        # unvalidated, a template's name would be sent as is: send the template
+        template=TEMPLATE if VALIDATE else pio.templates[TEMPLATE],
         uirevision="umap",  # keeps zoom and pan when recoloured or filtered
         dragmode="select",
         hovermode="closest",
@@ -514,7 +519,7 @@ def umap_figure(
         legend=dict(itemsizing="constant", **legend),
         xaxis=dict(title="UMAP 1", showticklabels=False, zeroline=False),
         yaxis=dict(title="UMAP 2", showticklabels=False, zeroline=False),
-        annotations=hit_annotations(table, highlight_ids, map_extent(table)),
+        **({"annotations": annotations} if annotations else {}),
     )
     if not len(placed):
         # a centred title, not an annotation: the hit labels replace the
