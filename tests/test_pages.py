@@ -256,9 +256,9 @@ def test_the_resolution_range_says_whom_it_leaves_out(service):
 
 def test_one_entry_matches_the_filter(service):
     _, text, _ = explore.on_map(service, "id = 2", "cluster")
-    assert text == "4 entries · 1 matches the filter"
+    assert text == "4 entries · 1 entry matches the filter"
     _, text, _ = explore.on_map(service, "id > 1", "cluster")
-    assert text == "4 entries · 3 match the filter"
+    assert text == "4 entries · 3 entries match the filter"
 
 
 def test_the_resolution_slider_shows_its_numbers(service):

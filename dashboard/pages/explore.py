@@ -285,7 +285,9 @@ def on_map(
     placed = int(np.sum(~np.ma.getmaskarray(table["x"])))
     text = _entries(total)
     if where is not None:
-        text += f" · {shown:,} {'matches' if shown == 1 else 'match'} the filter"
+        text += (
+            f" · {_entries(shown)} {'matches' if shown == 1 else 'match'} the filter"
+        )
     if placed < shown:
         text += f" · {shown - placed:,} without a layout (run `swan layout`)"
     return fig, text, {"traces": len(fig.data)}
