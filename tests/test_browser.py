@@ -417,11 +417,19 @@ def test_the_page_fits_the_screen(page, server, width, height):
         )
         map_box, panel = boxes["umap-graph"], boxes["detail-panel"]
         assert abs(svg - map_box[2]) < 2  # plot redrawn to its box
+        plot_width = """() => {
+            const gd = document.querySelector('#umap-graph .js-plotly-plot');
+            return [gd._fullLayout._size.w, gd._fullLayout.legend.orientation];
+        }"""
         if width < 600:  # one column: the panel under the map, full width
             assert panel[1] > map_box[1] + map_box[3]
             assert map_box[2] > 0.8 * width and panel[2] > 0.85 * width
-        else:  # two columns side by side
+            # the legend under the map, the points across its width
+            pg.wait_for_function(f"() => ({plot_width})()[1] === 'h'")
+            assert pg.evaluate(plot_width)[0] > 0.8 * map_box[2]
+        else:  # two columns side by side, the legend at the map's right
             assert panel[0] > map_box[0] + map_box[2]
+            assert pg.evaluate(plot_width)[1] == "v"
         # the similar maps' rank, name and EMDB columns in view
         seen = pg.evaluate(
             """() => {
@@ -440,6 +448,9 @@ def test_the_page_fits_the_screen(page, server, width, height):
         assert seen == [True] * 3, seen
         pg.screenshot(path=str(ARTIFACTS / f"layout_{width}.png"), full_page=True)
         pg.screenshot(path=str(ARTIFACTS / f"layout_{width}_top.png"))
+        pg.locator("#umap-graph").screenshot(
+            path=str(ARTIFACTS / f"layout_{width}_map.png")
+        )
     finally:
         context.close()
 

@@ -3,7 +3,9 @@ entries selected with the box or lasso tool.
 
 Component ids: ``where-input``, ``resolution-slider``, ``keep-unresolved``,
 ``method-filter``, ``k-input``, ``k-message``, ``filter-message``, ``color-by``,
-``umap-graph``, ``selection-table``, ``selection-message``, and three stores:
+``umap-graph``, ``selection-table``, ``selection-message``, and four stores:
+``map-legend`` (output of :data:`NARROW_LEGEND_JS`, which moves the legend under
+a narrow map),
 ``resolution-bounds`` (the slider's full range), ``filter-state`` (the inputs of
 the filter in effect, for the page's address) and ``selection-ids`` (entry ids of
 the box/lasso selection, taken from ``selectedData`` in the browser).
@@ -94,6 +96,28 @@ function (selected) {
 """
 #: The ``keep-unresolved`` checklist's one value.
 KEEP_UNRESOLVED = "keep"
+#: In the browser: on a narrow screen (the map under 560 px wide) the legend goes
+#: under the map, in place of the "UMAP 1" axis title, so that it does not take
+#: half of the map's width. Set once, it
+#: applies after every redraw (a new figure comes with its legend at the right).
+NARROW_LEGEND_JS = """
+function (figure) {
+    var gd = document.querySelector('#umap-graph .js-plotly-plot');
+    if (!gd || !gd.on || gd._swanLegend) { return window.dash_clientside.no_update; }
+    gd._swanLegend = true;
+    var fit = function () {
+        var narrow = gd.clientWidth < 560, legend = gd.layout.legend || {};
+        if (narrow && legend.orientation !== 'h') {
+            window.Plotly.relayout(gd, {'legend.orientation': 'h', 'legend.x': 0,
+                'legend.xanchor': 'left', 'legend.y': -0.02, 'legend.yanchor': 'top',
+                'xaxis.title.text': ''});
+        }
+    };
+    gd.on('plotly_afterplot', fit);
+    fit();
+    return window.dash_clientside.no_update;
+}
+"""
 _EXAMPLE_WHERE = "resolution < 4 AND method = 'singleParticle'"
 
 
@@ -471,6 +495,7 @@ def layout(service: SwanService) -> html.Div:
             dcc.Store(id="resolution-bounds", data=bounds),
             dcc.Store(id="filter-state", data=None),
             dcc.Store(id="selection-ids", data=[]),
+            dcc.Store(id="map-legend", data=None),  # NARROW_LEGEND_JS's output
         ],
         style=CARD,
     )
@@ -572,6 +597,12 @@ def register(app: Dash, service: SwanService) -> None:
     )
     def _overlay(hits, entry, meta, where):  # noqa: ANN001, ANN202
         return on_overlay(service, hits, entry, meta, where)
+
+    app.clientside_callback(
+        NARROW_LEGEND_JS,
+        Output("map-legend", "data"),
+        Input("umap-graph", "figure"),
+    )
 
     app.clientside_callback(
         SELECTION_IDS_JS,
