@@ -4,11 +4,11 @@ entries selected with the box or lasso tool.
 Component ids: ``where-input``, ``resolution-slider``, ``keep-unresolved``,
 ``method-filter``, ``k-input``, ``k-message``, ``filter-message``, ``color-by``,
 ``umap-graph``, ``selection-table``, ``selection-message``, and four stores:
-``map-legend`` (output of :data:`NARROW_LEGEND_JS`, which moves the legend under
-a narrow map),
 ``resolution-bounds`` (the slider's full range), ``filter-state`` (the inputs of
-the filter in effect, for the page's address) and ``selection-ids`` (entry ids of
-the box/lasso selection, taken from ``selectedData`` in the browser).
+the filter in effect, for the page's address), ``selection-ids`` (entry ids of
+the box/lasso selection, taken from ``selectedData`` in the browser) and
+``map-legend`` (the output of :data:`NARROW_LEGEND_JS`, which moves the legend
+under a narrow map).
 
 The map is the stored layout (``swan layout``), read with the filter; nothing is
 computed on page load. Changing the filter or the colouring rebuilds the figure
