@@ -16,7 +16,7 @@ from dash import no_update
 
 from dashboard.app import create_app
 from dashboard.figures import COLOR_FIELDS, OVERLAY_TRACES
-from dashboard.pages import entry, explore, search
+from dashboard.pages import entry, explore, filtering, search
 from dashboard.service import SwanService
 from swan_index.indexer import ingest_paths
 from swan_index.layout import layout_store
@@ -242,9 +242,11 @@ def test_overlay_patch_over_http(app, service):
 
 # -- filters and the map --------------------------------------------------------------
 def test_build_where_joins_the_filters():
-    assert explore.build_where(None, None, None, None) is None
-    assert explore.build_where("  ", [2.0, 9.0], [], [2.0, 9.0]) is None  # untouched
-    where = explore.build_where("rg > 1;", [2.5, 9.0], ["single'Particle"], [2.0, 9.0])
+    assert filtering.build_where(None, None, None, None) is None
+    assert filtering.build_where("  ", [2.0, 9.0], [], [2.0, 9.0]) is None  # untouched
+    where = filtering.build_where(
+        "rg > 1;", [2.5, 9.0], ["single'Particle"], [2.0, 9.0]
+    )
     assert where == (
         "(rg > 1) AND resolution BETWEEN 2.5 AND 9 AND method IN ('single''Particle')"
     )
@@ -255,7 +257,7 @@ def test_filters_give_fewer_points(service):
     all_ids = {int(i) for t in fig.data[:-OVERLAY_TRACES] for i in t.customdata}
     assert all_ids == set(range(1, 7))
     assert text == "6 entries"
-    where, msg, _ = explore.on_filter(service, "rg > 40", None, None, None)
+    where, msg, _ = filtering.on_filter(service, "rg > 40", None, None, None)
     assert "4 entries match" in _text(msg)
     fig, text, meta = explore.on_map(service, where, "cluster")
     shown = {int(i) for t in fig.data[:-OVERLAY_TRACES] for i in t.customdata}
@@ -266,10 +268,10 @@ def test_filters_give_fewer_points(service):
 
 
 def test_quick_filters_use_the_metadata(service):
-    options = explore.filter_options(service)
+    options = filtering.filter_options(service)
     assert options["methods"] == ["singleParticle"]
     assert options["resolution"] == [3.2, 3.3]
-    where, msg, _ = explore.on_filter(
+    where, msg, _ = filtering.on_filter(
         service, None, [3.0, 3.2], ["singleParticle"], options["resolution"]
     )
     assert service.store.count(where) == 1 and "1 entry matches" in _text(msg)
@@ -278,12 +280,12 @@ def test_quick_filters_use_the_metadata(service):
 
 
 def test_invalid_where_is_a_readable_error(service):
-    where, msg, _ = explore.on_filter(service, "no_such_column > 4", None, None, None)
+    where, msg, _ = filtering.on_filter(service, "no_such_column > 4", None, None, None)
     assert where is no_update
     assert msg.className == "swan-error"
     text = _text(msg)
     assert "no_such_column" in text and "Traceback" not in text
-    where, msg, _ = explore.on_filter(
+    where, msg, _ = filtering.on_filter(
         service, "1; DROP TABLE entries", None, None, None
     )
     assert where is no_update and msg.className == "swan-error"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from dash import no_update
 
-from dashboard.pages import explore, permalink
+from dashboard.pages import filtering, permalink
 
 from .test_pages import FakeService, _text
 
@@ -48,7 +48,7 @@ DEFAULT = {
 
 def _filters(service, where=None, res=None, methods=None, keep=None):  # noqa: ANN001, ANN202
     """``filter-state`` as the filter callback leaves it."""
-    _, _, state = explore.on_filter(
+    _, _, state = filtering.on_filter(
         service, where, res or BOUNDS, methods, BOUNDS, None, keep
     )
     return state
@@ -62,7 +62,7 @@ def test_the_default_view_has_a_bare_address(service):
 
 def test_a_view_round_trips_through_its_address(service):
     filters = _filters(
-        service, "rg > 10", [3.5, 6.0], ["singleParticle"], [explore.KEEP_UNRESOLVED]
+        service, "rg > 10", [3.5, 6.0], ["singleParticle"], [filtering.KEEP_UNRESOLVED]
     )
     search = permalink.on_view(service, filters, 25, "resolution", 2)
     assert search.startswith("?where=rg+%3E+10&res=3.5-6&keep=1&method=")
@@ -71,7 +71,7 @@ def test_a_view_round_trips_through_its_address(service):
     assert got[:-1] == (
         "rg > 10",
         [3.5, 6.0],
-        [explore.KEEP_UNRESOLVED],
+        [filtering.KEEP_UNRESOLVED],
         ["singleParticle"],
         "25",
         "resolution",
@@ -82,7 +82,7 @@ def test_a_view_round_trips_through_its_address(service):
     now = {
         "where": "rg > 10",
         "res": [3.5, 6.0],
-        "keep": [explore.KEEP_UNRESOLVED],
+        "keep": [filtering.KEEP_UNRESOLVED],
         "methods": ["singleParticle"],
         "k": 25,
         "color": "resolution",
@@ -123,18 +123,18 @@ def test_an_invalid_hits_per_search_is_left_to_the_box_that_checks_it(service):
     """k=1000 is passed on: the hits box clamps it to 100 and says so."""
     got = permalink.on_address(service, "?k=1000", DEFAULT, BOUNDS, [])
     assert got[4] == "1000"
-    shown, msg = explore.on_k(got[4])
+    shown, msg = filtering.on_k(got[4])
     assert shown == 100 and "using 100" in _text(msg)
     # ... and an out-of-range k is never written
     assert permalink.view_query(None, 1000) == ""
 
 
 def test_entries_with_no_resolution_can_be_kept(service):
-    where, msg, _ = explore.on_filter(service, None, [3.0, 6.0], None, BOUNDS)
+    where, msg, _ = filtering.on_filter(service, None, [3.0, 6.0], None, BOUNDS)
     assert "1 entry with no resolution is hidden by the resolution range" in _text(msg)
     assert service.count(where) == 2
-    where, msg, state = explore.on_filter(
-        service, None, [3.0, 6.0], None, BOUNDS, None, [explore.KEEP_UNRESOLVED]
+    where, msg, state = filtering.on_filter(
+        service, None, [3.0, 6.0], None, BOUNDS, None, [filtering.KEEP_UNRESOLVED]
     )
     assert "1 entry with no resolution is kept" in _text(msg)
     assert service.count(where) == 3 and state["keep"] is True

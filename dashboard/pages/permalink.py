@@ -27,7 +27,7 @@ from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from dashboard.figures import COLOR_FIELDS
 from dashboard.pages.common import K_DEFAULT, NOTE, checked_k, message
-from dashboard.pages.explore import KEEP_UNRESOLVED
+from dashboard.pages.filtering import KEEP_UNRESOLVED
 from dashboard.service import SwanService
 
 #: Query keys, in the order they are written.
