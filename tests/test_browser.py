@@ -298,7 +298,7 @@ def test_the_address_restores_the_view(page, server):
     page.press("#where-input", "Enter")
     page.wait_for_function(
         "() => document.querySelector('#filter-message').innerText.includes('rg > 20')",
-        timeout=30_000,
+        timeout=90_000,
     )
     page.fill("#k-input", "25")
     page.press("#k-input", "Enter")
@@ -311,7 +311,7 @@ def test_the_address_restores_the_view(page, server):
     page.wait_for_function(
         "() => location.search.includes('entry=EMD-6824') && "
         "location.search.includes('k=25')",
-        timeout=30_000,
+        timeout=90_000,
     )
     address = page.url
     assert "where=rg+%3E+20" in address
@@ -345,13 +345,13 @@ def test_the_address_restores_the_view(page, server):
         other.fill("#where-input", "rg > 40")
         other.press("#where-input", "Enter")
         other.wait_for_function(
-            "() => location.search.includes('rg+%3E+40')", timeout=30_000
+            "() => location.search.includes('rg+%3E+40')", timeout=90_000
         )
         other.go_back()
         other.wait_for_function(
             "() => document.querySelector('#where-input').value === 'rg > 20' && "
             "document.querySelector('#filter-message').innerText.includes('rg > 20')",
-            timeout=30_000,
+            timeout=90_000,
         )
         assert other.url == address
     finally:
@@ -425,7 +425,7 @@ def test_the_page_fits_the_screen(page, server, width, height):
             assert panel[1] > map_box[1] + map_box[3]
             assert map_box[2] > 0.8 * width and panel[2] > 0.85 * width
             # the legend under the map, the points across its width
-            pg.wait_for_function(f"() => ({plot_width})()[1] === 'h'")
+            pg.wait_for_function(f"() => ({plot_width})()[1] === 'h'", timeout=90_000)
             assert pg.evaluate(plot_width)[0] > 0.8 * map_box[2]
         else:  # two columns side by side, the legend at the map's right
             assert panel[0] > map_box[0] + map_box[2]
@@ -481,7 +481,7 @@ def _filter_says(page, text: str) -> str:  # noqa: ANN001
     page.wait_for_function(
         f"() => document.querySelector('#filter-message').innerText"
         f".includes({json.dumps(text)})",
-        timeout=30_000,
+        timeout=90_000,
     )
     return page.inner_text("#filter-message")
 
