@@ -18,6 +18,12 @@ Measured per page load, from navigation start (``performance.now()`` in the page
 * **first render** (``render_ms``): until ``#umap-graph`` holds every entry in
   its ``_fullData`` (the sum of ``_length`` over traces except the overlays
   "search hits" and "selected entry"), checked once per animation frame;
+* **server time of the first render** (``first_render_server_ms``): the sum,
+  over the requests of that first render that the server computes (the page's
+  HTML, ``/_dash-layout``, ``/_dash-dependencies`` and every
+  ``/_dash-update-component`` sent before the map is drawn: the filter, the
+  address, the map...), of request sent to first byte of the answer
+  (``first_render_server``: each request; ``first_render_requests``: how many);
 * the map's ``/_dash-update-component`` request (output ``umap-graph.figure``),
   from the page's Resource Timing: when it is sent (``map_request_ms``), the
   server's time to answer (``map_server_ms``: request sent to first byte: the
@@ -129,6 +135,8 @@ def inprocess_map(store: Path, repeats: int) -> dict[str, Any]:
 #: Per-load numbers summarised by their median (and ratioed across sizes).
 METRICS = (
     "render_ms",
+    "first_render_server_ms",
+    "first_render_requests",
     "html_ms",
     "dom_content_loaded_ms",
     "map_request_ms",
@@ -287,6 +295,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 def _print_table(result: dict[str, Any]) -> None:
     rows = (
         ("first render (ms)", "render_ms", 1),
+        ("  server time of the first render (ms)", "first_render_server_ms", 1),
+        ("  its requests: page, layout, callbacks", "first_render_requests", 1),
         ("  page shell: HTML (ms)", "html_ms", 1),
         ("  map request sent at (ms)", "map_request_ms", 1),
         ("  server: map callback (ms)", "map_server_ms", 1),

@@ -47,7 +47,8 @@ TIMINGS_JS = """() => {
   const dbg = gl && gl.getExtension('WEBGL_debug_renderer_info');
   return {
     time_origin: performance.timeOrigin,
-    navigation: nav ? {response_end: nav.responseEnd,
+    navigation: nav ? {request: nav.requestStart,
+      response_start: nav.responseStart, response_end: nav.responseEnd,
       dom_content_loaded: nav.domContentLoadedEventEnd,
       load: nav.loadEventEnd, transfer: nav.transferSize} : null,
     resources: performance.getEntriesByType('resource').map(pick),
@@ -231,6 +232,37 @@ def _collect(
         page.wait_for_timeout(100)
 
 
+#: The page's own requests answered by the dashboard's code (besides the page's
+#: HTML): its layout, its callbacks' list, and the callbacks.
+SERVER_ROUTES = ("_dash-layout", "_dash-dependencies", "_dash-update-component")
+
+
+def server_requests(state: dict[str, Any], until: float) -> list[dict[str, Any]]:
+    """The requests of the first render that the server computes: the page's HTML
+    and every request to :data:`SERVER_ROUTES` sent before ``until`` (page
+    clock, ms), each as ``{"route", "start_ms", "server_ms"}`` (request sent to
+    first byte of the answer)."""
+    nav = state["navigation"]
+    out = [
+        {
+            "route": "page",
+            "start_ms": 0.0,
+            "server_ms": nav["response_start"] - nav["request"],
+        }
+    ]
+    for r in sorted(state["resources"], key=lambda r: r["start"]):
+        route = next((x for x in SERVER_ROUTES if x in r["name"]), None)
+        if route and r["start"] < until:
+            out.append(
+                {
+                    "route": route,
+                    "start_ms": r["start"],
+                    "server_ms": r["response_start"] - r["request"],
+                }
+            )
+    return out
+
+
 def measure(browser: Any, url: str, n: int, recolour: bool) -> dict[str, Any]:
     """One page load in a fresh context: first render (and recolour) timings."""
     context = browser.new_context(viewport=VIEWPORT)
@@ -249,8 +281,12 @@ def measure(browser: Any, url: str, n: int, recolour: bool) -> dict[str, Any]:
         state, calls, wire = _collect(page, requests)
         m = _map_call(calls)
         react = _react(state, n)
+        first = server_requests(state, drawn)
         result: dict[str, Any] = {
             "render_ms": drawn,
+            "first_render_server_ms": sum(r["server_ms"] for r in first),
+            "first_render_requests": len(first),
+            "first_render_server": first,
             "html_ms": state["navigation"]["response_end"],
             "dom_content_loaded_ms": state["navigation"]["dom_content_loaded"],
             "map_request_ms": m["request_ms"],

@@ -11,13 +11,18 @@ and callbacks:
   coloured by cluster or a metadata field, box/lasso selection listed in a table;
 * search (``pages.search``): upload a map, hits listed and marked on the map;
 * entry detail (``pages.entry``): metadata, 3D isosurface, similar maps with
-  per-scale scores, coarse-to-fine reconstructions.
+  per-scale scores, coarse-to-fine reconstructions;
+* the page's address (``pages.permalink``): the view, to share and reload it.
+
+The layout is built on each page load (the filters offer what the store holds
+then); ``assets/swan.css`` stacks the columns on a narrow screen.
 
 Component ids (stable; browser tests use them):
 
 * ``entry-count``: header text (entries, how many match, how many lack a layout).
 * ``where-input``: free SQL predicate over ``entries`` (applied on Enter or blur).
 * ``resolution-slider``: resolution range (Å); filters only when narrowed.
+* ``keep-unresolved``: a narrowed range keeps the entries with no resolution.
 * ``method-filter``: methods (multi-select).
 * ``k-input``: hits per search (upload and similar maps).
 * ``filter-message``: the filter in effect and its count, or why it is invalid
@@ -37,8 +42,11 @@ Component ids (stable; browser tests use them):
   ``iso-graph`` (3D isosurface of the preview), ``similar-table`` and
   ``similar-message`` (most similar maps, per-scale scores), ``c2f-graph`` (one
   3D scene per number of scales: "1 scale", "2 scales", ...).
+* ``url`` and ``url-out`` (``pages.permalink``): the page's address, read and
+  written: it keeps the filters, hits per search, colouring and chosen entry;
+  ``permalink-message`` says what of an opened address this store lacks.
 * ``where-store``, ``hits-store``, ``entry-store``, ``umap-meta``,
-  ``resolution-bounds``: shared state.
+  ``resolution-bounds``, ``filter-state``: shared state.
 
 Table rows carry the entry id as ``id``, so a clicked cell's ``row_id`` is the
 entry id. Clicking a map point or a row of any table shows that entry in the
@@ -54,8 +62,10 @@ naming one of this app's server callbacks with its inputs is answered
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
+from pathlib import Path
 from typing import Any
 
 import dash
@@ -64,11 +74,13 @@ from dash import dcc, html
 from dash.exceptions import CallbackException
 from werkzeug.exceptions import BadRequest, HTTPException
 
-from dashboard.pages import entry, explore, search
+from dashboard.pages import entry, explore, permalink, search
 from dashboard.pages.common import LABEL
 from dashboard.service import SwanService
 
-SECTIONS = (explore, search, entry)
+#: The page's style sheet (widths at which the columns stack, the header wraps).
+ASSETS = Path(__file__).resolve().parent / "assets"
+SECTIONS = (explore, search, entry, permalink)
 
 log = logging.getLogger(__name__)
 
@@ -97,22 +109,17 @@ def _header(service: SwanService) -> html.Div:
             ),
             html.Span(
                 f"encoder {info.hash[:12]} · scales {scales}",
-                style={**LABEL, "marginLeft": "auto"},
+                className="swan-encoder",
+                style=LABEL,
             ),
         ],
-        style={
-            "display": "flex",
-            "alignItems": "baseline",
-            "gap": "18px",
-            "padding": "10px 16px",
-            "borderBottom": "1px solid #ddd",
-            "background": "#fafafa",
-        },
+        className="swan-header",
     )
 
 
 def build_layout(service: SwanService) -> html.Div:
-    """The page: header, then the map column and the search/detail column."""
+    """The page: header, then the map column and the search/detail column (one
+    column under another on a narrow screen: ``assets/swan.css``)."""
     return html.Div(
         [
             _header(service),
@@ -120,6 +127,7 @@ def build_layout(service: SwanService) -> html.Div:
             dcc.Store(id="hits-store", data=[]),
             dcc.Store(id="entry-store", data=None),
             dcc.Store(id="umap-meta", data=None),
+            html.Div(permalink.layout(service), className="swan-address"),
             html.Div(
                 [
                     html.Div(explore.layout(service), style={"minWidth": "0"}),
@@ -128,19 +136,10 @@ def build_layout(service: SwanService) -> html.Div:
                         style={"minWidth": "0"},
                     ),
                 ],
-                style={
-                    "display": "grid",
-                    "gridTemplateColumns": "minmax(0, 3fr) minmax(0, 2fr)",
-                    "gap": "12px",
-                    "padding": "12px",
-                },
+                className="swan-columns",
             ),
         ],
-        style={
-            "fontFamily": "system-ui, -apple-system, 'Segoe UI', sans-serif",
-            "background": "#f2f3f5",
-            "minHeight": "100vh",
-        },
+        className="swan-page",
     )
 
 
@@ -162,8 +161,11 @@ def create_app(service: SwanService, **dash_kwargs: Any) -> dash.Dash:
     dash_kwargs.setdefault(
         "compress", importlib.util.find_spec("flask_compress") is not None
     )
+    dash_kwargs.setdefault("assets_folder", str(ASSETS))
     app = dash.Dash(__name__, **dash_kwargs)
-    app.layout = build_layout(service)
+    # built on each page load: the method filter and the resolution range offer
+    # what the store holds now, not what it held when the server started
+    app.layout = functools.partial(build_layout, service)
     for section in SECTIONS:
         section.register(app, service)
     guard_callbacks(app)

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
+import plotly.io as pio
 from plotly.colors import qualitative
 
 from dashboard.tables import column, missing
@@ -62,6 +63,12 @@ HOVER_COLUMNS = ("emdb_id", "title", "method", "resolution")
 #: Titles on hover are cut to this many characters (hover text is most of what a
 #: 50,000-point map sends to the browser).
 HOVER_TITLE_CHARS = 48
+#: Whether plotly.py checks every value of the map's figure (its ``_validate``
+#: switch). It does not: the checks walked every one of the 50,000 names, hover
+#: texts and ids (three quarters of the map callback's time) to accept what this
+#: module builds anyway. What is sent is the same (``tests/test_figures.py``
+#: checks it against a validated copy).
+VALIDATE = False
 #: Points carry their name in ``text`` and details in ``hovertext``.
 HOVER_TEMPLATE = "<b>%{text}</b><br>%{hovertext}<extra></extra>"
 
@@ -447,23 +454,26 @@ def umap_figure(
     x = np.asarray(np.ma.getdata(xs), np.float64)
     y = np.asarray(np.ma.getdata(ys), np.float64)
     size = _marker_size(len(placed))
+    # numpy strings, not lists: plotly.py deep-copies every trace's values, a
+    # list item by item, an array at once (the JSON is the same)
     hover_names, hover_details = (
-        np.array(h, object) for h in _hover_texts(table, placed)
+        np.array(h, dtype=str) for h in _hover_texts(table, placed)
     )
     values = column(table, field.column, n)
 
     def scatter(rows: np.ndarray, name: str, marker: dict, **kw: Any) -> go.Scattergl:
         where = np.searchsorted(placed, rows)
-        return go.Scattergl(
+        return go.Scattergl(  # not validated: see VALIDATE
             x=np.asarray(x[rows], np.float32),
             y=np.asarray(y[rows], np.float32),
             mode="markers",
             name=name,
             marker=dict(size=size, **marker),
             customdata=_ids_list(ids[rows]),
-            text=hover_names[where].tolist(),
-            hovertext=hover_details[where].tolist(),
+            text=hover_names[where],
+            hovertext=hover_details[where],
             hovertemplate=HOVER_TEMPLATE,
+            _validate=VALIDATE,
             **kw,
         )
 
@@ -477,7 +487,9 @@ def umap_figure(
             traces.append(scatter(placed[~known], name, {"color": _MISSING_COLOR}))
         if np.any(known):
             colorbar = _colorbar(field, nums[known])
-            marker = {"color": nums[known], "colorscale": "Viridis"}
+            # the scale itself, not its name: the traces are not validated
+            viridis = go.scattergl.Marker(colorscale="Viridis").colorscale
+            marker = {"color": nums[known], "colorscale": [list(c) for c in viridis]}
             traces.append(
                 scatter(
                     placed[known],
@@ -495,9 +507,11 @@ def umap_figure(
         )
         legend = dict(title={"text": field.label})
     traces.extend(overlay_traces(table, highlight_ids, selected_ids))
-    fig = go.Figure(traces)
+    fig = go.Figure(traces, _validate=VALIDATE)
+    annotations = hit_annotations(table, highlight_ids, map_extent(table))
     fig.update_layout(
-        template=TEMPLATE,
+        # unvalidated, a template's name would be sent as is: send the template
+        template=TEMPLATE if VALIDATE else pio.templates[TEMPLATE],
         uirevision="umap",  # keeps zoom and pan when recoloured or filtered
         dragmode="select",
         hovermode="closest",
@@ -505,7 +519,7 @@ def umap_figure(
         legend=dict(itemsizing="constant", **legend),
         xaxis=dict(title="UMAP 1", showticklabels=False, zeroline=False),
         yaxis=dict(title="UMAP 2", showticklabels=False, zeroline=False),
-        annotations=hit_annotations(table, highlight_ids, map_extent(table)),
+        **({"annotations": annotations} if annotations else {}),
     )
     if not len(placed):
         # a centred title, not an annotation: the hit labels replace the

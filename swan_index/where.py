@@ -56,6 +56,13 @@ STATEMENT = "SELECT id FROM entries WHERE "
 #: DuckDB errors whose text quotes only the predicate itself and the schema
 #: (passed on to the user); any other error may quote stored values.
 TEXT_SAFE_ERRORS = frozenset({"ParserException", "BinderException", "CatalogException"})
+#: What ``entries`` means inside a predicate: the stored entries with each one's
+#: archive-map cluster (``layout.cluster``; NULL for an entry without a layout),
+#: so a ``where`` can use the ``cluster`` the dashboard and tables show.
+ENTRIES_VIEW = (
+    "WITH entries AS (SELECT e.*, l.cluster FROM main.entries AS e "
+    "LEFT JOIN main.layout AS l ON l.id = e.id) "
+)
 #: Seconds the caller waits past a predicate's time limit before it stops the
 #: worker itself (the worker interrupts the query at the limit).
 GRACE_SECONDS = 5.0
@@ -212,7 +219,7 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, seconds: float) -> bytes:
     timer = threading.Timer(seconds, con.interrupt)
     timer.start()
     try:
-        ids = con.execute(sql).fetchnumpy()["id"]
+        ids = con.execute(ENTRIES_VIEW + sql).fetchnumpy()["id"]
     finally:
         timer.cancel()
     return np.sort(np.asarray(ids, np.int64)).tobytes()
@@ -435,7 +442,7 @@ def matching_ids(
         )
     from swan_index.schema import record_columns  # pyarrow: not in the workers
 
-    columns = ", ".join(["id", *record_columns(), "ingested_at"])
+    columns = ", ".join(["id", *record_columns(), "ingested_at", "cluster"])
     if kind in TEXT_SAFE_ERRORS:
         return_text = payload
     else:  # may quote a stored value (a path, a title...): never passed on

@@ -266,3 +266,257 @@ def test_an_entry_is_opened_by_its_emdb_id(page):
         timeout=60_000,
     )
     page.locator("#detail-panel").screenshot(path=str(ARTIFACTS / "entry_by_id.png"))
+
+
+#: In the page: what the view shows (the filters, hits per search, colouring and
+#: the chosen entry), to compare two pages.
+VIEW_STATE = """() => ({
+  where: document.querySelector('#where-input').value,
+  res: Array.from(document.querySelectorAll('#resolution-slider input'))
+            .map(i => i.value),
+  keep: document.querySelector('#keep-unresolved input').checked,
+  methods: Array.from(document.querySelectorAll('#method-filter .Select-value-label,'
+           + ' #method-filter [class*="multiValue"] [class*="label"],'
+           + ' #method-filter .dash-dropdown-value-item'))
+            .map(e => e.textContent.trim()),
+  k: document.querySelector('#k-input').value,
+  color: document.querySelector('#color-by').innerText.trim(),
+  filter: document.querySelector('#filter-message').innerText,
+  entry: (document.querySelector('#detail-meta h4') || {}).innerText || null,
+})"""
+
+
+def _points(page) -> int:  # noqa: ANN001
+    return page.evaluate(UMAP_POINTS)
+
+
+def test_the_address_restores_the_view(page, server):
+    """Filters set and an entry chosen in one page; its address opened in a new
+    page gives the same view."""
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    page.fill("#where-input", "rg > 20")
+    page.press("#where-input", "Enter")
+    page.wait_for_function(
+        "() => document.querySelector('#filter-message').innerText.includes('rg > 20')",
+        timeout=90_000,
+    )
+    page.fill("#k-input", "25")
+    page.press("#k-input", "Enter")
+    page.locator("#entry-id-input").fill("EMD-6824")
+    page.click("#entry-id-go")
+    page.wait_for_function(
+        "() => document.querySelector('#detail-meta').innerText.includes('EMD-6824')",
+        timeout=60_000,
+    )
+    page.wait_for_function(
+        "() => location.search.includes('entry=EMD-6824') && "
+        "location.search.includes('k=25')",
+        timeout=90_000,
+    )
+    address = page.url
+    assert "where=rg+%3E+20" in address
+    page.wait_for_function(f"({UMAP_POINTS})() > 0", timeout=60_000)
+    before, points = page.evaluate(VIEW_STATE), _points(page)
+    assert 0 < points < server[1]
+
+    context = page.context.browser.new_context(viewport={"width": 1280, "height": 1000})
+    other = context.new_page()
+    try:
+        other.goto(address, wait_until="networkidle", timeout=60_000)
+        other.wait_for_function(
+            "() => document.querySelector('#detail-meta').innerText"
+            ".includes('EMD-6824')",
+            timeout=60_000,
+        )
+        other.wait_for_function(f"({UMAP_POINTS})() === {points}", timeout=60_000)
+        assert other.evaluate(VIEW_STATE) == before
+        assert other.url == address  # the address is not rewritten on load
+        assert other.inner_text("#permalink-message") == ""
+        other.wait_for_function(  # the entry's similar maps, under the filter
+            "() => document.querySelector('#similar-message').innerText"
+            ".includes('filter: (rg > 20)')",
+            timeout=120_000,
+        )
+        assert "uploaded map cannot be part of an address" in other.inner_text(
+            ".swan-address"
+        )
+        other.screenshot(path=str(ARTIFACTS / "permalink_1280.png"), full_page=True)
+        # another filter, then the browser's back button: the shared view again
+        other.fill("#where-input", "rg > 40")
+        other.press("#where-input", "Enter")
+        other.wait_for_function(
+            "() => location.search.includes('rg+%3E+40')", timeout=90_000
+        )
+        other.go_back()
+        other.wait_for_function(
+            "() => document.querySelector('#where-input').value === 'rg > 20' && "
+            "document.querySelector('#filter-message').innerText.includes('rg > 20')",
+            timeout=90_000,
+        )
+        assert other.url == address
+    finally:
+        context.close()
+    # back to the full view for the tests that follow
+    page.fill("#where-input", "")
+    page.press("#where-input", "Enter")
+    page.fill("#k-input", "10")
+    page.press("#k-input", "Enter")
+
+
+#: In the page: (page width the document needs, window width) and the first
+#: element that sticks out to the right, if any.
+OVERFLOW_JS = """() => {
+  const w = document.documentElement.clientWidth;
+  let worst = null;
+  for (const el of document.querySelectorAll('body *')) {
+    const r = el.getBoundingClientRect();
+    if (r.width && r.right > w + 1) {
+      let p = el.parentElement, clipped = false;
+      while (p) {  // inside a scrolling box (a wide table): not the page's width
+        const s = getComputedStyle(p);
+        if (['auto', 'scroll', 'hidden'].includes(s.overflowX)) {
+          const pr = p.getBoundingClientRect();
+          if (pr.right <= w + 1) { clipped = true; break; }
+        }
+        p = p.parentElement;
+      }
+      if (!clipped) { worst = (el.id || el.className || el.tagName) + ''; break; }
+    }
+  }
+  return {scroll: document.documentElement.scrollWidth, width: w, worst: worst};
+}"""
+
+
+@pytest.mark.parametrize("width, height", [(1280, 900), (390, 844)])
+def test_the_page_fits_the_screen(page, server, width, height):
+    """At 1280 px and on a 390 px phone: no sideways scrolling of the page, the
+    map fills its column and is redrawn to it, the key columns of a table in
+    view, and the columns stack on the phone."""
+    context = page.context.browser.new_context(
+        viewport={"width": width, "height": height}
+    )
+    try:
+        pg = context.new_page()
+        pg.goto(f"{server[0]}/?entry=EMD-6824", wait_until="networkidle")
+        pg.wait_for_function(f"({UMAP_POINTS})() > 0", timeout=60_000)
+        pg.wait_for_function(
+            "() => document.querySelectorAll('#similar-table td').length > 0",
+            timeout=120_000,
+        )
+        fit = pg.evaluate(OVERFLOW_JS)
+        assert fit["scroll"] <= fit["width"] and fit["worst"] is None, fit
+        boxes = pg.evaluate(
+            """() => Object.fromEntries(['umap-graph', 'detail-panel',
+                'filter-message', 'upload-map'].map(id => {
+              const r = document.getElementById(id).getBoundingClientRect();
+              return [id, [r.left, r.top, r.width, r.height]]; }))"""
+        )
+        svg = pg.evaluate(
+            """() => document.querySelector('#umap-graph .main-svg')
+                          .getBoundingClientRect().width"""
+        )
+        map_box, panel = boxes["umap-graph"], boxes["detail-panel"]
+        assert abs(svg - map_box[2]) < 2  # plot redrawn to its box
+        plot_width = """() => {
+            const gd = document.querySelector('#umap-graph .js-plotly-plot');
+            return [gd._fullLayout._size.w, gd._fullLayout.legend.orientation];
+        }"""
+        if width < 600:  # one column: the panel under the map, full width
+            assert panel[1] > map_box[1] + map_box[3]
+            assert map_box[2] > 0.8 * width and panel[2] > 0.85 * width
+            # the legend under the map, the points across its width
+            pg.wait_for_function(f"() => ({plot_width})()[1] === 'h'", timeout=90_000)
+            assert pg.evaluate(plot_width)[0] > 0.8 * map_box[2]
+        else:  # two columns side by side, the legend at the map's right
+            assert panel[0] > map_box[0] + map_box[2]
+            assert pg.evaluate(plot_width)[1] == "v"
+        # the similar maps' rank, name and EMDB columns in view
+        seen = pg.evaluate(
+            """() => {
+          const t = document.querySelector(
+              '#similar-table .dash-spreadsheet-container');
+          const box = t.getBoundingClientRect();
+          const row = t.querySelector('tr:nth-child(2)');
+          return ['rank', 'name', 'emdb'].map(c => {
+            const r = row.querySelector(`td[data-dash-column="${c}"]`)
+                         .getBoundingClientRect();
+            return r.width > 0 && r.left >= box.left - 1
+                   && r.right <= box.right + 1;
+          });
+        }"""
+        )
+        assert seen == [True] * 3, seen
+        pg.screenshot(path=str(ARTIFACTS / f"layout_{width}.png"), full_page=True)
+        pg.screenshot(path=str(ARTIFACTS / f"layout_{width}_top.png"))
+        pg.locator("#umap-graph").screenshot(
+            path=str(ARTIFACTS / f"layout_{width}_map.png")
+        )
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("emdb, says", [("EMD-3197", "box cuts"), ("EMD-21457", "")])
+def test_previews_a_user_recognises(page, emdb, says):
+    """EMD-21457 (a fragment at a fixed level) drawn in one piece; EMD-3197 (a
+    membrane patch cut by its box) drawn as it is, saying so."""
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    page.locator("#entry-id-input").fill(emdb)
+    page.click("#entry-id-go")
+    page.wait_for_function(
+        f"""() => {{ const gd = document.querySelector('#iso-graph .js-plotly-plot');
+            return gd && gd.layout.title && gd.layout.title.text.includes('{emdb}')
+                   && gd.data.some(t => t.type === 'mesh3d'); }}""",
+        timeout=60_000,
+    )
+    title = page.evaluate(
+        "() => document.querySelector('#iso-graph .js-plotly-plot').layout.title.text"
+    )
+    assert says in title
+    if emdb == "EMD-21457":
+        assert "separate parts" not in title
+    page.locator("#iso-graph").screenshot(path=str(ARTIFACTS / f"preview_{emdb}.png"))
+
+
+def _filter_says(page, text: str) -> str:  # noqa: ANN001
+    page.wait_for_function(
+        f"() => document.querySelector('#filter-message').innerText"
+        f".includes({json.dumps(text)})",
+        timeout=90_000,
+    )
+    return page.inner_text("#filter-message")
+
+
+def test_filters_say_what_they_do(page):
+    """``cluster`` works in the SQL box; a refused filter says which one still
+    applies; a narrowed resolution range says whom it hides, and keeps them
+    when asked."""
+    page.set_viewport_size({"width": 1280, "height": 1000})
+    box = page.locator("#where-input")
+    box.fill("cluster = 1")
+    box.press("Enter")
+    assert "6 entries match: (cluster = 1)" in _filter_says(page, "(cluster = 1)")
+    page.wait_for_function(f"({UMAP_POINTS})() === 6", timeout=60_000)
+    box.fill("no_such_column > 1")
+    box.press("Enter")
+    text = _filter_says(page, "no_such_column")
+    assert "still use the previous filter: (cluster = 1)" in text
+    assert page.locator("#filter-message .swan-error").count() == 1
+    assert _points(page) == 6
+    box.fill("")
+    box.press("Enter")
+    _filter_says(page, "no filter")
+    # the slider's upper handle moved down with the keyboard
+    top = page.locator("#resolution-slider [role=slider]").last
+    top.focus()
+    for _ in range(3):
+        top.press("PageDown")
+    text = _filter_says(page, "resolution BETWEEN")
+    assert "with no resolution" in text and "hidden" in text
+    page.locator("#keep-unresolved input").check()
+    text = _filter_says(page, "OR resolution IS NULL")
+    assert "kept" in text
+    page.locator("#filter-message").locator("..").screenshot(  # the filters' card
+        path=str(ARTIFACTS / "filters.png")
+    )
+    page.locator("#keep-unresolved input").uncheck()
+    page.goto(page.url.split("?")[0], wait_until="networkidle")

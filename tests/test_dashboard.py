@@ -16,7 +16,7 @@ from dash import no_update
 
 from dashboard.app import create_app
 from dashboard.figures import COLOR_FIELDS, OVERLAY_TRACES
-from dashboard.pages import entry, explore, search
+from dashboard.pages import entry, explore, filtering, search
 from dashboard.service import SwanService
 from swan_index.indexer import ingest_paths
 from swan_index.layout import layout_store
@@ -54,6 +54,12 @@ IDS = (
     "hits-store",
     "entry-store",
     "umap-meta",
+    "keep-unresolved",
+    "filter-state",
+    "url",
+    "url-out",
+    "permalink-message",
+    "address-written",
 )
 
 
@@ -117,16 +123,46 @@ def _component_ids(component) -> set[str]:
 
 # -- the app --------------------------------------------------------------------------
 def test_layout_serialises_with_every_documented_id(app):
-    text = json.dumps(app.layout, cls=plotly.utils.PlotlyJSONEncoder)
+    layout = app.layout()  # built per page load
+    text = json.dumps(layout, cls=plotly.utils.PlotlyJSONEncoder)
     assert "umap-graph" in text
-    assert set(IDS) <= _component_ids(app.layout)
+    assert set(IDS) <= _component_ids(layout)
+
+
+def _component(layout, cid: str):
+    stack = [layout]
+    while stack:
+        c = stack.pop()
+        if isinstance(c, list | tuple):
+            stack.extend(c)
+        elif hasattr(c, "to_plotly_json"):
+            if getattr(c, "id", None) == cid:
+                return c
+            stack.append(getattr(c, "children", None))
+    raise KeyError(cid)
+
+
+def test_each_page_load_offers_what_the_store_holds_now(app, service, monkeypatch):
+    """The method filter lists every method present, read when the page is
+    loaded (not when the server started)."""
+    methods = sorted(
+        {str(m) for m in np.ma.compressed(service.table(("id", "method"))["method"])}
+    )
+    assert _component(app.layout(), "method-filter").options == methods
+    real = explore.filter_options
+    monkeypatch.setattr(
+        explore,
+        "filter_options",
+        lambda svc: {**real(svc), "methods": [*methods, "tomography"]},
+    )
+    assert _component(app.layout(), "method-filter").options[-1] == "tomography"
 
 
 def test_two_apps_in_one_process(service, app):
     other = create_app(service)
     assert other is not app
     assert set(other.callback_map) == set(app.callback_map)
-    assert len(app.callback_map) == 13
+    assert len(app.callback_map) == 16
     assert "selection-ids.data" in app.callback_map  # clientside: ids only
 
 
@@ -161,11 +197,12 @@ def _call(app, output_key: str, inputs: list, state: list = (), changed=None):
 def test_filter_and_map_callbacks_over_http(app, service):
     got = _call(
         app,
-        "..where-store.data...filter-message.children..",
+        "..where-store.data...filter-message.children...filter-state.data..",
         [
             ("where-input", "value", "rg > 40"),
             ("resolution-slider", "value", None),
             ("method-filter", "value", None),
+            ("keep-unresolved", "value", []),
         ],
         [("resolution-bounds", "data", None), ("where-store", "data", None)],
     )
@@ -205,9 +242,11 @@ def test_overlay_patch_over_http(app, service):
 
 # -- filters and the map --------------------------------------------------------------
 def test_build_where_joins_the_filters():
-    assert explore.build_where(None, None, None, None) is None
-    assert explore.build_where("  ", [2.0, 9.0], [], [2.0, 9.0]) is None  # untouched
-    where = explore.build_where("rg > 1;", [2.5, 9.0], ["single'Particle"], [2.0, 9.0])
+    assert filtering.build_where(None, None, None, None) is None
+    assert filtering.build_where("  ", [2.0, 9.0], [], [2.0, 9.0]) is None  # untouched
+    where = filtering.build_where(
+        "rg > 1;", [2.5, 9.0], ["single'Particle"], [2.0, 9.0]
+    )
     assert where == (
         "(rg > 1) AND resolution BETWEEN 2.5 AND 9 AND method IN ('single''Particle')"
     )
@@ -218,7 +257,7 @@ def test_filters_give_fewer_points(service):
     all_ids = {int(i) for t in fig.data[:-OVERLAY_TRACES] for i in t.customdata}
     assert all_ids == set(range(1, 7))
     assert text == "6 entries"
-    where, msg = explore.on_filter(service, "rg > 40", None, None, None)
+    where, msg, _ = filtering.on_filter(service, "rg > 40", None, None, None)
     assert "4 entries match" in _text(msg)
     fig, text, meta = explore.on_map(service, where, "cluster")
     shown = {int(i) for t in fig.data[:-OVERLAY_TRACES] for i in t.customdata}
@@ -229,10 +268,10 @@ def test_filters_give_fewer_points(service):
 
 
 def test_quick_filters_use_the_metadata(service):
-    options = explore.filter_options(service)
+    options = filtering.filter_options(service)
     assert options["methods"] == ["singleParticle"]
     assert options["resolution"] == [3.2, 3.3]
-    where, msg = explore.on_filter(
+    where, msg, _ = filtering.on_filter(
         service, None, [3.0, 3.2], ["singleParticle"], options["resolution"]
     )
     assert service.store.count(where) == 1 and "1 entry matches" in _text(msg)
@@ -241,12 +280,14 @@ def test_quick_filters_use_the_metadata(service):
 
 
 def test_invalid_where_is_a_readable_error(service):
-    where, msg = explore.on_filter(service, "no_such_column > 4", None, None, None)
+    where, msg, _ = filtering.on_filter(service, "no_such_column > 4", None, None, None)
     assert where is no_update
     assert msg.className == "swan-error"
     text = _text(msg)
     assert "no_such_column" in text and "Traceback" not in text
-    where, msg = explore.on_filter(service, "1; DROP TABLE entries", None, None, None)
+    where, msg, _ = filtering.on_filter(
+        service, "1; DROP TABLE entries", None, None, None
+    )
     assert where is no_update and msg.className == "swan-error"
     assert service.store.count() == 6
 
@@ -401,7 +442,7 @@ def test_overlay_before_the_map_exists(service):
 
 # -- callback requests the dashboard did not send ------------------------------------
 DISPATCH = "/_dash-update-component"
-FILTER_KEY = "..where-store.data...filter-message.children.."
+FILTER_KEY = "..where-store.data...filter-message.children...filter-state.data.."
 
 
 def _post(app, data: bytes | str, content_type: str = "application/json"):
@@ -424,11 +465,13 @@ def _filter_body(**change) -> dict:
         "outputs": [
             {"id": "where-store", "property": "data"},
             {"id": "filter-message", "property": "children"},
+            {"id": "filter-state", "property": "data"},
         ],
         "inputs": [
             {"id": "where-input", "property": "value", "value": "rg > 40"},
             {"id": "resolution-slider", "property": "value", "value": None},
             {"id": "method-filter", "property": "value", "value": None},
+            {"id": "keep-unresolved", "property": "value", "value": []},
         ],
         "state": [
             {"id": "resolution-bounds", "property": "data", "value": None},

@@ -202,6 +202,21 @@ def test_fifty_thousand_points_stay_webgl():
     assert fig.data[0].marker.size <= 4
 
 
+@pytest.mark.parametrize("color_by", list(COLOR_FIELDS))
+def test_the_map_sends_what_a_validated_figure_sends(color_by):
+    """The map's traces skip plotly.py's per-value checks (for speed); a copy
+    built with every check gives the same JSON, so nothing invalid is sent."""
+    fig = umap_figure(_generated_table(), color_by, highlight_ids=[3], selected_ids=[4])
+    sent = json.loads(pio.to_json(fig))
+    checked = go.Figure(sent)  # validated: raises on an invalid property
+    assert json.loads(pio.to_json(checked)) == sent
+    assert isinstance(sent["layout"]["template"], dict)  # expanded, as plotly.js needs
+    assert all(isinstance(t["text"], list) for t in sent["data"])
+    empty = umap_figure(_generated_table(5, unplaced=5), color_by)
+    sent = json.loads(pio.to_json(empty))
+    assert json.loads(pio.to_json(go.Figure(sent))) == sent
+
+
 def test_placeholder_figure_says_its_text():
     assert placeholder_figure("hello").layout.annotations[0].text == "hello"
 

@@ -18,7 +18,7 @@ import pytest
 from dash import dcc, no_update
 
 from dashboard.app import create_app
-from dashboard.pages import common, entry, explore, search
+from dashboard.pages import common, entry, explore, filtering, search
 from dashboard.pages.common import GRAPH_CONFIG, K_RANGE, checked_k, hits_k
 
 #: Made-up entries: (id, emdb_id, title, label, simulated, method, resolution, x, y).
@@ -131,7 +131,7 @@ def service():
 # -- item: nothing leaves the machine --------------------------------------------------
 def test_no_graph_offers_to_send_its_data_anywhere(service):
     app = create_app(service)
-    graphs = [c for c, _ in _walk(app.layout) if isinstance(c, dcc.Graph)]
+    graphs = [c for c, _ in _walk(app.layout()) if isinstance(c, dcc.Graph)]
     assert {g.id for g in graphs} == {"umap-graph", "iso-graph", "c2f-graph"}
     for graph in graphs:
         config = graph.config
@@ -182,7 +182,9 @@ def test_entry_metadata_is_not_held_by_the_meshes():
         worker.join(60)
     assert meshes["c2f-graph"]["figure"]["data"][0]["type"] == "mesh3d"
     # ... and the page does not hide the metadata behind the meshes' spinner
-    placed = {c.id: inside for c, inside in _walk(app.layout) if getattr(c, "id", None)}
+    placed = {
+        c.id: inside for c, inside in _walk(app.layout()) if getattr(c, "id", None)
+    }
     assert placed["detail-meta"] is False
     assert placed["iso-graph"] and placed["c2f-graph"]
     svc.db.close()
@@ -234,36 +236,36 @@ def test_selection_rows_have_names_and_links_but_no_server_paths(service):
 
 # -- item: filters say what they do ----------------------------------------------------
 def test_a_rejected_filter_says_which_filter_still_applies(service):
-    where, msg = explore.on_filter(service, "no_such_column > 1", current="rg > 3")
+    where, msg, _ = filtering.on_filter(service, "no_such_column > 1", current="rg > 3")
     assert where is no_update and msg.className == "swan-error"
     assert "still use the previous filter: rg > 3" in _text(msg)
-    _, msg = explore.on_filter(service, "no_such_column > 1", current=None)
+    _, msg, _ = filtering.on_filter(service, "no_such_column > 1", current=None)
     assert "every entry (no filter)" in _text(msg)
 
 
 def test_the_resolution_range_says_whom_it_leaves_out(service):
-    bounds = explore.filter_options(service)["resolution"]
+    bounds = filtering.filter_options(service)["resolution"]
     assert bounds == [3.2, 7.3]
-    where, msg = explore.on_filter(service, None, [3.0, 6.0], None, bounds)
+    where, msg, _ = filtering.on_filter(service, None, [3.0, 6.0], None, bounds)
     text = _text(msg)
     assert "2 entries match" in text
-    assert "1 entry with no resolution is left out by the resolution range" in text
-    where, msg = explore.on_filter(service, None, bounds, None, bounds)
+    assert "1 entry with no resolution is hidden by the resolution range" in text
+    where, msg, _ = filtering.on_filter(service, None, bounds, None, bounds)
     assert where is None and "no resolution" not in _text(msg)
 
 
 def test_one_entry_matches_the_filter(service):
     _, text, _ = explore.on_map(service, "id = 2", "cluster")
-    assert text == "4 entries · 1 matches the filter"
+    assert text == "4 entries · 1 entry matches the filter"
     _, text, _ = explore.on_map(service, "id > 1", "cluster")
-    assert text == "4 entries · 3 match the filter"
+    assert text == "4 entries · 3 entries match the filter"
 
 
 def test_the_resolution_slider_shows_its_numbers(service):
-    marks = explore.resolution_marks([3.2, 7.3])
+    marks = filtering.resolution_marks([3.2, 7.3])
     assert marks[3.2] == "3.2" and marks[7.3] == "7.3 Å"
     assert 2 < len(marks) <= 6
-    assert explore.resolution_marks(None) == {}
+    assert filtering.resolution_marks(None) == {}
     slider = next(
         c
         for c, _ in _walk(explore.layout(service))
@@ -284,13 +286,13 @@ def test_the_resolution_slider_shows_its_numbers(service):
     ],
 )
 def test_hits_per_search_out_of_range_is_clamped_visibly(value, k, says):
-    shown, msg = explore.on_k(value)
+    shown, msg = filtering.on_k(value)
     assert shown == k and msg.className == "swan-error" and says in _text(msg)
     assert hits_k(value) == k == checked_k(value)[0]
 
 
 def test_a_good_hits_per_search_is_left_alone():
-    assert explore.on_k(25) == (no_update, None)
+    assert filtering.on_k(25) == (no_update, None)
     assert hits_k(K_RANGE[1]) == 100
     k_input = next(
         c

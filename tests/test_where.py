@@ -157,3 +157,14 @@ def test_a_store_opened_by_a_relative_path(
     monkeypatch.chdir(store.path.parent)
     with Store.open(store.path.name, read_only=True) as reader:
         assert reader.count("rg > 0") == 6
+
+
+def test_the_cluster_of_the_archive_map_is_a_column(store: Store):
+    """``cluster`` (shown in the dashboard's tables) filters like any column:
+    NULL for an entry with no layout."""
+    assert store.count("cluster IS NULL") == 6
+    ids = store.entries(("id",))["id"][:4]
+    store.set_layout(ids, [[0, 0], [1, 0], [0, 1], [1, 1]], [3, 3, -1, 5])
+    assert store.count("cluster = 3") == 2
+    assert store.count("cluster = -1 OR cluster IS NULL") == 3
+    assert store.count("cluster IN (SELECT cluster FROM entries WHERE id = 1)") == 2

@@ -9,6 +9,11 @@ the callback bodies are plain module-level functions that tests call directly.
 * :mod:`~dashboard.pages.search`: upload a map, search, list and mark the hits.
 * :mod:`~dashboard.pages.entry`: the entry detail panel (metadata, 3D isosurface,
   similar maps, coarse-to-fine reconstructions).
+* :mod:`~dashboard.pages.permalink`: the page's address, which keeps the view.
+
+Two modules are shared helpers, not sections: :mod:`~dashboard.pages.common`
+(styles, messages, tables) and :mod:`~dashboard.pages.filtering` (the filters'
+SQL and messages).
 
 Sections talk through ``dcc.Store`` components defined by :mod:`dashboard.app`:
 ``where-store`` (the filter in effect), ``hits-store`` (ids of the last search's

@@ -20,6 +20,8 @@ CARD = {
 }
 SECTION_TITLE = {"margin": "0 0 8px 0", "fontSize": "16px"}
 LABEL = {"fontSize": "13px", "color": "#444", "marginRight": "6px"}
+#: A small grey note under a section's title.
+NOTE = {"fontSize": "12px", "color": "#666", "margin": "2px 0 6px 0"}
 _MESSAGE = {"fontSize": "13px", "margin": "6px 0", "whiteSpace": "pre-wrap"}
 _ERROR = {**_MESSAGE, "color": "#b00020"}
 _INFO = {**_MESSAGE, "color": "#333"}

@@ -35,6 +35,7 @@ from dashboard.pages.common import (
     hits_k,
     message,
 )
+from dashboard.preview import preview_view
 from dashboard.service import SwanService
 from dashboard.tables import emdb_url, hits_caption, hits_table_rows
 
@@ -305,7 +306,38 @@ def on_entry_preview(service: SwanService, entry: int | None) -> Any:
     except KeyError:
         return isosurface_figure(None)
     name = row.get("emdb_id") or f"entry {entry}"
-    return isosurface_figure(preview, title=f"{name}: preview at the map's contour")
+    return preview_figure(preview, name, box_note(row) is not None)
+
+
+def preview_figure(preview: Any, name: str, cut: bool = False) -> Any:
+    """The isosurface of a stored preview as the panel shows it
+    (:func:`dashboard.preview.preview_view`: in one piece where it can be, no
+    specks), its title saying what was done and whether the box cuts it.
+
+    Args:
+        preview: the stored preview ``[g, g, g]``, or None.
+        name: the entry's name for the title.
+        cut: the map's box most likely cuts the molecule (:func:`box_note`).
+
+    Returns:
+        ``iso-graph``'s figure.
+    """
+    if preview is None:
+        return isosurface_figure(None)
+    view = preview_view(preview)
+    notes = []
+    if view.enclosed > 1.0:
+        title = f"{name}: preview, contour lowered to join it"
+        notes.append(f"enclosing {view.enclosed:.1f}× the map's contour volume")
+    else:
+        title = f"{name}: preview at the map's contour"
+    if cut:
+        notes.append("the map's box cuts the molecule: flat faces are the box's")
+    if view.parts > 1:
+        notes.append(f"{view.parts} separate parts at this level")
+    if notes:
+        title += "".join(f"<br><sub>{n}</sub>" for n in notes)
+    return isosurface_figure(view.volume, level=view.level, title=title, smooth=0)
 
 
 def on_entry_c2f(service: SwanService, entry: int | None) -> Any:
@@ -358,7 +390,10 @@ def on_similar(
     others = [h for h in result["hits"] if h["id"] != int(entry)][:n]
     hits = [{**h, "rank": i} for i, h in enumerate(others, 1)]  # numbered anew
     rows = hits_table_rows(hits, hit_details(service, [h["id"] for h in hits]))
-    text = f"{len(rows)} most similar maps"
+    maps = (
+        "the most similar map" if len(rows) == 1 else f"{len(rows)} most similar maps"
+    )
+    text = maps
     if where:
         text += f", filter: {where}"
     text += f". {hits_caption(result.get('significance'))}"

@@ -1,11 +1,14 @@
 """The archive map: metadata filters, colour-by, the UMAP scatter, and the table of
 entries selected with the box or lasso tool.
 
-Component ids: ``where-input``, ``resolution-slider``, ``method-filter``,
-``k-input``, ``k-message``, ``filter-message``, ``color-by``, ``umap-graph``,
-``selection-table``, ``selection-message``, and two stores: ``resolution-bounds``
-(the slider's full range) and ``selection-ids`` (entry ids of the box/lasso
-selection, taken from ``selectedData`` in the browser).
+Component ids: ``where-input``, ``resolution-slider``, ``keep-unresolved``,
+``method-filter``, ``k-input``, ``k-message``, ``filter-message``, ``color-by``,
+``umap-graph``, ``selection-table``, ``selection-message``, and four stores:
+``resolution-bounds`` (the slider's full range), ``filter-state`` (the inputs of
+the filter in effect, for the page's address), ``selection-ids`` (entry ids of
+the box/lasso selection, taken from ``selectedData`` in the browser) and
+``map-legend`` (the output of :data:`NARROW_LEGEND_JS`, which moves the legend
+under a narrow map).
 
 The map is the stored layout (``swan layout``), read with the filter; nothing is
 computed on page load. Changing the filter or the colouring rebuilds the figure
@@ -17,7 +20,6 @@ overlay traces and the hits' numbered labels, patched in place
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any
 
 import numpy as np
@@ -38,12 +40,19 @@ from dashboard.pages.common import (
     K_DEFAULT,
     LABEL,
     SECTION_TITLE,
-    checked_k,
     data_table,
-    filter_error,
     graph_config,
     ids_where,
     message,
+)
+from dashboard.pages.filtering import (
+    EXAMPLE_WHERE,
+    KEEP_UNRESOLVED,
+    entries_text,
+    filter_options,
+    on_filter,
+    on_k,
+    resolution_marks,
 )
 from dashboard.service import SwanService
 from dashboard.tables import table_columns, table_rows, with_names
@@ -91,154 +100,28 @@ function (selected) {
     return ids;
 }
 """
-_EXAMPLE_WHERE = "resolution < 4 AND method = 'singleParticle'"
-
-
-# -- filters ---------------------------------------------------------------------------
-def _sql_text(value: str) -> str:
-    return "'" + str(value).replace("'", "''") + "'"
-
-
-def filter_options(service: SwanService) -> dict[str, Any]:
-    """Choices for the quick filters, from the store: ``methods`` (sorted) and
-    ``resolution`` bounds ``[lo, hi]`` (Å, to 0.1; ``None`` when no entry has
-    one)."""
-    table = service.table(("id", "method", "resolution"))
-    methods = np.ma.compressed(np.ma.asarray(table["method"]))
-    res = np.ma.compressed(np.ma.asarray(table["resolution"], np.float64))
-    res = res[np.isfinite(res)]
-    bounds = None
-    if len(res):
-        lo, hi = math.floor(res.min() * 10) / 10, math.ceil(res.max() * 10) / 10
-        bounds = [round(lo, 1), round(hi if hi > lo else lo + 0.1, 1)]
-    return {
-        "methods": sorted({str(m) for m in methods if m is not None}),
-        "resolution": bounds,
-    }
-
-
-def build_where(
-    where_text: str | None,
-    res_range: list[float] | None = None,
-    methods: list[str] | None = None,
-    res_bounds: list[float] | None = None,
-) -> str | None:
-    """One SQL predicate from the free ``where`` and the quick filters (joined
-    with AND), or ``None`` for no filter.
-
-    The resolution range filters only when narrower than ``res_bounds`` (the
-    store's full range), so entries with no resolution are not dropped by an
-    untouched slider.
-    """
-    parts = []
-    text = (where_text or "").strip().rstrip(";").strip()
-    if text:
-        parts.append(f"({text})")
-    if res_range and len(res_range) == 2 and res_bounds:
-        lo, hi = float(res_range[0]), float(res_range[1])
-        if lo > res_bounds[0] + 1e-9 or hi < res_bounds[1] - 1e-9:
-            parts.append(f"resolution BETWEEN {lo:g} AND {hi:g}")
-    if methods:
-        parts.append(f"method IN ({', '.join(_sql_text(m) for m in methods)})")
-    return " AND ".join(parts) or None
-
-
-def on_filter(
-    service: SwanService,
-    where_text: str | None,
-    res_range: list[float] | None = None,
-    methods: list[str] | None = None,
-    res_bounds: list[float] | None = None,
-    current: str | None = None,
-) -> tuple[Any, html.Div]:
-    """Filters changed: ``(where for where-store, message)``.
-
-    Args:
-        service: the store.
-        where_text: the SQL box.
-        res_range: the resolution slider.
-        methods: the methods chosen.
-        res_bounds: the slider's full range (:func:`filter_options`).
-        current: the filter in effect (``where-store``).
-
-    Returns:
-        The new filter and a message with its count, saying how many entries with
-        no resolution a narrowed resolution range leaves out. An invalid ``where``
-        leaves the filter in effect unchanged (``no_update``); the message says
-        what is wrong and which filter still applies.
-    """
-    where = build_where(where_text, res_range, methods, res_bounds)
-    if where is None:
-        return None, message(f"no filter: all {service.count():,} entries")
-    try:
-        n = service.count(where)
-    except ValueError as exc:
-        still = (
-            f"The map and searches still use the previous filter: {current}"
-            if current
-            else "The map and searches still show every entry (no filter)."
-        )
-        text = f"{filter_error(exc)}. Example: {_EXAMPLE_WHERE}. {still}"
-        return no_update, message(text, error=True)
-    text = f"{_entries(n)} {'matches' if n == 1 else 'match'}: {where}"
-    base = build_where(where_text, None, methods, None)
-    if base != where:  # the resolution range filters: say whom it leaves out
-        unknown = service.count(
-            "resolution IS NULL" if base is None else f"{base} AND resolution IS NULL"
-        )
-        if unknown:
-            text += (
-                f". {_entries(unknown)} with no resolution "
-                f"{'is' if unknown == 1 else 'are'} left out by the resolution range"
-            )
-    return where, message(text)
-
-
-def _entries(n: int) -> str:
-    """``"1 entry"``, ``"2 entries"``."""
-    return "1 entry" if n == 1 else f"{n:,} entries"
-
-
-def resolution_marks(bounds: list[float] | None, most: int = 6) -> dict[float, str]:
-    """Labelled marks for the resolution slider.
-
-    Args:
-        bounds: the slider's range ``[lo, hi]`` (Å), or None.
-        most: the most marks.
-
-    Returns:
-        ``{value: label}``: both ends (the top one with its unit) and round
-        values between them; empty without bounds.
-    """
-    if not bounds:
-        return {}
-    lo, hi = float(bounds[0]), float(bounds[1])
-    steps = [s for s in (0.5, 1, 2, 5, 10, 20, 50) if (hi - lo) / s <= most - 1]
-    step = steps[0] if steps else (hi - lo) / (most - 1)
-    marks = {lo: f"{lo:g}", hi: f"{hi:g} Å"}
-    value = math.ceil(lo / step) * step
-    while value < hi - 0.4 * step:
-        if value > lo + 0.4 * step:
-            marks[round(value, 1)] = f"{value:g}"
-        value += step
-    return dict(sorted(marks.items()))
-
-
-def on_k(value: Any) -> tuple[Any, html.Div | None]:
-    """The hits-per-search box changed.
-
-    Args:
-        value: what the box holds (a number, or None when empty).
-
-    Returns:
-        ``(value to show, message)``: a value out of range, empty or fractional
-        is replaced by the one searches will use, and the message says so; a
-        good value is left alone (``no_update``) with no message.
-    """
-    k, note = checked_k(value)
-    if note is None:
-        return no_update, None
-    return k, message(note, error=True)
+#: In the browser: on a narrow screen (the map under 560 px wide) the legend goes
+#: under the map, in place of the "UMAP 1" axis title, so that it does not take
+#: half of the map's width. Set once, it
+#: applies after every redraw (a new figure comes with its legend at the right).
+NARROW_LEGEND_JS = """
+function (figure) {
+    var gd = document.querySelector('#umap-graph .js-plotly-plot');
+    if (!gd || !gd.on || gd._swanLegend) { return window.dash_clientside.no_update; }
+    gd._swanLegend = true;
+    var fit = function () {
+        var narrow = gd.clientWidth < 560, legend = gd.layout.legend || {};
+        if (narrow && legend.orientation !== 'h') {
+            window.Plotly.relayout(gd, {'legend.orientation': 'h', 'legend.x': 0,
+                'legend.xanchor': 'left', 'legend.y': -0.02, 'legend.yanchor': 'top',
+                'xaxis.title.text': ''});
+        }
+    };
+    gd.on('plotly_afterplot', fit);
+    fit();
+    return window.dash_clientside.no_update;
+}
+"""
 
 
 # -- the map ---------------------------------------------------------------------------
@@ -257,9 +140,10 @@ def on_map(
     total = service.count()
     shown = len(table["id"])
     placed = int(np.sum(~np.ma.getmaskarray(table["x"])))
-    text = _entries(total)
+    text = entries_text(total)
     if where is not None:
-        text += f" · {shown:,} {'matches' if shown == 1 else 'match'} the filter"
+        verb = "matches" if shown == 1 else "match"
+        text += f" · {entries_text(shown)} {verb} the filter"
     if placed < shown:
         text += f" · {shown - placed:,} without a layout (run `swan layout`)"
     return fig, text, {"traces": len(fig.data)}
@@ -367,10 +251,16 @@ def layout(service: SwanService) -> html.Div:
                         id="where-input",
                         type="text",
                         debounce=True,
-                        placeholder=_EXAMPLE_WHERE,
-                        style={"width": "70%", "fontFamily": "monospace"},
+                        placeholder=EXAMPLE_WHERE,
+                        style={
+                            "flex": "1 1 240px",
+                            "minWidth": "0",
+                            "fontFamily": "monospace",
+                        },
                     ),
-                ]
+                ],
+                style={"display": "flex", "alignItems": "center", "gap": "4px"},
+                title="a SQL predicate over the entries' columns, cluster included",
             ),
             html.Div(
                 [
@@ -382,8 +272,19 @@ def layout(service: SwanService) -> html.Div:
                                 style=LABEL,
                             ),
                             slider,
+                            dcc.Checklist(
+                                id="keep-unresolved",
+                                options=[
+                                    {
+                                        "label": " keep entries with no resolution",
+                                        "value": KEEP_UNRESOLVED,
+                                    }
+                                ],
+                                value=[],
+                                style={"fontSize": "13px", "marginTop": "4px"},
+                            ),
                         ],
-                        style={"flex": "1 1 260px"},
+                        style={"flex": "1 1 260px", "minWidth": "0"},
                     ),
                     html.Div(
                         [
@@ -395,7 +296,7 @@ def layout(service: SwanService) -> html.Div:
                                 placeholder="any method",
                             ),
                         ],
-                        style={"flex": "1 1 200px"},
+                        style={"flex": "1 1 200px", "minWidth": "0"},
                     ),
                     html.Div(
                         [
@@ -414,11 +315,19 @@ def layout(service: SwanService) -> html.Div:
                         style={"flex": "0 0 150px"},
                     ),
                 ],
-                style={"display": "flex", "gap": "16px", "marginTop": "8px"},
+                className="swan-filter-row",
+                style={
+                    "display": "flex",
+                    "flexWrap": "wrap",
+                    "gap": "16px",
+                    "marginTop": "8px",
+                },
             ),
             html.Div(id="filter-message"),
             dcc.Store(id="resolution-bounds", data=bounds),
+            dcc.Store(id="filter-state", data=None),
             dcc.Store(id="selection-ids", data=[]),
+            dcc.Store(id="map-legend", data=None),  # NARROW_LEGEND_JS's output
         ],
         style=CARD,
     )
@@ -437,12 +346,17 @@ def layout(service: SwanService) -> html.Div:
                         style={"width": "200px"},
                     ),
                 ],
-                style={"display": "flex", "alignItems": "center", "gap": "8px"},
+                style={
+                    "display": "flex",
+                    "flexWrap": "wrap",
+                    "alignItems": "center",
+                    "gap": "8px",
+                },
             ),
             dcc.Graph(
                 id="umap-graph",
                 figure=placeholder_figure("loading the map…"),
-                style={"height": "620px"},
+                className="swan-map",  # 620 px high, less on a phone (swan.css)
                 config=graph_config(scrollZoom=True),
             ),
         ],
@@ -473,14 +387,16 @@ def register(app: Dash, service: SwanService) -> None:
     @app.callback(
         Output("where-store", "data"),
         Output("filter-message", "children"),
+        Output("filter-state", "data"),
         Input("where-input", "value"),
         Input("resolution-slider", "value"),
         Input("method-filter", "value"),
+        Input("keep-unresolved", "value"),
         State("resolution-bounds", "data"),
         State("where-store", "data"),
     )
-    def _filter(where_text, res_range, methods, bounds, current):  # noqa: ANN001, ANN202
-        return on_filter(service, where_text, res_range, methods, bounds, current)
+    def _filter(where_text, res_range, methods, keep, bounds, current):  # noqa: ANN001, ANN202
+        return on_filter(service, where_text, res_range, methods, bounds, current, keep)
 
     @app.callback(
         Output("k-input", "value"),
@@ -513,6 +429,12 @@ def register(app: Dash, service: SwanService) -> None:
     )
     def _overlay(hits, entry, meta, where):  # noqa: ANN001, ANN202
         return on_overlay(service, hits, entry, meta, where)
+
+    app.clientside_callback(
+        NARROW_LEGEND_JS,
+        Output("map-legend", "data"),
+        Input("umap-graph", "figure"),
+    )
 
     app.clientside_callback(
         SELECTION_IDS_JS,
