@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from swan_index.db import StoreBusyError
 from swan_index.fit import apply_fit
 from swan_index.indexer import ingest_paths
 from swan_index.map_encoder import DEFAULT_CHECKPOINT, MapEncoder
+from swan_index.placement import Placement, place_query
 from swan_index.prepare import shrink
 from swan_index.query import (
     UPLOAD_PREFIX,
@@ -96,6 +97,11 @@ class UploadError(ValueError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+class SearchCancelled(Exception):
+    """A search stopped because its client cancelled it (see
+    :meth:`SwanService.search_upload_query`)."""
 
 
 class ReadWriteLock:
@@ -328,12 +334,46 @@ class SwanService:
             UploadError: bad upload (status 400, or 413 when too large).
             ValueError: bad ``k`` or ``where``.
         """
+        query, hits = self.search_upload_query(
+            data, name, k, where, exact, contour, fit
+        )
+        return {"query": query.describe(), "hits": hits}
+
+    def search_upload_query(
+        self,
+        data: bytes,
+        name: str = "upload",
+        k: int = 10,
+        where: str | None = None,
+        exact: bool = False,
+        contour: float | None = None,
+        fit: bool = True,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> tuple[Query, list[dict[str, Any]]]:
+        """:meth:`search_upload`, answering the :class:`Query` itself (the
+        dashboard draws it and places it on the map) and the hits' dicts.
+
+        Args:
+            cancelled: asked after each stage (reading and encoding, the
+                rotational fit, ranking); once it answers true the search stops
+                there. A stage under way runs to its end.
+
+        Raises:
+            SearchCancelled: ``cancelled`` answered true.
+            UploadError, ValueError: as :meth:`search_upload`.
+        """
         self.refresh()
         options = SearchOptions(where=where, exact=exact)
         self._check_search(k, where)  # before the upload's costly encoding
         query = self._upload_query(data, name, contour)
-        hits = self._search(query, fit, k, options)
-        return {"query": query.describe(), "hits": [h.to_dict() for h in hits]}
+        hits = self._search(query, fit, k, options, cancelled)
+        return query, [h.to_dict() for h in hits]
+
+    def placement(self, query: Query) -> Placement | None:
+        """Where ``query`` (its first pose) lies on the archive map
+        (:func:`swan_index.placement.place_query`); ``None`` without a layout."""
+        with self._lock.reading():
+            return place_query(self.store, query.code, query.rg)
 
     def _check_search(self, k: Any, where: str | None) -> None:
         """Refuse a bad ``k`` or ``where`` (ValueError, one line) before any
@@ -373,16 +413,30 @@ class SwanService:
         return {"query": query.describe(), "hits": [h.to_dict() for h in hits]}
 
     def _search(
-        self, query: Query, fit: bool, k: int, options: SearchOptions
+        self,
+        query: Query,
+        fit: bool,
+        k: int,
+        options: SearchOptions,
+        cancelled: Callable[[], bool] | None = None,
     ) -> list[Hit]:
         """:func:`swan_index.query.search` holding a shared turn only for what
         reads the store: the rotational fit, the costly step, runs without it (at
-        most :data:`FIT_SLOTS` at once)."""
+        most :data:`FIT_SLOTS` at once). ``cancelled`` is asked between stages
+        (:class:`SearchCancelled`)."""
+
+        def check() -> None:
+            if cancelled is not None and cancelled():
+                raise SearchCancelled(query.name or "search")
+
+        check()
         turned = query.fit() if fit else None
+        check()
         with self._lock.reading():
             ranking = self.store.rank(
                 query.code, k, options, rg=query.rg, fit=turned is not None
             )
+        check()
         with self._fitting:
             apply_fit(ranking, turned)
         with self._lock.reading():
