@@ -20,6 +20,10 @@ from dash import dcc, no_update
 from dashboard.app import create_app
 from dashboard.pages import common, entry, explore, search
 from dashboard.pages.common import GRAPH_CONFIG, K_RANGE, checked_k, hits_k
+from swan_index.map_encoder import MapEncoder
+from swan_index.query import Query
+
+from .conftest import MAPS
 
 #: Made-up entries: (id, emdb_id, title, label, simulated, method, resolution, x, y).
 _ROWS = [
@@ -334,10 +338,14 @@ def test_search_hits_are_named(service, monkeypatch):
             "label": None,
         },
     ]
-    result = {"query": {"name": "q.map", "grid": [10, 10, 10]}, "hits": hits}
-    monkeypatch.setattr(service, "search_upload", lambda *a, **k: result, raising=False)
+    query = Query.from_file(MapEncoder(), MAPS["emd_1832"])
+    monkeypatch.setattr(service, "placement", lambda q: None, raising=False)
+    monkeypatch.setattr(
+        service, "search_upload_query", lambda *a, **k: (query, hits), raising=False
+    )
     contents = "data:application/octet-stream;base64,AAAA"
-    ids, rows, _ = search.on_upload(service, contents, "q.map")
+    out = search.on_upload(service, contents, "q.map")
+    ids, rows = out["hits"], out["rows"]
     assert ids == [3, 1]
     assert [r["name"] for r in rows] == ["model 5ME2", "map_1.map"]
     assert [r["emdb"] for r in rows][0] == "simulated"
