@@ -290,7 +290,7 @@ def pair_figure(
 ) -> go.Figure:
     """A query and a hit superposed in one 3D scene, in Å: two isosurfaces of
     volumes on one grid (:func:`swan_index.superpose.display_volumes`), the
-    query half transparent over the hit.
+    hit transparent over the query (so the query shows where they coincide).
 
     Args:
         query, hit: ``[n, n, n]`` densities on one grid (map units).
@@ -308,8 +308,8 @@ def pair_figure(
     half = 0.5 * (n - 1) * spacing
     traces, missing = [], []
     for vol, level, color, name, opacity in (
-        (hit, hit_level, hit_color, hit_name, 1.0),
-        (query, query_level, query_color, query_name, 0.5),
+        (query, query_level, query_color, query_name, 1.0),
+        (hit, hit_level, hit_color, hit_name, 0.35),
     ):
         mesh = _mesh(vol, float(level), color)
         if mesh is None:

@@ -44,6 +44,7 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
+import numpy as np
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from dashboard.export import rows_csv, rows_json, table_export_rows
@@ -71,6 +72,7 @@ log = logging.getLogger(__name__)
 
 HIDDEN = {"display": "none"}
 _BUTTON = {"fontSize": "12px", "padding": "2px 10px", "marginRight": "6px"}
+_SLIDER_LABEL = {**LABEL, "paddingLeft": "6px"}
 _PANEL = {"marginTop": "10px", "borderTop": "1px solid #eee", "paddingTop": "8px"}
 #: Slider steps across a contour's range.
 LEVEL_STEPS = 200
@@ -265,8 +267,10 @@ def level_slider(slider_id: str) -> dcc.Slider:
 def _slider(low: float, high: float, value: float) -> tuple[float, float, float, dict]:
     """``(min, max, step, marks)`` of a contour slider over ``[low, high]``."""
     step = (high - low) / LEVEL_STEPS if high > low else 1.0
-    marks = {float(low): f"{low:.3g}", float(high): f"{high:.3g}"}
-    marks[float(value)] = {"label": f"{value:.3g}", "style": {"fontWeight": "600"}}
+    digits = max(0, 2 - int(np.floor(np.log10(max(high - low, 1e-12)))))
+    scale = 10.0**digits  # the ends to about 3 figures, the range kept whole
+    low, high = np.floor(low * scale) / scale, np.ceil(high * scale) / scale
+    marks = {float(low): f"{low:g}", float(high): f"{high:g}"}
     return float(low), float(high), float(step), marks
 
 
@@ -319,7 +323,7 @@ def on_pick_hit(
     vols = pair.volumes
     info = pair.describe()
     text = (
-        f"{info['query']} (blue, half transparent) on hit {info['hit']} (orange), "
+        f"{info['query']} (blue) under hit {info['hit']} (orange, transparent), "
         f"in Å: rigid fit, correlation {info['correlation']:.3f} (canonical frames "
         f"alone {info['canonical_correlation']:.3f})"
     )
@@ -489,9 +493,9 @@ def layout(service: SwanService) -> html.Div:
                         style={"height": "380px"},
                         config=graph_config(),
                     ),
-                    html.Div("query contour (map units)", style=LABEL),
+                    html.Div("query contour (map units)", style=_SLIDER_LABEL),
                     level_slider("pair-query-level"),
-                    html.Div("hit contour (map units)", style=LABEL),
+                    html.Div("hit contour (map units)", style=_SLIDER_LABEL),
                     level_slider("pair-hit-level"),
                     html.Button(
                         "Download the pair for ChimeraX (zip: MRC + .cxc)",
