@@ -423,17 +423,22 @@ def _level_range(volume: np.ndarray, level: float) -> tuple[float, float]:
 def display_volumes(
     query: Placed, hit: Placed, sup: Superposition, n: int = DISPLAY_GRID
 ) -> PairVolumes:
-    """Both maps on one ``n``^3 grid about the hit's centre of mass, along the
-    hit's axes, wide enough for both molecules: what a 3D view draws.
+    """Both maps on one ``n``^3 grid along the hit's axes, about the midpoint
+    of their centres of mass (the query's where the superposition puts it),
+    wide enough for both molecules: what a 3D view draws.
 
     Args:
         query, hit: the maps.
         sup: the query's pose on the hit.
         n: grid side.
     """
-    half = 1.05 * max(query.radius, hit.radius)
+    hit_centre = np.asarray(hit.canon.center, np.float64)
+    query_centre = sup.apply(query.canon.center)
+    mid = 0.5 * (hit_centre + query_centre)
+    reach = 0.5 * float(np.linalg.norm(query_centre - hit_centre))
+    half = 1.1 * (max(query.radius, hit.radius) + reach)
     spacing = 2 * half / (n - 1)
-    corner = hit.canon.center - half
+    corner = mid - half
     hit_vol = _on_grid(hit.dmap, np.eye(3), np.zeros(3), corner, n, spacing)
     query_vol = _on_grid(query.dmap, sup.rotation, sup.translation, corner, n, spacing)
     return PairVolumes(

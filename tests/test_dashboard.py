@@ -16,7 +16,7 @@ from dash import no_update
 
 from dashboard.app import create_app
 from dashboard.figures import COLOR_FIELDS, OVERLAY_TRACES
-from dashboard.pages import entry, explore, search
+from dashboard.pages import entry, explore, pair, search
 from dashboard.service import SwanService
 from swan_index.indexer import ingest_paths
 from swan_index.layout import layout_store
@@ -432,8 +432,8 @@ def test_picking_a_hit_superposes_it_and_offers_the_pair(service):
     out = search.on_upload(service, contents, "emd_5625.map", None, 3, pairs)
     query, rows = out["query"], out["rows"]
     assert query["key"]
-    assert search.on_pick_hit(pairs, None, query)["figure"] is no_update
-    pick = search.on_pick_hit(pairs, {"row_id": target}, query, rows)
+    assert pair.on_pick_hit(pairs, None, query)["figure"] is no_update
+    pick = pair.on_pick_hit(pairs, {"row_id": target}, query, rows)
     assert pick["store"] == {"key": query["key"], "hit": target}
     assert [t.type for t in pick["figure"].data] == ["mesh3d", "mesh3d"]
     assert "correlation 0.99" in _text(pick["message"]) or "correlation 1.0" in _text(
@@ -442,12 +442,12 @@ def test_picking_a_hit_superposes_it_and_offers_the_pair(service):
     low, high, step, marks, value = pick["query_slider"]
     assert low <= value <= high and step > 0
     # a contour moved: drawn again at it
-    fig = search.on_levels(pairs, pick["store"], value * 1.5, pick["hit_slider"][-1])
+    fig = pair.on_levels(pairs, pick["store"], value * 1.5, pick["hit_slider"][-1])
     assert fig.layout.meta["levels"][0] == round(value * 1.5, 6)
-    sent = search.on_download_pair(pairs, pick["store"], value, None)
+    sent = pair.on_download_pair(pairs, pick["store"], value, None)
     assert sent["filename"].endswith(".zip") and sent["base64"]
     # a hit that is not in the store: said in the panel
-    missing = search.on_pick_hit(pairs, {"row_id": 999}, query, rows)
+    missing = pair.on_pick_hit(pairs, {"row_id": 999}, query, rows)
     assert missing["message"].className == "swan-error"
 
 

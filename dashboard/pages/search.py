@@ -29,10 +29,10 @@ its end (the encoder and the fit cannot be stopped midway), and a file still
 being sent by the browser is sent to the end first.
 
 **Picking a hit** (a cell of its row) superposes it on the query
-(:mod:`dashboard.pairs`, :mod:`swan_index.superpose`): both maps in Å, the
-query half transparent over the hit, each with its own contour slider; the
-download button gives the query resampled into the hit's frame (MRC), the
-hit's map and a ChimeraX command file at the levels chosen.
+(:mod:`dashboard.pages.pair`): both maps in Å, the hit transparent over the
+query, each with its own contour slider; the download button gives the query
+resampled into the hit's frame (MRC), the hit's map and a ChimeraX command file
+at the levels chosen.
 """
 
 from __future__ import annotations
@@ -44,12 +44,12 @@ import threading
 from collections import OrderedDict
 from typing import Any
 
-import numpy as np
 from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 
 from dashboard.export import rows_csv, rows_json, table_export_rows
-from dashboard.figures3d import isosurface_figure, pair_figure
+from dashboard.figures3d import isosurface_figure
 from dashboard.figures_query import query_map_figure
+from dashboard.pages import pair
 from dashboard.pages.common import (
     CARD,
     LABEL,
@@ -62,20 +62,14 @@ from dashboard.pages.common import (
     hits_k,
     message,
 )
+from dashboard.pages.pair import BUTTON, HIDDEN, PANEL
 from dashboard.pairs import Pairs
 from dashboard.service import SearchCancelled, SwanService, UploadError
 from dashboard.tables import hits_table_rows
 from swan_index.prepare import PREVIEW_GRID, shrink
-from swan_index.superpose import HIT_COLOR, QUERY_COLOR
+from swan_index.superpose import QUERY_COLOR
 
 log = logging.getLogger(__name__)
-
-HIDDEN = {"display": "none"}
-_BUTTON = {"fontSize": "12px", "padding": "2px 10px", "marginRight": "6px"}
-_SLIDER_LABEL = {**LABEL, "paddingLeft": "6px"}
-_PANEL = {"marginTop": "10px", "borderTop": "1px solid #eee", "paddingTop": "8px"}
-#: Slider steps across a contour's range.
-LEVEL_STEPS = 200
 
 
 def decode_upload(contents: str) -> bytes:
@@ -219,7 +213,7 @@ def on_upload(
         "query": stored,
         "query_figure": query_figure(query),
         "map_figure": placement_figure(service, query, ids),
-        "query_panel": _PANEL,
+        "query_panel": PANEL,
         "pair_panel": HIDDEN,
     }
 
@@ -248,143 +242,6 @@ def placement_figure(service: SwanService, query: Any, hits: list[int]) -> Any:
         None if placement is None else placement.to_dict(),
         query.name or "query",
     )
-
-
-# -- the superposition ----------------------------------------------------------
-def level_slider(slider_id: str) -> dcc.Slider:
-    """A contour slider (map units), set when a pair is shown."""
-    return dcc.Slider(
-        id=slider_id,
-        min=0,
-        max=1,
-        value=0.5,
-        marks=None,
-        tooltip={"placement": "bottom", "always_visible": False},
-        updatemode="mouseup",
-    )
-
-
-def _slider(low: float, high: float, value: float) -> tuple[float, float, float, dict]:
-    """``(min, max, step, marks)`` of a contour slider over ``[low, high]``."""
-    step = (high - low) / LEVEL_STEPS if high > low else 1.0
-    digits = max(0, 2 - int(np.floor(np.log10(max(high - low, 1e-12)))))
-    scale = 10.0**digits  # the ends to about 3 figures, the range kept whole
-    low, high = np.floor(low * scale) / scale, np.ceil(high * scale) / scale
-    marks = {float(low): f"{low:g}", float(high): f"{high:g}"}
-    return float(low), float(high), float(step), marks
-
-
-#: What :func:`on_pick_hit` answers, in the order of the callback's outputs.
-PAIR_OUTPUTS = (
-    "store",  # pair-store.data
-    "message",  # pair-message.children
-    "figure",  # pair-graph.figure
-    "panel",  # pair-panel.style
-    "query_slider",  # (min, max, step, marks, value) of pair-query-level
-    "hit_slider",  # (min, max, step, marks, value) of pair-hit-level
-)
-
-
-def on_pick_hit(
-    pairs: Pairs,
-    active_cell: dict[str, Any] | None,
-    query: dict[str, Any] | None,
-    rows: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """A cell of the hits table was picked: the hit superposed on the query.
-
-    Returns:
-        The outputs named in :data:`PAIR_OUTPUTS`; an error (no query kept, a
-        hit without a map file) is a message in the panel.
-    """
-    keep = {key: no_update for key in PAIR_OUTPUTS}
-    hit = (active_cell or {}).get("row_id")
-    if hit is None or not query or not query.get("key"):
-        return keep
-    label = next(
-        (r.get("emdb_id") or r.get("name") for r in rows or [] if r.get("id") == hit),
-        f"entry {hit}",
-    )
-    try:
-        pair = pairs.for_upload_key(query["key"], int(hit))
-    except (UploadError, KeyError) as exc:
-        text = str(exc.args[0]) if exc.args else str(exc)
-        return {
-            **keep,
-            "store": None,
-            "message": message(f"{label} cannot be superposed: {text}", error=True),
-            "figure": pair_figure_empty(),
-            "panel": _PANEL,
-        }
-    except Exception:  # noqa: BLE001 - never show a traceback to the browser
-        log.exception("superposing entry %s on %r failed", hit, query.get("name"))
-        text = f"{label}: the superposition failed on the server (see its log)"
-        return {**keep, "message": message(text, error=True), "panel": _PANEL}
-    vols = pair.volumes
-    info = pair.describe()
-    text = (
-        f"{info['query']} (blue) under hit {info['hit']} (orange, transparent), "
-        f"in Å: rigid fit, correlation {info['correlation']:.3f} (canonical frames "
-        f"alone {info['canonical_correlation']:.3f})"
-    )
-    return {
-        "store": {"key": query["key"], "hit": int(hit)},
-        "message": message(text),
-        "figure": draw_pair(pair, vols.query_level, vols.hit_level),
-        "panel": _PANEL,
-        "query_slider": (
-            *_slider(*vols.query_range, vols.query_level),
-            vols.query_level,
-        ),
-        "hit_slider": (*_slider(*vols.hit_range, vols.hit_level), vols.hit_level),
-    }
-
-
-def pair_figure_empty() -> Any:
-    """The superposition view with nothing to draw."""
-    import plotly.graph_objects as go
-
-    return go.Figure()
-
-
-def draw_pair(pair: Any, query_level: float, hit_level: float) -> Any:
-    """The superposition figure of a pair at these levels."""
-    vols = pair.volumes
-    return pair_figure(
-        vols.query,
-        vols.hit,
-        vols.spacing,
-        query_level,
-        hit_level,
-        f"query {pair.query.name}",
-        f"hit {pair.hit.name}",
-        QUERY_COLOR,
-        HIT_COLOR,
-    )
-
-
-def on_levels(
-    pairs: Pairs, store: dict[str, Any] | None, query_level: Any, hit_level: Any
-) -> Any:
-    """A contour slider moved: the pair redrawn (no new pose search)."""
-    if not store or query_level is None or hit_level is None:
-        return no_update
-    try:
-        pair = pairs.for_upload_key(store["key"], int(store["hit"]))
-    except (UploadError, KeyError):
-        return no_update
-    return draw_pair(pair, float(query_level), float(hit_level))
-
-
-def on_download_pair(
-    pairs: Pairs, store: dict[str, Any] | None, query_level: Any, hit_level: Any
-) -> Any:
-    """The pair as a zip (``dcc.Download`` data) at the levels shown."""
-    if not store:
-        return no_update
-    pair = pairs.for_upload_key(store["key"], int(store["hit"]))
-    name, blob = pair.archive(query_level, hit_level)
-    return dcc.send_bytes(blob, name)
 
 
 def on_export(
@@ -443,8 +300,8 @@ def layout(service: SwanService) -> html.Div:
             html.Div(
                 [
                     html.Span(id="hits-heading", style={**LABEL, "fontWeight": "600"}),
-                    html.Button("CSV", id="hits-csv", n_clicks=0, style=_BUTTON),
-                    html.Button("JSON", id="hits-json", n_clicks=0, style=_BUTTON),
+                    html.Button("CSV", id="hits-csv", n_clicks=0, style=BUTTON),
+                    html.Button("JSON", id="hits-json", n_clicks=0, style=BUTTON),
                     dcc.Download(id="hits-download"),
                 ],
                 style={"display": "flex", "alignItems": "center", "margin": "4px 0"},
@@ -484,30 +341,7 @@ def layout(service: SwanService) -> html.Div:
                 id="query-panel",
                 style=HIDDEN,
             ),
-            html.Div(
-                [
-                    html.H4("Hit superposed on the query", style=SECTION_TITLE),
-                    dcc.Loading(html.Div(id="pair-message"), type="dot"),
-                    dcc.Graph(
-                        id="pair-graph",
-                        style={"height": "380px"},
-                        config=graph_config(),
-                    ),
-                    html.Div("query contour (map units)", style=_SLIDER_LABEL),
-                    level_slider("pair-query-level"),
-                    html.Div("hit contour (map units)", style=_SLIDER_LABEL),
-                    level_slider("pair-hit-level"),
-                    html.Button(
-                        "Download the pair for ChimeraX (zip: MRC + .cxc)",
-                        id="pair-download",
-                        n_clicks=0,
-                        style=_BUTTON,
-                    ),
-                    dcc.Download(id="pair-file"),
-                ],
-                id="pair-panel",
-                style=HIDDEN,
-            ),
+            pair.layout(),
         ],
         style=CARD,
     )
@@ -588,49 +422,7 @@ def register(app: Dash, service: SwanService) -> None:
         tokens.cancel(started["token"])
         return f"Cancelling the search of {started.get('name')}…", HIDDEN
 
-    @app.callback(
-        Output("pair-store", "data"),
-        Output("pair-message", "children"),
-        Output("pair-graph", "figure"),
-        Output("pair-panel", "style", allow_duplicate=True),
-        *(
-            Output(slider, prop)
-            for slider in ("pair-query-level", "pair-hit-level")
-            for prop in ("min", "max", "step", "marks", "value")
-        ),
-        Input("hits-table", "active_cell"),
-        State("query-store", "data"),
-        State("hits-table", "data"),
-        prevent_initial_call=True,
-    )
-    def _pick(active_cell, query, rows):  # noqa: ANN001, ANN202
-        out = on_pick_hit(pairs, active_cell, query, rows)
-        sliders = []
-        for key in ("query_slider", "hit_slider"):
-            value = out[key]
-            sliders += [no_update] * 5 if value is no_update else list(value)
-        return (out["store"], out["message"], out["figure"], out["panel"], *sliders)
-
-    @app.callback(
-        Output("pair-graph", "figure", allow_duplicate=True),
-        Input("pair-query-level", "value"),
-        Input("pair-hit-level", "value"),
-        State("pair-store", "data"),
-        prevent_initial_call=True,
-    )
-    def _levels(query_level, hit_level, store):  # noqa: ANN001, ANN202
-        return on_levels(pairs, store, query_level, hit_level)
-
-    @app.callback(
-        Output("pair-file", "data"),
-        Input("pair-download", "n_clicks"),
-        State("pair-store", "data"),
-        State("pair-query-level", "value"),
-        State("pair-hit-level", "value"),
-        prevent_initial_call=True,
-    )
-    def _download(n_clicks, store, query_level, hit_level):  # noqa: ANN001, ANN202
-        return on_download_pair(pairs, store, query_level, hit_level)
+    pair.register(app, pairs)
 
     @app.callback(
         Output("hits-download", "data"),
