@@ -136,7 +136,14 @@ def service():
 def test_no_graph_offers_to_send_its_data_anywhere(service):
     app = create_app(service)
     graphs = [c for c, _ in _walk(app.layout) if isinstance(c, dcc.Graph)]
-    assert {g.id for g in graphs} == {"umap-graph", "iso-graph", "c2f-graph"}
+    assert {g.id for g in graphs} == {
+        "umap-graph",
+        "iso-graph",
+        "c2f-graph",
+        "query-graph",
+        "query-map",
+        "pair-graph",
+    }
     for graph in graphs:
         config = graph.config
         assert config["showSendToCloud"] is False
@@ -144,7 +151,8 @@ def test_no_graph_offers_to_send_its_data_anywhere(service):
         assert config["plotlyServerURL"] == ""
         assert config["displaylogo"] is False
         assert "sendChartToCloud" in config["modeBarButtonsToRemove"]
-    assert graphs[0].config["scrollZoom"] is True  # the map's own setting stays
+    by_id = {g.id: g for g in graphs}
+    assert by_id["umap-graph"].config["scrollZoom"] is True  # its own setting stays
     assert GRAPH_CONFIG["showLink"] is False and GRAPH_CONFIG["sendData"] is False
 
 
