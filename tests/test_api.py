@@ -515,7 +515,10 @@ def test_openapi_schema(client: TestClient):
         "/api/entries",
         "/api/entries/{entry}",
         "/api/entries/{entry}/similar",
+        "/api/superpose",
+        "/api/entries/{entry}/superpose/{hit}",
     }
+    assert "text/csv" in paths["/api/search"]["post"]["responses"]["200"]["content"]
     assert "413" in paths["/api/search"]["post"]["responses"]
     assert "403" in paths["/api/entries"]["post"]["responses"]
     docs = client.get("/api/docs")
@@ -541,6 +544,8 @@ def api_schema(service: SwanService):
         ("/api/encode", "POST", 5),
         ("/api/entries", "POST", 3),
         ("/api/entries/{entry}", "DELETE", 3),
+        ("/api/superpose", "POST", 3),
+        ("/api/entries/{entry}/superpose/{hit}", "GET", 5),
     ],
 )
 def test_fuzz_from_the_schema(api_schema, path: str, method: str, examples: int):
