@@ -203,7 +203,9 @@ class _Scorer:
         self.spacing = spacing
         self._target_fft = torch.fft.rfftn(self.target.reshape(n, n, n).float())
 
-    def turned(self, rotations: torch.Tensor, shift: torch.Tensor | None = None):  # noqa: ANN201
+    def turned(
+        self, rotations: torch.Tensor, shift: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The query at ``u_hit = T u_query + shift`` for each ``T`` of
         ``rotations`` ``[B, 3, 3]``: ``[B, n^3]``."""
         pts = self.points if shift is None else self.points - shift
@@ -524,7 +526,9 @@ def chimerax_script(
 ) -> str:
     """A ChimeraX command file (.cxc) that opens the hit's map (#1) and the
     resampled query (#2) as surfaces at their levels, in two colours (the
-    query half transparent). Paths are relative to the command file's folder.
+    query half transparent). Paths are relative to the command file's folder
+    (ChimeraX runs a command file from its own folder); the model numbers are
+    those of a session with no models open, which the file's comments say.
 
     Args:
         hit_file, query_file: file names beside the command file.
@@ -538,6 +542,7 @@ def chimerax_script(
             f"# {TOOL}: query {query_name} superposed on hit {hit_name}",
             f"# (rigid fit{fit}); the query was resampled into the hit's frame by "
             f"{TOOL}.",
+            "# Open in a session with no models (the hit becomes #1, the query #2).",
             f"open {_quoted(hit_file)}",
             f"open {_quoted(query_file)}",
             f"volume #1 style surface level {hit_level:.6g} color {HIT_COLOR}",
