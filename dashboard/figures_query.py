@@ -88,10 +88,10 @@ def query_map_figure(
         )
     fig.update_layout(
         template=TEMPLATE,
-        margin=dict(l=0, r=0, t=10, b=0),
+        margin=dict(l=0, r=0, t=28, b=30),
         xaxis=dict(visible=False),
         yaxis=dict(visible=False, scaleanchor="x"),
-        legend=dict(orientation="h", y=1.02, x=0.0),
+        legend=dict(orientation="h", yanchor="top", y=0.0, x=0.0),
         uirevision="query-map",
     )
     if not laid.any():

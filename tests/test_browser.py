@@ -336,6 +336,7 @@ def test_the_query_beside_its_hits_and_a_hit_superposed(page, tmp_path):
     page.locator("#pair-panel").screenshot(
         path=str(ARTIFACTS / "search_pair_other.png")
     )
+    page.screenshot(path=str(ARTIFACTS / "search_page.png"), full_page=True)
     # the hits export as CSV
     with page.expect_download(timeout=30_000) as got:
         page.click("#hits-csv")
