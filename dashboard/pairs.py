@@ -228,7 +228,6 @@ class Pairs:
             UploadError: a bad upload; MapUnavailable: the hit's map.
             KeyError: no such entry.
         """
-        self.service._check_upload(data)
         return self._pair(self._placed_upload(data, name, contour), hit)
 
     def for_entries(self, entry: str | int, hit: str | int) -> Pair:

@@ -1013,3 +1013,9 @@ def test_superpose_entries_and_its_errors(client: TestClient):
         400,
     )
     assert "bad.map" in message
+    empty = client.post(
+        "/api/superpose",
+        params={"hit": "EMD-1832"},
+        files={"file": ("empty.map", b"")},
+    )
+    assert "empty.map" in assert_error(empty, 400)
