@@ -365,8 +365,11 @@ def resample_query(
     r_t = sup.rotation.T
     matrix = np.diag(1.0 / v_q) @ r_t @ np.diag(v_h)
     offset = (r_t @ (o_h - sup.translation) - o_q) / v_q
+    # one voxel of the map's own border around it: a point a rounding error
+    # outside the box (a map laid on itself) takes the border's value, not the fill
+    padded = np.pad(query.data, 1, mode="edge")
     return resample_xyz(
-        query.data, matrix, offset, like.shape, order=1, cval=_background(query)
+        padded, matrix, offset + 1.0, like.shape, order=1, cval=_background(query)
     )
 
 
