@@ -268,6 +268,13 @@ LEVEL = Annotated[
         "(default: the map's contour)",
     ),
 ]
+INCLUDE_HIT = Annotated[
+    bool,
+    Query(
+        description="put the hit's map in the zip (false: the command file opens "
+        "it by its stored file name, for a user who has it)"
+    ),
+]
 PAIR_FORMAT = Annotated[
     Literal["zip", "json"],
     Query(
@@ -487,6 +494,7 @@ def create_api(
         contour: CONTOUR = None,
         query_level: LEVEL = None,
         hit_level: LEVEL = None,
+        include_hit: INCLUDE_HIT = True,
         format: PAIR_FORMAT = "zip",
     ) -> Any:
         """Finds the rigid pose that lays the uploaded map on the entry's map (a
@@ -500,7 +508,7 @@ def create_api(
             pair = pairs.for_upload(
                 data, file.filename or "upload", _entry_key(hit), contour
             )
-            return _pair_as(pair, format, query_level, hit_level)
+            return _pair_as(pair, format, query_level, hit_level, include_hit)
 
     @app.get(
         f"{API_PREFIX}/entries/{{entry}}/superpose/{{hit}}",
@@ -513,13 +521,14 @@ def create_api(
         hit: Annotated[str, Path(min_length=1, max_length=64, description=_HIT)],
         query_level: LEVEL = None,
         hit_level: LEVEL = None,
+        include_hit: INCLUDE_HIT = True,
         format: PAIR_FORMAT = "zip",
     ) -> Any:
         """As ``POST /api/superpose``, with a stored entry as the query (e.g. a
         hit of ``/similar``); both maps must be on the server."""
         with upload_slot():
             pair = pairs.for_entries(_entry_key(entry), _entry_key(hit))
-            return _pair_as(pair, format, query_level, hit_level)
+            return _pair_as(pair, format, query_level, hit_level, include_hit)
 
     @app.post(
         f"{API_PREFIX}/encode",
@@ -608,12 +617,16 @@ def _hits_as(result: dict[str, Any], format: str, name: str) -> Any:
 
 
 def _pair_as(
-    pair: Pair, format: str, query_level: float | None, hit_level: float | None
+    pair: Pair,
+    format: str,
+    query_level: float | None,
+    hit_level: float | None,
+    include_hit: bool = True,
 ) -> Any:
     """A superposition as asked: its description (JSON) or the zip."""
     if format == "json":
         return pair.describe()
-    name, blob = pair.archive(query_level, hit_level)
+    name, blob = pair.archive(query_level, hit_level, include_hit)
     return Response(
         blob,
         media_type="application/zip",

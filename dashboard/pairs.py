@@ -89,13 +89,18 @@ class Pair:
         }
 
     def archive(
-        self, query_level: float | None = None, hit_level: float | None = None
+        self,
+        query_level: float | None = None,
+        hit_level: float | None = None,
+        include_hit: bool = True,
     ) -> tuple[str, bytes]:
         """``(file name, zip bytes)`` of the pair at these levels (default: the
         maps' contours): the query resampled onto the hit's grid, the hit's map
-        and a ChimeraX command file (:func:`swan_index.superpose.pair_files`)."""
+        (unless ``include_hit`` is false: the user has it) and a ChimeraX command
+        file (:func:`swan_index.superpose.pair_files`)."""
+        hit_path = self.hit_path if include_hit else None
         files = pair_files(
-            self.query, self.hit, self.sup, self.hit_path, query_level, hit_level
+            self.query, self.hit, self.sup, hit_path, query_level, hit_level
         )
         name = f"{safe_name(self.query.name)}_on_{safe_name(self.hit.name)}.zip"
         return name, pair_zip(files)

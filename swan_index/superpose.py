@@ -621,6 +621,8 @@ def pair_files(
     files = {query_file: mrc_bytes(data, hit.dmap, labels)}
     if hit_path is not None:
         files[hit_file] = plain_bytes(hit_path)
+    else:  # the user opens the hit's own file, named as it was stored
+        hit_file = safe_name(Path(hit.dmap.path).name)
     script = chimerax_script(
         hit_file, query_file, h_level, q_level, hit.name, query.name, sup.correlation
     )

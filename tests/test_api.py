@@ -1003,6 +1003,19 @@ def test_superpose_entries_and_its_errors(client: TestClient):
     response = client.get("/api/entries/EMD-1832/superpose/EMD-5625")
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/zip"
+    # without the hit's map: the command file opens the hit's own file
+    import io
+    import zipfile
+
+    lean = client.get(
+        "/api/entries/EMD-1832/superpose/EMD-5625", params={"include_hit": False}
+    )
+    with zipfile.ZipFile(io.BytesIO(lean.content)) as zf:
+        names = zf.namelist()
+        (script,) = [n for n in names if n.endswith(".cxc")]
+        text = zf.read(script).decode()
+    assert sum(n.endswith(".mrc") for n in names) == 1
+    assert "open emd_5625.map" in text.splitlines()
     assert_error(client.get("/api/entries/EMD-1832/superpose/EMD-999999"), 404)
     message = assert_error(
         client.post(
