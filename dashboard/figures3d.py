@@ -289,8 +289,8 @@ def pair_figure(
     hit_color: str = "#f58518",
 ) -> go.Figure:
     """A query and a hit superposed in one 3D scene, in Å: two isosurfaces of
-    volumes on one grid (:func:`swan_index.superpose.display_volumes`), the
-    hit transparent over the query (so the query shows where they coincide).
+    volumes on one grid (:func:`swan_index.superpose.display_volumes`); the
+    one enclosing more at its level is drawn see-through over the other.
 
     Args:
         query, hit: ``[n, n, n]`` densities on one grid (map units).
@@ -307,9 +307,13 @@ def pair_figure(
     n = max(np.shape(hit))
     half = 0.5 * (n - 1) * spacing
     traces, missing = [], []
+    # the one enclosing more is drawn see-through, so the other shows inside it
+    hit_larger = np.sum(np.asarray(hit) > hit_level) >= np.sum(
+        np.asarray(query) > query_level
+    )
     for vol, level, color, name, opacity in (
-        (query, query_level, query_color, query_name, 1.0),
-        (hit, hit_level, hit_color, hit_name, 0.35),
+        (query, query_level, query_color, query_name, 1.0 if hit_larger else 0.35),
+        (hit, hit_level, hit_color, hit_name, 0.35 if hit_larger else 1.0),
     ):
         mesh = _mesh(vol, float(level), color)
         if mesh is None:

@@ -1,5 +1,5 @@
 """The hit picked in the search page's table, superposed on the query: one
-3D view in Å (the query solid, the hit transparent over it), a contour slider
+3D view in Å (the map enclosing more drawn see-through), a contour slider
 per map (map units) and the pair as a zip for ChimeraX.
 
 A part of :mod:`dashboard.pages.search` (which lays it out and registers it):
@@ -109,7 +109,8 @@ def on_pick_hit(
     vols = pair.volumes
     info = pair.describe()
     text = (
-        f"{info['query']} (blue) under hit {info['hit']} (orange, transparent), "
+        f"{info['query']} (blue) and hit {info['hit']} (orange; the larger "
+        "see-through), "
         f"in Å: rigid fit, correlation {info['correlation']:.3f} (canonical frames "
         f"alone {info['canonical_correlation']:.3f})"
     )

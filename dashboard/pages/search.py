@@ -29,10 +29,10 @@ its end (the encoder and the fit cannot be stopped midway), and a file still
 being sent by the browser is sent to the end first.
 
 **Picking a hit** (a cell of its row) superposes it on the query
-(:mod:`dashboard.pages.pair`): both maps in Å, the hit transparent over the
-query, each with its own contour slider; the download button gives the query
-resampled into the hit's frame (MRC), the hit's map and a ChimeraX command file
-at the levels chosen.
+(:mod:`dashboard.pages.pair`): both maps in Å, in two colours (the one
+enclosing more see-through), each with its own contour slider; the download
+button gives the query resampled into the hit's frame (MRC), the hit's map and
+a ChimeraX command file at the levels chosen.
 """
 
 from __future__ import annotations
