@@ -10,6 +10,8 @@ app whose routes live under ``/api`` (schema at ``/api/openapi.json``, docs at
     GET    /api/entries/{entry}            metadata (store id or EMDB id)
     GET    /api/entries/{entry}/similar    search with a stored entry
     POST   /api/encode                     the code of an uploaded map, per scale
+    POST   /api/superpose                  an uploaded map superposed on a hit (zip)
+    GET    /api/entries/{entry}/superpose/{hit}   one entry on another (zip)
     POST   /api/entries                    ingest an upload    (Bearer token)
     DELETE /api/entries/{entry}            delete an entry     (Bearer token)
 
@@ -44,19 +46,22 @@ import secrets
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, FastAPI, File, Form, Path, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from dashboard.export import hit_export_rows, rows_csv
+from dashboard.pairs import Pair, Pairs
 from dashboard.service import AmbiguousEntry, SwanService, UploadError
 from swan_index.db import StoreBusyError
+from swan_index.superpose import safe_name
 
 log = logging.getLogger(__name__)
 
@@ -300,6 +305,37 @@ WHERE = Annotated[
     ),
 ]
 EXACT = Annotated[bool, Query(description="score every entry (slower, exact)")]
+FORMAT = Annotated[
+    Literal["json", "csv"],
+    Query(
+        description='"json" (default) or "csv": the hits as a CSV file, one row per '
+        "hit (rank, name, score, a column per scale, fit, size, method, "
+        "resolution, id, emdb_id, emdb_url)"
+    ),
+]
+LEVEL = Annotated[
+    float | None,
+    Query(
+        allow_inf_nan=False,
+        description="contour level written into the ChimeraX file, map units "
+        "(default: the map's contour)",
+    ),
+]
+INCLUDE_HIT = Annotated[
+    bool,
+    Query(
+        description="put the hit's map in the zip (false: the command file opens "
+        "it by its stored file name, for a user who has it)"
+    ),
+]
+PAIR_FORMAT = Annotated[
+    Literal["zip", "json"],
+    Query(
+        description='"zip" (default): the query resampled into the hit\'s frame '
+        '(MRC), the hit\'s map and a ChimeraX command file; "json": the '
+        "transform and its correlation only"
+    ),
+]
 FIT = Annotated[
     bool,
     Query(
@@ -333,6 +369,12 @@ _BEARER = HTTPBearer(
     auto_error=False, description="the write token the server was started with"
 )
 TOKEN = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+
+
+#: The CSV answer of the hits (``format=csv``), beside the JSON one.
+_CSV: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/csv": {}}, "description": "the hits (JSON, or CSV)"}
+}
 
 
 # -- the app -----------------------------------------------------------------------
@@ -374,6 +416,7 @@ def create_api(
     )
     _add_error_handlers(app, service)
     slots = threading.BoundedSemaphore(upload_slots)
+    pairs = Pairs(service)
 
     @contextmanager
     def upload_slot() -> Iterator[None]:
@@ -414,7 +457,7 @@ def create_api(
     @app.post(
         f"{API_PREFIX}/search",
         response_model=SearchResult,
-        responses=_errors(400, 413, 422, 503),
+        responses={**_CSV, **_errors(400, 413, 422, 503)},
         tags=["search"],
         summary="Search with an uploaded map",
     )
@@ -426,13 +469,15 @@ def create_api(
         exact: EXACT = False,
         contour: CONTOUR = None,
         fit: FIT = True,
-    ) -> dict[str, Any]:
+        format: FORMAT = "json",
+    ) -> Any:
         """Entries most similar to the uploaded map, best first, with the score at
         every scale. ``k``, ``where``, ``exact``, ``fit`` and ``contour`` may be sent as
-        query parameters or as form fields (a form field wins)."""
+        query parameters or as form fields (a form field wins); ``format=csv``
+        answers the hits as a CSV file."""
         with upload_slot():
             data = file.file.read()
-            return service.search_upload(
+            result = service.search_upload(
                 data,
                 name=file.filename or "upload",
                 k=_pick(form["k"], k),
@@ -441,6 +486,7 @@ def create_api(
                 contour=_pick(form["contour"], contour),
                 fit=_pick(form["fit"], fit),
             )
+        return _hits_as(result, format, file.filename or "upload")
 
     @app.get(
         f"{API_PREFIX}/entries",
@@ -470,7 +516,7 @@ def create_api(
     @app.get(
         f"{API_PREFIX}/entries/{{entry}}/similar",
         response_model=SimilarResult,
-        responses=_errors(400, 404, 422, 503),
+        responses={**_CSV, **_errors(400, 404, 422, 503)},
         tags=["search"],
         summary="Entries most similar to a stored one",
     )
@@ -480,11 +526,62 @@ def create_api(
         where: WHERE = None,
         exact: EXACT = False,
         fit: FIT = True,
-    ) -> dict[str, Any]:
-        """The entry itself comes first (score 1) unless ``where`` excludes it."""
-        return service.similar(
+        format: FORMAT = "json",
+    ) -> Any:
+        """The entry itself comes first (score 1) unless ``where`` excludes it;
+        ``format=csv`` answers the hits as a CSV file."""
+        result = service.similar(
             _entry_key(entry), k=k, where=where, exact=exact, fit=fit
         )
+        return _hits_as(result, format, f"similar-to-{entry}")
+
+    @app.post(
+        f"{API_PREFIX}/superpose",
+        responses={**_ZIP, **_errors(400, 404, 413, 422, 503)},
+        tags=["search"],
+        summary="An uploaded map superposed on a stored entry (zip for ChimeraX)",
+    )
+    def superpose(
+        file: UPLOAD,
+        hit: Annotated[str, Query(min_length=1, max_length=64, description=_HIT)],
+        contour: CONTOUR = None,
+        query_level: LEVEL = None,
+        hit_level: LEVEL = None,
+        include_hit: INCLUDE_HIT = True,
+        format: PAIR_FORMAT = "zip",
+    ) -> Any:
+        """Finds the rigid pose that lays the uploaded map on the entry's map (a
+        rotation search at one physical scale) and answers a zip: the upload
+        resampled onto the entry's grid (MRC, same voxel size and origin, so it
+        overlays the entry's map file as it is), the entry's map, and a ChimeraX
+        command file (``.cxc``) opening both at their levels in two colours.
+        The entry's map must be on the server (simulated entries have none: 404)."""
+        with upload_slot():
+            data = file.file.read()
+            pair = pairs.for_upload(
+                data, file.filename or "upload", _entry_key(hit), contour
+            )
+            return _pair_as(pair, format, query_level, hit_level, include_hit)
+
+    @app.get(
+        f"{API_PREFIX}/entries/{{entry}}/superpose/{{hit}}",
+        responses={**_ZIP, **_errors(404, 422, 503)},
+        tags=["search"],
+        summary="One stored entry superposed on another (zip for ChimeraX)",
+    )
+    def superpose_entries(
+        entry: ENTRY,
+        hit: Annotated[str, Path(min_length=1, max_length=64, description=_HIT)],
+        query_level: LEVEL = None,
+        hit_level: LEVEL = None,
+        include_hit: INCLUDE_HIT = True,
+        format: PAIR_FORMAT = "zip",
+    ) -> Any:
+        """As ``POST /api/superpose``, with a stored entry as the query (e.g. a
+        hit of ``/similar``); both maps must be on the server."""
+        with upload_slot():
+            pair = pairs.for_entries(_entry_key(entry), _entry_key(hit))
+            return _pair_as(pair, format, query_level, hit_level, include_hit)
 
     @app.post(
         f"{API_PREFIX}/encode",
@@ -548,6 +645,46 @@ def create_api(
         return service.delete(_entry_key(entry))
 
     return app
+
+
+_HIT = 'the hit: store id (e.g. 3) or EMDB id (e.g. "EMD-1832")'
+_ZIP: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"application/zip": {}, "application/json": {}},
+        "description": "the zip (or, with format=json, the transform)",
+    }
+}
+
+
+def _hits_as(result: dict[str, Any], format: str, name: str) -> Any:
+    """A search result as asked: the dict (JSON), or its hits as a CSV file."""
+    if format != "csv":
+        return result
+    text = rows_csv(hit_export_rows(result["hits"]))
+    stem = safe_name(name, "hits").split(".")[0] or "hits"
+    return Response(
+        text,
+        media_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{stem}-hits.csv"'},
+    )
+
+
+def _pair_as(
+    pair: Pair,
+    format: str,
+    query_level: float | None,
+    hit_level: float | None,
+    include_hit: bool = True,
+) -> Any:
+    """A superposition as asked: its description (JSON) or the zip."""
+    if format == "json":
+        return pair.describe()
+    name, blob = pair.archive(query_level, hit_level, include_hit)
+    return Response(
+        blob,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
 
 
 def _search_form(

@@ -275,3 +275,78 @@ def coarse_to_fine_figure(
         bottom = fig.layout[f"scene{'' if j == 0 else j + 1}"].domain.y[0]
         title.update(y=bottom, yanchor="top", yshift=-2)
     return fig
+
+
+def pair_figure(
+    query: np.ndarray,
+    hit: np.ndarray,
+    spacing: float,
+    query_level: float,
+    hit_level: float,
+    query_name: str = "query",
+    hit_name: str = "hit",
+    query_color: str = "#4c78a8",
+    hit_color: str = "#f58518",
+) -> go.Figure:
+    """A query and a hit superposed in one 3D scene, in Å: two isosurfaces of
+    volumes on one grid (:func:`swan_index.superpose.display_volumes`); the
+    one enclosing more at its level is drawn see-through over the other.
+
+    Args:
+        query, hit: ``[n, n, n]`` densities on one grid (map units).
+        spacing: Å per voxel of the grid.
+        query_level, hit_level: their contour levels, map units.
+        query_name, hit_name: legend entries.
+        query_color, hit_color: surface colours.
+
+    Returns:
+        The figure (axes in Å about the grid's centre); ``layout.meta`` holds
+        ``levels`` (query, hit) and ``drawn`` (which surfaces exist). A volume
+        with no surface at its level is named in an annotation.
+    """
+    n = max(np.shape(hit))
+    half = 0.5 * (n - 1) * spacing
+    traces, missing = [], []
+    # the one enclosing more is drawn see-through, so the other shows inside it
+    hit_larger = np.sum(np.asarray(hit) > hit_level) >= np.sum(
+        np.asarray(query) > query_level
+    )
+    for vol, level, color, name, opacity in (
+        (query, query_level, query_color, query_name, 1.0 if hit_larger else 0.35),
+        (hit, hit_level, hit_color, hit_name, 0.35 if hit_larger else 1.0),
+    ):
+        mesh = _mesh(vol, float(level), color)
+        if mesh is None:
+            missing.append(f"{name}: no surface at {level:.4g}")
+            continue
+        mesh.update(
+            x=np.asarray(mesh.x) * spacing - half,
+            y=np.asarray(mesh.y) * spacing - half,
+            z=np.asarray(mesh.z) * spacing - half,
+            name=name,
+            showlegend=True,
+            opacity=opacity,
+        )
+        traces.append(mesh)
+    axis = dict(range=[-half, half], autorange=False, showbackground=False)
+    fig = go.Figure(traces)
+    fig.update_layout(
+        template=TEMPLATE,
+        scene=dict(
+            aspectmode="cube",
+            xaxis=dict(title="x (Å)", **axis),
+            yaxis=dict(title="y (Å)", **axis),
+            zaxis=dict(title="z (Å)", **axis),
+            camera=dict(eye=dict(x=1.3, y=1.3, z=0.9)),
+        ),
+        margin=dict(l=0, r=0, t=10, b=0),
+        legend=dict(orientation="h", y=1.0, x=0.0, bgcolor="rgba(255,255,255,0.6)"),
+        uirevision="pair",
+        meta={
+            "levels": [round(float(query_level), 6), round(float(hit_level), 6)],
+            "drawn": [t.name for t in traces],
+        },
+    )
+    if missing:
+        fig.add_annotation(**message_annotation("; ".join(missing)))
+    return fig

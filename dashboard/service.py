@@ -33,7 +33,7 @@ import tempfile
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from swan_index.db import StoreBusyError
 from swan_index.fit import apply_fit
 from swan_index.indexer import ingest_paths
 from swan_index.map_encoder import DEFAULT_CHECKPOINT, MapEncoder
+from swan_index.placement import Placement, place_query
 from swan_index.prepare import shrink
 from swan_index.query import (
     UPLOAD_PREFIX,
@@ -97,6 +98,11 @@ class UploadError(ValueError):
     def __init__(self, message: str, status: int = 400) -> None:
         super().__init__(message)
         self.status = status
+
+
+class SearchCancelled(Exception):
+    """A search stopped because its client cancelled it (see
+    :meth:`SwanService.search_upload_query`)."""
 
 
 class ReadWriteLock:
@@ -321,19 +327,50 @@ class SwanService:
         contour: float | None = None,
         fit: bool = True,
     ) -> dict[str, Any]:
-        """Search with an uploaded map: ``{"query": {...}, "hits": [...]}``;
-        ``fit``: re-score the best hits by a search over all rotations
-        (:mod:`swan_index.fit`).
+        """Search with an uploaded map: ``{"query": {...}, "hits": [...],
+        "significance": {...}}``; ``fit``: re-score the best hits by a search
+        over all rotations (:mod:`swan_index.fit`).
 
         Raises:
             UploadError: bad upload (status 400, or 413 when too large).
             ValueError: bad ``k`` or ``where``.
         """
+        return self.search_upload_query(data, name, k, where, exact, contour, fit)[1]
+
+    def search_upload_query(
+        self,
+        data: bytes,
+        name: str = "upload",
+        k: int = 10,
+        where: str | None = None,
+        exact: bool = False,
+        contour: float | None = None,
+        fit: bool = True,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> tuple[Query, dict[str, Any]]:
+        """:meth:`search_upload`, answering the :class:`Query` itself (the
+        dashboard draws it and places it on the map) and the result.
+
+        Args:
+            cancelled: asked after each stage (reading and encoding, the
+                rotational fit, ranking); once it answers true the search stops
+                there. A stage under way runs to its end.
+
+        Raises:
+            SearchCancelled: ``cancelled`` answered true.
+            UploadError, ValueError: as :meth:`search_upload`.
+        """
         self.refresh()
         options = SearchOptions(where=where, exact=exact)
         self._check_search(k, where)  # before the upload's costly encoding
         query = self._upload_query(data, name, contour)
-        return self._search(query, fit, k, options)
+        return query, self._search(query, fit, k, options, cancelled)
+
+    def placement(self, query: Query) -> Placement | None:
+        """Where ``query`` (its first pose) lies on the archive map
+        (:func:`swan_index.placement.place_query`); ``None`` without a layout."""
+        with self._lock.reading():
+            return place_query(self.store, query.code, query.rg)
 
     def _check_search(self, k: Any, where: str | None) -> None:
         """Refuse a bad ``k`` or ``where`` (ValueError, one line) before any
@@ -372,25 +409,40 @@ class SwanService:
         return self._search(query, fit, k, SearchOptions(where=where, exact=exact))
 
     def _search(
-        self, query: Query, fit: bool, k: int, options: SearchOptions
+        self,
+        query: Query,
+        fit: bool,
+        k: int,
+        options: SearchOptions,
+        cancelled: Callable[[], bool] | None = None,
     ) -> dict[str, Any]:
         """:func:`swan_index.query.search_explained` holding a shared turn only
         for what reads the store: the rotational fit and the E-values' background,
         the costly steps, run without it (at most :data:`FIT_SLOTS` at once).
+        ``cancelled`` is asked between stages (:class:`SearchCancelled`).
 
         Returns:
             ``{"query": ..., "hits": [...], "significance": ...}``.
         """
+
+        def check() -> None:
+            if cancelled is not None and cancelled():
+                raise SearchCancelled(query.name or "search")
+
+        check()
         turned = query.fit() if fit else None
+        check()
         with self._lock.reading():
             ranking = self.store.rank(
                 query.code, k, options, rg=query.rg, fit=turned is not None
             )
+        check()
         with self._fitting:
             apply_fit(ranking, turned)
         with self._lock.reading():
             hits = self.store.hits(ranking)
             null = StoreNull.read(self.store, options, turned is not None)
+        check()
         with self._fitting:
             hits, sig = judge(
                 null, hits, query.code, query.rg, options, turned, query.entry_id

@@ -36,6 +36,8 @@ import os
 import re
 import socket
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -242,18 +244,9 @@ class Query:
                 contour; the message names ``name``, not the temporary file.
         """
         shown = display_name(name)
-        prefix = f"{UPLOAD_PREFIX}{upload_owner()}-"
-        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".bin")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+        with _upload_file(data, shown) as tmp:
             dmap = read_map(tmp, max_bytes=max_bytes)
             prepared = prepare_map(dmap, encoder.grid, True, contour=contour)
-        except IngestError as exc:
-            problem, fix = (part.replace(tmp, shown) for part in (exc.problem, exc.fix))
-            raise type(exc)(shown, problem, fix) from None
-        finally:
-            os.unlink(tmp)
         return cls._of_prepared(encoder, prepared, "upload", shown)
 
     @classmethod
@@ -355,6 +348,37 @@ class Query:
 def _rg_of(row: dict[str, Any]) -> float | None:
     rg = row.get("rg")
     return None if rg is None or not np.isfinite(rg) else float(rg)
+
+
+@contextmanager
+def _upload_file(data: bytes, shown: str) -> Iterator[str]:
+    """A private temporary file holding ``data`` (named after this process,
+    :func:`upload_owner`), removed after the block; an :class:`IngestError`
+    raised in the block names ``shown`` instead of the file."""
+    prefix = f"{UPLOAD_PREFIX}{upload_owner()}-"
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".bin")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        yield tmp
+    except IngestError as exc:
+        problem, fix = (part.replace(tmp, shown) for part in (exc.problem, exc.fix))
+        raise type(exc)(shown, problem, fix) from None
+    finally:
+        os.unlink(tmp)
+
+
+def read_upload(
+    data: bytes, name: str = "upload", max_bytes: int | None = None
+) -> DensityMap:
+    """An uploaded map read as :meth:`Query.from_bytes` reads it (through a
+    private temporary file; messages name ``name``).
+
+    Raises:
+        IngestError: the upload is not a readable map (or over ``max_bytes``).
+    """
+    with _upload_file(data, display_name(name)) as tmp:
+        return read_map(tmp, max_bytes=max_bytes)
 
 
 def display_name(name: str | None) -> str:

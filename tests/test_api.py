@@ -515,7 +515,10 @@ def test_openapi_schema(client: TestClient):
         "/api/entries",
         "/api/entries/{entry}",
         "/api/entries/{entry}/similar",
+        "/api/superpose",
+        "/api/entries/{entry}/superpose/{hit}",
     }
+    assert "text/csv" in paths["/api/search"]["post"]["responses"]["200"]["content"]
     assert "413" in paths["/api/search"]["post"]["responses"]
     assert "403" in paths["/api/entries"]["post"]["responses"]
     docs = client.get("/api/docs")
@@ -541,6 +544,8 @@ def api_schema(service: SwanService):
         ("/api/encode", "POST", 5),
         ("/api/entries", "POST", 3),
         ("/api/entries/{entry}", "DELETE", 3),
+        ("/api/superpose", "POST", 3),
+        ("/api/entries/{entry}/superpose/{hit}", "GET", 5),
     ],
 )
 def test_fuzz_from_the_schema(api_schema, path: str, method: str, examples: int):
@@ -890,3 +895,140 @@ def test_entry_listing_filters_and_refuses_bad_pages(client: TestClient):
     assert beyond["entries"] == [] and beyond["next_offset"] is None
     assert_error(client.get("/api/entries", params={"limit": 0}), 422)
     assert_error(client.get("/api/entries", params={"where": "nope > 1"}), 400)
+
+
+# -- hits as CSV, superposed pairs --------------------------------------------------
+def _csv_rows(text: str) -> list[dict[str, str]]:
+    import csv
+    import io
+
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_search_hits_as_csv(client: TestClient, map_bytes):
+    response = client.post(
+        "/api/search",
+        params={"k": 3, "format": "csv"},
+        files={"file": ("emd_1832.map", map_bytes("emd_1832"))},
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/csv")
+    assert "emd_1832-hits.csv" in response.headers["content-disposition"]
+    rows = _csv_rows(response.text)
+    assert len(rows) == 3 and rows[0]["rank"] == "1"
+    assert rows[0]["emdb_id"] == "EMD-1832"
+    assert rows[0]["emdb_url"] == "https://www.ebi.ac.uk/emdb/EMD-1832"
+    assert {"score", "scale_1", "fit", "name", "id"} <= set(rows[0])
+    # the same hits as the JSON answer
+    json_hits = client.post(
+        "/api/search",
+        params={"k": 3},
+        files={"file": ("emd_1832.map", map_bytes("emd_1832"))},
+    ).json()["hits"]
+    assert [int(r["id"]) for r in rows] == [h["id"] for h in json_hits]
+
+
+def test_similar_hits_as_csv(client: TestClient):
+    response = client.get(
+        "/api/entries/EMD-5625/similar", params={"k": 2, "format": "csv"}
+    )
+    assert response.status_code == 200 and response.text.startswith("rank,")
+    assert _csv_rows(response.text)[0]["emdb_id"] == "EMD-5625"
+
+
+def _moved_copy(tmp_path: Path) -> tuple[Path, np.ndarray]:
+    """EMD-5625 turned and moved (a transformed copy, written gzipped): its path
+    and the turn."""
+    import dataclasses
+
+    from scipy.spatial.transform import Rotation
+
+    from ingest import read_map, rotate_map, write_map
+
+    turn = Rotation.from_euler("zyx", [-50, 30, 15], degrees=True).as_matrix()
+    moved = rotate_map(read_map(MAPS["emd_5625"]), turn, order=1)
+    moved = dataclasses.replace(
+        moved, origin=tuple(np.asarray(moved.origin) + [9.0, 4.0, -12.0])
+    )
+    return write_map(moved, tmp_path / "moved_copy_of_5625.map.gz"), turn
+
+
+def test_superpose_an_upload_on_a_hit_gives_a_zip_for_chimerax(
+    client: TestClient, tmp_path: Path
+):
+    import io
+    import zipfile
+
+    from ingest import read_map
+    from ingest.canonical import volume_correlation
+
+    path, _ = _moved_copy(tmp_path)
+    response = client.post(
+        "/api/superpose",
+        params={"hit": "EMD-5625", "hit_level": 0.05},
+        files={"file": ("moved copy.map.gz", path.read_bytes())},
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(response.content)) as zf:
+        names = zf.namelist()
+        zf.extractall(tmp_path / "out")
+    out = tmp_path / "out"
+    (script,) = [n for n in names if n.endswith(".cxc")]
+    mrcs = [n for n in names if n.endswith(".mrc")]
+    text = (out / script).read_text()
+    assert all(f"open {n}" in text for n in mrcs) and "level 0.05 " in text
+    (query_file,) = [n for n in mrcs if "_on_" in n]
+    query = read_map(out / query_file)
+    hit = read_map(MAPS["emd_5625"])
+    assert query.shape == hit.shape
+    assert np.allclose(query.origin, hit.origin, atol=1e-3)
+    assert "resampled" in query.header["labels"][0]
+    assert volume_correlation(query.data, hit.data) > 0.95
+    # the transform alone, as JSON
+    info = client.post(
+        "/api/superpose",
+        params={"hit": "EMD-5625", "format": "json"},
+        files={"file": ("moved.map.gz", path.read_bytes())},
+    ).json()
+    assert info["correlation"] > 0.95 and info["hit"] == "EMD-5625"
+
+
+def test_superpose_entries_and_its_errors(client: TestClient):
+    info = client.get(
+        "/api/entries/EMD-1832/superpose/EMD-1832", params={"format": "json"}
+    ).json()
+    assert info["correlation"] > 0.99
+    assert np.allclose(info["rotation"], np.eye(3), atol=0.02)
+    response = client.get("/api/entries/EMD-1832/superpose/EMD-5625")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/zip"
+    # without the hit's map: the command file opens the hit's own file
+    import io
+    import zipfile
+
+    lean = client.get(
+        "/api/entries/EMD-1832/superpose/EMD-5625", params={"include_hit": False}
+    )
+    with zipfile.ZipFile(io.BytesIO(lean.content)) as zf:
+        names = zf.namelist()
+        (script,) = [n for n in names if n.endswith(".cxc")]
+        text = zf.read(script).decode()
+    assert sum(n.endswith(".mrc") for n in names) == 1
+    assert "open emd_5625.map" in text.splitlines()
+    assert_error(client.get("/api/entries/EMD-1832/superpose/EMD-999999"), 404)
+    message = assert_error(
+        client.post(
+            "/api/superpose",
+            params={"hit": "EMD-1832"},
+            files={"file": ("bad.map", b"not a map" * 10)},
+        ),
+        400,
+    )
+    assert "bad.map" in message
+    empty = client.post(
+        "/api/superpose",
+        params={"hit": "EMD-1832"},
+        files={"file": ("empty.map", b"")},
+    )
+    assert "empty.map" in assert_error(empty, 400)

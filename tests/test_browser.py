@@ -520,3 +520,105 @@ def test_filters_say_what_they_do(page):
     )
     page.locator("#keep-unresolved input").uncheck()
     page.goto(page.url.split("?")[0], wait_until="networkidle")
+
+
+MESHES = """(id) => { const gd = document.querySelector('#' + id + ' .js-plotly-plot');
+    return gd && gd.data ? gd.data.filter(t => t.type === 'mesh3d').length : 0; }"""
+
+
+def test_the_query_beside_its_hits_and_a_hit_superposed(page, tmp_path):
+    """Upload a real map: its name shows at once, then its isosurface and its
+    place on the archive map; picking a hit superposes it on the query; the
+    pair downloads as a zip for ChimeraX, the hits as CSV; a cancelled search
+    leaves the hits as they were; a failed upload clears them."""
+    page.set_input_files("#upload-map input[type=file]", str(MAPS["emd_5625"]))
+    page.wait_for_function(
+        """() => document.querySelector('#upload-progress').innerText
+                 .includes('Searching emd_5625.map')""",
+        timeout=10_000,
+    )
+    assert page.locator("#upload-cancel").is_visible()
+    page.wait_for_function(
+        """() => document.querySelector('#hits-heading').innerText
+                 .includes('emd_5625.map')""",
+        timeout=90_000,
+    )
+    page.wait_for_function(f"({MESHES})('query-graph') > 0", timeout=60_000)
+    page.wait_for_function(
+        """() => { const gd = document.querySelector('#query-map .js-plotly-plot');
+                   return gd && gd.data.some(
+                       t => (t.name || '').startsWith('query')); }""",
+        timeout=30_000,
+    )
+    assert not page.locator("#upload-cancel").is_visible()
+    page.locator("#query-panel").screenshot(path=str(ARTIFACTS / "search_query.png"))
+    # pick the best hit (EMD-5625 itself): the pair is drawn in two colours
+    cell = "#hits-table td[data-dash-column='score']:not(.phantom-cell)"
+    page.locator(cell).first.click()
+    page.wait_for_function(f"({MESHES})('pair-graph') == 2", timeout=120_000)
+    page.wait_for_function(
+        "() => document.querySelector('#pair-message').innerText"
+        ".includes('correlation')",
+        timeout=30_000,
+    )
+    page.locator("#pair-panel").screenshot(path=str(ARTIFACTS / "search_pair.png"))
+    # ... and downloads as a zip: the resampled query, the hit, a .cxc
+    with page.expect_download(timeout=60_000) as got:
+        page.click("#pair-download")
+    saved = tmp_path / got.value.suggested_filename
+    got.value.save_as(saved)
+    import zipfile
+
+    with zipfile.ZipFile(saved) as zf:
+        names = zf.namelist()
+    assert sum(n.endswith(".mrc") for n in names) == 2
+    assert sum(n.endswith(".cxc") for n in names) == 1
+    # another real map among the hits: two colours, one scale
+    emdb = page.locator(
+        "#hits-table td[data-dash-column='emdb']:not(.phantom-cell)"
+    ).all_inner_texts()
+    other = next(
+        i for i, t in enumerate(emdb) if t.startswith("EMD-") and t != "EMD-5625"
+    )
+    page.locator(cell).nth(other).click()
+    page.wait_for_function(
+        f"""() => document.querySelector('#pair-message').innerText
+                  .includes('hit {emdb[other]}')""",
+        timeout=120_000,
+    )
+    page.wait_for_function(f"({MESHES})('pair-graph') == 2", timeout=30_000)
+    page.locator("#pair-panel").screenshot(
+        path=str(ARTIFACTS / "search_pair_other.png")
+    )
+    page.screenshot(path=str(ARTIFACTS / "search_page.png"), full_page=True)
+    # the hits export as CSV
+    with page.expect_download(timeout=30_000) as got:
+        page.click("#hits-csv")
+    assert got.value.suggested_filename == "emd_5625-hits.csv"
+    # a search cancelled: its result is dropped, the hits shown stay
+    page.set_input_files("#upload-map input[type=file]", str(MAPS["emd_6824"]))
+    page.locator("#upload-cancel").click(timeout=10_000)
+    page.wait_for_function(
+        """() => document.querySelector('#upload-message').innerText
+                 .includes('emd_6824.mrc: search cancelled')""",
+        timeout=90_000,
+    )
+    assert "emd_5625.map" in page.inner_text("#hits-heading")
+    assert not page.locator("#upload-cancel").is_visible()
+    # a failed upload clears the hits and says so
+    bad = tmp_path / "not_a_map.map"
+    bad.write_bytes(b"not a map at all" * 8)
+    page.set_input_files("#upload-map input[type=file]", str(bad))
+    page.wait_for_function(
+        """() => { const m = document.querySelector('#upload-message');
+                   return m && m.innerText.includes('cleared'); }""",
+        timeout=60_000,
+    )
+    assert "not_a_map.map" in page.inner_text("#upload-message")
+    assert page.locator("#hits-table td").count() == 0
+    assert page.inner_text("#hits-heading") == ""
+    assert not page.locator("#pair-panel").is_visible()
+    page.locator("#upload-message").screenshot(
+        path=str(ARTIFACTS / "search_failed.png")
+    )
+    assert not page.errors

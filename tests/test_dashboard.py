@@ -16,7 +16,7 @@ from dash import no_update
 
 from dashboard.app import create_app
 from dashboard.figures import COLOR_FIELDS, OVERLAY_TRACES
-from dashboard.pages import entry, explore, filtering, search
+from dashboard.pages import entry, explore, filtering, pair, search
 from dashboard.service import SwanService
 from swan_index.indexer import ingest_paths
 from swan_index.layout import layout_store
@@ -162,7 +162,7 @@ def test_two_apps_in_one_process(service, app):
     other = create_app(service)
     assert other is not app
     assert set(other.callback_map) == set(app.callback_map)
-    assert len(app.callback_map) == 16
+    assert len(app.callback_map) == 22
     assert "selection-ids.data" in app.callback_map  # clientside: ids only
 
 
@@ -380,7 +380,8 @@ def test_picking_from_tables_and_nothing(service):
 def test_upload_of_a_real_map_lists_and_marks_the_hits(service):
     target = _id_of(service, "EMD-1832")
     contents = _upload_contents(MAPS["emd_1832"])
-    hit_ids, rows, msg = search.on_upload(service, contents, "emd_1832.map", None, 4)
+    out = search.on_upload(service, contents, "emd_1832.map", None, 4)
+    hit_ids, rows, msg = out["hits"], out["rows"], out["message"]
     assert hit_ids[0] == target and len(hit_ids) == 4
     assert [r["id"] for r in rows] == hit_ids
     assert rows[0]["rank"] == 1 and "scale_1" in rows[0]
@@ -399,7 +400,8 @@ def test_upload_of_a_real_map_lists_and_marks_the_hits(service):
 
 def test_upload_search_uses_the_filter(service):
     contents = _upload_contents(MAPS["emd_1832"])
-    hit_ids, rows, msg = search.on_upload(service, contents, "q.map", "rg < 40", 10)
+    out = search.on_upload(service, contents, "q.map", "rg < 40", 10)
+    hit_ids, msg = out["hits"], out["message"]
     allowed = set(service.store.entries(("id",), where="rg < 40")["id"].tolist())
     assert set(hit_ids) <= allowed and "rg < 40" in _text(msg)
 
@@ -418,8 +420,11 @@ def test_upload_search_uses_the_filter(service):
     ],
 )
 def test_bad_upload_is_a_readable_message(service, contents, expect):
-    hit_ids, rows, msg = search.on_upload(service, contents, "bad.map", None, 5)
-    assert hit_ids is no_update and rows is no_update
+    out = search.on_upload(service, contents, "bad.map", None, 5)
+    msg = out["message"]
+    # the hits of a previous search are cleared, and the message says so
+    assert out["hits"] == [] and out["rows"] == [] and out["query"] is None
+    assert "cleared" in _text(msg) and out["heading"] == ""
     assert msg.className == "swan-error"
     text = _text(msg)
     assert expect in text and "Traceback" not in text and "/tmp" not in text
@@ -427,12 +432,90 @@ def test_bad_upload_is_a_readable_message(service, contents, expect):
 
 def test_bad_filter_on_upload_is_a_readable_message(service):
     contents = _upload_contents(MAPS["emd_1832"])
-    _, _, msg = search.on_upload(service, contents, "q.map", "bad sql (", 5)
+    msg = search.on_upload(service, contents, "q.map", "bad sql (", 5)["message"]
     assert msg.className == "swan-error" and "filter" in _text(msg)
 
 
 def test_cleared_upload_changes_nothing(service):
-    assert search.on_upload(service, None, None) == (no_update,) * 3
+    out = search.on_upload(service, None, None)
+    assert set(out) == set(search.UPLOAD_OUTPUTS)
+    assert all(v is no_update for v in out.values())
+
+
+def test_upload_shows_the_query_and_places_it_on_the_map(service):
+    target = _id_of(service, "EMD-1832")
+    out = search.on_upload(
+        service, _upload_contents(MAPS["emd_1832"]), "emd_1832.map", None, 3
+    )
+    assert "emd_1832.map" in out["heading"]
+    assert any(t.type == "mesh3d" for t in out["query_figure"].data)
+    traces = {t.name: t for t in out["map_figure"].data}
+    star = traces["query: emd_1832.map"]
+    # the query is the stored map itself: it lands on its entry
+    xy = service.table(("id", "x", "y"), where=f"id = {target}")
+    assert np.isclose(star.x[0], xy["x"][0]) and np.isclose(star.y[0], xy["y"][0])
+    assert list(traces["hits"].text) == ["1", "2", "3"]
+
+
+def test_a_cancelled_search_changes_no_hits(service):
+    tokens = search.SearchTokens()
+    tokens.cancel("t1")
+    contents = _upload_contents(MAPS["emd_1832"])
+    out = search.on_upload(service, contents, "q.map", None, 3, None, "t1", tokens)
+    assert out["hits"] is no_update and out["rows"] is no_update
+    assert "cancelled" in _text(out["message"])
+    fresh = search.on_upload(service, contents, "q.map", None, 3, None, "t2", tokens)
+    assert len(fresh["hits"]) == 3
+
+
+def test_picking_a_hit_superposes_it_and_offers_the_pair(service):
+    from dashboard.pairs import Pairs
+
+    pairs = Pairs(service)
+    target = _id_of(service, "EMD-5625")
+    contents = _upload_contents(MAPS["emd_5625"])
+    out = search.on_upload(service, contents, "emd_5625.map", None, 3, pairs)
+    query, rows = out["query"], out["rows"]
+    assert query["key"]
+    assert pair.on_pick_hit(pairs, None, query)["figure"] is no_update
+    pick = pair.on_pick_hit(pairs, {"row_id": target}, query, rows)
+    assert pick["store"] == {"key": query["key"], "hit": target}
+    assert [t.type for t in pick["figure"].data] == ["mesh3d", "mesh3d"]
+    assert "correlation 0.99" in _text(pick["message"]) or "correlation 1.0" in _text(
+        pick["message"]
+    )
+    low, high, step, marks, value = pick["query_slider"]
+    assert low <= value <= high and step > 0
+    # a contour moved: drawn again at it
+    fig = pair.on_levels(pairs, pick["store"], value * 1.5, pick["hit_slider"][-1])
+    assert fig.layout.meta["levels"][0] == round(value * 1.5, 6)
+    sent = pair.on_download_pair(pairs, pick["store"], value, None)
+    assert sent["filename"].endswith(".zip") and sent["base64"]
+    # a hit that is not in the store: said in the panel
+    missing = pair.on_pick_hit(pairs, {"row_id": 999}, query, rows)
+    assert missing["message"].className == "swan-error"
+
+
+def test_hits_export_as_csv_and_json(service):
+    out = search.on_upload(
+        service, _upload_contents(MAPS["emd_1832"]), "emd_1832.map", None, 3
+    )
+    columns = [c["id"] for c in common_hits_columns(service)]
+    sent = search.on_export("csv", out["rows"], out["query"], columns)
+    assert sent["filename"] == "emd_1832-hits.csv"
+    header, first = sent["content"].splitlines()[:2]
+    assert header.startswith("rank,name,") and header.endswith("id,emdb_id,emdb_url")
+    assert "https://www.ebi.ac.uk/emdb/EMD-1832" in first
+    sent = search.on_export("json", out["rows"], out["query"], columns)
+    body = json.loads(sent["content"])
+    assert body["query"]["name"] == "emd_1832.map" and len(body["hits"]) == 3
+    assert search.on_export("csv", [], None, columns) is no_update
+
+
+def common_hits_columns(service):
+    from dashboard.pages.common import hits_columns
+
+    return hits_columns(service.store.encoder.scales)
 
 
 def test_overlay_before_the_map_exists(service):

@@ -147,3 +147,21 @@ def test_coarse_to_fine_scenes_share_one_scale_and_camera():
         assert title.y == pytest.approx(scene.domain.y[0])
         assert title.yanchor == "top"
     assert fig.layout.height >= 480
+
+
+def test_pair_figure_draws_both_in_angstrom():
+    from dashboard.figures3d import pair_figure
+
+    z, y, x = np.mgrid[:20, :20, :20]
+    ball = np.exp(-((x - 9.5) ** 2 + (y - 9.5) ** 2 + (z - 9.5) ** 2) / 20.0)
+    fig = pair_figure(ball, ball * 2, 3.0, 0.5, 1.0, "q", "h")
+    assert [t.name for t in fig.data] == ["q", "h"]
+    assert fig.layout.meta["levels"] == [0.5, 1.0]
+    assert fig.layout.scene.xaxis.title.text == "x (Å)"
+    assert fig.layout.scene.xaxis.range == (-28.5, 28.5)  # 19 voxels of 3 Å
+    xs = np.asarray(fig.data[0].x)
+    assert -28.5 <= xs.min() < 0 < xs.max() <= 28.5
+    # a level above a map's maximum: that surface is missing, and said
+    empty = pair_figure(ball, ball, 3.0, 5.0, 0.5, "q", "h")
+    assert [t.name for t in empty.data] == ["h"]
+    assert "q: no surface" in empty.layout.annotations[0].text

@@ -20,6 +20,10 @@ from dash import dcc, no_update
 from dashboard.app import create_app
 from dashboard.pages import common, entry, explore, filtering, search
 from dashboard.pages.common import GRAPH_CONFIG, K_RANGE, checked_k, hits_k
+from swan_index.map_encoder import MapEncoder
+from swan_index.query import Query
+
+from .conftest import MAPS
 
 #: Made-up entries: (id, emdb_id, title, label, simulated, method, resolution, x, y).
 _ROWS = [
@@ -132,7 +136,14 @@ def service():
 def test_no_graph_offers_to_send_its_data_anywhere(service):
     app = create_app(service)
     graphs = [c for c, _ in _walk(app.layout()) if isinstance(c, dcc.Graph)]
-    assert {g.id for g in graphs} == {"umap-graph", "iso-graph", "c2f-graph"}
+    assert {g.id for g in graphs} == {
+        "umap-graph",
+        "iso-graph",
+        "c2f-graph",
+        "query-graph",
+        "query-map",
+        "pair-graph",
+    }
     for graph in graphs:
         config = graph.config
         assert config["showSendToCloud"] is False
@@ -140,7 +151,8 @@ def test_no_graph_offers_to_send_its_data_anywhere(service):
         assert config["plotlyServerURL"] == ""
         assert config["displaylogo"] is False
         assert "sendChartToCloud" in config["modeBarButtonsToRemove"]
-    assert graphs[0].config["scrollZoom"] is True  # the map's own setting stays
+    by_id = {g.id: g for g in graphs}
+    assert by_id["umap-graph"].config["scrollZoom"] is True  # its own setting stays
     assert GRAPH_CONFIG["showLink"] is False and GRAPH_CONFIG["sendData"] is False
 
 
@@ -336,10 +348,17 @@ def test_search_hits_are_named(service, monkeypatch):
             "label": None,
         },
     ]
-    result = {"query": {"name": "q.map", "grid": [10, 10, 10]}, "hits": hits}
-    monkeypatch.setattr(service, "search_upload", lambda *a, **k: result, raising=False)
+    query = Query.from_file(MapEncoder(), MAPS["emd_1832"])
+    monkeypatch.setattr(service, "placement", lambda q: None, raising=False)
+    monkeypatch.setattr(
+        service,
+        "search_upload_query",
+        lambda *a, **k: (query, {"hits": hits, "significance": None}),
+        raising=False,
+    )
     contents = "data:application/octet-stream;base64,AAAA"
-    ids, rows, _ = search.on_upload(service, contents, "q.map")
+    out = search.on_upload(service, contents, "q.map")
+    ids, rows = out["hits"], out["rows"]
     assert ids == [3, 1]
     assert [r["name"] for r in rows] == ["model 5ME2", "map_1.map"]
     assert [r["emdb"] for r in rows][0] == "simulated"

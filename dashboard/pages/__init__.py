@@ -6,7 +6,10 @@ the callback bodies are plain module-level functions that tests call directly.
 
 * :mod:`~dashboard.pages.explore`: metadata filters, colour-by, the UMAP map,
   box/lasso selection table.
-* :mod:`~dashboard.pages.search`: upload a map, search, list and mark the hits.
+* :mod:`~dashboard.pages.search`: upload a map, search, list and mark the hits,
+  show the query (its isosurface, its place on the map), export the hits;
+  :mod:`~dashboard.pages.pair`, laid out and registered by it, superposes a
+  picked hit on the query.
 * :mod:`~dashboard.pages.entry`: the entry detail panel (metadata, 3D isosurface,
   similar maps, coarse-to-fine reconstructions).
 * :mod:`~dashboard.pages.permalink`: the page's address, which keeps the view.
