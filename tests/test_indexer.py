@@ -159,7 +159,9 @@ def test_cli_ingest_and_search(tmp_path, folder, capsys):
     assert set(hits[0]["scores"]) >= {"1", "2", "4", "8", "fit"}
     assert main(["search", "EMD-1832", "--store", store, "--where", "rg > 0"]) == 0
     table = capsys.readouterr().out
-    assert "EMD-1832" in table.splitlines()[1]
+    lines = table.splitlines()  # formula, E-value line, header, hits, verdict
+    assert lines[2].split()[:3] == ["rank", "id", "EMDB"]
+    assert "EMD-1832" in lines[3]
     assert "fit" in table.splitlines()[0].split()
     args = ["search", "EMD-1832", "--store", store, "--fit-top", "0"]
     assert main(args) == 0
