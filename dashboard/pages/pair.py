@@ -109,10 +109,10 @@ def on_pick_hit(
     vols = pair.volumes
     info = pair.describe()
     text = (
-        f"{info['query']} (blue) and hit {info['hit']} (orange; the larger "
-        "see-through), "
-        f"in Å: rigid fit, correlation {info['correlation']:.3f} (canonical frames "
-        f"alone {info['canonical_correlation']:.3f})"
+        f"{info['query']} (blue) and hit {info['hit']} (orange) in Å: rigid fit, "
+        f"correlation {info['correlation']:.3f} (canonical frames alone "
+        f"{info['canonical_correlation']:.3f}); the map enclosing more at its "
+        "contour is drawn see-through"
     )
     return {
         "store": {"key": query["key"], "hit": int(hit)},
