@@ -31,6 +31,7 @@ from swan_index.indexer import ingest_paths
 from swan_index.store import Store
 
 from .conftest import DATA, MAPS, MODELS, ROOT
+from .test_indexer import _count
 
 #: Marks tests that start a two-node Ray cluster (about ten seconds, once).
 slow = pytest.mark.skipif(
@@ -272,17 +273,6 @@ def test_a_killed_reader_is_retried_and_every_map_stored_once(
     assert (run.ok, run.failed, run.skipped) == (12, 0, 0)
     assert len(shas) == len(set(shas)) == 12
     assert _tables(tmp_path / "s") == [12, 12, 12]
-
-
-def _count(db: Path) -> int:
-    try:
-        con = duckdb.connect(str(db), read_only=True)
-    except (duckdb.IOException, duckdb.Error):
-        return -1  # not there yet, or held by the writer
-    try:
-        return con.execute("SELECT count(*) FROM entries").fetchone()[0]
-    finally:
-        con.close()
 
 
 @slow
