@@ -171,15 +171,19 @@ def decompress_pass(files: list[Path], fn: Any, workers: int = 0) -> float:
     return time.perf_counter() - t0
 
 
-def ingest_pass(files: list[Path], encoder: Any, store_path: Path) -> dict[str, Any]:
-    """End-to-end ingest of the folder into a fresh store."""
+def ingest_pass(
+    files: list[Path], encoder: Any, store_path: Path, engine: str = "local"
+) -> dict[str, Any]:
+    """End-to-end ingest of the folder into a fresh store with ``engine``."""
     from swan_index.indexer import ingest_paths
     from swan_index.store import Store
 
     shutil.rmtree(store_path, ignore_errors=True)
     store = Store.open(store_path, encoder=encoder.info)
     t0 = time.perf_counter()
-    summary = ingest_paths([files[0].parent], store, encoder, progress=False)
+    summary = ingest_paths(
+        [files[0].parent], store, encoder, progress=False, engine=engine
+    )
     seconds = time.perf_counter() - t0
     store.close()
     shutil.rmtree(store_path, ignore_errors=True)

@@ -362,12 +362,12 @@ def ingest_paths(
             return known_models.get((src or "", float(p.record.resolution or 0)))
         return known[src]["id"] if src in known else None
 
-    bar = tqdm(
-        total=len(todo), unit="map", disable=not progress or not todo, leave=False
-    )
     # the engine starts after the store's files were checked: a cluster is
     # joined (or started) only when there is something to read
     runner = make_engine(engine, encoder, workers, address) if todo else None
+    bar = tqdm(
+        total=len(todo), unit="map", disable=not progress or not todo, leave=False
+    )
     prepared = runner.prepared(todo, encoder.grid) if runner else iter(())
     try:
         for entry, results in prepared:

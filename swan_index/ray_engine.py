@@ -30,6 +30,7 @@ This is the only module that imports ``ray``.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Generator, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +106,30 @@ class _Encoder:
         return self.encoder.encode(volumes)
 
 
+def _check_reachable(address: str | None, timeout: float = 10.0) -> None:
+    """Refuse at once a ``HOST:PORT`` that nothing answers on (Ray itself would
+    keep trying to connect for minutes).
+
+    Raises:
+        EngineError: one line naming the address and the fix.
+    """
+    if address is None or address == "auto" or "://" in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise EngineError(
+            f"--address {address!r}: use HOST:PORT (as `ray start --head` prints) "
+            "or auto"
+        )
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as err:
+        raise EngineError(
+            f"no Ray cluster answers at {address} ({err.strerror or err}); start "
+            "one there with `ray start --head`, or check the address"
+        ) from None
+
+
 def _gib(n: float) -> str:
     return f"{n / 2**30:.1f} GiB"
 
@@ -129,6 +154,7 @@ class RayEngine:
     ) -> None:
         self._started = False
         if not ray.is_initialized():
+            _check_reachable(address)
             try:
                 if address is None:
                     ray.init(

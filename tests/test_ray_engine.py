@@ -65,6 +65,18 @@ def test_address_needs_the_ray_engine(tmp_path, capsys):
     assert "--address needs --engine ray" in capsys.readouterr().err
 
 
+def test_an_address_nothing_answers_on_fails_one_line(tmp_path, capsys):
+    pytest.importorskip("ray")
+    code = main(
+        ["ingest", str(MAPS["emd_1832"]), "--store", str(tmp_path / "s")]
+        + ["--engine", "ray", "--address", "127.0.0.1:1", "--quiet"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: no Ray cluster answers at 127.0.0.1:1")
+    assert len(err.splitlines()) == 1
+
+
 def test_read_tasks_import_no_torch():
     pytest.importorskip("ray")
     out = subprocess.run(
