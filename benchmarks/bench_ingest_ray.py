@@ -22,8 +22,10 @@ sizes) on N CPU nodes of ``--node-cpus`` CPUs, at box sides of 256, 320 and 400
 voxels (the shared real headers show 256^3 for EMD-0001 and 400^3 for EMD-21457).
 Reading and canonicalizing scale with the voxels: the measured ray maps/s per CPU
 is scaled by (measured mean voxels / box voxels). The one writer caps the rate at
-1 / (its store add per map) and the encoding actors (one per 32 CPUs) at
-actors / (encode per map), both from the breakdown (:func:`project`). These are
+1 / (its commit's seconds per map, batches of 16 sample maps stored under
+generated hashes) and the encoding actors (one per 8 CPUs) at actors / (seconds per
+map of a batch of 16 encoded on one thread, as an actor does)
+(:func:`project`). These are
 projections from this machine's per-map costs, not a run on a cluster. JSON goes
 to ``benchmarks/results/bench_ingest_ray.json``.
 
@@ -42,13 +44,19 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.bench_ingest import breakdown, ingest_pass, make_maps
+from benchmarks.bench_ingest import (
+    add_map_arguments,
+    breakdown,
+    ingest_pass,
+    make_maps,
+)
 from benchmarks.common import (
     ROOT,
     RunRecord,
     add_out_argument,
     machine_info,
     save_result,
+    time_calls,
 )
 from ingest import map_size
 
@@ -115,15 +123,68 @@ def project(
     return rows
 
 
+def encode_one_thread(encoder: Any, batch: int = 16, repeat: int = 3) -> float:
+    """Seconds per map to encode a batch on one CPU thread, as a CPU encoding
+    actor does (Ray gives it one thread). The volumes are random (generated): the
+    cost does not depend on what they hold."""
+    import torch
+
+    g = encoder.grid
+    volumes = np.random.default_rng(0).random((batch, g, g, g), dtype=np.float32)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        best = min(time_calls(lambda: encoder.encode(volumes), repeat)[0])
+    finally:
+        torch.set_num_threads(threads)
+    return best / batch
+
+
+def writer_seconds_per_map(
+    encoder: Any, store_path: Path, batch: int = 16, batches: int = 6
+) -> float:
+    """Seconds per map of the writer's commit (previews, ``Store.add`` of a
+    batch of ``batch`` with its log rows, one transaction), on the sample maps of
+    ``data/maps`` stored again and again under generated content hashes (the
+    cost does not depend on what the maps hold). The best of ``batches``."""
+    import shutil
+    from dataclasses import replace
+
+    from ingest import find_entries
+    from swan_index.prepare import prepare_entry
+    from swan_index.store import Store
+
+    samples = [
+        prepare_entry(e, encoder.grid) for e in find_entries(ROOT / "data" / "maps")
+    ]
+    shutil.rmtree(store_path, ignore_errors=True)
+    seconds = []
+    with Store.open(store_path, encoder=encoder.info) as store:
+        for b in range(batches):
+            maps = [samples[i % len(samples)] for i in range(batch)]
+            records = [
+                replace(p.record, sha256=f"generated-{b}-{i}", source_path=None)
+                for i, p in enumerate(maps)
+            ]
+            code = encoder.encode(np.concatenate([p.volumes for p in maps]))
+            t0 = time.perf_counter()
+            previews = [p.preview() for p in maps]
+            rows = [
+                {"run_id": "bench", "path": None, "status": "ok", "reason": None}
+                | {"sha256": r.sha256}
+                for r in records
+            ]
+            store.add(code, records, previews, rows)
+            seconds.append((time.perf_counter() - t0) / batch)
+    shutil.rmtree(store_path, ignore_errors=True)
+    return min(seconds)
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark (see the module docs); save and return the result."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--maps", type=int, default=10)
-    parser.add_argument("--size", type=int, default=300)
-    parser.add_argument("--repeat", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    add_map_arguments(parser, Path("/tmp/bench_ingest_ray"))
     parser.add_argument("--node-cpus", type=int, default=32)
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/bench_ingest_ray"))
     add_out_argument(parser, "bench_ingest_ray.json")
     args = parser.parse_args(argv)
     import ray
@@ -166,7 +227,8 @@ def main(argv: list[str] | None = None) -> dict:
     n = len(files)
     best = {k: min(v) for k, v in rounds.items()}
     mps = {k: n / v for k, v in best.items()}
-    writer_s, encode_s = stages["store_add"] / n, stages["encode"] / n
+    writer_s = writer_seconds_per_map(encoder, store_path)
+    encode_s = encode_one_thread(encoder)
     entries = emdb_entries()
     projection = project(
         entries,

@@ -62,8 +62,11 @@ MODEL_MEMORY = (1 + MEMORY_FACTOR) * 4 * MAX_SIDE**3 + TASK_BASE_MEMORY
 READ_RETRIES = 3
 #: How many times Ray restarts an encoding actor that died (and retries its batch).
 ENCODER_RESTARTS = 3
-#: Without GPUs: one encoding actor per this many cluster CPUs (at least one).
-CPUS_PER_ENCODER = 32
+#: Without GPUs: one encoding actor per this many cluster CPUs (at least one):
+#: on one CPU thread a batch encodes at about 0.1-0.2 s a map, reading and
+#: canonicalizing a ~300^3 map takes about 1 s of a CPU
+#: (``benchmarks/bench_ingest_ray.py``).
+CPUS_PER_ENCODER = 8
 #: Batches in flight per encoding actor before the writer waits for one.
 BATCHES_PER_ENCODER = 2
 
