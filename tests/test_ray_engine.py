@@ -56,6 +56,13 @@ def test_ray_engine_without_ray_says_how_to_install(tmp_path, monkeypatch, capsy
     assert not (tmp_path / "s").exists()  # refused before the store was made
 
 
+def test_an_unknown_engine_is_refused(tmp_path, encoder):
+    with Store.open(tmp_path / "s", encoder=encoder.info) as store:
+        with pytest.raises(ValueError, match="engine 'spark': use one of local, ray"):
+            ingest_paths([MAPS["emd_1832"]], store, encoder, engine="spark")
+        assert store.count() == 0
+
+
 def test_address_needs_the_ray_engine(tmp_path, capsys):
     code = main(
         ["ingest", str(MAPS["emd_1832"]), "--store", str(tmp_path / "s")]
