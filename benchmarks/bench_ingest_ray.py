@@ -285,7 +285,7 @@ def print_table(result: dict[str, Any]) -> None:
     for row in proj["rows"]:
         print(
             f"  box {row['box_side']}^3, {row['nodes']:>3} nodes x "
-            f"{row['node_cpus']} CPUs: {row['hours']:8.1f} h"
+            f"{row['node_cpus']} CPUs: {row['hours']:8.2f} h"
             + f" ({row['maps_per_s']:.2f} maps/s, {row['bound']}-bound)"
         )
 
