@@ -171,15 +171,19 @@ def decompress_pass(files: list[Path], fn: Any, workers: int = 0) -> float:
     return time.perf_counter() - t0
 
 
-def ingest_pass(files: list[Path], encoder: Any, store_path: Path) -> dict[str, Any]:
-    """End-to-end ingest of the folder into a fresh store."""
+def ingest_pass(
+    files: list[Path], encoder: Any, store_path: Path, engine: str = "local"
+) -> dict[str, Any]:
+    """End-to-end ingest of the folder into a fresh store with ``engine``."""
     from swan_index.indexer import ingest_paths
     from swan_index.store import Store
 
     shutil.rmtree(store_path, ignore_errors=True)
     store = Store.open(store_path, encoder=encoder.info)
     t0 = time.perf_counter()
-    summary = ingest_paths([files[0].parent], store, encoder, progress=False)
+    summary = ingest_paths(
+        [files[0].parent], store, encoder, progress=False, engine=engine
+    )
     seconds = time.perf_counter() - t0
     store.close()
     shutil.rmtree(store_path, ignore_errors=True)
@@ -221,14 +225,19 @@ def breakdown(files: list[Path], encoder: Any, store_path: Path) -> dict[str, fl
     return t
 
 
-def main(argv: list[str] | None = None) -> dict:
-    """Run the benchmark (see the module docs); save and return the result."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_map_arguments(parser: argparse.ArgumentParser, cache: Path) -> None:
+    """The simulated maps' settings (:func:`make_maps`) and ``--repeat``."""
     parser.add_argument("--maps", type=int, default=10)
     parser.add_argument("--size", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cache", type=Path, default=Path("/tmp/bench_ingest"))
+    parser.add_argument("--cache", type=Path, default=cache)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark (see the module docs); save and return the result."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_map_arguments(parser, Path("/tmp/bench_ingest"))
     add_out_argument(parser, "bench_ingest.json")
     args = parser.parse_args(argv)
     record = RunRecord()

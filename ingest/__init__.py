@@ -17,7 +17,14 @@ from ingest.contour import auto_contour
 from ingest.discover import MapEntry, ModelEntry, find_entries, is_map_file
 from ingest.errors import HeaderError, IngestError, MapFormatError
 from ingest.header import EntryMetadata, emdb_id_from_name, read_header
-from ingest.mapio import DensityMap, read_map, sha256_file, write_map
+from ingest.mapio import (
+    DensityMap,
+    MapSize,
+    map_size,
+    read_map,
+    sha256_file,
+    write_map,
+)
 from ingest.models import (
     AtomicModel,
     ModelInfo,
@@ -38,6 +45,7 @@ __all__ = [
     "IngestError",
     "MapEntry",
     "MapFormatError",
+    "MapSize",
     "AtomicModel",
     "ModelEntry",
     "ModelInfo",
@@ -53,6 +61,7 @@ __all__ = [
     "emdb_id_from_name",
     "find_entries",
     "is_map_file",
+    "map_size",
     "axis_rotation",
     "random_rotation",
     "read_header",

@@ -556,6 +556,88 @@ def _check_size(
         )
 
 
+def _read_header(
+    stream: IO[bytes], path: Path, notes: list[str], max_voxels: int
+) -> tuple[dict[str, Any], list[int], np.dtype]:
+    """Read and check the 1024-byte header at the start of ``stream``.
+
+    Returns:
+        Its fields, the axis order (MAPC, MAPR, MAPS) and the data block's dtype.
+
+    Raises:
+        MapFormatError: truncated, not an MRC map, absurd dimensions.
+    """
+    raw = stream.read(HEADER_DTYPE.itemsize)
+    if len(raw) < HEADER_DTYPE.itemsize:
+        raise MapFormatError(
+            path,
+            f"truncated: only {len(raw)} bytes, less than the 1024-byte MRC header",
+            "download the map again",
+        )
+    header = _decode_header(raw, path, notes)
+    h = _header_fields(header)
+    crs = _check_geometry(h, path, max_voxels)
+    return h, crs, mrc_utils.data_dtype_from_header(header)
+
+
+@dataclass(frozen=True)
+class MapSize:
+    """What a map's header announces: enough to budget memory before reading it.
+
+    Attributes:
+        shape: voxels per axis in file order (sections, rows, columns).
+        itemsize: bytes per stored voxel (the header's mode).
+        copies: reading makes a float32 copy (the mode is not float32, or the axes
+            are not in ``[z, y, x]`` order).
+    """
+
+    shape: tuple[int, int, int]
+    itemsize: int
+    copies: bool
+
+    @property
+    def float32_bytes(self) -> int:
+        """Bytes of the map as float32 (what :func:`read_map` returns)."""
+        return 4 * int(np.prod(self.shape))
+
+    @property
+    def read_bytes(self) -> int:
+        """Bytes :func:`read_map` allocates: the data block, plus the float32
+        copy when there is one."""
+        stored = self.itemsize * int(np.prod(self.shape))
+        return stored + (self.float32_bytes if self.copies else 0)
+
+
+def map_size(path: str | Path, max_voxels: int = MAX_VOXELS) -> MapSize:
+    """The size a map's header announces, reading only its header (the first
+    1024 bytes, decompressed): a scheduler budgets memory with it before the
+    map is read.
+
+    Args:
+        path: the map file (plain, .gz or .bz2).
+        max_voxels: refuse headers claiming more voxels than this.
+
+    Returns:
+        Its :class:`MapSize`.
+
+    Raises:
+        MapFormatError: the file cannot be read, or its header is truncated, not
+            an MRC header, or claims absurd dimensions.
+    """
+    path = Path(path)
+    _stat_map(path)
+    try:
+        stream, _ = _open_stream(path)
+        with stream:
+            h, crs, dtype = _read_header(stream, path, [], max_voxels)
+    except _STREAM_ERRORS as err:
+        if isinstance(err, MapFormatError):
+            raise
+        raise _read_error(path, err) from err
+    shape = (int(h["nz"]), int(h["ny"]), int(h["nx"]))
+    return MapSize(shape, dtype.itemsize, not _is_final_layout(dtype, crs))
+
+
 def read_map(
     path: str | Path, max_voxels: int = MAX_VOXELS, max_bytes: int | None = None
 ) -> DensityMap:
@@ -590,19 +672,8 @@ def read_map(
     try:
         stream, compression = _open_stream(path)
         with stream:
-            raw = stream.read(HEADER_DTYPE.itemsize)
-            if len(raw) < HEADER_DTYPE.itemsize:
-                raise MapFormatError(
-                    path,
-                    f"truncated: only {len(raw)} bytes, less than the 1024-byte "
-                    "MRC header",
-                    "download the map again",
-                )
-            header = _decode_header(raw, path, notes)
-            h = _header_fields(header)
-            crs = _check_geometry(h, path, max_voxels)
+            h, crs, dtype = _read_header(stream, path, notes, max_voxels)
             grid = f"{h['nx']}x{h['ny']}x{h['nz']}"
-            dtype = mrc_utils.data_dtype_from_header(header)
             shape = (h["nz"], h["ny"], h["nx"])
             expected = int(np.prod(shape)) * dtype.itemsize
             stored = HEADER_DTYPE.itemsize + h["nsymbt"] + expected

@@ -20,7 +20,9 @@ Modules, one idea each:
   hits); :mod:`~swan_index.fit` the rotational fit;
 * :mod:`~swan_index.map_encoder`: the encoder wrapper (a checkpoint that encodes
   canonical volumes); :mod:`~swan_index.prepare` reading and canonicalizing for the
-  store (no torch); :mod:`~swan_index.indexer` what ``swan ingest`` runs;
+  store (no torch); :mod:`~swan_index.indexer` what ``swan ingest`` runs, with
+  its engines :mod:`~swan_index.local_engine` (worker processes) and
+  :mod:`~swan_index.ray_engine` (a Ray cluster, the ``cluster`` extra);
 * :mod:`~swan_index.layout` the archive's UMAP map; :mod:`~swan_index.retrieval`
   retrieval metrics; :mod:`~swan_index.cli` and :mod:`~swan_index.commands` the
   command line.

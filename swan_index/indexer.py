@@ -1,7 +1,7 @@
 """The indexer: files, folders and EMDB mirrors into a store (what `swan ingest` runs).
 
-Reading and canonicalization run in a pool of worker processes (they need no
-model); the main process encodes in batches and commits each batch in one
+Reading and canonicalization run in worker processes (they need no model); the
+maps are encoded in batches, and this process commits each batch in one
 transaction. It is idempotent and resumable:
 
 * a file whose path, size and modification time match a stored entry is skipped
@@ -22,35 +22,33 @@ listed, a dangling link or a link loop (each gets its ``error`` row). Entries wh
 source files vanished (obsoleted EMDB entries) are removed only with
 ``prune=True``; an entry whose file cannot be checked (permission denied) is kept.
 
-The worker processes die with the process that started them, however it ends (even
-SIGKILL): none is left behind holding memory. An exception that ends the run (an
-interrupt: ``swan ingest`` turns SIGTERM and Ctrl-C into one) stops them without
+How the maps are prepared and encoded is the engine's part (:class:`Engine`):
+``local`` (:mod:`swan_index.local_engine`, the default) reads in worker processes
+on this machine and encodes here; ``ray`` (:mod:`swan_index.ray_engine`, the
+``cluster`` extra) reads as Ray tasks and encodes in Ray actors across a cluster.
+Everything else (discovery, what is skipped, the ``ingest_log`` rows, the commits)
+is this module's, the same for both: the same input gives the same entries
+whichever engine ran. An exception that ends the run (an interrupt: ``swan
+ingest`` turns SIGTERM and Ctrl-C into one) stops the engine's workers without
 waiting for the queued maps, and propagates; the batches committed so far stay.
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import ctypes
 import errno
 import logging
-import multiprocessing
-import multiprocessing.connection
 import os
-import signal
-import sys
-import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from tqdm import tqdm
 
-from ingest.discover import MapEntry, ModelEntry, find_entries, stat_map
+from ingest.discover import ModelEntry, find_entries, stat_map
 from ingest.errors import IngestError
 from ingest.models import (
     DEFAULT_MODEL_RESOLUTION,
@@ -58,9 +56,10 @@ from ingest.models import (
     file_sha256,
     model_key,
 )
-from swan_index.prepare import PreparedMap, prepare_entry, prepare_model
+from swan_index.prepare import Entry, PreparedMap
 
-if TYPE_CHECKING:  # the worker processes import this module: no torch, no store
+if TYPE_CHECKING:
+    from encoder.code import MultiScaleCode
     from swan_index.map_encoder import MapEncoder
     from swan_index.store import Store
 
@@ -104,158 +103,89 @@ class IngestSummary:
         }
 
 
-class _WorkerState:
-    """How a worker process stops on SIGTERM.
+#: The ingest engines (``swan ingest --engine``).
+ENGINES = ("local", "ray")
 
-    A worker killed while it writes a result into the pool's pipe leaves half a
-    message there, and the pool's manager thread in the parent then waits for the
-    rest for ever (the parent holds the pipe's other write end, so it never sees
-    EOF) and the parent cannot exit. So a SIGTERM ends a worker at once only while
-    it computes; otherwise the worker ends before it would start or return another
-    map, or after ``grace`` seconds (by then a result it was writing has been read).
 
-    Attributes:
-        computing: inside :func:`_prepare`.
-        stopping: a SIGTERM came.
-        grace: seconds an idle worker lives on after a SIGTERM.
+class Engine(Protocol):
+    """How an ingest run gets its maps prepared and encoded (the rest is shared).
+
+    The writer (:func:`ingest_paths`) takes each file's prepared maps from
+    :meth:`prepared`, drops those already stored, gathers the others in batches,
+    hands each batch to :meth:`submit`, and commits the batches :meth:`encoded`
+    gives back, each in one transaction.
     """
 
-    computing = False
-    stopping = False
-    grace = 5.0
+    def prepared(
+        self, entries: list[Entry], grid: int
+    ) -> Generator[tuple[Entry, list[PreparedMap] | str], None, None]:
+        """Each entry with its prepared maps (a model gives one per resolution)
+        or the one-line reason it failed, in any order, streaming. Closing the
+        iterator stops the work still queued."""
+        ...
+
+    def submit(self, batch: list[PreparedMap]) -> None:
+        """Start encoding a batch."""
+        ...
+
+    def encoded(
+        self, wait: bool = False
+    ) -> Iterator[tuple[list[PreparedMap], MultiScaleCode]]:
+        """Batches submitted and encoded since the last call, with their codes
+        (one row per volume, in order). ``wait``: every batch submitted;
+        otherwise those done, waiting only while too many are in flight."""
+        ...
+
+    def close(self) -> None:
+        """Release the engine's workers (and a cluster it started)."""
+        ...
 
 
-#: This process's stop state (used only in worker processes).
-_WORKER = _WorkerState()
+class EngineError(RuntimeError):
+    """An engine cannot start (a cluster that cannot be joined): one line with
+    the fix."""
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    """A worker's SIGTERM handler (see :class:`_WorkerState`)."""
-    if _WORKER.computing:
-        os._exit(1)
-    if not _WORKER.stopping:
-        _WORKER.stopping = True
-        timer = threading.Timer(_WORKER.grace, os._exit, args=(1,))
-        timer.daemon = True
-        timer.start()
+def check_engine(engine: str) -> None:
+    """Refuse an engine that does not exist or is not installed.
 
-
-#: What the indexer ingests from one file.
-Entry = MapEntry | ModelEntry
-
-
-def _prepare(entry: Entry, grid: int) -> tuple[Entry, list[PreparedMap] | str]:
-    """Worker: the prepared maps (a model gives one per resolution), or a
-    one-line reason it failed."""
-    if _WORKER.stopping:
-        os._exit(1)
-    _WORKER.computing = True
-    try:
-        if isinstance(entry, ModelEntry):
-            result: list[PreparedMap] | str = prepare_model(entry, grid)
-        else:
-            result = [prepare_entry(entry, grid)]
-    except IngestError as exc:
-        result = str(exc)
-    except MemoryError:
-        result = (
-            f"{entry.path}: out of memory; ingest it alone, on a machine with more "
-            "memory (or a model with --max-model-atoms lower to refuse such files)"
-        )
-    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the run
-        result = (
-            f"{entry.path}: unexpected {type(exc).__name__}: "
-            f"{' '.join(str(exc).split())}; "
-            "check the file, and report it if it opens in other tools"
-        )
-    finally:
-        _WORKER.computing = False
-    if _WORKER.stopping:  # a SIGTERM came as it finished: no result to write
-        os._exit(1)
-    return entry, result
-
-
-#: ``PR_SET_PDEATHSIG`` from ``<linux/prctl.h>``.
-_PR_SET_PDEATHSIG = 1
-
-
-def _worker_init(parent_pid: int) -> None:
-    """Worker initializer: die with the parent; leave Ctrl-C to the parent (which
-    stops the workers), so that a terminal's SIGINT prints no worker tracebacks;
-    stop safely on SIGTERM (:class:`_WorkerState`)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    if sys.platform.startswith("linux"):
-        # the kernel kills this worker when the parent dies, even by SIGKILL
+    Raises:
+        ValueError: one line naming the engine and the fix (for ``ray``: how
+            to install it).
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
+    if engine == "ray":
         try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        except (OSError, AttributeError):
-            pass  # the watching thread below still does it
-    if os.getppid() != parent_pid:  # the parent died before that was in place
-        os._exit(1)
-    threading.Thread(
-        target=_exit_with_parent, args=(parent_pid,), name="parent-watch", daemon=True
-    ).start()
+            import ray  # noqa: F401
+        except ImportError:
+            raise ValueError(
+                "the ray engine needs Ray, which is not installed: "
+                "pip install -e '.[cluster]' (or pip install 'cryo-swan[cluster]')"
+            ) from None
 
 
-def _exit_with_parent(parent_pid: int) -> None:
-    """Block until the parent process is gone, then exit at once (portable: the
-    parent's sentinel is a pipe that closes when it dies)."""
-    parent = multiprocessing.parent_process()
-    if parent is not None and parent.sentinel is not None:
-        multiprocessing.connection.wait([parent.sentinel])
-    else:
-        while os.getppid() == parent_pid:
-            time.sleep(1.0)
-    os._exit(1)
+def make_engine(
+    engine: str,
+    encoder: MapEncoder,
+    workers: int | None = None,
+    address: str | None = None,
+) -> Engine:
+    """The engine named ``engine`` (see :func:`ingest_paths` for the arguments).
 
+    Raises:
+        ValueError: an unknown engine, or ``ray`` when Ray is not installed.
+    """
+    check_engine(engine)
+    if engine == "ray":
+        from swan_index.ray_engine import RayEngine
 
-def _stop_workers(pool: cf.ProcessPoolExecutor, before: set[Any]) -> None:
-    """Stop a pool without waiting: drop queued tasks and send SIGTERM to its
-    workers (the children started since ``before`` was taken), which end as
-    :class:`_WorkerState` says."""
-    pool.shutdown(wait=False, cancel_futures=True)
-    for proc in multiprocessing.active_children():
-        if proc not in before:
-            proc.terminate()
+        return RayEngine(encoder, address=address, window=workers)
+    from swan_index.local_engine import LocalEngine
 
-
-def _prepared(
-    entries: list[Entry], grid: int, workers: int
-) -> Iterator[tuple[Entry, list[PreparedMap] | str]]:
-    """Prepared maps in completion order (in process when ``workers == 0``).
-
-    Closing the generator early (or an interrupt while it waits) stops the workers
-    (:func:`_stop_workers`) instead of waiting for every queued map."""
-    if workers <= 0:
-        for entry in entries:
-            yield _prepare(entry, grid)
-        return
-    # spawn: the workers import only ingest + numpy, never a forked copy of torch.
-    ctx = multiprocessing.get_context("spawn")
-    before = set(multiprocessing.active_children())
-    pool = cf.ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_worker_init, initargs=(os.getpid(),)
-    )
-    try:
-        pending: set[cf.Future] = set()
-        todo = iter(entries)
-        for entry in todo:
-            pending.add(pool.submit(_prepare, entry, grid))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            done, pending = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
-            for fut in done:
-                yield fut.result()
-                nxt = next(todo, None)
-                if nxt is not None:
-                    pending.add(pool.submit(_prepare, nxt, grid))
-    except BaseException:  # an interrupt, a broken pool, or closed early
-        _stop_workers(pool, before)
-        raise
-    pool.shutdown()
+    if address is not None:
+        raise ValueError(f"address {address!r}: only the ray engine takes one")
+    return LocalEngine(encoder, workers)
 
 
 def discover(
@@ -299,6 +229,9 @@ def ingest_paths(
     model_resolutions: tuple[float, ...] = (DEFAULT_MODEL_RESOLUTION,),
     max_model_atoms: int | None = None,
     model_assembly: bool = True,
+    *,
+    engine: str = "local",
+    address: str | None = None,
 ) -> IngestSummary:
     """Ingest every map and atomic model under ``paths`` into ``store``.
 
@@ -306,7 +239,9 @@ def ingest_paths(
         paths: map files, model files, folders, EMDB mirrors.
         store: a store opened for writing with ``encoder``'s codes.
         encoder: the checkpoint that encodes.
-        workers: reader processes (default: CPU count, at most 8; 0 = in process).
+        workers: local engine: reader processes (default: CPU count, at most 8;
+            0 = in process); ray engine: most maps in flight (default: twice
+            the cluster's CPUs).
         batch_size: maps per encoding batch and per transaction.
         prune: delete stored entries whose files under a given folder vanished.
         progress: show a progress bar (stderr).
@@ -317,19 +252,24 @@ def ingest_paths(
             :data:`ingest.models.MAX_MODEL_ATOMS`).
         model_assembly: simulate a model's first biological assembly when its
             file defines one (else the asymmetric unit).
+        engine: ``local`` (worker processes on this machine) or ``ray`` (a Ray
+            cluster; needs the ``cluster`` extra).
+        address: the Ray cluster to join (``ray`` engine only; ``auto``: the
+            one started on this machine with ``ray start``); default: a Ray
+            instance on this machine for this run only.
 
     Returns:
         An :class:`IngestSummary`.
 
     Raises:
-        ValueError: a model resolution out of range.
+        ValueError: a model resolution out of range, an unknown engine, or
+            ``ray`` when Ray is not installed.
     """
     model_resolutions = check_resolutions(model_resolutions)
+    check_engine(engine)
     t0 = time.perf_counter()
     paths = list(paths)
     run = IngestSummary(run_id=uuid.uuid4().hex[:12])
-    if workers is None:
-        workers = min(8, os.cpu_count() or 1)
     entries, missing = discover(paths)
     pending_log: list[dict[str, Any]] = []
 
@@ -394,28 +334,24 @@ def ingest_paths(
     touched: list[tuple[int, int | None, int | None]] = []
     last_flush = time.monotonic()
 
-    def commit() -> None:
-        nonlocal batch, pending_log, last_flush
-        if batch:
-            code = encoder.encode(np.concatenate([p.volumes for p in batch]))
-            rows = pending_log + [
-                _row(run.run_id, p.record.source_path, "ok", None, p.record.sha256)
-                for p in batch
-            ]
-            # a changed file replaces the entry its older version made (for a
-            # model: the entry of the same resolution)
-            old = [i for i in map(_replaced, batch) if i is not None]
-            store.add(
-                code,
-                [p.record for p in batch],
-                [p.preview() for p in batch],
-                rows,
-                replaces=old,
-            )
-            run.ok += len(batch)
-        elif pending_log:
-            store.log(pending_log)
-        batch, pending_log = [], []
+    def commit(done: list[PreparedMap], code: MultiScaleCode) -> None:
+        nonlocal pending_log, last_flush
+        rows = pending_log + [
+            _row(run.run_id, p.record.source_path, "ok", None, p.record.sha256)
+            for p in done
+        ]
+        # a changed file replaces the entry its older version made (for a
+        # model: the entry of the same resolution)
+        old = [i for i in map(_replaced, done) if i is not None]
+        store.add(
+            code,
+            [p.record for p in done],
+            [p.preview() for p in done],
+            rows,
+            replaces=old,
+        )
+        run.ok += len(done)
+        pending_log = []
         if time.monotonic() - last_flush > flush_every:
             store.flush()
             last_flush = time.monotonic()
@@ -426,10 +362,13 @@ def ingest_paths(
             return known_models.get((src or "", float(p.record.resolution or 0)))
         return known[src]["id"] if src in known else None
 
+    # the engine starts after the store's files were checked: a cluster is
+    # joined (or started) only when there is something to read
+    runner = make_engine(engine, encoder, workers, address) if todo else None
     bar = tqdm(
         total=len(todo), unit="map", disable=not progress or not todo, leave=False
     )
-    prepared = _prepared(todo, encoder.grid, workers)
+    prepared = runner.prepared(todo, encoder.grid) if runner else iter(())
     try:
         for entry, results in prepared:
             bar.update(1)
@@ -456,13 +395,23 @@ def ingest_paths(
                         )
                     )
             if len(batch) >= batch_size:
-                commit()
-            bar.set_postfix(ok=run.ok + len(batch), skip=run.skipped, fail=run.failed)
-        commit()
+                runner.submit(batch)
+                batch = []
+            for done, code in runner.encoded() if runner else ():
+                commit(done, code)
+            bar.set_postfix(ok=run.ok, skip=run.skipped, fail=run.failed)
+        if batch:
+            runner.submit(batch)
+        for done, code in runner.encoded(wait=True) if runner else ():
+            commit(done, code)
+        if pending_log:
+            store.log(pending_log)
         if touched:
             store.update_file_stats(touched)
     finally:
-        prepared.close()  # stops the workers now if the loop ended early
+        if runner:
+            prepared.close()  # stops the workers now if the loop ended early
+            runner.close()
         bar.close()
     if prune:
         _prune(paths, store, run)

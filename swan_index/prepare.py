@@ -1,8 +1,9 @@
 """Preparing one map for the store: read, canonicalize, make its entry record.
 An atomic model gives one map per resolution, simulated (:func:`prepare_model`).
 
-No model and no torch: ``swan ingest`` (:mod:`swan_index.indexer`) runs
-:func:`prepare_entry` in worker processes, so this module keeps its imports light.
+No model and no torch: ``swan ingest``'s engines (:mod:`swan_index.local_engine`,
+:mod:`swan_index.ray_engine`) run :func:`prepare_one` in worker processes, so this
+module keeps its imports light.
 """
 
 from __future__ import annotations
@@ -212,3 +213,33 @@ def prepare_model(
             ) from None
         out.append(replace(prepared, record=model_record(model, dmap, prepared.record)))
     return out
+
+
+#: What an ingest reads from one file: a map (and its header) or an atomic model.
+Entry = MapEntry | ModelEntry
+
+
+def prepare_one(entry: Entry, grid: int) -> list[PreparedMap] | str:
+    """The prepared maps of one file (a model gives one per resolution), or the
+    one-line reason it cannot be ingested: what an ingest worker runs.
+
+    Never raises for a bad file (nor for running out of memory on it): one bad
+    file must not stop an ingest.
+    """
+    try:
+        if isinstance(entry, ModelEntry):
+            return prepare_model(entry, grid)
+        return [prepare_entry(entry, grid)]
+    except IngestError as exc:
+        return str(exc)
+    except MemoryError:
+        return (
+            f"{entry.path}: out of memory; ingest it alone, on a machine with more "
+            "memory (or a model with --max-model-atoms lower to refuse such files)"
+        )
+    except Exception as exc:  # noqa: BLE001 - one bad file must not stop the run
+        return (
+            f"{entry.path}: unexpected {type(exc).__name__}: "
+            f"{' '.join(str(exc).split())}; "
+            "check the file, and report it if it opens in other tools"
+        )

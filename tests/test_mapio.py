@@ -14,7 +14,7 @@ import mrcfile
 import numpy as np
 import pytest
 
-from ingest import DensityMap, MapFormatError, read_map, write_map
+from ingest import DensityMap, MapFormatError, map_size, read_map, write_map
 
 
 @pytest.mark.parametrize("label", ["emd_1832", "emd_5625", "emd_21457_seg", "emd_6824"])
@@ -89,6 +89,31 @@ def test_bz2_and_gzip_compression_detected_by_content(tmp_path, map_path):
     ref = read_map(map_path("emd_5625")).data
     assert np.array_equal(read_map(tmp_path / "m.map.bz2").data, ref)
     assert np.array_equal(read_map(tmp_path / "m.ccp4").data, ref)
+
+
+@pytest.mark.parametrize("label", ["emd_1832", "emd_3001", "emd_3197"])
+def test_map_size_reads_the_size_reading_takes_from_the_header(
+    tmp_path, map_path, label
+):
+    path = map_path(label)
+    size = map_size(path)
+    data = read_map(path).data
+    assert size.float32_bytes == data.nbytes
+    # emd_3001's axes are stored out of order: reading makes a float32 copy
+    assert size.copies == (label == "emd_3001")
+    assert size.read_bytes == data.nbytes * (2 if size.copies else 1)
+
+
+def test_map_size_of_bz2_short_and_missing_files(tmp_path, map_path):
+    plain = map_path("emd_5625").read_bytes()
+    (tmp_path / "m.map.bz2").write_bytes(bz2.compress(plain))
+    assert map_size(tmp_path / "m.map.bz2").shape == (56, 56, 56)
+    short = tmp_path / "short.map"
+    short.write_bytes(plain[:500])
+    with pytest.raises(MapFormatError, match="short.map: truncated"):
+        map_size(short)
+    with pytest.raises(MapFormatError, match="no such file"):
+        map_size(tmp_path / "missing.map")
 
 
 @pytest.mark.parametrize(

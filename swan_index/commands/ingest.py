@@ -1,7 +1,9 @@
 """Ingest maps into a store: files, folders, whole EMDB mirrors, atomic models.
 
 Reads and canonicalizes maps in worker processes, encodes them with the checkpoint
-in batches, and commits each batch in one transaction. Safe to re-run and to
+in batches, and commits each batch in one transaction. With --engine ray, Ray tasks
+read and Ray actors encode across a cluster (docs/cluster.md; pip install -e
+'.[cluster]'), and this process still writes the store. Safe to re-run and to
 interrupt: unchanged files and maps already stored are skipped, so running it again
 after a crash ingests exactly what is missing. Every file tried is logged in the
 store's ingest_log with its outcome.
@@ -23,6 +25,7 @@ examples:
   $ swan ingest /mirror/emdb/structures --store emdb.swan --prune --json
   $ swan ingest new_maps/ --store emdb.swan --layout   # and refresh the UMAP
   $ swan ingest models/ 1abc.cif.gz --store emdb.swan --model-resolution 4 6 8
+  $ swan ingest /mirror/emdb/structures --store emdb.swan --engine ray --address auto
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from contextlib import contextmanager
 
 from ingest.models import DEFAULT_MODEL_RESOLUTION, MAX_MODEL_ATOMS, check_resolutions
 from swan_index.db import StoreBusyError
-from swan_index.indexer import ingest_paths
+from swan_index.indexer import ENGINES, EngineError, check_engine, ingest_paths
 from swan_index.map_encoder import DEFAULT_CHECKPOINT, MapEncoder
 from swan_index.store import Store
 
@@ -52,7 +55,24 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "--checkpoint", default=str(DEFAULT_CHECKPOINT), help="encoder checkpoint"
     )
     parser.add_argument(
-        "--workers", type=int, default=None, help="reader processes (0: in process)"
+        "--workers",
+        type=int,
+        default=None,
+        help="reader processes (0: in process); with --engine ray, most maps in "
+        "flight (default: twice the cluster's CPUs)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="local",
+        help="local: worker processes on this machine (default); ray: a Ray "
+        "cluster (pip install -e '.[cluster]')",
+    )
+    parser.add_argument(
+        "--address",
+        default=None,
+        help="with --engine ray: the cluster to join (auto: the one started here "
+        "with `ray start`); default: a Ray instance for this run only",
     )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument(
@@ -124,6 +144,9 @@ def main(args: argparse.Namespace) -> int:
         check_resolutions(args.model_resolution)
         if args.max_model_atoms < 1:
             raise ValueError(f"--max-model-atoms {args.max_model_atoms}: use 1 or more")
+        check_engine(args.engine)
+        if args.address is not None and args.engine != "ray":
+            raise ValueError("--address needs --engine ray")
         encoder = MapEncoder(args.checkpoint)
         store = Store.open(args.store, encoder=encoder.info)
     except (ValueError, FileNotFoundError, StoreBusyError) as err:
@@ -143,12 +166,17 @@ def main(args: argparse.Namespace) -> int:
                 model_resolutions=tuple(args.model_resolution),
                 max_model_atoms=args.max_model_atoms,
                 model_assembly=not args.asymmetric_unit,
+                engine=args.engine,
+                address=args.address,
             )
             if args.layout and (summary.ok or summary.removed):
                 from swan_index.layout import layout_store
 
                 layout_store(store)
             total = store.count()
+    except EngineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     except BaseException:
         if not stops:
             raise
