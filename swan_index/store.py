@@ -80,6 +80,7 @@ from swan_index.schema import (
     EntryRecord,
     decode_preview,
     record_columns,
+    reencode_hint,
 )
 from swan_index.tables import (
     Connection,
@@ -211,7 +212,8 @@ class Store:
                 if encoder is not None and encoder.hash != stored.hash:
                     raise ValueError(
                         f"{path}: the store holds codes of encoder {stored.hash[:12]}, "
-                        f"not {encoder.hash[:12]}; use that checkpoint or a new store"
+                        f"not {encoder.hash[:12]}; use that checkpoint, or re-encode "
+                        f"the store with this one: {reencode_hint(path)}"
                     )
                 store = cls(path, stored, read_only, lock, approx_threshold, timeout)
                 store._indexes.load()
