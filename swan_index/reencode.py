@@ -26,7 +26,9 @@ folder ``TARGET.reencoding-<hash>`` (:func:`build_path`) and moved into place
 only when complete: to ``out`` by one rename, or in place of the old store by
 one atomic exchange of the two folders (Linux ``renameat2``; elsewhere two
 renames, undone if the second fails), the old store kept beside it as
-``STORE.before-reencode-<old hash>`` unless asked to delete it. The build is
+``STORE.before-reencode-<old hash>`` unless asked to delete it. A reader of
+the old store (``swan serve``) is told on its next refresh to open the store
+again (the new store's generation is past the old one's). The build is
 resumable: after an interruption the same call continues it (ingest skips what
 the build already holds).
 
@@ -223,9 +225,9 @@ _NO_SOURCE = (
 )
 
 
-def _read_old(path: Path) -> tuple[pa.Table, int, bool]:
-    """The old store's entries (source columns and :data:`CARRIED`), its next id,
-    and whether it has a layout."""
+def _read_old(path: Path) -> tuple[pa.Table, dict[str, Any], bool]:
+    """The old store's entries (source columns and :data:`CARRIED`), its
+    ``store_meta``, and whether it has a layout."""
     with connect(path / DB_NAME, read_only=True) as con:
         have = entry_columns(con)
         cols = ", ".join(  # an older store lacks the columns added since
@@ -233,9 +235,9 @@ def _read_old(path: Path) -> tuple[pa.Table, int, bool]:
             for c in dict.fromkeys([*_SOURCE_COLUMNS, *CARRIED])
         )
         table = con.sql(f"SELECT {cols} FROM entries ORDER BY id").to_arrow_table()
-        next_id = int(read_meta(con)["next_id"])
+        meta = read_meta(con)
         laid = con.execute("SELECT count(*) FROM layout").fetchone()[0] > 0
-    return table, next_id, laid
+    return table, meta, laid
 
 
 def _start_build(
@@ -331,9 +333,11 @@ def _carry(con: Any, old: pa.Table) -> dict[str, int]:
     return {c: int(n) for c, n in counts.items() if n}
 
 
-def _finish(build: Path, old: pa.Table, old_next: int) -> tuple[set[int], dict]:
+def _finish(build: Path, old: pa.Table, old_meta: dict) -> tuple[set[int], dict]:
     """Give re-derived entries their old ids and carried values, in one
-    transaction; the FAISS files are dropped, and rebuilt by the next open.
+    transaction, and a generation past the old store's (so that its readers see
+    the swap as a change); the FAISS files are dropped, and rebuilt by the next
+    open.
 
     Returns:
         The ids of the re-derived entries (the same in both stores), and the
@@ -357,10 +361,12 @@ def _finish(build: Path, old: pa.Table, old_next: int) -> tuple[set[int], dict]:
                 if moves:
                     cur, tgt = zip(*moves, strict=True)
                     renumber_rows(con, np.array(cur), np.array(tgt))
-                ids = pa.array(np.isin(old["id"].to_numpy(), list(pairs)))
-                carried = _carry(con, old.filter(ids).select(["id", *CARRIED]))
+                kept = pa.array(np.isin(old["id"].to_numpy(), list(pairs)))
+                carried = _carry(con, old.filter(kept).select(["id", *CARRIED]))
                 meta = read_meta(con)
-                bump(con, meta, next_id=max(int(meta["next_id"]), old_next))
+                gen = max(int(meta["generation"]), int(old_meta["generation"]))
+                next_id = max(int(meta["next_id"]), int(old_meta["next_id"]))
+                bump(con, {**meta, "generation": gen}, next_id=next_id)
                 con.commit()
             except BaseException:
                 con.rollback()
@@ -522,14 +528,14 @@ def reencode_store(
     lock = WriterLock(source)  # no ingest changes the old store meanwhile
     lock.acquire()
     try:
-        old, old_next, laid = _read_old(source)
+        old, old_meta, laid = _read_old(source)
         rows = old.select([*_SOURCE_COLUMNS, "sample_name"]).to_pylist()
         sources = plan_sources(rows)
         summary.entries = len(rows)
-        _start_build(build, encoder.info, source, old_hash, old_next)
+        _start_build(build, encoder.info, source, old_hash, old_meta["next_id"])
         with Store.open(build, encoder=encoder.info) as new_store:
             runs = _ingest_all(sources, new_store, encoder, options)
-        kept, summary.carried = _finish(build, old, old_next)
+        kept, summary.carried = _finish(build, old, old_meta)
         with Store.open(build, encoder=encoder.info) as new_store:
             if layout or (layout is None and laid):
                 from swan_index.layout import layout_store

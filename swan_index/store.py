@@ -286,6 +286,13 @@ class Store:
             generation = read_generation(con)
             if generation == self._generation:
                 return
+            now = read_meta(con)["encoder"]["hash"]
+            if now != self.encoder.hash:  # swapped for a re-encoded store
+                raise ValueError(
+                    f"{self.path}: now holds codes of encoder {now[:12]}, not "
+                    f"{self.encoder.hash[:12]} (re-encoded); open the store again "
+                    "(restart `swan serve`)"
+                )
             got = con.execute("SELECT id, rg FROM entries ORDER BY id").fetchnumpy()
             code_ids = con.execute("SELECT id FROM codes ORDER BY id").fetchnumpy()
             self._ids = np.asarray(got["id"], np.int64)

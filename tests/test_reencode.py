@@ -288,3 +288,17 @@ def test_engine_goes_to_the_ingest_only_when_not_local(
     if "engine" not in inspect.signature(real).parameters:
         with pytest.raises(ValueError, match="no Ray engine; use --engine local"):
             _reencode(old_store, new_encoder, out=tmp_path / "c", engine="ray")
+
+
+def test_a_reader_of_the_replaced_store_is_told_to_open_it_again(
+    old_store, new_encoder
+):
+    reader = Store.open(old_store, read_only=True)
+    try:
+        reader.release_connections()  # as a server's reader does when idle
+        _reencode(old_store, new_encoder)
+        reader.release_connections()
+        with pytest.raises(ValueError, match="re-encoded.*open the store again"):
+            reader.refresh()
+    finally:
+        reader.close()
