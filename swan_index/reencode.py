@@ -48,7 +48,7 @@ import os
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -147,20 +147,7 @@ class ReencodeSummary:
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "store": self.store,
-            "out": self.out,
-            "backup": self.backup,
-            "old_encoder": self.old_encoder,
-            "new_encoder": self.new_encoder,
-            "entries": self.entries,
-            "reencoded": self.reencoded,
-            "missing": self.missing,
-            "carried": self.carried,
-            "ingest": self.ingest,
-            "layout": self.layout,
-            "seconds": round(self.seconds, 3),
-        }
+        return {**asdict(self), "seconds": round(self.seconds, 3)}
 
 
 def build_path(target: str | Path, encoder_hash: str) -> Path:
@@ -170,7 +157,7 @@ def build_path(target: str | Path, encoder_hash: str) -> Path:
     return target.with_name(f"{target.name}.reencoding-{encoder_hash[:12]}")
 
 
-def _model_assembly(row: dict[str, Any], old_sample: str | None) -> bool:
+def _model_assembly(row: dict[str, Any]) -> bool:
     """Whether a model entry was simulated from the file's assembly: its content
     key says so while the file is unchanged; else its ``sample_name`` does."""
     try:
@@ -181,7 +168,7 @@ def _model_assembly(row: dict[str, Any], old_sample: str | None) -> bool:
         for assembly in (True, False):
             if model_key(sha, float(row["resolution"]), assembly) == row["sha256"]:
                 return assembly
-    return not (old_sample or "").startswith("asymmetric unit")
+    return not (row["sample_name"] or "").startswith("asymmetric unit")
 
 
 def plan_sources(rows: list[dict[str, Any]]) -> Sources:
@@ -209,7 +196,7 @@ def plan_sources(rows: list[dict[str, Any]]) -> Sources:
                 }
             )
         elif row["simulated"] and is_model_file(src) and row["resolution"]:
-            assembly = _model_assembly(row, row.get("sample_name"))
+            assembly = _model_assembly(row)
             models.setdefault((src, assembly), set()).add(float(row["resolution"]))
         else:
             maps[src] = None

@@ -244,12 +244,19 @@ def test_plan_sources_keeps_each_models_assembly(tmp_path, sources, encoder):
     assert [m["id"] for m in plan.missing] == [99]
 
 
-def test_store_of_another_checkpoint_names_the_command(old_store, new_encoder):
+def test_store_of_another_checkpoint_names_the_command(
+    old_store, sources, new_encoder, capsys
+):
     with pytest.raises(ValueError) as err:
         Store.open(old_store, encoder=new_encoder.info)
     message = str(err.value)
     assert "\n" not in message
     assert f"`swan reencode --store {old_store} --checkpoint " in message
+    ckpt = str(new_encoder.checkpoint)
+    argv = ["ingest", str(sources), "--store", str(old_store), "--checkpoint", ckpt]
+    assert main(argv) == 2
+    err_lines = capsys.readouterr().err.splitlines()
+    assert len(err_lines) == 1 and "swan reencode --store" in err_lines[0]
 
 
 def test_cli(tmp_path, old_store, new_encoder, capsys):
@@ -302,3 +309,14 @@ def test_a_reader_of_the_replaced_store_is_told_to_open_it_again(
             reader.refresh()
     finally:
         reader.close()
+
+
+def test_a_changed_model_keeps_the_assembly_its_entry_names(sources):
+    model = str((sources / "6272.pdb").resolve())
+    row = {"id": 1, "emdb_id": None, "source_path": model, "simulated": True}
+    rows = [
+        {**row, "sha256": "changed", "resolution": 5.0, "sample_name": name}
+        for name in ("biological assembly 1", "asymmetric unit")
+    ]
+    plan = plan_sources(rows)
+    assert plan.models == {(True, (5.0,)): [model], (False, (5.0,)): [model]}
