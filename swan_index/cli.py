@@ -21,6 +21,7 @@ COMMANDS = {
     "ingest": "swan_index.commands.ingest",
     "search": "swan_index.commands.search",
     "layout": "swan_index.commands.layout",
+    "reencode": "swan_index.commands.reencode",
     "check": "swan_index.commands.check",
     "serve": "dashboard.commands.serve",
     "demo": "dashboard.commands.demo",

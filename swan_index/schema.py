@@ -230,7 +230,8 @@ class EncoderInfo:
         if code.checkpoint_hash != self.hash:
             raise ValueError(
                 f"{what} made by encoder {code.checkpoint_hash[:12]}, the store holds "
-                f"codes of {self.hash[:12]}; encode with the store's checkpoint"
+                f"codes of {self.hash[:12]}; encode with the store's checkpoint, or "
+                f"re-encode the store: {reencode_hint()}"
             )
         if tuple(code.scales) != self.scales:
             raise ValueError(f"{what} scales {code.scales}, store scales {self.scales}")
@@ -294,6 +295,11 @@ class EncoderInfo:
             int(d["codebook_size"]),
             d.get("config", {}),
         )
+
+
+def reencode_hint(store: object = "STORE", checkpoint: object = "CHECKPOINT") -> str:
+    """The command that re-encodes a store with another checkpoint."""
+    return f"`swan reencode --store {store} --checkpoint {checkpoint}`"
 
 
 def encode_preview(volume: np.ndarray) -> bytes:

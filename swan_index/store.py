@@ -80,6 +80,7 @@ from swan_index.schema import (
     EntryRecord,
     decode_preview,
     record_columns,
+    reencode_hint,
 )
 from swan_index.tables import (
     Connection,
@@ -211,7 +212,8 @@ class Store:
                 if encoder is not None and encoder.hash != stored.hash:
                     raise ValueError(
                         f"{path}: the store holds codes of encoder {stored.hash[:12]}, "
-                        f"not {encoder.hash[:12]}; use that checkpoint or a new store"
+                        f"not {encoder.hash[:12]}; use that checkpoint, or re-encode "
+                        f"the store with this one: {reencode_hint(path)}"
                     )
                 store = cls(path, stored, read_only, lock, approx_threshold, timeout)
                 store._indexes.load()
@@ -284,6 +286,13 @@ class Store:
             generation = read_generation(con)
             if generation == self._generation:
                 return
+            now = read_meta(con)["encoder"]["hash"]
+            if now != self.encoder.hash:  # swapped for a re-encoded store
+                raise ValueError(
+                    f"{self.path}: now holds codes of encoder {now[:12]}, not "
+                    f"{self.encoder.hash[:12]} (re-encoded); open the store again "
+                    "(restart `swan serve`)"
+                )
             got = con.execute("SELECT id, rg FROM entries ORDER BY id").fetchnumpy()
             code_ids = con.execute("SELECT id FROM codes ORDER BY id").fetchnumpy()
             self._ids = np.asarray(got["id"], np.int64)

@@ -135,6 +135,17 @@ def accept_loss(con: Connection, loss: Loss) -> int:
     return next_id
 
 
+def entry_columns(con: Connection) -> set[str]:
+    """The columns the store's ``entries`` table has."""
+    return {
+        r[0]
+        for r in con.execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_name = 'entries'"
+        ).fetchall()
+    }
+
+
 def add_columns(con: Connection) -> list[str]:
     """Add the :data:`~swan_index.schema.ADDED_COLUMNS` an older store's
     ``entries`` lacks (nullable: its rows read ``NULL``). Inserts go by column
@@ -143,13 +154,7 @@ def add_columns(con: Connection) -> list[str]:
     Returns:
         The columns added.
     """
-    have = {
-        r[0]
-        for r in con.execute(
-            "SELECT column_name FROM information_schema.columns "
-            "WHERE table_name = 'entries'"
-        ).fetchall()
-    }
+    have = entry_columns(con)
     added = [c for c in ADDED_COLUMNS if c not in have]
     for column in added:
         con.execute(f"ALTER TABLE entries ADD COLUMN {column} {sql_type(column)}")
@@ -281,6 +286,28 @@ def delete_rows(con: Connection, ids: np.ndarray) -> int:
         con.execute(f"DELETE FROM {table} WHERE id IN (SELECT id FROM del_ids)")
     con.unregister("del_ids")
     return int(n)
+
+
+def renumber_rows(con: Connection, current: np.ndarray, target: np.ndarray) -> None:
+    """Give entries other ids (``current[i]`` becomes ``target[i]``) in every
+    table that holds entry ids. The targets must be held by no other entry (the
+    caller checks; the primary keys refuse a clash)."""
+    moves = pa.table(
+        {
+            "cur": pa.array(np.asarray(current, np.int64)),
+            "new": pa.array(np.asarray(target, np.int64)),
+        }
+    )
+    con.register("id_moves", moves)
+    for table in ("entries", "codes", "previews", "layout"):
+        con.execute(
+            f"UPDATE {table} SET id = m.new FROM id_moves m WHERE {table}.id = m.cur"
+        )
+    con.execute(
+        "UPDATE ingest_log SET entry_id = m.new FROM id_moves m "
+        "WHERE ingest_log.entry_id = m.cur"
+    )
+    con.unregister("id_moves")
 
 
 def fetch_vectors(
