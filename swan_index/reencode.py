@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import inspect
 import logging
 import os
 import shutil
@@ -57,7 +56,7 @@ import pyarrow as pa
 
 from ingest.models import file_sha256, is_model_file, model_key
 from swan_index.db import WriterLock, connect
-from swan_index.indexer import IngestSummary, _vanished, ingest_paths
+from swan_index.indexer import IngestSummary, _vanished, check_engine, ingest_paths
 from swan_index.schema import EncoderInfo, sql_type
 from swan_index.store import DB_NAME, Store
 from swan_index.tables import (
@@ -422,24 +421,6 @@ def swap_in(build: Path, target: Path, backup: Path | None) -> None:
     _sync_dir(target.parent)
 
 
-def _engine_options(engine: str, address: str | None) -> dict[str, Any]:
-    """The ingest engine's keywords (none for the local engine).
-
-    Raises:
-        ValueError: an unknown engine, or one this ingest lacks.
-    """
-    if engine == "local":
-        return {}
-    if engine != "ray":
-        raise ValueError(f"--engine {engine}: choose local or ray")
-    if "engine" not in inspect.signature(ingest_paths).parameters:
-        raise ValueError(
-            "--engine ray: this installation's ingest has no Ray engine; "
-            "use --engine local"
-        )
-    return {"engine": engine, "address": address}
-
-
 def reencode_store(
     store: str | Path,
     encoder: MapEncoder,
@@ -466,7 +447,8 @@ def reencode_store(
             entry was re-encoded (else it is kept, and the summary says where).
         layout: compute the layout of the new store; ``None``: when the old store
             had one.
-        engine: ``local`` or ``ray`` (passed to the ingest when not local).
+        engine: ``local`` or ``ray``, as in
+            :func:`~swan_index.indexer.ingest_paths`.
         address: the Ray cluster's address (``engine="ray"``).
         workers, batch_size, max_model_atoms, progress: as in
             :func:`~swan_index.indexer.ingest_paths`.
@@ -480,13 +462,15 @@ def reencode_store(
             exists, a leftover build of something else, or a bad ``engine``.
         StoreBusyError: another process is writing to the store.
     """
+    check_engine(engine)
     t0 = time.perf_counter()
     options = {
         "workers": workers,
         "batch_size": batch_size,
         "progress": progress,
         "max_model_atoms": max_model_atoms,
-        **_engine_options(engine, address),
+        "engine": engine,
+        "address": address,
     }
     source = Path(store).absolute()
     target = Path(out).absolute() if out is not None else source
