@@ -1,0 +1,71 @@
+"""Train the latent prior (denoising, generation) on a dataset folder.
+
+The encoder (--encoder) stays frozen: the dataset is encoded once (cached in OUT),
+then a flow-matching model (--kind flow) or a next-scale token model (--kind
+tokens) learns its latent, coarse to fine (docs/prior.md). Resumable: run the same
+command again and it continues from OUT/last.pt. Writes OUT/metrics.jsonl
+(training loss, held-out loss) and, at the end, OUT/prior.pt, tied to the
+encoder's hash.
+
+examples:
+  $ swan train-prior --dataset runs/ds --encoder data/cryoswan.pt --out runs/prior \\
+        --minutes 60
+  $ swan train-prior --dataset runs/ds --encoder data/cryoswan.pt --out runs/var \\
+        --kind tokens --steps 2000
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from encoder.prior import KINDS, PriorConfig
+from encoder.train_prior import PriorTrainConfig, train_prior
+from swan_index.map_encoder import DEFAULT_CHECKPOINT
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    """Register ``swan train-prior``'s arguments."""
+    parser.add_argument("--dataset", required=True, help="dataset folder")
+    parser.add_argument(
+        "--encoder", default=str(DEFAULT_CHECKPOINT), help="encoder checkpoint"
+    )
+    parser.add_argument("--out", required=True, help="run folder (checkpoints, log)")
+    parser.add_argument("--kind", choices=KINDS, default="flow")
+    parser.add_argument("--channels", type=int, default=32, help="network width")
+    parser.add_argument("--blocks", type=int, default=1, help="blocks per level")
+    parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument(
+        "--minutes", type=float, default=None, help="stop after this much wall time"
+    )
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run ``swan train-prior``."""
+    try:
+        cfg = PriorTrainConfig(
+            dataset=args.dataset,
+            encoder=args.encoder,
+            out=args.out,
+            prior=PriorConfig(
+                kind=args.kind, channels=args.channels, blocks=args.blocks
+            ),
+            batch_size=args.batch_size,
+            lr=args.lr,
+            steps=args.steps,
+            minutes=args.minutes,
+            seed=args.seed,
+            device=args.device,
+            threads=args.threads,
+        )
+        final = train_prior(cfg)
+    except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(final)
+    return 0
