@@ -14,6 +14,8 @@ with the clean map by Pearson correlation over the whole box. In the same run:
   voxels (a classical baseline, not tuned on these maps);
 * ``autoencoder``: the encoder's own reconstruction of the noisy map (strength 0:
   its code decoded, no prior);
+* ``ceiling``: the same path applied to the clean map (what the encoder and the
+  contour leave of a perfect denoise: density below the contour is not modelled);
 * ``prior s=S``: each prior file given (``--prior``, several to compare) at each
   ``--strength``.
 
@@ -70,6 +72,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for path in held_out([Path(m) for m in args.models]):
         clean = simulate_map(path, args.resolution)
         sd = float(clean.data.std())
+        clean_cv = first.canonical(clean)
         for noise in args.noise:
             data = clean.data + rng.normal(0, noise * sd, clean.data.shape)
             noisy = replace(clean, data=data.astype(np.float32), path=f"noisy:{path}")
@@ -80,6 +83,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row["gaussian"] = volume_correlation(smooth, clean.data)
             ae = first.reconstruct(cv, None)[0]
             row["autoencoder"] = _score(ae, cv, noisy, clean)
+            row["ceiling"] = _score(
+                first.reconstruct(clean_cv, None)[0], clean_cv, clean, clean
+            )
             for name, gen in gens.items():
                 for s in args.strength:
                     vol = gen.reconstruct(cv, s, seed=args.seed)[0]

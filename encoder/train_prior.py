@@ -28,14 +28,14 @@ import torch
 from encoder.checkpoint import atomic_save, load_checkpoint
 from encoder.model import CryoSwan
 from encoder.prior import LatentPrior, PriorConfig, load_prior, prior_blob
-from encoder.train import _device, _half_turns, _lr, _progress
+from encoder.train import RunConfig, _half_turns, _lr, _progress, restore, start_run
 from encoder.training_data.dataset import load_split
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class PriorTrainConfig:
+@dataclass(frozen=True, kw_only=True)
+class PriorTrainConfig(RunConfig):
     """One prior training run (saved in the prior file's ``extra``)."""
 
     dataset: str
@@ -44,14 +44,7 @@ class PriorTrainConfig:
     prior: PriorConfig = field(default_factory=PriorConfig)
     batch_size: int = 32
     lr: float = 1e-3
-    steps: int = 20_000
-    minutes: float | None = None
-    log_every: int = 50
     val_every: int = 250
-    checkpoint_every: int = 250
-    seed: int = 0
-    device: str = "auto"
-    threads: int | None = None
 
 
 @torch.no_grad()
@@ -162,13 +155,7 @@ def train_prior(cfg: PriorTrainConfig, progress: bool = True) -> Path:
     """
     from tqdm import tqdm
 
-    if cfg.batch_size < 1 or cfg.steps < 1:
-        raise ValueError("batch_size and steps must be positive")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = _device(cfg.device)
+    out, device = start_run(cfg, cfg.out)
     encoder, _ = load_checkpoint(cfg.encoder, map_location=device)
     if not isinstance(encoder, CryoSwan):
         raise ValueError(f"{cfg.encoder}: a baseline checkpoint; use a Cryo-SWAN one")
@@ -187,17 +174,14 @@ def train_prior(cfg: PriorTrainConfig, progress: bool = True) -> Path:
     prior.mean.copy_(flat.mean(1).reshape(prior.mean.shape))
     prior.std.copy_(flat.std(1).clamp_min(1e-4).reshape(prior.std.shape))
     prior.encoder_hash = encoder.checkpoint_hash
-    opt = torch.optim.AdamW(prior.parameters(), lr=cfg.lr)
+    opt = torch.optim.AdamW(
+        prior.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
     step = 0
     last = out / "last.pt"
     if last.exists():
         resumed, blob = load_prior(last, encoder, map_location=device)
-        prior.load_state_dict(resumed.state_dict())
-        if blob.get("optimizer"):
-            opt.load_state_dict(blob["optimizer"])
-        step = int(blob["step"])
-        gen.manual_seed(cfg.seed + step)
-        log.info("resumed from %s at step %d", last, step)
+        step = restore(prior, opt, gen, cfg.seed, resumed, blob)
     extra = {
         "train": {**asdict(cfg), "prior": config.to_dict()},
         "argv": sys.argv,

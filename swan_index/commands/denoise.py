@@ -20,8 +20,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from swan_index.generate import DEFAULT_PRIOR, Generator, on_input_grid, write_generated
-from swan_index.map_encoder import DEFAULT_CHECKPOINT
+from swan_index.commands import add_prior_args
+from swan_index.generate import Generator, on_input_grid, write_generated
 
 #: How much of the way the prior carries the map's latent by default.
 DEFAULT_STRENGTH = 0.5
@@ -37,10 +37,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_STRENGTH,
         help="the prior's share, in [0, 1] (default %(default)s)",
     )
-    parser.add_argument("--contour", type=float, default=None, help="MAP's contour")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--prior", default=str(DEFAULT_PRIOR))
-    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    add_prior_args(parser)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -18,14 +18,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from swan_index.commands import add_prior_args
 from swan_index.generate import (
-    DEFAULT_PRIOR,
     Generator,
     canonical_map,
     on_input_grid,
     write_generated,
 )
-from swan_index.map_encoder import DEFAULT_CHECKPOINT
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -36,10 +35,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("-n", type=int, default=4, help="maps to draw (default 4)")
     parser.add_argument("-o", "--out", required=True, help="output folder")
-    parser.add_argument("--contour", type=float, default=None, help="MAP's contour")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--prior", default=str(DEFAULT_PRIOR))
-    parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
+    add_prior_args(parser)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ import sys
 
 from encoder.prior import KINDS, PriorConfig
 from encoder.train_prior import PriorTrainConfig, train_prior
+from swan_index.commands import add_run_args, run_settings
 from swan_index.map_encoder import DEFAULT_CHECKPOINT
 
 
@@ -34,15 +35,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--kind", choices=KINDS, default="flow")
     parser.add_argument("--channels", type=int, default=32, help="network width")
     parser.add_argument("--blocks", type=int, default=1, help="blocks per level")
-    parser.add_argument("--steps", type=int, default=20_000)
-    parser.add_argument(
-        "--minutes", type=float, default=None, help="stop after this much wall time"
-    )
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    add_run_args(parser, batch_size=32, lr=1e-3)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -55,13 +48,7 @@ def main(args: argparse.Namespace) -> int:
             prior=PriorConfig(
                 kind=args.kind, channels=args.channels, blocks=args.blocks
             ),
-            batch_size=args.batch_size,
-            lr=args.lr,
-            steps=args.steps,
-            minutes=args.minutes,
-            seed=args.seed,
-            device=args.device,
-            threads=args.threads,
+            **run_settings(args),
         )
         final = train_prior(cfg)
     except (ValueError, FileNotFoundError) as err:
