@@ -27,6 +27,8 @@ with the clean map by Pearson correlation over the whole box. In the same run:
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -103,6 +105,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for noise in args.noise
     }
     return {
+        "command": "python -m benchmarks.bench_prior " + shlex.join(sys.argv[1:]),
         "what": "Pearson vs the clean map of held-out SIMULATED maps plus Gaussian "
         "noise (noise = sigma / the clean map's std), on the input's grid",
         "encoder": str(args.checkpoint),
@@ -137,7 +140,7 @@ def main() -> None:
     parser.add_argument("--strength", type=float, nargs="+", default=[0.3, 0.5])
     parser.add_argument("--gaussian-sigma", type=float, default=1.0)
     parser.add_argument("--seed", type=int, default=0)
-    add_out_argument(parser, "prior.json")
+    add_out_argument(parser, "bench_prior.json")
     args = parser.parse_args()
     save_result(run(args), args.out, print_table, rows_key="rows")
 

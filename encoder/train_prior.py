@@ -75,6 +75,11 @@ def cached_latents(
     """A split's latents and tokens, from ``out`` when cached for this encoder and
     dataset, else encoded (the training split twice: as is and half-turned)."""
     manifest = Path(dataset) / "manifest.json"
+    if not manifest.is_file():
+        raise ValueError(
+            f"{dataset}: not a dataset folder (no manifest.json); "
+            "build one with `swan dataset build`"
+        )
     key = hashlib.sha256(
         (encoder.checkpoint_hash + manifest.read_bytes().hex()).encode()
     ).hexdigest()

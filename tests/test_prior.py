@@ -89,6 +89,13 @@ def test_train_prior_logs_and_resumes(tiny, kind):
     assert any("val_loss" in r for r in lines)
 
 
+def test_train_prior_bad_dataset_one_line_exit_1(tiny, tmp_path, capsys):
+    args = ["train-prior", "--dataset", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert main(args + ["--encoder", tiny["encoder"]]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "not a dataset folder" in err and str(tmp_path) in err
+
+
 def test_prior_loads_for_its_encoder_only(tiny, tmp_path):
     from encoder.checkpoint import load_checkpoint
 

@@ -1,8 +1,9 @@
 """Train the latent prior (denoising, generation) on a dataset folder.
 
 The encoder (--encoder) stays frozen: the dataset is encoded once (cached in OUT),
-then a flow-matching model (--kind flow) or a next-scale token model (--kind
-tokens) learns its latent, coarse to fine (docs/prior.md). Resumable: run the same
+then a next-scale token model (--kind tokens, VAR-style: scale k's tokens given
+the coarser scales) or a flow-matching model over the continuous latent (--kind
+flow) learns it, coarse to fine (docs/prior.md). Resumable: run the same
 command again and it continues from OUT/last.pt. Writes OUT/metrics.jsonl
 (training loss, held-out loss) and, at the end, OUT/prior.pt, tied to the
 encoder's hash.
@@ -10,8 +11,8 @@ encoder's hash.
 examples:
   $ swan train-prior --dataset runs/ds --encoder data/cryoswan.pt --out runs/prior \\
         --minutes 60
-  $ swan train-prior --dataset runs/ds --encoder data/cryoswan.pt --out runs/var \\
-        --kind tokens --steps 2000
+  $ swan train-prior --dataset runs/ds --encoder data/cryoswan.pt --out runs/flow \\
+        --kind flow --steps 2000
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "--encoder", default=str(DEFAULT_CHECKPOINT), help="encoder checkpoint"
     )
     parser.add_argument("--out", required=True, help="run folder (checkpoints, log)")
-    parser.add_argument("--kind", choices=KINDS, default="flow")
+    parser.add_argument("--kind", choices=KINDS, default="tokens")
     parser.add_argument("--channels", type=int, default=32, help="network width")
     parser.add_argument("--blocks", type=int, default=1, help="blocks per level")
     add_run_args(parser, batch_size=32, lr=1e-3)
@@ -51,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
             **run_settings(args),
         )
         final = train_prior(cfg)
-    except (ValueError, FileNotFoundError) as err:
+    except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(final)
