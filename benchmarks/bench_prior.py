@@ -19,6 +19,13 @@ with the clean map by Pearson correlation over the whole box. In the same run:
 * ``prior s=S``: each prior file given (``--prior``, several to compare) at each
   ``--strength``.
 
+Variations (``swan generate --like``'s path) of the clean maps, in the canonical
+frame: for each ``--keep`` K, ``--draws`` maps keeping the first K scales and
+drawing the finer ones; their mean Pearson with the clean canonical volume and
+their volume inside the contour relative to the encoder's own reconstruction's
+(1 = as much molecule as the original). Baseline in the same run: ``coarse
+only``, the first K scales decoded alone.
+
     $ python -m benchmarks.bench_prior --prior data/prior.pt
     $ python -m benchmarks.bench_prior --prior runs/a/prior.pt runs/b/prior.pt \\
         --noise 1 --strength 0.3 0.5
@@ -34,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from scipy import ndimage
 
 from benchmarks.common import ROOT, RunRecord, add_out_argument, save_result
@@ -70,11 +78,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     gens = {str(p): Generator.load(args.checkpoint, p) for p in args.prior}
     first = next(iter(gens.values()))
     rng = np.random.default_rng(args.seed)
-    rows = []
+    rows, variations = [], []
     for path in held_out([Path(m) for m in args.models]):
         clean = simulate_map(path, args.resolution)
         sd = float(clean.data.std())
         clean_cv = first.canonical(clean)
+        variations += _variations(gens, clean_cv, path.name, args)
         for noise in args.noise:
             data = clean.data + rng.normal(0, noise * sd, clean.data.shape)
             noisy = replace(clean, data=data.astype(np.float32), path=f"noisy:{path}")
@@ -104,6 +113,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         for noise in args.noise
     }
+    kinds = [k for k in variations[0] if k not in ("model", "keep")]
+    by_keep = {
+        str(keep): {
+            k: float(np.mean([v[k] for v in variations if v["keep"] == keep]))
+            for k in kinds
+        }
+        for keep in args.keep
+    }
     return {
         "command": "python -m benchmarks.bench_prior " + shlex.join(sys.argv[1:]),
         "what": "Pearson vs the clean map of held-out SIMULATED maps plus Gaussian "
@@ -113,9 +130,41 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "priors": {name: g.prior_hash[:12] for name, g in gens.items()},
         "resolution": args.resolution,
         "mean_pearson": summary,
+        "variations_what": "clean held-out maps in their canonical frame: the "
+        "first K scales kept, the finer ones drawn (--draws per map); Pearson of "
+        "the draws with the clean canonical volume, and their volume inside the "
+        "contour over the encoder's own reconstruction's; 'coarse only': the "
+        "first K scales decoded alone (no prior)",
+        "variations": by_keep,
         "rows": rows,
+        "variation_rows": variations,
         "run": record.finish(),
     }
+
+
+def _variations(
+    gens: dict[str, Generator], cv: Any, name: str, args: argparse.Namespace
+) -> list[dict[str, Any]]:
+    """Per kept-scale count: the draws' Pearson with ``cv`` and their volume."""
+    first = next(iter(gens.values()))
+    x = torch.from_numpy(np.asarray(cv.values, np.float32))[None, None]
+    tokens = first.encoder.encode_indices(x)
+    full = first.reconstruct(cv, None)[0]
+    inside = max(float((full >= 0.5).mean()), 1e-6)
+    out = []
+    for keep in args.keep:
+        coarse = first.encoder.decode_indices(tokens, up_to=keep)[0, 0].numpy()
+        row = {"model": name, "keep": keep}
+        row["coarse only"] = volume_correlation(coarse, cv.values)
+        for prior, gen in gens.items():
+            draws = gen.reconstruct(cv, 1.0, keep, args.draws, args.seed)
+            row[prior] = float(
+                np.mean([volume_correlation(d, cv.values) for d in draws])
+            )
+            volume = np.mean([(d >= 0.5).mean() for d in draws]) / inside
+            row[f"{prior} volume"] = float(volume)
+        out.append(row)
+    return out
 
 
 def _score(volume: np.ndarray, cv: Any, noisy: Any, clean: Any) -> float:
@@ -126,6 +175,11 @@ def print_table(result: dict[str, Any]) -> None:
     print(result["what"])
     for noise, methods in result["mean_pearson"].items():
         print(f"noise {noise}:")
+        for m, v in methods.items():
+            print(f"  {v:6.3f}  {m}")
+    print(result["variations_what"])
+    for keep, methods in result["variations"].items():
+        print(f"keep {keep}:")
         for m, v in methods.items():
             print(f"  {v:6.3f}  {m}")
 
@@ -139,10 +193,12 @@ def main() -> None:
     parser.add_argument("--noise", type=float, nargs="+", default=[0.5, 1.0, 2.0])
     parser.add_argument("--strength", type=float, nargs="+", default=[0.3, 0.5])
     parser.add_argument("--gaussian-sigma", type=float, default=1.0)
+    parser.add_argument("--keep", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--draws", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     add_out_argument(parser, "bench_prior.json")
     args = parser.parse_args()
-    save_result(run(args), args.out, print_table, rows_key="rows")
+    save_result(run(args), args.out, print_table, rows_key=["rows", "variation_rows"])
 
 
 if __name__ == "__main__":

@@ -4,22 +4,21 @@ Data flow (``f`` ``[B, D, n, n, n]`` is the encoder's latent before quantization
 D = 32 and n = 8 for the shipped encoder; ``f_hat_k`` is what the first k scales'
 codes reconstruct of it, :meth:`CryoSwan.cumulative_latents`):
 
-* **Next-scale tokens** (``kind="tokens"``, VAR-style, the shipped one): logits
-  of scale k's tokens (each depth of its residual quantizer) given ``f_hat_k`` of
-  the coarser scales, every position of a scale predicted in parallel, as VAR
-  does. Sampling goes scale by scale. **Denoising** picks, scale by scale, the
-  token that maximises ``strength * prior logit - distance`` of the noisy map's
-  residual to the code (over the mean nearest distance): the prior corrects the
-  noisy map's own code, and strength 0 leaves it as it is.
-* **Flow matching** (``kind="flow"``, the alternative measured in docs/prior.md):
-  a velocity field ``v(x_t, t | f_hat_k, k)`` over the normalised latent, trained
-  on straight paths ``x_t = (1 - t) noise + t f`` (rectified flow) with a random
-  number of kept scales k in 0 .. S-1 (k = 0: unconditional). Sampling
-  integrates it from noise (t = 0) to data (t = 1) with Euler steps; the latent
-  is then quantized by the encoder's own quantizers (the kept scales' tokens
-  taken as given) and decoded.
-  **Denoising** (SDEdit) starts from a noisy map's latent mixed with noise at
-  ``t = 1 - strength`` and integrates the rest of the way.
+* **Flow matching** (``kind="flow"``, the shipped one): a velocity field
+  ``v(x_t, t | f_hat_k, k)`` over the normalised latent, trained on straight
+  paths ``x_t = (1 - t) noise + t f`` (rectified flow) with a random number of
+  kept scales k in 0 .. S-1 (k = 0: unconditional). Sampling integrates it from
+  noise (t = 0) to data (t = 1) with Euler steps; the latent is then quantized by
+  the encoder's own quantizers (the kept scales' tokens taken as given) and
+  decoded. **Denoising** (SDEdit) starts from a noisy map's latent mixed with
+  noise at ``t = 1 - strength`` and integrates the rest of the way.
+* **Next-scale tokens** (``kind="tokens"``, VAR-style, the alternative measured
+  in docs/prior.md): logits of scale k's tokens (each depth of its residual
+  quantizer) given ``f_hat_k`` of the coarser scales, every position of a scale
+  predicted in parallel, as VAR does. Sampling goes scale by scale.
+  **Denoising** picks, scale by scale, the token that maximises ``strength *
+  prior logit - distance`` of the noisy map's residual to the code (over the
+  mean nearest distance): strength 0 leaves the noisy map's code as it is.
 
 Both run one network, :class:`LatentNet`: a small 3D U-Net at n^3 -> (n/2)^3 ->
 n^3 whose residual blocks are modulated (FiLM) by embeddings of t and k.
@@ -58,7 +57,7 @@ class PriorConfig:
         steps: Euler steps of a full sample (a denoise takes ``strength`` of them).
     """
 
-    kind: str = "tokens"
+    kind: str = "flow"
     channels: int = 32
     blocks: int = 1
     steps: int = 32

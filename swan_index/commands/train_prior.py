@@ -1,18 +1,18 @@
 """Train the latent prior (denoising, generation) on a dataset folder.
 
 The encoder (--encoder) stays frozen: the dataset is encoded once (cached in OUT),
-then a next-scale token model (--kind tokens, VAR-style: scale k's tokens given
-the coarser scales) or a flow-matching model over the continuous latent (--kind
-flow) learns it, coarse to fine (docs/prior.md). Resumable: run the same
-command again and it continues from OUT/last.pt. Writes OUT/metrics.jsonl
-(training loss, held-out loss) and, at the end, OUT/prior.pt, tied to the
-encoder's hash.
+then a flow-matching model over the continuous latent, conditioned on the kept
+coarse scales (--kind flow), or a next-scale token model (--kind tokens,
+VAR-style: scale k's tokens given the coarser scales) learns it (docs/prior.md).
+Resumable: run the same command again and it continues from OUT/last.pt. Writes
+OUT/metrics.jsonl (training loss, held-out loss) and, at the end, OUT/prior.pt,
+tied to the encoder's hash.
 
 examples:
   $ swan train-prior --dataset runs/ds --encoder data/cryoswan.pt --out runs/prior \\
         --minutes 60
-  $ swan train-prior --dataset runs/ds --encoder data/cryoswan.pt --out runs/flow \\
-        --kind flow --steps 2000
+  $ swan train-prior --dataset runs/ds --encoder data/cryoswan.pt --out runs/var \\
+        --kind tokens --steps 2000
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "--encoder", default=str(DEFAULT_CHECKPOINT), help="encoder checkpoint"
     )
     parser.add_argument("--out", required=True, help="run folder (checkpoints, log)")
-    parser.add_argument("--kind", choices=KINDS, default="tokens")
+    parser.add_argument("--kind", choices=KINDS, default="flow")
     parser.add_argument("--channels", type=int, default=32, help="network width")
     parser.add_argument("--blocks", type=int, default=1, help="blocks per level")
     add_run_args(parser, batch_size=32, lr=1e-3)
