@@ -222,7 +222,6 @@ class LatentPrior(nn.Module):
         cond: torch.Tensor,
         k: torch.Tensor,
         t0: float = 0.0,
-        generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Euler steps from normalised ``x`` at time ``t0`` to t = 1; raw latent out.
 
