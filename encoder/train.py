@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -89,6 +90,20 @@ def start_run(cfg: RunConfig, out: str) -> tuple[Path, torch.device]:
         torch.set_num_threads(cfg.threads)
     Path(out).mkdir(parents=True, exist_ok=True)
     return Path(out), _device(cfg.device)
+
+
+def step_bar(cfg: RunConfig, step: int, desc: str, enabled: bool = True) -> Any:
+    """The run's progress bar (tqdm, on stderr), starting at ``step``."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=cfg.steps,
+        initial=step,
+        desc=desc,
+        unit="step",
+        disable=not enabled,
+        file=sys.stderr,
+    )
 
 
 def restore(
@@ -162,8 +177,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     Raises:
         ValueError: bad dataset folder, empty training split, or bad settings.
     """
-    from tqdm import tqdm
-
     out, device = start_run(cfg, cfg.out)
     train_set = torch.from_numpy(load_split(cfg.dataset, "train"))
     val_set = torch.from_numpy(load_split(cfg.dataset, "val"))[:256]
@@ -196,14 +209,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     metrics = open(out / "metrics.jsonl", "a")
     started = time.time()
     deadline = started + cfg.minutes * 60 if cfg.minutes else None
-    bar = tqdm(
-        total=cfg.steps,
-        initial=step,
-        desc=cfg.arch,
-        unit="step",
-        disable=not progress,
-        file=sys.stderr,
-    )
+    bar = step_bar(cfg, step, cfg.arch, progress)
     window_t, window_n = time.time(), 0
     while step < cfg.steps and (deadline is None or time.time() < deadline):
         idx = torch.randint(0, len(train_set), (cfg.batch_size,), generator=gen)
@@ -275,6 +281,7 @@ __all__ = [
     "TrainConfig",
     "restore",
     "start_run",
+    "step_bar",
     "build_model",
     "evaluate_loss",
     "train",

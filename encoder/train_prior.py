@@ -28,7 +28,15 @@ import torch
 from encoder.checkpoint import atomic_save, load_checkpoint
 from encoder.model import CryoSwan
 from encoder.prior import LatentPrior, PriorConfig, load_prior, prior_blob
-from encoder.train import RunConfig, _half_turns, _lr, _progress, restore, start_run
+from encoder.train import (
+    RunConfig,
+    _half_turns,
+    _lr,
+    _progress,
+    restore,
+    start_run,
+    step_bar,
+)
 from encoder.training_data.dataset import load_split
 
 log = logging.getLogger(__name__)
@@ -158,8 +166,6 @@ def train_prior(cfg: PriorTrainConfig, progress: bool = True) -> Path:
         ValueError: bad dataset folder or encoder file, empty split, bad settings,
             or a ``last.pt`` of another encoder in ``out``.
     """
-    from tqdm import tqdm
-
     out, device = start_run(cfg, cfg.out)
     encoder, _ = load_checkpoint(cfg.encoder, map_location=device)
     if not isinstance(encoder, CryoSwan):
@@ -199,14 +205,7 @@ def train_prior(cfg: PriorTrainConfig, progress: bool = True) -> Path:
     metrics = open(out / "metrics.jsonl", "a")
     started = time.time()
     deadline = started + cfg.minutes * 60 if cfg.minutes else None
-    bar = tqdm(
-        total=cfg.steps,
-        initial=step,
-        desc=f"prior-{config.kind}",
-        unit="step",
-        disable=not progress,
-        file=sys.stderr,
-    )
+    bar = step_bar(cfg, step, f"prior-{config.kind}", progress)
 
     def save(path: Path, with_opt: bool) -> None:
         done = {**extra, "seconds": round(seconds + time.time() - started, 1)}
