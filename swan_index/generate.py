@@ -14,7 +14,6 @@ the prior, not measured, and is written to a temporary file that is then renamed
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,17 +155,16 @@ def write_generated(
     if not path.parent.is_dir():
         raise ValueError(f"{path}: its folder does not exist; create it first")
     blob = mrc_bytes(data, like, [GENERATED_LABEL, *labels])
+    # a name of our own beside the output (not mkstemp: its file would be
+    # private, 0600, where an output map should get the user's usual mode)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        tmp.write_bytes(blob)
+        os.replace(tmp, path)
     except OSError as err:
         raise ValueError(f"{path}: cannot write there ({err.strerror})") from err
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(blob)
-        os.replace(tmp, path)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
     return path
 
 

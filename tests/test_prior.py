@@ -191,6 +191,9 @@ def test_denoise_bad_input_one_line_exit_1(tiny, tmp_path, capsys, monkeypatch):
         assert _denoise(tiny, path, tmp_path / "out.mrc", *extra) == 1
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err, err
+    assert _denoise(tiny, src, tmp_path / "no" / "out.mrc") == 1  # no such folder
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "folder does not exist" in err
     monkeypatch.setattr(generate_module, "MAX_MAP_BYTES", 1000)
     assert _denoise(tiny, src, tmp_path / "out.mrc") == 1
     err = capsys.readouterr().err.strip()
