@@ -218,7 +218,20 @@ def test_generate_writes_labelled_variations(tiny, tmp_path):
     assert main(bad + args) == 1
 
 
-@pytest.mark.skipif(not DEFAULT_PRIOR.exists(), reason="no shipped prior")
+def test_generate_like_a_stored_entry(tiny, store, tmp_path, capsys):
+    store.close()  # the command opens it read-only
+    args = ["--checkpoint", tiny["encoder"], "--prior", tiny["flow"]]
+    args += ["--store", str(store.path), "-n", "1"]
+    out = tmp_path / "v"
+    assert main(["generate", "--like", "EMD-5625", "-o", str(out)] + args) == 0
+    made = read_map(out / "generated_000.mrc")
+    assert made.shape == read_map(DATA / "maps" / "emd_5625.map").shape
+    assert "like EMD-5625 keep 1" in made.header["labels"][1]
+    assert main(["generate", "--like", "EMD-9999", "-o", str(out)] + args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "9999" in err
+
+
 def test_shipped_prior_fits_the_shipped_encoder():
     from encoder.checkpoint import load_checkpoint
 
@@ -226,3 +239,8 @@ def test_shipped_prior_fits_the_shipped_encoder():
     enc, _ = load_checkpoint(DEFAULT_CHECKPOINT)
     prior, blob = load_prior(DEFAULT_PRIOR, enc)
     assert blob["optimizer"] is None and blob["extra"]["seconds"] > 0
+    assert prior.config.kind == "flow" and prior.encoder_hash == enc.checkpoint_hash
+    tokens = enc.encode_indices(torch.rand(1, 1, 64, 64, 64))
+    gen = torch.Generator().manual_seed(0)
+    drawn = sample(prior, enc, 1, keep=tokens[:2], generator=gen)
+    assert all(torch.equal(a, b) for a, b in zip(drawn[:2], tokens[:2], strict=True))
