@@ -24,7 +24,9 @@ frame: for each ``--keep`` K, ``--draws`` maps keeping the first K scales and
 drawing the finer ones; their mean Pearson with the clean canonical volume and
 their volume inside the contour relative to the encoder's own reconstruction's
 (1 = as much molecule as the original). Baseline in the same run: ``coarse
-only``, the first K scales decoded alone.
+only``, the first K scales decoded alone. Unconditional draws (``--samples``):
+the fraction of the canonical box inside the contour, against the encoder's
+reconstructions of the clean maps.
 
     $ python -m benchmarks.bench_prior --prior data/prior.pt
     $ python -m benchmarks.bench_prior --prior runs/a/prior.pt runs/b/prior.pt \\
@@ -113,6 +115,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         }
         for noise in args.noise
     }
+    inside = [
+        v["reconstruction inside"] for v in variations if v["keep"] == args.keep[0]
+    ]
+    drawn = {
+        name: float(np.mean([(d >= 0.5).mean() for d in g.sample(args.samples, 1)]))
+        for name, g in gens.items()
+    }
     kinds = [k for k in variations[0] if k not in ("model", "keep")]
     by_keep = {
         str(keep): {
@@ -136,6 +145,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "contour over the encoder's own reconstruction's; 'coarse only': the "
         "first K scales decoded alone (no prior)",
         "variations": by_keep,
+        "unconditional_what": "fraction of the canonical box inside the contour: "
+        "the encoder's reconstructions of the clean held-out maps (mean) against "
+        "--samples maps drawn from each prior alone (mean)",
+        "unconditional": {"reconstructions": float(np.mean(inside)), **drawn},
         "rows": rows,
         "variation_rows": variations,
         "run": record.finish(),
@@ -154,7 +167,7 @@ def _variations(
     out = []
     for keep in args.keep:
         coarse = first.encoder.decode_indices(tokens, up_to=keep)[0, 0].numpy()
-        row = {"model": name, "keep": keep}
+        row = {"model": name, "keep": keep, "reconstruction inside": inside}
         row["coarse only"] = volume_correlation(coarse, cv.values)
         for prior, gen in gens.items():
             draws = gen.reconstruct(cv, 1.0, keep, args.draws, args.seed)
@@ -177,6 +190,9 @@ def print_table(result: dict[str, Any]) -> None:
         print(f"noise {noise}:")
         for m, v in methods.items():
             print(f"  {v:6.3f}  {m}")
+    print(result["unconditional_what"])
+    for m, v in result["unconditional"].items():
+        print(f"  {v:6.3f}  {m}")
     print(result["variations_what"])
     for keep, methods in result["variations"].items():
         print(f"keep {keep}:")
@@ -195,6 +211,7 @@ def main() -> None:
     parser.add_argument("--gaussian-sigma", type=float, default=1.0)
     parser.add_argument("--keep", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--draws", type=int, default=2)
+    parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     add_out_argument(parser, "bench_prior.json")
     args = parser.parse_args()
