@@ -65,6 +65,14 @@ def save_checkpoint(
         "hash": digest,
         "extra": extra or {},
     }
+    atomic_save(blob, path)
+    model.checkpoint_hash = digest
+    return digest
+
+
+def atomic_save(blob: dict[str, Any], path: str | Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename it."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
@@ -74,8 +82,6 @@ def save_checkpoint(
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    model.checkpoint_hash = digest
-    return digest
 
 
 def load_checkpoint(

@@ -280,15 +280,29 @@ class CryoSwan(nn.Module):
             q = F.interpolate(q, size=(n, n, n), mode="trilinear", align_corners=False)
         return q + 0.5 * self.phi[i](q)
 
+    def cumulative_latents(self, indices: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``f_hat`` ``[B, D, n, n, n]`` after each of the first ``len(indices)``
+        scales, from their indices (each ``[B, depth_s, s, s, s]``)."""
+        f_hat, cumulative = 0, []
+        for i, idx in enumerate(indices):
+            q = self.quantizers[i].decode(idx.long().transpose(0, 1))
+            f_hat = f_hat + self._upsample(q.permute(0, 4, 1, 2, 3), i)
+            cumulative.append(f_hat)
+        return cumulative
+
     def _quantize(
-        self, f: torch.Tensor
+        self, f: torch.Tensor, keep: list[torch.Tensor] | None = None
     ) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
         """Returns cumulative reconstructions per scale, indices per scale, and the
-        sum of per-scale quantization errors (for the codebook/phi loss)."""
+        sum of per-scale quantization errors (for the codebook/phi loss). ``keep``:
+        the first scales' indices, taken as given; the finer scales then quantize
+        what those leave of ``f``."""
         b, d = f.shape[:2]
-        f_hat = torch.zeros_like(f)
-        cumulative, indices = [], []
-        for i, side in enumerate(self.config.scales):
+        keep = list(keep or [])
+        cumulative = self.cumulative_latents(keep)
+        indices = [k.long() for k in keep]
+        f_hat = cumulative[-1] if cumulative else torch.zeros_like(f)
+        for i, side in enumerate(self.config.scales[len(keep) :], start=len(keep)):
             rest = F.adaptive_avg_pool3d(f.detach() - f_hat.detach(), side)
             flat = rest.permute(0, 2, 3, 4, 1).reshape(-1, d)
             q, idx = self.quantizers[i](flat)
@@ -363,13 +377,7 @@ class CryoSwan(nn.Module):
         up_to = n_scales if up_to is None else up_to
         if not 1 <= up_to <= n_scales:
             raise ValueError(f"up_to={up_to}: use 1..{n_scales}")
-        f_hat = None
-        for i in range(up_to):
-            idx = indices[i].long().transpose(0, 1)  # [depth, B, s, s, s]
-            q = self.quantizers[i].decode(idx).permute(0, 4, 1, 2, 3)
-            up = self._upsample(q, i)
-            f_hat = up if f_hat is None else f_hat + up
-        return self.decoder(f_hat)
+        return self.decoder(self.cumulative_latents(list(indices[:up_to]))[-1])
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> MultiScaleCode:

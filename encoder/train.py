@@ -20,6 +20,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -33,14 +34,10 @@ log = logging.getLogger(__name__)
 ARCHS = ("cryoswan", "single-scale", "plain-ae")
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """One training run (saved in each checkpoint's ``extra``)."""
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """The loop's settings, shared by the encoder's and the prior's training."""
 
-    dataset: str
-    out: str
-    arch: str = "cryoswan"
-    model: CryoSwanConfig = field(default_factory=CryoSwanConfig)
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 0.0
@@ -52,6 +49,16 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     threads: int | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig(RunConfig):
+    """One training run (saved in each checkpoint's ``extra``)."""
+
+    dataset: str
+    out: str
+    arch: str = "cryoswan"
+    model: CryoSwanConfig = field(default_factory=CryoSwanConfig)
 
 
 def build_model(arch: str, config: CryoSwanConfig) -> torch.nn.Module:
@@ -69,6 +76,53 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def start_run(cfg: RunConfig, out: str) -> tuple[Path, torch.device]:
+    """Check a run's settings, set its threads, make its folder ``out``.
+
+    Returns:
+        The run folder and the device to train on.
+    """
+    if cfg.batch_size < 1 or cfg.steps < 1:
+        raise ValueError("batch_size and steps must be positive")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    return Path(out), _device(cfg.device)
+
+
+def step_bar(cfg: RunConfig, step: int, desc: str, enabled: bool = True) -> Any:
+    """The run's progress bar (tqdm, on stderr), starting at ``step``."""
+    from tqdm import tqdm
+
+    return tqdm(
+        total=cfg.steps,
+        initial=step,
+        desc=desc,
+        unit="step",
+        disable=not enabled,
+        file=sys.stderr,
+    )
+
+
+def restore(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    gen: torch.Generator,
+    seed: int,
+    resumed: torch.nn.Module,
+    blob: dict,
+) -> int:
+    """Put a resumed run's weights and optimizer state (``resumed``, ``blob``:
+    its ``last.pt``) into ``model`` and ``opt``, reseed ``gen``; its step."""
+    model.load_state_dict(resumed.state_dict())
+    if blob.get("optimizer"):
+        opt.load_state_dict(blob["optimizer"])
+    step = int(blob["step"])
+    gen.manual_seed(seed + step)
+    log.info("resumed at step %d", step)
+    return step
 
 
 def _half_turns(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -123,15 +177,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     Raises:
         ValueError: bad dataset folder, empty training split, or bad settings.
     """
-    from tqdm import tqdm
-
-    if cfg.batch_size < 1 or cfg.steps < 1:
-        raise ValueError("batch_size and steps must be positive")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    device = _device(cfg.device)
+    out, device = start_run(cfg, cfg.out)
     train_set = torch.from_numpy(load_split(cfg.dataset, "train"))
     val_set = torch.from_numpy(load_split(cfg.dataset, "val"))[:256]
     if len(train_set) == 0:
@@ -148,12 +194,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     last = out / "last.pt"
     if last.exists():
         resumed, blob = load_checkpoint(last, map_location=device)
-        model.load_state_dict(resumed.state_dict())
-        if blob.get("optimizer"):
-            opt.load_state_dict(blob["optimizer"])
-        step = int(blob["step"])
-        gen.manual_seed(cfg.seed + step)
-        log.info("resumed from %s at step %d", last, step)
+        step = restore(model, opt, gen, cfg.seed, resumed, blob)
     if device.type == "cuda":
         train_set = train_set.to(device)
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick fast kernels
@@ -168,14 +209,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     metrics = open(out / "metrics.jsonl", "a")
     started = time.time()
     deadline = started + cfg.minutes * 60 if cfg.minutes else None
-    bar = tqdm(
-        total=cfg.steps,
-        initial=step,
-        desc=cfg.arch,
-        unit="step",
-        disable=not progress,
-        file=sys.stderr,
-    )
+    bar = step_bar(cfg, step, cfg.arch, progress)
     window_t, window_n = time.time(), 0
     while step < cfg.steps and (deadline is None or time.time() < deadline):
         idx = torch.randint(0, len(train_set), (cfg.batch_size,), generator=gen)
@@ -241,4 +275,14 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     return final
 
 
-__all__ = ["ARCHS", "TrainConfig", "build_model", "evaluate_loss", "train"]
+__all__ = [
+    "ARCHS",
+    "RunConfig",
+    "TrainConfig",
+    "restore",
+    "start_run",
+    "step_bar",
+    "build_model",
+    "evaluate_loss",
+    "train",
+]

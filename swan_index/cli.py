@@ -28,6 +28,9 @@ COMMANDS = {
     "dataset": "swan_index.commands.dataset",
     "train": "swan_index.commands.train",
     "eval": "swan_index.commands.eval",
+    "train-prior": "swan_index.commands.train_prior",
+    "denoise": "swan_index.commands.denoise",
+    "generate": "swan_index.commands.generate",
 }
 
 

@@ -70,3 +70,40 @@ def add_query_args(parser: argparse.ArgumentParser) -> None:
         default=str(DEFAULT_CHECKPOINT),
         help="encoder (must be the store's), to read stored entries' maps again",
     )
+
+
+def add_run_args(parser: argparse.ArgumentParser, batch_size: int, lr: float) -> None:
+    """The options of a training run (``swan train``, ``swan train-prior``):
+    ``--steps``, ``--minutes``, ``--batch-size``, ``--lr``, ``--device``,
+    ``--threads``, ``--seed``; :func:`run_settings` reads them back."""
+    parser.add_argument("--steps", type=int, default=20_000)
+    parser.add_argument(
+        "--minutes", type=float, default=None, help="stop after this much wall time"
+    )
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of :func:`add_run_args`, as a training config's fields."""
+    keys = ("steps", "minutes", "batch_size", "lr", "device", "threads", "seed")
+    return {key: getattr(args, key) for key in keys}
+
+
+def add_prior_args(parser: argparse.ArgumentParser) -> None:
+    """The options of the commands that use the prior (``swan denoise``, ``swan
+    generate``): ``--contour``, ``--seed``, ``--prior``, ``--checkpoint``."""
+    from swan_index.generate import DEFAULT_PRIOR
+    from swan_index.map_encoder import DEFAULT_CHECKPOINT
+
+    parser.add_argument("--contour", type=float, default=None, help="MAP's contour")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--prior", default=str(DEFAULT_PRIOR), help="prior file")
+    parser.add_argument(
+        "--checkpoint",
+        default=str(DEFAULT_CHECKPOINT),
+        help="encoder (the one the prior was trained on)",
+    )

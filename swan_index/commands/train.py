@@ -17,6 +17,7 @@ from dataclasses import replace
 
 from encoder.model import CryoSwanConfig
 from encoder.train import ARCHS, TrainConfig, train
+from swan_index.commands import add_run_args, run_settings
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -24,12 +25,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, help="dataset folder")
     parser.add_argument("--out", required=True, help="run folder (checkpoints, log)")
     parser.add_argument("--arch", choices=ARCHS, default="cryoswan")
-    parser.add_argument("--steps", type=int, default=20_000)
-    parser.add_argument(
-        "--minutes", type=float, default=None, help="stop after this much wall time"
-    )
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--lr", type=float, default=2e-3)
+    add_run_args(parser, batch_size=16, lr=2e-3)
     parser.add_argument(
         "--kl-weight", type=float, default=0.0, help="weight of the KL term (0 = off)"
     )
@@ -46,9 +42,6 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         default=CryoSwanConfig.coarse_codebook_size,
         help="codes per codebook at the coarser scales",
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    parser.add_argument("--threads", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -65,13 +58,7 @@ def main(args: argparse.Namespace) -> int:
         out=args.out,
         arch=args.arch,
         model=model,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        steps=args.steps,
-        minutes=args.minutes,
-        seed=args.seed,
-        device=args.device,
-        threads=args.threads,
+        **run_settings(args),
     )
     try:
         final = train(cfg)

@@ -1,0 +1,246 @@
+"""The latent prior: training (resumable), files tied to their encoder, sampling
+that keeps scales, and ``swan denoise`` / ``swan generate`` on map files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from encoder.checkpoint import save_checkpoint
+from encoder.model import CryoSwan, CryoSwanConfig
+from encoder.prior import PriorConfig, load_prior, sample
+from encoder.train_prior import PriorTrainConfig, train_prior
+from encoder.training_data import DatasetConfig, build_dataset
+from ingest.mapio import DensityMap, read_map, write_map
+from swan_index import generate as generate_module
+from swan_index.cli import main
+from swan_index.generate import DEFAULT_PRIOR, GENERATED_LABEL
+from swan_index.map_encoder import DEFAULT_CHECKPOINT
+from tests.conftest import DATA
+
+TINY = CryoSwanConfig(
+    grid=32,
+    scales=(1, 2, 4),
+    depths=(1, 1, 2),
+    codebook_size=32,
+    coarse_codebook_size=16,
+    latent_dim=8,
+    channels=(8, 16),
+)
+
+
+def _encoder(path, seed: int) -> str:
+    torch.manual_seed(seed)
+    save_checkpoint(CryoSwan(TINY), path)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A dataset of the sample maps at 32^3, an (untrained) tiny encoder, and a
+    flow prior and a token prior trained 3 steps on it."""
+    root = tmp_path_factory.mktemp("prior")
+    cfg = DatasetConfig(
+        grid=32,
+        real_maps=str(DATA / "maps"),
+        synthetic=0,
+        real_views=1,
+        val_groups=("emd_1832",),
+        workers=1,
+    )
+    build_dataset(cfg, root / "ds", progress=False)
+    enc = _encoder(root / "enc.pt", 0)
+    priors = {}
+    for kind in ("flow", "tokens"):
+        priors[kind] = _train(root, enc, kind, steps=3)
+    return {"root": root, "dataset": str(root / "ds"), "encoder": enc, **priors}
+
+
+def _train(root, enc, kind, steps):
+    cfg = PriorTrainConfig(
+        dataset=str(root / "ds"),
+        encoder=enc,
+        out=str(root / kind),
+        prior=PriorConfig(kind=kind, channels=8, blocks=1, steps=4),
+        batch_size=2,
+        steps=steps,
+        log_every=1,
+        val_every=3,
+        checkpoint_every=2,
+        device="cpu",
+    )
+    return str(train_prior(cfg, progress=False))
+
+
+@pytest.mark.parametrize("kind", ["flow", "tokens"])
+def test_train_prior_logs_and_resumes(tiny, kind):
+    out = tiny["root"] / kind
+    _, blob = load_prior(out / "prior.pt")
+    assert blob["step"] == 3 and blob["optimizer"] is None
+    _train(tiny["root"], tiny["encoder"], kind, steps=5)  # the same run, longer
+    prior, blob = load_prior(out / "prior.pt")
+    assert blob["step"] == 5 and prior.config.kind == kind
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines if "loss" in r] == [1, 2, 3, 4, 5]
+    assert all(np.isfinite(r["loss"]) for r in lines if "loss" in r)
+    assert any("val_loss" in r for r in lines)
+
+
+def test_train_prior_bad_dataset_one_line_exit_1(tiny, tmp_path, capsys):
+    args = ["train-prior", "--dataset", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert main(args + ["--encoder", tiny["encoder"]]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "not a dataset folder" in err and str(tmp_path) in err
+
+
+def test_prior_loads_for_its_encoder_only(tiny, tmp_path):
+    from encoder.checkpoint import load_checkpoint
+
+    own, _ = load_checkpoint(tiny["encoder"])
+    prior, blob = load_prior(tiny["flow"], own)
+    assert prior.encoder_hash == own.checkpoint_hash == blob["encoder_hash"]
+    other, _ = load_checkpoint(_encoder(tmp_path / "other.pt", 1))
+    with pytest.raises(ValueError) as err:
+        load_prior(tiny["flow"], other)
+    msg = str(err.value)
+    assert "\n" not in msg and tiny["flow"] in msg and "trained on encoder" in msg
+    assert own.checkpoint_hash[:12] in msg and other.checkpoint_hash[:12] in msg
+
+
+def test_prior_file_checks(tiny, tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a prior")
+    with pytest.raises(ValueError, match="not a readable prior"):
+        load_prior(bad)
+    blob = torch.load(tiny["flow"], weights_only=True)
+    key = next(iter(blob["state_dict"]))
+    blob["state_dict"][key] = blob["state_dict"][key] + 1
+    torch.save(blob, tmp_path / "changed.pt")
+    with pytest.raises(ValueError, match="do not match the recorded hash"):
+        load_prior(tmp_path / "changed.pt")
+
+
+@pytest.mark.parametrize("kind", ["flow", "tokens"])
+@pytest.mark.parametrize("keep", [1, 2])
+def test_sampling_keeps_the_kept_scales(tiny, kind, keep):
+    from encoder.checkpoint import load_checkpoint
+
+    enc, _ = load_checkpoint(tiny["encoder"])
+    prior, _ = load_prior(tiny[kind], enc)
+    x = torch.rand(3, 1, 32, 32, 32)
+    tokens = enc.encode_indices(x)
+    gen = torch.Generator().manual_seed(0)
+    drawn = sample(prior, enc, 3, keep=tokens[:keep], generator=gen)
+    assert [t.shape for t in drawn] == [t.shape for t in tokens]
+    for i in range(keep):
+        assert torch.equal(drawn[i], tokens[i])
+    for t, size in zip(drawn, TINY.codebook_sizes, strict=True):
+        assert t.min() >= 0 and t.max() < size
+    assert enc.decode_indices(drawn).shape == (3, 1, 32, 32, 32)
+
+
+def _denoise(tiny, map_file, out, *extra):
+    return main(
+        [
+            "denoise",
+            str(map_file),
+            "-o",
+            str(out),
+            "--checkpoint",
+            tiny["encoder"],
+            "--prior",
+            tiny["flow"],
+            *extra,
+        ]
+    )
+
+
+@pytest.mark.parametrize("strength", ["0.5", "0"])
+def test_denoise_keeps_the_input_grid_and_is_labelled(tiny, tmp_path, strength):
+    src = DATA / "maps" / "emd_5625.map"
+    out = tmp_path / "den.mrc"
+    assert _denoise(tiny, src, out, "--strength", strength) == 0
+    before, after = read_map(src), read_map(out)
+    assert after.shape == before.shape
+    assert np.allclose(after.voxel_size, before.voxel_size)
+    assert np.allclose(after.origin, before.origin)
+    assert after.header["labels"][0] == GENERATED_LABEL
+    assert "swan denoise" in after.header["labels"][1]
+    assert np.isfinite(after.data).all() and after.data.std() > 0
+    assert list(tmp_path.iterdir()) == [out]  # no temporary file left
+
+
+def test_denoise_bad_input_one_line_exit_1(tiny, tmp_path, capsys, monkeypatch):
+    empty = tmp_path / "empty.mrc"
+    empty.write_bytes(b"")
+    text = tmp_path / "notes.mrc"
+    text.write_text("not a map\n" * 200)
+    blank = tmp_path / "blank.mrc"
+    write_map(
+        DensityMap(np.zeros((20, 20, 20), np.float32), (1, 1, 1), (0, 0, 0), "", ""),
+        blank,
+    )
+    cases = [(empty, []), (text, []), (blank, []), (tmp_path / "missing.mrc", [])]
+    src = DATA / "maps" / "emd_5625.map"
+    cases.append((src, ["--contour", "1e9"]))  # nothing at the contour
+    cases.append((src, ["--strength", "2"]))
+    for path, extra in cases:
+        assert _denoise(tiny, path, tmp_path / "out.mrc", *extra) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err, err
+    assert _denoise(tiny, src, tmp_path / "no" / "out.mrc") == 1  # no such folder
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "folder does not exist" in err
+    monkeypatch.setattr(generate_module, "MAX_MAP_BYTES", 1000)
+    assert _denoise(tiny, src, tmp_path / "out.mrc") == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(src) in err
+    assert not (tmp_path / "out.mrc").exists()
+
+
+def test_generate_writes_labelled_variations(tiny, tmp_path):
+    src = DATA / "maps" / "emd_5625.map"
+    args = ["--checkpoint", tiny["encoder"], "--prior", tiny["tokens"]]
+    out = tmp_path / "gen"
+    assert main(["generate", "--like", str(src), "-n", "2", "-o", str(out)] + args) == 0
+    files = sorted(out.iterdir())
+    assert [f.name for f in files] == ["generated_000.mrc", "generated_001.mrc"]
+    like = read_map(src)
+    for f in files:
+        m = read_map(f)
+        assert m.shape == like.shape and m.header["labels"][0] == GENERATED_LABEL
+    assert main(["generate", "-n", "1", "-o", str(tmp_path / "u")] + args) == 0
+    assert read_map(tmp_path / "u" / "generated_000.mrc").shape == (32, 32, 32)
+    bad = ["generate", "--like", str(src), "--keep-scales", "3", "-o", str(out)]
+    assert main(bad + args) == 1
+
+
+def test_generate_like_a_stored_entry(tiny, store, tmp_path, capsys):
+    store.close()  # the command opens it read-only
+    args = ["--checkpoint", tiny["encoder"], "--prior", tiny["flow"]]
+    args += ["--store", str(store.path), "-n", "1"]
+    out = tmp_path / "v"
+    assert main(["generate", "--like", "EMD-5625", "-o", str(out)] + args) == 0
+    made = read_map(out / "generated_000.mrc")
+    assert made.shape == read_map(DATA / "maps" / "emd_5625.map").shape
+    assert "like EMD-5625 keep 1" in made.header["labels"][1]
+    assert main(["generate", "--like", "EMD-9999", "-o", str(out)] + args) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "9999" in err
+
+
+def test_shipped_prior_fits_the_shipped_encoder():
+    from encoder.checkpoint import load_checkpoint
+
+    assert DEFAULT_PRIOR.stat().st_size <= 20 * 2**20
+    enc, _ = load_checkpoint(DEFAULT_CHECKPOINT)
+    prior, blob = load_prior(DEFAULT_PRIOR, enc)
+    assert blob["optimizer"] is None and blob["extra"]["seconds"] > 0
+    assert prior.config.kind == "flow" and prior.encoder_hash == enc.checkpoint_hash
+    tokens = enc.encode_indices(torch.rand(1, 1, 64, 64, 64))
+    gen = torch.Generator().manual_seed(0)
+    drawn = sample(prior, enc, 1, keep=tokens[:2], generator=gen)
+    assert all(torch.equal(a, b) for a, b in zip(drawn[:2], tokens[:2], strict=True))
