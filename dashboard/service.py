@@ -76,7 +76,7 @@ REFRESH_EVERY = 2.0
 REREAD_SLOTS = 2
 REREAD_WAIT = 30.0
 #: How many rotational fits (:mod:`swan_index.fit`) run at once; more requests wait
-#: their turn (each fit already uses every core, and holds about 100 MB meanwhile).
+#: their turn (each fit already uses every core, and holds about 35 MB meanwhile).
 FIT_SLOTS = 2
 #: Stored entries' search queries kept (least recently used dropped).
 ENTRY_QUERY_CACHE = 256
