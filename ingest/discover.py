@@ -52,11 +52,14 @@ class MapEntry:
         map_path: the map file.
         header_path: its EMDB header XML, or ``None``.
         emdb_id: ``"EMD-N"`` from the file name, or ``None``.
+        allow_generated: store the map even when its header says the latent
+            prior generated it (set by the indexer; default: refuse it).
     """
 
     map_path: Path
     header_path: Path | None
     emdb_id: str | None
+    allow_generated: bool = False
 
     @property
     def path(self) -> Path:

@@ -232,6 +232,7 @@ def ingest_paths(
     *,
     engine: str = "local",
     address: str | None = None,
+    allow_generated: bool = False,
 ) -> IngestSummary:
     """Ingest every map and atomic model under ``paths`` into ``store``.
 
@@ -257,6 +258,9 @@ def ingest_paths(
         address: the Ray cluster to join (``ray`` engine only; ``auto``: the
             one started on this machine with ``ray start``); default: a Ray
             instance on this machine for this run only.
+        allow_generated: store maps whose header says the latent prior
+            generated them (labelled: method ``generated``); default: each
+            fails in one line.
 
     Returns:
         An :class:`IngestSummary`.
@@ -328,7 +332,7 @@ def ingest_paths(
         ):
             skip(src, "unchanged since it was stored", stored["sha256"])
         else:
-            todo.append(entry)
+            todo.append(replace(entry, allow_generated=allow_generated))
 
     batch: list[PreparedMap] = []
     touched: list[tuple[int, int | None, int | None]] = []

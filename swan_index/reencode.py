@@ -471,6 +471,8 @@ def reencode_store(
         "max_model_atoms": max_model_atoms,
         "engine": engine,
         "address": address,
+        # the old store holds generated maps only if they were allowed there
+        "allow_generated": True,
     }
     source = Path(store).absolute()
     target = Path(out).absolute() if out is not None else source

@@ -14,6 +14,11 @@ when the file defines none, or with --asymmetric-unit), one entry per
 --model-resolution, labelled simulated (method "simulated"), with the PDB id,
 title, organism, method, chains and residues the file gives.
 
+Maps made by `swan denoise` or `swan generate` (their header label says GENERATED
+by the Cryo-SWAN prior) were not measured: each is refused in one line unless
+--allow-generated is given, and then stored labelled generated (method
+"generated", simulated, no EMDB id).
+
 Exit status: 0 when every file was stored or skipped, 1 when some files failed (the
 others are stored; each failure is printed with its reason), 2 on a usage error,
 130 / 143 when stopped by Ctrl-C / SIGTERM (the batches committed so far stay;
@@ -105,6 +110,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="simulate models' asymmetric units, not their biological assemblies",
     )
+    parser.add_argument(
+        "--allow-generated",
+        action="store_true",
+        help="store maps the latent prior generated (refused by default), "
+        "labelled generated",
+    )
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -168,6 +179,7 @@ def main(args: argparse.Namespace) -> int:
                 model_assembly=not args.asymmetric_unit,
                 engine=args.engine,
                 address=args.address,
+                allow_generated=args.allow_generated,
             )
             if args.layout and (summary.ok or summary.removed):
                 from swan_index.layout import layout_store
