@@ -40,11 +40,13 @@ from typing import Any
 
 import numpy as np
 
+from encoder.code import MultiScaleCode
 from ingest.errors import IngestError, MapTooLargeError
 from ingest.header import emdb_id_from_name
 from ingest.mapio import read_map
 from swan_index.db import StoreBusyError
 from swan_index.fit import apply_fit
+from swan_index.generate import DEFAULT_PRIOR
 from swan_index.indexer import ingest_paths
 from swan_index.map_encoder import DEFAULT_CHECKPOINT, MapEncoder
 from swan_index.placement import Placement, place_query
@@ -214,6 +216,8 @@ class SwanService:
             a small compressed upload can announce a huge map.
         where_limits: what one ``where`` predicate may use (time, memory,
             threads, how many at once).
+        prior: the latent prior for denoising and variations (default: the
+            shipped one; :mod:`dashboard.generative` loads it on first use).
     """
 
     def __init__(
@@ -224,8 +228,10 @@ class SwanService:
         max_upload_bytes: int = MAX_UPLOAD_BYTES,
         where_limits: WhereLimits | None = None,
         max_map_bytes: int = MAX_MAP_BYTES,
+        prior: str | Path | None = None,
     ) -> None:
         self.store_path = Path(store_path)
+        self.prior_path = Path(prior) if prior is not None else DEFAULT_PRIOR
         self.store = Store.open(self.store_path, read_only=True)
         self.store.where_limits = where_limits or WhereLimits()
         kept = {Path(p).name for p in self.store.known_files()}
@@ -529,11 +535,19 @@ class SwanService:
         with self._lock.reading():
             return self.store.get_preview(self.store.find(entry))
 
+    def code(self, entry: str | int) -> MultiScaleCode:
+        """The entry's stored code (its primary pose).
+
+        Raises:
+            KeyError: no such entry.
+        """
+        with self._lock.reading():
+            return self.store.get_code(self.store.find(entry))
+
     def coarse_to_fine(self, entry: str | int, grid: int = 32) -> list[np.ndarray]:
         """The entry decoded from its first 1, 2, ... all scales, each ``[grid]^3``
         in [0, 1] (what each scale of its code holds)."""
-        with self._lock.reading():
-            code = self.store.get_code(self.store.find(entry))
+        code = self.code(entry)
         model = self.encoder.model
         out = []
         for s in range(1, len(code.scales) + 1):

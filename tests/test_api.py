@@ -546,6 +546,9 @@ def api_schema(service: SwanService):
         ("/api/entries/{entry}", "DELETE", 3),
         ("/api/superpose", "POST", 3),
         ("/api/entries/{entry}/superpose/{hit}", "GET", 5),
+        ("/api/denoise", "POST", 3),
+        ("/api/entries/{entry}/variations", "GET", 3),
+        ("/api/generate", "GET", 2),
     ],
 )
 def test_fuzz_from_the_schema(api_schema, path: str, method: str, examples: int):

@@ -53,6 +53,12 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8050)
     parser.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     parser.add_argument(
+        "--prior",
+        default=None,
+        help="latent prior for denoising and variations (default: the shipped "
+        "data/prior.pt; it must be trained on --checkpoint)",
+    )
+    parser.add_argument(
         "--max-upload-mb", type=float, default=512, help="largest upload (MB)"
     )
     parser.add_argument(
@@ -101,6 +107,7 @@ def run_server(store: str | Path, args: argparse.Namespace) -> int:
             write_token=token,
             max_upload_bytes=int(args.max_upload_mb * 2**20),
             max_map_bytes=int(args.max_map_mb * 2**20),
+            prior=args.prior,
         )
     except (FileNotFoundError, ValueError, StoreBusyError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -1,0 +1,280 @@
+"""The latent prior (:mod:`encoder.prior`) behind the API and the dashboard:
+denoising an uploaded map, variations of a stored entry, and maps drawn from the
+prior alone.
+
+Everything made here is generated, not measured: every MRC file carries the
+header label :data:`ingest.mapio.GENERATED_LABEL` (``swan ingest`` refuses such a
+file unless asked), and file names start with ``denoised_``, ``variation_`` or
+``generated_``.
+
+A variation keeps the first ``keep`` scales of the entry's *stored* code exactly
+and draws the finer ones from the prior, so it needs no map file (entries
+simulated from models have variations too). Variations and draws come out in the
+canonical frame: a cube of the encoder's grid, written with 1 Å voxels centred on
+the origin (the canonical frame has no physical scale). A denoised upload goes
+back onto the upload's own grid, voxel size and origin, as ``swan denoise`` does.
+
+The prior is loaded on first use, and must be the one trained on the store's
+encoder; a server without one answers 503 with the reason. One generation runs
+at a time (each uses every core).
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dashboard.service import SwanService, UploadError
+from encoder.prior import load_prior, sample
+from ingest.errors import IngestError, MapTooLargeError
+from ingest.mapio import GENERATED_LABEL, DensityMap
+from swan_index.generate import (
+    DEFAULT_PRIOR,
+    Generator,
+    canonical_map,
+    on_input_grid,
+)
+from swan_index.query import display_name, read_upload
+from swan_index.superpose import mrc_bytes
+
+#: Most maps one request may draw.
+MAX_DRAWS = 8
+#: Seconds a request waits for the prior to be free before a 503.
+PRIOR_WAIT = 120.0
+
+
+class PriorUnavailable(RuntimeError):
+    """The server has no usable prior (the API answers 503 with this line)."""
+
+
+@dataclass(frozen=True)
+class GeneratedFile:
+    """An MRC file made by the prior: its ``name`` and its bytes."""
+
+    name: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """Maps drawn by the prior.
+
+    Attributes:
+        volumes: ``[n, G, G, G]`` canonical volumes in [0, 1].
+        files: one labelled MRC file per volume.
+        description: what was drawn (for captions and labels).
+    """
+
+    volumes: np.ndarray
+    files: list[GeneratedFile]
+    description: str
+
+    def archive(self, stem: str) -> tuple[str, bytes]:
+        """``(file name, zip bytes)`` holding every file."""
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+            for f in self.files:
+                zf.writestr(f.name, f.data)
+        return f"{stem}.zip", buffer.getvalue()
+
+
+_made_lock = threading.Lock()
+
+
+def prior_service(service: SwanService) -> PriorService:
+    """The one :class:`PriorService` of ``service`` (its ``prior_path``), made
+    on first use and shared by the API and the dashboard."""
+    with _made_lock:
+        made = getattr(service, "_prior_service", None)
+        if made is None:
+            made = PriorService(service, service.prior_path)
+            service._prior_service = made  # type: ignore[attr-defined]
+        return made
+
+
+class PriorService:
+    """Denoising and generating with the latent prior over ``service``'s store.
+
+    Args:
+        service: the store's service (its encoder is the prior's).
+        prior: the prior file (default: the shipped one).
+    """
+
+    def __init__(self, service: SwanService, prior: str | Path = DEFAULT_PRIOR):
+        self.service = service
+        self.path = Path(prior)
+        self._generator: Generator | None = None
+        self._error: str | None = None
+        self._load_lock = threading.Lock()
+        self._turn = threading.BoundedSemaphore(1)
+
+    # -- the prior -----------------------------------------------------------------
+    def generator(self) -> Generator:
+        """The loaded prior with the service's encoder (loaded once).
+
+        Raises:
+            PriorUnavailable: no prior file, or one of another encoder.
+        """
+        with self._load_lock:
+            if self._generator is None and self._error is None:
+                model = self.service.encoder.model
+                try:
+                    prior, blob = load_prior(self.path, model)
+                except (ValueError, OSError) as err:
+                    self._error = (
+                        f"the server's prior cannot be used ({err}); start it with "
+                        "--prior PRIOR, one trained on its encoder (swan train-prior)"
+                    )
+                else:
+                    self._generator = Generator(model, prior, blob["hash"])
+            if self._generator is None:
+                raise PriorUnavailable(self._error)
+            return self._generator
+
+    def describe(self) -> dict[str, object]:
+        """Whether the prior can be used, and which one."""
+        try:
+            gen = self.generator()
+        except PriorUnavailable as err:
+            return {"available": False, "reason": str(err)}
+        return {
+            "available": True,
+            "prior": gen.prior_hash[:12],
+            "kind": gen.prior.config.kind,
+            "encoder": gen.encoder.checkpoint_hash[:12],
+        }
+
+    @contextmanager
+    def _run(self) -> Iterator[None]:
+        """One generation at a time (a 503 after :data:`PRIOR_WAIT` s)."""
+        if not self._turn.acquire(timeout=PRIOR_WAIT):
+            raise UploadError(
+                "the prior is busy with other requests; retry in a minute", status=503
+            )
+        try:
+            yield
+        finally:
+            self._turn.release()
+
+    # -- denoising -----------------------------------------------------------------
+    def denoise_upload(
+        self,
+        data: bytes,
+        name: str = "upload",
+        strength: float = 0.5,
+        contour: float | None = None,
+        seed: int = 0,
+    ) -> GeneratedFile:
+        """An uploaded map denoised by the prior, on its own grid (MRC).
+
+        Raises:
+            UploadError: empty, too large (413), unreadable, or nothing at its
+                contour; a bad ``strength``.
+            PriorUnavailable: no usable prior.
+        """
+        if not 0 <= strength <= 1:
+            raise UploadError(f"strength {strength:g}: use a value in [0, 1]")
+        gen = self.generator()
+        self.service._check_upload(data)
+        shown = display_name(name)
+        try:
+            dmap = read_upload(data, shown, max_bytes=self.service.max_map_bytes)
+            cv = gen.canonical(dmap, contour)
+        except MapTooLargeError as exc:
+            raise UploadError(str(exc), status=413) from None
+        except IngestError as exc:
+            raise UploadError(str(exc)) from None
+        with self._run():
+            volume = gen.reconstruct(cv, strength or None, seed=seed)[0]
+        labels = [f"denoised upload {shown[:40]} strength {strength:g}", gen.tag]
+        blob = _labelled(on_input_grid(volume, cv, dmap), dmap, labels)
+        return GeneratedFile(f"denoised_{_stem(shown)}.mrc", blob)
+
+    # -- drawing -------------------------------------------------------------------
+    def variations(
+        self, entry: str | int, n: int = 4, keep: int = 3, seed: int = 0
+    ) -> Drawn:
+        """``n`` maps keeping the first ``keep`` scales of the entry's stored code
+        and drawing the finer ones.
+
+        Raises:
+            KeyError: no such entry.
+            UploadError: ``n`` or ``keep`` out of range.
+            PriorUnavailable: no usable prior.
+        """
+        gen = self.generator()
+        n_scales = len(gen.encoder.config.scales)
+        _check_draws(n)
+        if not 1 <= keep < n_scales:
+            raise UploadError(f"keep_scales {keep}: use 1..{n_scales - 1}")
+        row = self.service.entry(entry)
+        code = self.service.code(row["id"])
+        kept = [
+            torch.from_numpy(np.asarray(t, np.int64)).expand(n, *t.shape[1:])
+            for t in code.tokens[:keep]
+        ]
+        with self._run():
+            tokens = sample(
+                gen.prior,
+                gen.encoder,
+                n,
+                keep=kept,
+                generator=torch.Generator().manual_seed(seed),
+            )
+            with torch.no_grad():
+                volumes = gen.encoder.decode_indices(tokens)[:, 0].clamp(0, 1).numpy()
+        name = row.get("emdb_id") or f"entry {row['id']}"
+        what = f"variation of {name} keeping {keep} of {n_scales} scales seed {seed}"
+        return _drawn(volumes, "variation", what, gen)
+
+    def draws(self, n: int = 4, seed: int = 0) -> Drawn:
+        """``n`` maps drawn from the prior alone.
+
+        Raises:
+            UploadError: ``n`` out of range.
+            PriorUnavailable: no usable prior.
+        """
+        gen = self.generator()
+        _check_draws(n)
+        with self._run():
+            volumes = gen.sample(n, seed=seed)
+        return _drawn(volumes, "generated", f"drawn from the prior seed {seed}", gen)
+
+
+def _check_draws(n: int) -> None:
+    if not 1 <= n <= MAX_DRAWS:
+        raise UploadError(f"n {n}: draw 1 to {MAX_DRAWS} maps at once")
+
+
+def _stem(name: str) -> str:
+    """A file-name-safe stem of an upload's name, without map suffixes."""
+    stem = name
+    for suffix in (".gz", ".bz2", ".map", ".mrc", ".ccp4", ".bin"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in stem)
+    return safe[:60] or "upload"
+
+
+def _labelled(data: np.ndarray, like: DensityMap, labels: list[str]) -> bytes:
+    """MRC bytes of ``data`` on ``like``'s grid, labelled generated first."""
+    return mrc_bytes(data, like, [GENERATED_LABEL, *labels])
+
+
+def _drawn(volumes: np.ndarray, prefix: str, what: str, gen: Generator) -> Drawn:
+    files = [
+        GeneratedFile(
+            f"{prefix}_{i:02d}.mrc",
+            _labelled(v, canonical_map(v, None), [what[:80], gen.tag]),
+        )
+        for i, v in enumerate(volumes, start=1)
+    ]
+    return Drawn(np.asarray(volumes, np.float32), files, what)

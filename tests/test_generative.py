@@ -1,0 +1,198 @@
+"""The latent prior over HTTP (dashboard/generative.py and its API routes):
+denoising an upload, variations of a stored entry, draws from the prior; every
+file labelled generated, and refused when uploaded for storing."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from dashboard.generative import prior_service
+from dashboard.server import create_server
+from dashboard.service import SwanService, UploadError
+from ingest import read_map
+from ingest.mapio import GENERATED_LABEL
+from swan_index.indexer import ingest_paths
+from swan_index.map_encoder import MapEncoder
+from swan_index.store import Store
+from tests.conftest import MAPS
+
+TOKEN = "test-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def store_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("generative") / "store"
+    encoder = MapEncoder()
+    with Store.open(folder, encoder=encoder.info) as store:
+        run = ingest_paths(
+            [MAPS["emd_1832"], MAPS["emd_6824"]],
+            store,
+            encoder,
+            workers=0,
+            progress=False,
+        )
+    assert run.ok == 2, run.failures
+    return folder
+
+
+@pytest.fixture(scope="module")
+def service(store_dir: Path):
+    svc = SwanService(store_dir, write_token=TOKEN)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture(scope="module")
+def client(service: SwanService) -> TestClient:
+    with TestClient(create_server(service)) as c:
+        yield c
+
+
+def _read(blob: bytes, tmp_path: Path, name: str = "out.mrc"):  # noqa: ANN202
+    path = tmp_path / name
+    path.write_bytes(blob)
+    return read_map(path)
+
+
+def _zip(blob: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+        return {n: zf.read(n) for n in zf.namelist()}
+
+
+def test_denoise_gives_a_labelled_map_on_the_upload_grid(client, tmp_path):
+    source = MAPS["emd_5625"]
+    r = client.post(
+        "/api/denoise",
+        params={"strength": 0.3, "seed": 1},
+        files={"file": ("emd_5625.map", source.read_bytes())},
+    )
+    assert r.status_code == 200, r.text
+    assert 'filename="denoised_emd_5625.mrc"' in r.headers["content-disposition"]
+    out, original = _read(r.content, tmp_path), read_map(source)
+    assert out.shape == original.shape
+    assert np.allclose(out.voxel_size, original.voxel_size)
+    assert np.allclose(out.origin, original.origin, atol=1e-3)
+    assert out.header["labels"][0] == GENERATED_LABEL and out.generated
+    assert "strength 0.3" in out.header["labels"][1]
+    # the same request draws the same map; another seed another one
+    again = client.post(
+        "/api/denoise",
+        params={"strength": 0.3, "seed": 1},
+        files={"file": ("emd_5625.map", source.read_bytes())},
+    )
+    assert again.content == r.content
+    other = client.post(
+        "/api/denoise",
+        params={"strength": 0.3, "seed": 2},
+        files={"file": ("emd_5625.map", source.read_bytes())},
+    )
+    assert other.content != r.content
+    # it correlates with the map it came from
+    a, b = out.data.ravel(), original.data.ravel()
+    assert np.corrcoef(a, b)[0, 1] > 0.5
+
+
+def test_denoise_refuses_bad_requests_in_one_line(client):
+    bad = [
+        ({"strength": 1.5}, b"x" * 100, 422),
+        ({}, b"", 400),
+        ({}, b"not a map at all" * 100, 400),
+    ]
+    for params, data, status in bad:
+        r = client.post("/api/denoise", params=params, files={"file": ("m.map", data)})
+        assert r.status_code == status, r.text
+        message = r.json()["error"] if status != 422 else r.text
+        assert "\n" not in message and "Traceback" not in message
+
+
+def test_variations_keep_the_entry_and_differ(client, service, tmp_path):
+    r = client.get(
+        "/api/entries/EMD-1832/variations", params={"n": 3, "keep_scales": 3}
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"] == "application/zip"
+    files = _zip(r.content)
+    assert sorted(files) == [f"variation_{i:02d}.mrc" for i in (1, 2, 3)]
+    maps = [_read(blob, tmp_path, name) for name, blob in files.items()]
+    grid = service.encoder.grid
+    for m in maps:
+        assert m.shape == (grid, grid, grid) and m.generated
+        assert "variation of EMD-1832 keeping 3 of 4 scales" in m.header["labels"][1]
+    # the draws differ from each other, and each resembles the entry's own
+    # reconstruction far more than the other entry's
+    own = service.coarse_to_fine("EMD-1832", grid=grid)[-1].ravel()
+    other = service.coarse_to_fine("EMD-6824", grid=grid)[-1].ravel()
+    volumes = [m.data.ravel() for m in maps]
+    assert not np.allclose(volumes[0], volumes[1])
+    for v in volumes:
+        assert np.corrcoef(v, own)[0, 1] > np.corrcoef(v, other)[0, 1]
+    described = client.get(
+        "/api/entries/1/variations", params={"n": 2, "format": "json"}
+    ).json()
+    assert described["generated"] is True and len(described["maps"]) == 2
+    assert all(m["voxels_above_half"] > 0 for m in described["maps"])
+
+
+def test_variations_and_draws_refuse_bad_requests(client):
+    r = client.get("/api/entries/EMD-1832/variations", params={"keep_scales": 4})
+    assert r.status_code == 400 and "keep_scales 4: use 1..3" in r.json()["error"]
+    assert client.get("/api/entries/EMD-9999/variations").status_code == 404
+    assert client.get("/api/generate", params={"n": 9}).status_code == 422
+    assert client.get("/api/generate", params={"n": 0}).status_code == 422
+
+
+def test_draws_from_the_prior_alone(client, tmp_path):
+    r = client.get("/api/generate", params={"n": 2, "seed": 3})
+    assert r.status_code == 200, r.text
+    files = _zip(r.content)
+    assert sorted(files) == ["generated_01.mrc", "generated_02.mrc"]
+    for name, blob in files.items():
+        m = _read(blob, tmp_path, name)
+        assert m.generated and "drawn from the prior" in m.header["labels"][1]
+
+
+def test_a_generated_upload_is_not_stored(client, tmp_path):
+    denoised = client.post(
+        "/api/denoise",
+        files={"file": ("emd_3197.map.gz", MAPS["emd_3197"].read_bytes())},
+    )
+    assert denoised.status_code == 200, denoised.text
+    r = client.post(
+        "/api/entries",
+        files={"file": ("denoised.mrc", denoised.content)},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert r.status_code == 400, r.text
+    assert "generated" in r.json()["error"]
+    assert client.get("/api/health").json()["entries"] == 2
+
+
+def test_a_server_without_a_usable_prior_says_so(store_dir, tmp_path):
+    bad = tmp_path / "prior.pt"
+    bad.write_bytes(b"not a prior")
+    svc = SwanService(store_dir, prior=bad)
+    try:
+        with TestClient(create_server(svc)) as c:
+            r = c.get("/api/generate")
+            assert r.status_code == 503
+            message = r.json()["error"]
+            assert "prior cannot be used" in message and "--prior" in message
+            assert "\n" not in message
+        assert prior_service(svc).describe()["available"] is False
+    finally:
+        svc.close()
+
+
+def test_one_prior_service_per_server(service):
+    assert prior_service(service) is prior_service(service)
+    described = prior_service(service).describe()
+    assert described["available"] is True
+    assert described["encoder"] == service.store.encoder.hash[:12]
+    with pytest.raises(UploadError, match="draw 1 to 8"):
+        prior_service(service).draws(0)
