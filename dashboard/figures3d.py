@@ -208,6 +208,7 @@ def coarse_to_fine_figure(
     match_volume: bool = True,
     reference: np.ndarray | None = None,
     smooth: float = SMOOTH_SIGMA,
+    titles: Sequence[str] | None = None,
 ) -> go.Figure:
     """An entry reconstructed from its first 1, 2, ... all scales: one 3D scene
     per reconstruction, two to a row (three beyond four scales), every scene
@@ -226,6 +227,8 @@ def coarse_to_fine_figure(
         reference: the volume whose enclosed volume is matched (default: the
             last, all-scale reconstruction; the app passes the stored preview).
         smooth: Gaussian sigma in voxels applied before contouring.
+        titles: one per volume, in place of "1 scale", "2 scales", ... (other
+            sets of volumes shown the same way, e.g. variations).
 
     Returns:
         The figure; ``layout.meta["levels"]`` holds each scene's level.
@@ -241,9 +244,10 @@ def coarse_to_fine_figure(
         matched_levels(shown, level, reference) if match_volume else [float(level)] * n
     )
     meshes = [_mesh(v, lv, "#e45756") for v, lv in zip(shown, levels, strict=True)]
+    names = titles or [f"{s} scale{'s' if s > 1 else ''}" for s in range(1, n + 1)]
     titles = [
-        f"{s} scale{'s' if s > 1 else ''}" + ("" if m is not None else " (empty)")
-        for s, m in enumerate(meshes, start=1)
+        name + ("" if m is not None else " (empty)")
+        for name, m in zip(names, meshes, strict=True)
     ]
     cols, rows = _c2f_grid(n)
     specs = [

@@ -268,6 +268,37 @@ def test_an_entry_is_opened_by_its_emdb_id(page):
     page.locator("#detail-panel").screenshot(path=str(ARTIFACTS / "entry_by_id.png"))
 
 
+def test_variations_of_an_entry_are_drawn_and_labelled(page):
+    box = page.locator("#entry-id-input")
+    box.fill("EMD-1832")
+    page.click("#entry-id-go")
+    page.wait_for_function(
+        "() => document.querySelector('#detail-meta').innerText.includes('EMD-1832')",
+        timeout=60_000,
+    )
+    page.click("#variations-go")
+    page.wait_for_function(
+        """() => {
+            const gd = document.querySelector('#variations-graph .js-plotly-plot');
+            return gd && gd.data && gd.data.filter(t => t.type === 'mesh3d').length
+                === 4 && document.querySelector('#variations-download') !== null;
+        }""",
+        timeout=120_000,
+    )
+    text = page.inner_text("#variations-message")
+    assert "generated, not measured" in text and "EMD-1832" in text
+    titles = page.evaluate(
+        """() => document.querySelector('#variations-graph .js-plotly-plot')
+            .layout.annotations.map(a => a.text)"""
+    )
+    variations = ["variation 1", "variation 2", "variation 3"]
+    assert titles == ["the entry (decoded)", *variations]
+    href = page.get_attribute("#variations-download", "href")
+    assert href.startswith("/api/entries/") and "keep_scales=3" in href
+    page.locator("#variations-graph").scroll_into_view_if_needed()
+    page.locator("#variations-graph").screenshot(path=str(ARTIFACTS / "variations.png"))
+
+
 #: In the page: what the view shows (the filters, hits per search, colouring and
 #: the chosen entry), to compare two pages.
 VIEW_STATE = """() => ({

@@ -196,3 +196,20 @@ def test_one_prior_service_per_server(service):
     assert described["encoder"] == service.store.encoder.hash[:12]
     with pytest.raises(UploadError, match="draw 1 to 8"):
         prior_service(service).draws(0)
+
+
+def test_the_entry_panel_draws_variations(service):
+    from dashboard.pages.variations import DRAWS, on_variations
+
+    figure, text = on_variations(service, 1, 2, seed=5)
+    meshes = [t for t in figure.data if t.type == "mesh3d"]
+    assert len(meshes) == DRAWS + 1
+    titles = [a.text for a in figure.layout.annotations]
+    assert titles[0] == "the entry (decoded)" and titles[1] == "variation 1"
+    shown = str(text)
+    assert "keeping the coarsest 2 of 4 scales" in shown and "not measured" in shown
+    assert "/api/entries/1/variations?n=3&keep_scales=2&seed=5" in shown
+    _, refused = on_variations(service, None, 2, seed=1)
+    assert "Choose an entry first" in str(refused)
+    _, missing = on_variations(service, 999, 2, seed=1)
+    assert "999" in str(missing)

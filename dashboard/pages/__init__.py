@@ -11,7 +11,9 @@ the callback bodies are plain module-level functions that tests call directly.
   :mod:`~dashboard.pages.pair`, laid out and registered by it, superposes a
   picked hit on the query.
 * :mod:`~dashboard.pages.entry`: the entry detail panel (metadata, 3D isosurface,
-  similar maps, coarse-to-fine reconstructions).
+  similar maps, coarse-to-fine reconstructions);
+  :mod:`~dashboard.pages.variations`, laid out and registered by it, draws
+  variations of the entry with the latent prior (labelled generated).
 * :mod:`~dashboard.pages.permalink`: the page's address, which keeps the view.
 
 Two modules are shared helpers, not sections: :mod:`~dashboard.pages.common`

@@ -10,7 +10,8 @@ or a row of the selection, hits or similar tables (:func:`on_pick` ->
 ``entry-store``). The panel then fills in three steps, each its own callback:
 the metadata at once (:func:`on_entry_meta`), the preview's isosurface a moment
 later (:func:`on_entry_preview`), the coarse-to-fine reconstructions when decoded
-(:func:`on_entry_c2f`, seconds).
+(:func:`on_entry_c2f`, seconds). Under them, :mod:`dashboard.pages.variations`
+draws variations of the entry with the latent prior, on request.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dashboard.figures3d import (
     coarse_to_fine_height,
     isosurface_figure,
 )
+from dashboard.pages import variations
 from dashboard.pages.common import (
     CARD,
     SECTION_TITLE,
@@ -463,13 +465,15 @@ def layout(service: SwanService) -> html.Div:
                 type="dot",
             ),
             dcc.Store(id="c2f-camera"),
+            *variations.layout(service),
         ],
         style=CARD,
     )
 
 
 def register(app: Dash, service: SwanService) -> None:
-    """The detail panel's callbacks, on ``app``."""
+    """The detail panel's callbacks (with its variations section's), on ``app``."""
+    variations.register(app, service)
 
     @app.callback(
         Output("entry-store", "data"),
