@@ -30,6 +30,7 @@ COMMANDS = {
     "eval": "swan_index.commands.eval",
     "train-prior": "swan_index.commands.train_prior",
     "denoise": "swan_index.commands.denoise",
+    "complete": "swan_index.commands.complete",
     "generate": "swan_index.commands.generate",
 }
 

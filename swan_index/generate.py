@@ -16,7 +16,7 @@ temporary file that is then renamed.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,8 @@ from encoder.model import CryoSwan
 from encoder.prior import LatentPrior, load_prior, sample
 from ingest.canonical import CanonicalVolume, canonicalize, to_original_frame
 from ingest.mapio import GENERATED_LABEL, DensityMap, read_map
+from swan_index.map_encoder import MapEncoder, concat_codes
+from swan_index.query import Query
 from swan_index.superpose import mrc_bytes
 
 #: The prior shipped with the package (trained on the shipped encoder).
@@ -115,12 +117,67 @@ class Generator:
             volumes = model.decode_indices(tokens)[:, 0]
         return volumes.clamp(0, 1).numpy()
 
+    def restore(
+        self, volumes: np.ndarray, strength: float, seed: int = 0
+    ) -> np.ndarray:
+        """Canonical volumes ``[P, G, G, G]`` each carried by the prior towards
+        the data (one draw each, as :meth:`reconstruct` with ``keep=0``): what
+        completion runs on a query's candidate poses.
+
+        Args:
+            volumes: canonical volumes at the encoder's grid.
+            strength: the prior's share, in (0, 1].
+            seed: for the draws.
+        """
+        x = torch.from_numpy(np.asarray(volumes, np.float32))[:, None]
+        model = self.encoder
+        with torch.no_grad():
+            f, _ = model.encode_latent(x)
+            tokens = sample(
+                self.prior,
+                model,
+                len(x),
+                start=f,
+                strength=strength,
+                generator=torch.Generator().manual_seed(seed),
+            )
+            out = model.decode_indices(tokens)[:, 0]
+        return out.clamp(0, 1).numpy()
+
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
         """``n`` canonical volumes ``[n, G, G, G]`` drawn from the prior alone."""
         gen = torch.Generator().manual_seed(seed)
         tokens = sample(self.prior, self.encoder, n, generator=gen)
         with torch.no_grad():
             return self.encoder.decode_indices(tokens)[:, 0].clamp(0, 1).numpy()
+
+
+def completed_query(
+    query: Query, gen: Generator, encoder: MapEncoder, strength: float, seed: int = 0
+) -> Query:
+    """``query`` searched with its completion as well: each candidate pose's
+    canonical volume restored by the prior (:meth:`Generator.restore`) is added
+    as one more pose, so a search keeps, for every entry, the best of the map
+    itself and its completion (vectors and rotational fit alike).
+
+    Raises:
+        ValueError: a query without canonical volumes (a stored entry searched
+            by its stored vectors or preview alone).
+    """
+    volumes = query.volumes
+    if volumes is None or volumes.ndim != 4 or volumes.shape[1] != encoder.grid:
+        raise ValueError(
+            f"{query.name or 'the query'}: completion needs the map itself; "
+            "search a map file (or an entry whose file is on hand)"
+        )
+    restored = gen.restore(volumes, strength, seed)
+    code = concat_codes([query.code, encoder.encode(restored)])
+    return replace(
+        query,
+        code=code,
+        volumes=np.concatenate([volumes, restored]).astype(np.float32),
+        name=f"{query.name or 'query'} (with its completion)",
+    )
 
 
 def to_map_units(

@@ -1,5 +1,6 @@
 """The latent prior: training (resumable), files tied to their encoder, sampling
-that keeps scales, and ``swan denoise`` / ``swan generate`` on map files."""
+that keeps scales, and ``swan denoise`` / ``swan generate`` / ``swan complete`` on map files, and
+searching with a completion."""
 
 from __future__ import annotations
 
@@ -244,3 +245,49 @@ def test_shipped_prior_fits_the_shipped_encoder():
     gen = torch.Generator().manual_seed(0)
     drawn = sample(prior, enc, 1, keep=tokens[:2], generator=gen)
     assert all(torch.equal(a, b) for a, b in zip(drawn[:2], tokens[:2], strict=True))
+
+
+def _half(src, path):
+    """``src`` with one half of its box set to its background: a partial map."""
+    from dataclasses import replace
+
+    dmap = read_map(src)
+    data = dmap.data.copy()
+    data[: data.shape[0] // 2] = np.median(data)
+    write_map(replace(dmap, data=data), path)
+    return path
+
+
+def test_complete_writes_a_labelled_map_on_the_input_grid(tmp_path):
+    partial = _half(DATA / "maps" / "emd_5625.map", tmp_path / "partial.mrc")
+    out = tmp_path / "done.mrc"
+    assert main(["complete", str(partial), "-o", str(out), "--seed", "1"]) == 0
+    made, before = read_map(out), read_map(partial)
+    assert made.shape == before.shape and made.generated
+    assert "swan complete of partial.mrc strength" in made.header["labels"][1]
+    assert np.isfinite(made.data).all() and made.data.std() > 0
+
+
+def test_search_with_the_completion_keeps_each_entrys_best(store, tmp_path, capsys):
+    store.close()  # the command opens it read-only
+    partial = _half(DATA / "maps" / "emd_5625.map", tmp_path / "partial.mrc")
+    base = ["search", str(partial), "--store", str(store.path), "--exact", "--json"]
+    base += ["-k", "6"]
+    assert main(base) == 0
+    plain = {h["id"]: h["score"] for h in json.loads(capsys.readouterr().out)}
+    assert main([*base, "--complete", "--complete-strength", "0.6"]) == 0
+    both = {h["id"]: h["score"] for h in json.loads(capsys.readouterr().out)}
+    assert set(both) == set(plain)
+    # more poses: no entry scores lower, and the completion changes something
+    assert all(both[i] >= plain[i] - 1e-6 for i in plain)
+    assert any(both[i] > plain[i] + 1e-6 for i in plain)
+    for bad in (
+        [*base, "--complete-strength", "0.5"],  # without --complete
+        [*base, "--complete", "--complete-strength", "0"],
+    ):
+        assert main(bad) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: --complete-strength") and "\n" not in err
+    stored = ["search", "EMD-5625", "--store", str(store.path), "--stored-pose"]
+    assert main([*stored, "--complete"]) == 2
+    assert "completion needs the map itself" in capsys.readouterr().err

@@ -43,6 +43,12 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Run ``swan denoise``."""
+    return restore(args, "swan denoise")
+
+
+def restore(args: argparse.Namespace, command: str) -> int:
+    """Run ``swan denoise`` or ``swan complete`` (the same path; ``command``
+    names it in the output's label)."""
     try:
         if not 0 <= args.strength <= 1:
             raise ValueError(f"--strength {args.strength:g}: use a value in [0, 1]")
@@ -51,7 +57,7 @@ def main(args: argparse.Namespace) -> int:
         strength = args.strength or None  # 0: the map's own code
         volume = gen.reconstruct(cv, strength, seed=args.seed)[0]
         labels = [
-            f"swan denoise of {Path(args.map).name} strength {args.strength:g}",
+            f"{command} of {Path(args.map).name} strength {args.strength:g}",
             gen.tag,
         ]
         write_generated(args.out, on_input_grid(volume, cv, dmap), dmap, labels)

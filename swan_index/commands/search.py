@@ -29,6 +29,10 @@ every map scores 0.99 gives z near 0). --json gives every hit's raw per-scale
 cosines (scores), its terms (the weighted parts that sum to the score), excess,
 pvalue, evalue and significant.
 
+--complete also searches with the query's completion by the latent prior (swan
+complete; every candidate pose restored, as more poses), and each hit keeps the
+best of the map and its completion: for maps with parts missing.
+
 --where takes a SQL predicate over the entries table (columns: emdb_id, title,
 method, resolution, organism, sample_name, release_date, voxel_size, rg, label,
 simulated, and for entries simulated from models pdb_id, model_method, n_chains,
@@ -80,6 +84,22 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         f"(default {DEFAULT_MODEL_RESOLUTION:g})",
     )
     add_query_args(parser)
+    parser.add_argument(
+        "--complete",
+        action="store_true",
+        help="search with the query's completion by the latent prior as well, "
+        "keeping each entry's best (for maps with parts missing; swan complete)",
+    )
+    parser.add_argument(
+        "--complete-strength",
+        type=float,
+        default=None,
+        help="the prior's share in the completion, in (0, 1] (default: swan "
+        "complete's)",
+    )
+    parser.add_argument(
+        "--prior", default=None, help="prior file for --complete (default: shipped)"
+    )
     parser.add_argument("--json", action="store_true")
 
 
@@ -119,6 +139,10 @@ def main(args: argparse.Namespace) -> int:
                     f"note: {query.note}; searching with the stored pose",
                     file=sys.stderr,
                 )
+        if args.complete:
+            query = _with_completion(query, args)
+        elif args.complete_strength is not None:
+            raise ValueError("--complete-strength: only with --complete")
         hits, sig = search_explained(store, query, k=args.k, options=options)
     except (IngestError, ValueError, KeyError) as err:
         msg = err.args[0] if isinstance(err, KeyError) else str(err)
@@ -133,6 +157,20 @@ def main(args: argparse.Namespace) -> int:
         return 0
     print_hits(hits, sig, [str(s) for s in (scales or store.encoder.scales)])
     return 0
+
+
+def _with_completion(query: Query, args: argparse.Namespace) -> Query:
+    """``query`` with its completion by the prior as more poses."""
+    from swan_index.commands.complete import DEFAULT_STRENGTH
+    from swan_index.generate import DEFAULT_PRIOR, Generator, completed_query
+
+    strength = args.complete_strength
+    if strength is None:
+        strength = DEFAULT_STRENGTH
+    if not 0 < strength <= 1:
+        raise ValueError(f"--complete-strength {strength:g}: use a value in (0, 1]")
+    gen = Generator.load(args.checkpoint, args.prior or DEFAULT_PRIOR)
+    return completed_query(query, gen, MapEncoder(args.checkpoint), strength)
 
 
 def print_hits(hits: list[Hit], sig: Significance, sides: list[str]) -> None:
