@@ -1,6 +1,6 @@
 """The latent prior: training (resumable), files tied to their encoder, sampling
-that keeps scales, and ``swan denoise`` / ``swan generate`` / ``swan complete`` on map files, and
-searching with a completion."""
+that keeps scales, ``swan denoise`` / ``swan generate`` / ``swan complete`` on map
+files, and searching with a completion."""
 
 from __future__ import annotations
 
