@@ -26,8 +26,11 @@ from encoder.model import CryoSwan
 from encoder.prior import LatentPrior, load_prior, sample
 from ingest.canonical import CanonicalVolume, canonicalize, to_original_frame
 from ingest.mapio import GENERATED_LABEL, DensityMap, read_map
-from swan_index.map_encoder import MapEncoder, concat_codes
-from swan_index.query import Query
+from swan_index.map_encoder import MapEncoder
+from swan_index.query import Query, search_explained
+from swan_index.ranking import Hit, SearchOptions
+from swan_index.significance import Significance
+from swan_index.store import Store
 from swan_index.superpose import mrc_bytes
 
 #: The prior shipped with the package (trained on the shipped encoder).
@@ -152,13 +155,11 @@ class Generator:
             return self.encoder.decode_indices(tokens)[:, 0].clamp(0, 1).numpy()
 
 
-def completed_query(
+def completion_of(
     query: Query, gen: Generator, encoder: MapEncoder, strength: float, seed: int = 0
 ) -> Query:
-    """``query`` searched with its completion as well: each candidate pose's
-    canonical volume restored by the prior (:meth:`Generator.restore`) is added
-    as one more pose, so a search keeps, for every entry, the best of the map
-    itself and its completion (vectors and rotational fit alike).
+    """The query of ``query``'s completion: each of its candidate poses'
+    canonical volumes restored by the prior (:meth:`Generator.restore`).
 
     Raises:
         ValueError: a query without canonical volumes (a stored entry searched
@@ -171,13 +172,45 @@ def completed_query(
             "search a map file (or an entry whose file is on hand)"
         )
     restored = gen.restore(volumes, strength, seed)
-    code = concat_codes([query.code, encoder.encode(restored)])
     return replace(
         query,
-        code=code,
-        volumes=np.concatenate([volumes, restored]).astype(np.float32),
-        name=f"{query.name or 'query'} (with its completion)",
+        code=encoder.encode(restored),
+        volumes=restored,
+        prepared=None,
+        name=f"completion of {query.name or 'the query'}",
     )
+
+
+def search_with_completion(
+    store: Store,
+    query: Query,
+    completion: Query,
+    k: int = 10,
+    options: SearchOptions | None = None,
+) -> tuple[list[Hit], Significance]:
+    """Search with ``query`` and with its ``completion`` (:func:`completion_of`)
+    and keep, for every entry, the better-scoring of the two hits (each with
+    its own score terms and E-value; a hit from the completion has ``pose`` at
+    or above ``query.poses``), best first, ``k`` of them.
+    """
+    hits, sig = search_explained(store, query, k, options)
+    more, _ = search_explained(store, completion, k, options)
+    best = {h.id: h for h in hits}
+    for h in more:
+        h = replace(h, pose=h.pose + query.poses)
+        if h.id not in best or h.score > best[h.id].score:
+            best[h.id] = h
+    ranked = sorted(best.values(), key=lambda h: (-h.score, h.id))[:k]
+    merged = [replace(h, rank=i) for i, h in enumerate(ranked, start=1)]
+    if sig.significant is None:
+        return merged, sig
+    count = sum(1 for h in merged if h.significant and h.id != query.entry_id)
+    if count:
+        plural = "es" if count > 1 else ""
+        message = f"{count} significant match{plural} (E < {sig.threshold:g})"
+    else:
+        message = f"no significant match (E < {sig.threshold:g})"
+    return merged, replace(sig, significant=count, message=message)
 
 
 def to_map_units(

@@ -269,18 +269,39 @@ def test_complete_writes_a_labelled_map_on_the_input_grid(tmp_path):
 
 
 def test_search_with_the_completion_keeps_each_entrys_best(store, tmp_path, capsys):
-    store.close()  # the command opens it read-only
+    from swan_index.generate import Generator, completion_of, search_with_completion
+    from swan_index.map_encoder import MapEncoder
+    from swan_index.query import Query, search_explained
+    from swan_index.ranking import SearchOptions
+
     partial = _half(DATA / "maps" / "emd_5625.map", tmp_path / "partial.mrc")
+    encoder = MapEncoder()
+    query = Query.from_file(encoder, partial)
+    gen = Generator.load(DEFAULT_CHECKPOINT, DEFAULT_PRIOR)
+    completion = completion_of(query, gen, encoder, 0.6)
+    assert completion.volumes.shape == query.volumes.shape
+    assert not np.allclose(completion.volumes, query.volumes)
+    opts = SearchOptions(exact=True)
+    plain, _ = search_explained(store, query, 6, opts)
+    alone, _ = search_explained(store, completion, 6, opts)
+    merged, sig = search_with_completion(store, query, completion, 6, opts)
+    by_plain = {h.id: h for h in plain}
+    by_alone = {h.id: h for h in alone}
+    assert [h.rank for h in merged] == list(range(1, len(merged) + 1))
+    assert [h.score for h in merged] == sorted((h.score for h in merged), reverse=True)
+    for h in merged:  # each entry's better hit, marked by its pose
+        best = max(by_plain[h.id].score, by_alone[h.id].score)
+        assert h.score == pytest.approx(best)
+        from_completion = h.pose >= query.poses
+        assert from_completion == (by_alone[h.id].score > by_plain[h.id].score)
+    assert sig.significant is None  # six entries: too few for a null model
+    assert sig.message.startswith("no significance")
+    # the command line
+    store.close()  # the command opens it read-only
     base = ["search", str(partial), "--store", str(store.path), "--exact", "--json"]
-    base += ["-k", "6"]
-    assert main(base) == 0
-    plain = {h["id"]: h["score"] for h in json.loads(capsys.readouterr().out)}
-    assert main([*base, "--complete", "--complete-strength", "0.6"]) == 0
-    both = {h["id"]: h["score"] for h in json.loads(capsys.readouterr().out)}
-    assert set(both) == set(plain)
-    # more poses: no entry scores lower, and the completion changes something
-    assert all(both[i] >= plain[i] - 1e-6 for i in plain)
-    assert any(both[i] > plain[i] + 1e-6 for i in plain)
+    assert main([*base, "-k", "6", "--complete", "--complete-strength", "0.6"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [h["id"] for h in shown] == [h.id for h in merged]
     for bad in (
         [*base, "--complete-strength", "0.5"],  # without --complete
         [*base, "--complete", "--complete-strength", "0"],

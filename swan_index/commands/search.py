@@ -30,8 +30,9 @@ cosines (scores), its terms (the weighted parts that sum to the score), excess,
 pvalue, evalue and significant.
 
 --complete also searches with the query's completion by the latent prior (swan
-complete; every candidate pose restored, as more poses), and each hit keeps the
-best of the map and its completion: for maps with parts missing.
+complete; every candidate pose restored), and each entry keeps the better of its
+hit for the map and for the completion (a hit from the completion has a pose
+number past the map's): meant for maps with parts missing.
 
 --where takes a SQL predicate over the entries table (columns: emdb_id, title,
 method, resolution, organism, sample_name, release_date, voxel_size, rg, label,
@@ -61,6 +62,7 @@ from swan_index.map_encoder import MapEncoder
 from swan_index.query import Query, search_explained
 from swan_index.ranking import Hit, SearchOptions
 from swan_index.significance import Significance
+from swan_index.store import Store
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -140,10 +142,11 @@ def main(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
         if args.complete:
-            query = _with_completion(query, args)
+            hits, sig = _search_with_completion(store, query, args, options)
         elif args.complete_strength is not None:
             raise ValueError("--complete-strength: only with --complete")
-        hits, sig = search_explained(store, query, k=args.k, options=options)
+        else:
+            hits, sig = search_explained(store, query, k=args.k, options=options)
     except (IngestError, ValueError, KeyError) as err:
         msg = err.args[0] if isinstance(err, KeyError) else str(err)
         if isinstance(err, KeyError) and not Path(args.query).exists():
@@ -159,10 +162,18 @@ def main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _with_completion(query: Query, args: argparse.Namespace) -> Query:
-    """``query`` with its completion by the prior as more poses."""
+def _search_with_completion(
+    store: Store, query: Query, args: argparse.Namespace, options: SearchOptions
+) -> tuple[list[Hit], Significance]:
+    """Search with ``query`` and its completion by the prior, each entry's
+    best kept."""
     from swan_index.commands.complete import DEFAULT_STRENGTH
-    from swan_index.generate import DEFAULT_PRIOR, Generator, completed_query
+    from swan_index.generate import (
+        DEFAULT_PRIOR,
+        Generator,
+        completion_of,
+        search_with_completion,
+    )
 
     strength = args.complete_strength
     if strength is None:
@@ -170,7 +181,8 @@ def _with_completion(query: Query, args: argparse.Namespace) -> Query:
     if not 0 < strength <= 1:
         raise ValueError(f"--complete-strength {strength:g}: use a value in (0, 1]")
     gen = Generator.load(args.checkpoint, args.prior or DEFAULT_PRIOR)
-    return completed_query(query, gen, MapEncoder(args.checkpoint), strength)
+    completion = completion_of(query, gen, MapEncoder(args.checkpoint), strength)
+    return search_with_completion(store, query, completion, args.k, options)
 
 
 def print_hits(hits: list[Hit], sig: Significance, sides: list[str]) -> None:
