@@ -5,7 +5,8 @@ The draw is the retrieval benchmark's (:mod:`benchmarks.retrieval.run`: the same
 gallery and queries for the same arguments; molecules held out of the encoder's
 and the prior's training). Its ``incomplete`` queries are **simulated** maps of a
 held-out model with 10-35 % of its residues left out (termini, internal
-stretches or whole chains; :mod:`benchmarks.retrieval.incomplete`). Per query, side by side:
+stretches or whole chains; :mod:`benchmarks.retrieval.incomplete`). Per query,
+side by side:
 
 * ``plain``: the product's search (``cryo-swan+fit``, what ``swan search FILE``
   runs);
