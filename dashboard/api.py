@@ -647,8 +647,12 @@ def create_api(
         prior, not measured (``swan ingest`` refuses it unless asked)."""
         with upload_slot():
             data = file.file.read()
-            made = prior_service(service).denoise_upload(
-                data, file.filename or "upload", strength, contour, seed
+            made = (
+                prior_service(service)
+                .denoise_upload(
+                    data, file.filename or "upload", strength, contour, seed
+                )
+                .file
             )
         return Response(
             made.data,

@@ -21,9 +21,11 @@ at a time (each uses every core).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
 import zipfile
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,6 +51,8 @@ from swan_index.superpose import mrc_bytes
 MAX_DRAWS = 8
 #: Seconds a request waits for the prior to be free before a 503.
 PRIOR_WAIT = 120.0
+#: Denoised uploads kept in memory (for the dashboard's download of what it shows).
+DENOISED_KEPT = 2
 
 
 class PriorUnavailable(RuntimeError):
@@ -61,6 +65,21 @@ class GeneratedFile:
 
     name: str
     data: bytes
+
+
+@dataclass(frozen=True)
+class Denoised:
+    """A denoised upload.
+
+    Attributes:
+        file: the MRC file on the upload's grid, labelled generated.
+        before: the upload's canonical volume ``[G, G, G]`` (primary pose).
+        after: the denoised canonical volume ``[G, G, G]``, in the same frame.
+    """
+
+    file: GeneratedFile
+    before: np.ndarray
+    after: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -115,6 +134,7 @@ class PriorService:
         self._error: str | None = None
         self._load_lock = threading.Lock()
         self._turn = threading.BoundedSemaphore(1)
+        self._denoised: OrderedDict[tuple, Denoised] = OrderedDict()
 
     # -- the prior -----------------------------------------------------------------
     def generator(self) -> Generator:
@@ -172,8 +192,10 @@ class PriorService:
         strength: float = 0.5,
         contour: float | None = None,
         seed: int = 0,
-    ) -> GeneratedFile:
-        """An uploaded map denoised by the prior, on its own grid (MRC).
+    ) -> Denoised:
+        """An uploaded map denoised by the prior, on its own grid (MRC), and the
+        canonical volumes before and after (the last few are kept: the same
+        request again is answered from memory).
 
         Raises:
             UploadError: empty, too large (413), unreadable, or nothing at its
@@ -185,6 +207,11 @@ class PriorService:
         gen = self.generator()
         self.service._check_upload(data)
         shown = display_name(name)
+        key = (hashlib.sha256(data).hexdigest(), shown, strength, contour, seed)
+        with self._load_lock:
+            kept = self._denoised.get(key)
+        if kept is not None:
+            return kept
         try:
             dmap = read_upload(data, shown, max_bytes=self.service.max_map_bytes)
             cv = gen.canonical(dmap, contour)
@@ -196,7 +223,16 @@ class PriorService:
             volume = gen.reconstruct(cv, strength or None, seed=seed)[0]
         labels = [f"denoised upload {shown[:40]} strength {strength:g}", gen.tag]
         blob = _labelled(on_input_grid(volume, cv, dmap), dmap, labels)
-        return GeneratedFile(f"denoised_{_stem(shown)}.mrc", blob)
+        made = Denoised(
+            GeneratedFile(f"denoised_{_stem(shown)}.mrc", blob),
+            np.asarray(cv.values, np.float32),
+            np.asarray(volume, np.float32),
+        )
+        with self._load_lock:
+            self._denoised[key] = made
+            while len(self._denoised) > DENOISED_KEPT:
+                self._denoised.popitem(last=False)
+        return made
 
     # -- drawing -------------------------------------------------------------------
     def variations(

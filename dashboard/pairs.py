@@ -139,14 +139,22 @@ class Pairs:
                 self._uploads.popitem(last=False)
         return key
 
-    def _upload(self, key: str) -> Placed:
+    def kept_upload(self, key: str) -> tuple[str, bytes, float | None]:
+        """``(name, bytes, contour)`` of an upload kept under ``key``.
+
+        Raises:
+            MapUnavailable: it is no longer kept.
+        """
         with self._lock:
             kept = self._uploads.get(key)
         if kept is None:
             raise MapUnavailable(
                 "the query map is no longer held on the server; upload it again"
             )
-        name, data, contour = kept
+        return kept
+
+    def _upload(self, key: str) -> Placed:
+        name, data, contour = self.kept_upload(key)
         return self._placed_upload(data, name, contour)
 
     def _placed_upload(self, data: bytes, name: str, contour: float | None) -> Placed:

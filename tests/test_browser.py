@@ -22,6 +22,7 @@ import pytest
 
 from dashboard.demo import DemoConfig, build_demo_store
 from dashboard.testing import CHROMIUM, CHROMIUM_ARGS, start_serve
+from ingest import read_map
 from swan_index.map_encoder import MapEncoder
 from swan_index.store import Store
 
@@ -219,6 +220,36 @@ def test_upload_lists_hits(page):
         page.screenshot(
             path=str(ARTIFACTS / f"upload_hits_{width}.png"), full_page=True
         )
+
+
+def test_the_query_is_denoised_and_downloaded(page, tmp_path):
+    page.set_input_files("#upload-map input[type=file]", str(MAPS["emd_5625"]))
+    page.wait_for_function(
+        """() => { const t = document.querySelector('#hits-heading');
+                   return t && t.innerText.includes('emd_5625'); }""",
+        timeout=90_000,
+    )
+    page.fill("#denoise-strength", "0.3")
+    page.click("#denoise-go")
+    page.wait_for_function(
+        """() => {
+            const gd = document.querySelector('#denoise-graph .js-plotly-plot');
+            return gd && gd.data && gd.data.filter(t => t.type === 'mesh3d').length
+                === 2;
+        }""",
+        timeout=120_000,
+    )
+    text = page.inner_text("#denoise-message")
+    assert "strength 0.3" in text and "not measured" in text
+    with page.expect_download(timeout=60_000) as info:
+        page.click("#denoise-save")
+    saved = tmp_path / info.value.suggested_filename
+    info.value.save_as(saved)
+    assert saved.name == "denoised_emd_5625.mrc"
+    made = read_map(saved)
+    assert made.generated and made.shape == read_map(MAPS["emd_5625"]).shape
+    page.locator("#denoise-graph").scroll_into_view_if_needed()
+    page.locator("#denoise-graph").screenshot(path=str(ARTIFACTS / "denoise.png"))
 
 
 def test_api_docs_render_with_no_internet(page, server):

@@ -162,7 +162,7 @@ def test_two_apps_in_one_process(service, app):
     other = create_app(service)
     assert other is not app
     assert set(other.callback_map) == set(app.callback_map)
-    assert len(app.callback_map) == 23
+    assert len(app.callback_map) == 25
     assert "selection-ids.data" in app.callback_map  # clientside: ids only
 
 

@@ -4,6 +4,7 @@ file labelled generated, and refused when uploaded for storing."""
 
 from __future__ import annotations
 
+import base64
 import io
 import zipfile
 from pathlib import Path
@@ -213,3 +214,30 @@ def test_the_entry_panel_draws_variations(service):
     assert "Choose an entry first" in str(refused)
     _, missing = on_variations(service, 999, 2, seed=1)
     assert "999" in str(missing)
+
+
+def test_the_query_panel_denoises_the_kept_upload(service):
+    from dashboard.pages.denoise import on_denoise, on_download
+    from dashboard.pairs import Pairs
+
+    pairs = Pairs(service)
+    data = MAPS["emd_5625"].read_bytes()
+    key = pairs.keep_upload(data, "emd_5625.map", None)
+    query = {"key": key, "name": "emd_5625.map"}
+    figure, text, button = on_denoise(service, pairs, query, 0.3)
+    assert len([t for t in figure.data if t.type == "mesh3d"]) == 2
+    titles = [a.text for a in figure.layout.annotations]
+    assert titles == ["the query", "denoised (generated)"]
+    assert "strength 0.3" in str(text) and button["display"] != "none"
+    payload = on_download(service, pairs, query, 0.3)
+    assert payload["filename"] == "denoised_emd_5625.mrc" and payload["base64"]
+    made = prior_service(service).denoise_upload(data, "emd_5625.map", 0.3)
+    assert base64.b64decode(payload["content"]) == made.file.data  # the one shown
+    for bad_query, strength, says in (
+        (None, 0.5, "search with a map first"),
+        (query, "x", "between 0 and 1"),
+        (query, 3, "strength 3: use a value in [0, 1]"),
+        ({"key": "gone", "name": "m"}, 0.5, "no longer held"),
+    ):
+        _, text, button = on_denoise(service, pairs, bad_query, strength)
+        assert says in str(text) and button["display"] == "none"

@@ -9,7 +9,8 @@ the callback bodies are plain module-level functions that tests call directly.
 * :mod:`~dashboard.pages.search`: upload a map, search, list and mark the hits,
   show the query (its isosurface, its place on the map), export the hits;
   :mod:`~dashboard.pages.pair`, laid out and registered by it, superposes a
-  picked hit on the query.
+  picked hit on the query, and :mod:`~dashboard.pages.denoise` denoises the
+  query with the latent prior (labelled generated).
 * :mod:`~dashboard.pages.entry`: the entry detail panel (metadata, 3D isosurface,
   similar maps, coarse-to-fine reconstructions);
   :mod:`~dashboard.pages.variations`, laid out and registered by it, draws

@@ -33,6 +33,10 @@ being sent by the browser is sent to the end first.
 enclosing more see-through), each with its own contour slider; the download
 button gives the query resampled into the hit's frame (MRC), the hit's map and
 a ChimeraX command file at the levels chosen.
+
+**Denoising** the query with the latent prior (:mod:`dashboard.pages.denoise`,
+in the query panel) shows it before and after and downloads the denoised map,
+labelled generated.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from dashboard.export import rows_csv, rows_json, table_export_rows
 from dashboard.figures3d import isosurface_figure
 from dashboard.figures_query import query_map_figure
-from dashboard.pages import pair
+from dashboard.pages import denoise, pair
 from dashboard.pages.common import (
     CARD,
     LABEL,
@@ -337,6 +341,7 @@ def layout(service: SwanService) -> html.Div:
                         "to superpose it on the query.",
                         style=LABEL,
                     ),
+                    denoise.layout(),
                 ],
                 id="query-panel",
                 style=HIDDEN,
@@ -423,6 +428,7 @@ def register(app: Dash, service: SwanService) -> None:
         return f"Cancelling the search of {started.get('name')}…", HIDDEN
 
     pair.register(app, pairs)
+    denoise.register(app, service, pairs)
 
     @app.callback(
         Output("hits-download", "data"),
