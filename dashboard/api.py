@@ -169,6 +169,11 @@ class UploadInfo(BaseModel):
     contour_source: str = Field(description='"user", "header", "map" or "auto"')
     rg: float = Field(description="radius of gyration above the contour, Å")
     poses: int = Field(description="candidate canonical poses searched")
+    completion_strength: float | None = Field(
+        None,
+        description="with complete=true: the prior's share in the completion "
+        "searched as well (a hit from it has a pose past the map's own)",
+    )
 
 
 class SignificanceBody(BaseModel):
@@ -375,6 +380,13 @@ STRENGTH = Annotated[
     ),
 ]
 SEED = Annotated[int, Query(ge=0, le=2**31 - 1, description="seed of the draws")]
+COMPLETE = Annotated[
+    bool,
+    Query(
+        description="also search with the map's completion by the latent prior, "
+        "keeping each entry's better hit (for maps with parts missing)"
+    ),
+]
 DRAWS = Annotated[
     int, Query(ge=1, le=MAX_DRAWS, description=f"maps drawn (1 to {MAX_DRAWS})")
 ]
@@ -491,22 +503,28 @@ def create_api(
         contour: CONTOUR = None,
         fit: FIT = True,
         format: FORMAT = "json",
+        complete: COMPLETE = False,
     ) -> Any:
         """Entries most similar to the uploaded map, best first, with the score at
         every scale. ``k``, ``where``, ``exact``, ``fit`` and ``contour`` may be sent as
         query parameters or as form fields (a form field wins); ``format=csv``
-        answers the hits as a CSV file."""
+        answers the hits as a CSV file. ``complete=true`` also searches with the
+        map's completion by the latent prior and keeps each entry's better hit
+        (``swan search --complete``; seconds more)."""
         with upload_slot():
             data = file.file.read()
-            result = service.search_upload(
-                data,
-                name=file.filename or "upload",
-                k=_pick(form["k"], k),
-                where=_pick(form["where"], where),
-                exact=_pick(form["exact"], exact),
-                contour=_pick(form["contour"], contour),
-                fit=_pick(form["fit"], fit),
-            )
+            options = {
+                "name": file.filename or "upload",
+                "k": _pick(form["k"], k),
+                "where": _pick(form["where"], where),
+                "exact": _pick(form["exact"], exact),
+                "contour": _pick(form["contour"], contour),
+                "fit": _pick(form["fit"], fit),
+            }
+            if complete:
+                result = prior_service(service).search_upload_query(data, **options)[1]
+            else:
+                result = service.search_upload(data, **options)
         return _hits_as(result, format, file.filename or "upload")
 
     @app.get(

@@ -13,6 +13,8 @@ simulated from models have variations too). Variations and draws come out in the
 canonical frame: a cube of the encoder's grid, written with 1 Å voxels centred on
 the origin (the canonical frame has no physical scale). A denoised upload goes
 back onto the upload's own grid, voxel size and origin, as ``swan denoise`` does.
+A search with completion (``swan search --complete`` for an upload) searches with
+the upload and with its completion and keeps each entry's better hit.
 
 The prior is loaded on first use, and must be the one trained on the store's
 encoder; a server without one answers 503 with the reason. One generation runs
@@ -26,25 +28,29 @@ import io
 import threading
 import zipfile
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from dashboard.service import SwanService, UploadError
+from dashboard.service import SearchCancelled, SwanService, UploadError
 from encoder.prior import load_prior, sample
 from ingest.errors import IngestError, MapTooLargeError
 from ingest.mapio import GENERATED_LABEL, DensityMap
+from swan_index.commands.complete import DEFAULT_STRENGTH as COMPLETE_STRENGTH
 from swan_index.generate import (
     DEFAULT_PRIOR,
     Generator,
     canonical_map,
+    completion_of,
+    merge_completion,
     on_input_grid,
 )
-from swan_index.query import display_name, read_upload
+from swan_index.query import Query, display_name, read_upload
 from swan_index.superpose import mrc_bytes
 
 #: Most maps one request may draw.
@@ -233,6 +239,50 @@ class PriorService:
             while len(self._denoised) > DENOISED_KEPT:
                 self._denoised.popitem(last=False)
         return made
+
+    # -- completion ----------------------------------------------------------------
+    def search_upload_query(
+        self,
+        data: bytes,
+        name: str = "upload",
+        k: int = 10,
+        where: str | None = None,
+        exact: bool = False,
+        contour: float | None = None,
+        fit: bool = True,
+        strength: float = COMPLETE_STRENGTH,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> tuple[Query, dict[str, Any]]:
+        """``swan search --complete`` for an upload: the service's search with the
+        upload and with its completion, each entry's better hit kept
+        (:func:`swan_index.generate.merge_completion`). Answers as
+        :meth:`SwanService.search_upload_query`; the query's description has
+        ``completion_strength``.
+
+        Raises:
+            UploadError, ValueError: as the service's search; a bad ``strength``.
+            PriorUnavailable: no usable prior.
+            SearchCancelled: ``cancelled`` answered true.
+        """
+        if not 0 < strength <= 1:
+            raise UploadError(f"completion strength {strength:g}: use (0, 1]")
+        svc = self.service
+        gen = self.generator()
+        query, options = svc.upload_query_for_search(
+            data, name, k, where, exact, contour
+        )
+        if cancelled is not None and cancelled():
+            raise SearchCancelled(query.name or "search")
+        with self._run():
+            completion = completion_of(query, gen, svc.encoder, strength)
+        hits, sig = svc.search_hits(query, fit, k, options, cancelled)
+        more, _ = svc.search_hits(completion, fit, k, options, cancelled)
+        hits, sig = merge_completion(hits, sig, more, query, k)
+        return query, {
+            "query": {**query.describe(), "completion_strength": strength},
+            "hits": [h.to_dict() for h in hits],
+            "significance": sig.to_dict(),
+        }
 
     # -- drawing -------------------------------------------------------------------
     def variations(

@@ -58,8 +58,8 @@ from swan_index.query import (
     display_name,
     upload_owner,
 )
-from swan_index.ranking import SearchOptions
-from swan_index.significance import StoreNull, judge
+from swan_index.ranking import Hit, SearchOptions
+from swan_index.significance import Significance, StoreNull, judge
 from swan_index.store import Store
 from swan_index.where import WhereLimits
 
@@ -366,11 +366,30 @@ class SwanService:
             SearchCancelled: ``cancelled`` answered true.
             UploadError, ValueError: as :meth:`search_upload`.
         """
+        query, options = self.upload_query_for_search(
+            data, name, k, where, exact, contour
+        )
+        return query, self._search(query, fit, k, options, cancelled)
+
+    def upload_query_for_search(
+        self,
+        data: bytes,
+        name: str,
+        k: int,
+        where: str | None,
+        exact: bool,
+        contour: float | None,
+    ) -> tuple[Query, SearchOptions]:
+        """The query of an upload and the search's options, ``k`` and ``where``
+        checked first (before the upload's costly encoding).
+
+        Raises:
+            UploadError, ValueError: as :meth:`search_upload`.
+        """
         self.refresh()
         options = SearchOptions(where=where, exact=exact)
-        self._check_search(k, where)  # before the upload's costly encoding
-        query = self._upload_query(data, name, contour)
-        return query, self._search(query, fit, k, options, cancelled)
+        self._check_search(k, where)
+        return self._upload_query(data, name, contour), options
 
     def placement(self, query: Query) -> Placement | None:
         """Where ``query`` (its first pose) lies on the archive map
@@ -430,6 +449,22 @@ class SwanService:
         Returns:
             ``{"query": ..., "hits": [...], "significance": ...}``.
         """
+        hits, sig = self.search_hits(query, fit, k, options, cancelled)
+        return {
+            "query": query.describe(),
+            "hits": [h.to_dict() for h in hits],
+            "significance": sig.to_dict(),
+        }
+
+    def search_hits(
+        self,
+        query: Query,
+        fit: bool,
+        k: int,
+        options: SearchOptions,
+        cancelled: Callable[[], bool] | None = None,
+    ) -> tuple[list[Hit], Significance]:
+        """:meth:`_search`'s hits and significance, as objects."""
 
         def check() -> None:
             if cancelled is not None and cancelled():
@@ -450,14 +485,9 @@ class SwanService:
             null = StoreNull.read(self.store, options, turned is not None)
         check()
         with self._fitting:
-            hits, sig = judge(
+            return judge(
                 null, hits, query.code, query.rg, options, turned, query.entry_id
             )
-        return {
-            "query": query.describe(),
-            "hits": [h.to_dict() for h in hits],
-            "significance": sig.to_dict(),
-        }
 
     def _entry_query(self, stored: StoredEntry) -> Query:
         """:meth:`Query.from_stored`, outside the lock, at most

@@ -195,6 +195,15 @@ def search_with_completion(
     """
     hits, sig = search_explained(store, query, k, options)
     more, _ = search_explained(store, completion, k, options)
+    return merge_completion(hits, sig, more, query, k)
+
+
+def merge_completion(
+    hits: list[Hit], sig: Significance, more: list[Hit], query: Query, k: int
+) -> tuple[list[Hit], Significance]:
+    """The hits of ``query`` and of its completion (``more``) merged: each
+    entry's better hit, best first, ``k`` of them; a hit from the completion
+    gets ``pose`` past ``query``'s poses. ``sig`` (the query's) is recounted."""
     best = {h.id: h for h in hits}
     for h in more:
         h = replace(h, pose=h.pose + query.poses)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from fastapi.testclient import TestClient
 from dashboard.generative import prior_service
 from dashboard.server import create_server
 from dashboard.service import SwanService, UploadError
-from ingest import read_map
+from ingest import read_map, write_map
 from ingest.mapio import GENERATED_LABEL
 from swan_index.indexer import ingest_paths
 from swan_index.map_encoder import MapEncoder
@@ -241,3 +242,45 @@ def test_the_query_panel_denoises_the_kept_upload(service):
     ):
         _, text, button = on_denoise(service, pairs, bad_query, strength)
         assert says in str(text) and button["display"] == "none"
+
+
+def test_search_with_the_completion_over_http(client, tmp_path):
+    dmap = read_map(MAPS["emd_1832"])
+    data = dmap.data.copy()
+    data[: data.shape[0] // 2] = np.median(data)  # half of it missing
+    write_map(replace(dmap, data=data), tmp_path / "partial.mrc")
+    blob = (tmp_path / "partial.mrc").read_bytes()
+    params = {"exact": True, "k": 5}
+    plain = client.post(
+        "/api/search", params=params, files={"file": ("partial.mrc", blob)}
+    )
+    both = client.post(
+        "/api/search",
+        params={**params, "complete": True},
+        files={"file": ("partial.mrc", blob)},
+    )
+    assert plain.status_code == both.status_code == 200, both.text
+    before = {h["id"]: h["score"] for h in plain.json()["hits"]}
+    after = {h["id"]: h["score"] for h in both.json()["hits"]}
+    assert set(after) == set(before)
+    assert all(after[i] >= before[i] - 1e-6 for i in before)
+    query = both.json()["query"]
+    assert query["completion_strength"] == pytest.approx(0.6)
+    assert plain.json()["query"]["completion_strength"] is None
+    poses = query["poses"]
+    for h in both.json()["hits"]:  # a hit from the completion beat the map's
+        assert (h["pose"] >= poses) == (h["score"] > before[h["id"]] + 1e-6)
+
+
+def test_the_search_page_searches_with_the_completion(service):
+    from dashboard.pages.search import on_upload
+
+    contents = "data:application/octet-stream;base64," + base64.b64encode(
+        MAPS["emd_5625"].read_bytes()
+    ).decode("ascii")
+    plain = on_upload(service, contents, "emd_5625.map", None, 5)
+    both = on_upload(service, contents, "emd_5625.map", None, 5, complete=True)
+    assert sorted(plain["hits"]) == sorted(both["hits"])
+    text = str(both["message"])
+    assert "better of the map and its completion by the prior (strength 0.6)" in text
+    assert "completion" not in str(plain["message"])

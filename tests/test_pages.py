@@ -143,6 +143,8 @@ def test_no_graph_offers_to_send_its_data_anywhere(service):
         "query-graph",
         "query-map",
         "pair-graph",
+        "denoise-graph",
+        "variations-graph",
     }
     for graph in graphs:
         config = graph.config

@@ -53,6 +53,7 @@ from dash import Dash, Input, Output, State, ctx, dcc, html, no_update
 from dashboard.export import rows_csv, rows_json, table_export_rows
 from dashboard.figures3d import isosurface_figure
 from dashboard.figures_query import query_map_figure
+from dashboard.generative import PriorUnavailable, prior_service
 from dashboard.pages import denoise, pair
 from dashboard.pages.common import (
     CARD,
@@ -160,6 +161,7 @@ def on_upload(
     pairs: Pairs | None = None,
     token: str | None = None,
     tokens: SearchTokens | None = None,
+    complete: bool = False,
 ) -> dict[str, Any]:
     """A map was uploaded: the outputs named in :data:`UPLOAD_OUTPUTS`.
 
@@ -169,6 +171,8 @@ def on_upload(
         where, k: the filter and the hits per search.
         pairs: where the upload is kept for superpositions (none: not kept).
         token, tokens: this search's token and the cancelled ones.
+        complete: also search with the map's completion by the latent prior
+            (:meth:`dashboard.generative.PriorService.search_upload_query`).
 
     Returns:
         On success the hits, their rows, the query (its isosurface and its place
@@ -182,7 +186,10 @@ def on_upload(
     name = filename or "upload"
     try:
         data = decode_upload(contents)
-        query, result = service.search_upload_query(
+        searcher = service
+        if complete:
+            searcher = prior_service(service)
+        query, result = searcher.search_upload_query(
             data,
             name=name,
             k=hits_k(k),
@@ -195,7 +202,7 @@ def on_upload(
     except SearchCancelled:
         text = f"{name}: search cancelled; the hits shown are those of before"
         return {**keep, "message": message(text)}
-    except UploadError as exc:  # its message names the file and the fix
+    except (UploadError, PriorUnavailable) as exc:  # it names the file and the fix
         return _cleared(str(exc))
     except ValueError as exc:  # a bad filter or k
         return _cleared(f"{name}: {filter_error(exc)}")
@@ -204,6 +211,12 @@ def on_upload(
         return _cleared(f"{name}: the search failed on the server (see its log)")
     described = query.describe()
     text = f"{_query_text(described)}. {len(hits)} hits"
+    if complete:
+        strength = result["query"]["completion_strength"]
+        text += (
+            f", each entry's better of the map and its completion by the prior "
+            f"(strength {strength:g})"
+        )
     if where:
         text += f" (filter: {where})"
     text += f". {hits_caption(result.get('significance'))}"
@@ -291,6 +304,18 @@ def layout(service: SwanService) -> html.Div:
                     "cursor": "pointer",
                     "fontSize": "13px",
                 },
+            ),
+            dcc.Checklist(
+                id="upload-complete",
+                options=[
+                    {
+                        "label": " also search with its completion by the latent "
+                        "prior (for maps with parts missing; seconds more)",
+                        "value": "complete",
+                    }
+                ],
+                value=[],
+                style={"fontSize": "12px", "marginTop": "4px"},
             ),
             html.Div(
                 [
@@ -405,11 +430,22 @@ def register(app: Dash, service: SwanService) -> None:
         State("upload-map", "filename"),
         State("where-store", "data"),
         State("k-input", "value"),
+        State("upload-complete", "value"),
         prevent_initial_call=True,
     )
-    def _upload(started, contents, filename, where, k):  # noqa: ANN001, ANN202
+    def _upload(started, contents, filename, where, k, complete):  # noqa: ANN001, ANN202
         token = (started or {}).get("token")
-        out = on_upload(service, contents, filename, where, k, pairs, token, tokens)
+        out = on_upload(
+            service,
+            contents,
+            filename,
+            where,
+            k,
+            pairs,
+            token,
+            tokens,
+            complete="complete" in (complete or []),
+        )
         # Clearing ``contents`` frees the browser's copy and lets the same file be
         # dropped again (an unchanged value would not fire the search).
         return (*(out[key] for key in UPLOAD_OUTPUTS), None, "", HIDDEN)
