@@ -239,6 +239,10 @@ def test_the_query_is_denoised_and_downloaded(page, tmp_path):
         }""",
         timeout=120_000,
     )
+    page.wait_for_function(
+        "() => document.querySelector('#denoise-message').innerText.includes('0.3')",
+        timeout=30_000,
+    )
     text = page.inner_text("#denoise-message")
     assert "strength 0.3" in text and "not measured" in text
     with page.expect_download(timeout=60_000) as info:
@@ -315,6 +319,11 @@ def test_variations_of_an_entry_are_drawn_and_labelled(page):
                 === 4 && document.querySelector('#variations-download') !== null;
         }""",
         timeout=120_000,
+    )
+    page.wait_for_function(
+        """() => document.querySelector('#variations-message').innerText
+                 .includes('not measured')""",
+        timeout=30_000,
     )
     text = page.inner_text("#variations-message")
     assert "generated, not measured" in text and "EMD-1832" in text

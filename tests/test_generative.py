@@ -203,7 +203,8 @@ def test_one_prior_service_per_server(service):
 def test_the_entry_panel_draws_variations(service):
     from dashboard.pages.variations import DRAWS, on_variations
 
-    figure, text = on_variations(service, 1, 2, seed=5)
+    figure, text, view = on_variations(service, 1, 2, seed=5)
+    assert view == {}  # shown
     meshes = [t for t in figure.data if t.type == "mesh3d"]
     assert len(meshes) == DRAWS + 1
     titles = [a.text for a in figure.layout.annotations]
@@ -211,9 +212,9 @@ def test_the_entry_panel_draws_variations(service):
     shown = str(text)
     assert "keeping the coarsest 2 of 4 scales" in shown and "not measured" in shown
     assert "/api/entries/1/variations?n=3&keep_scales=2&seed=5" in shown
-    _, refused = on_variations(service, None, 2, seed=1)
-    assert "Choose an entry first" in str(refused)
-    _, missing = on_variations(service, 999, 2, seed=1)
+    _, refused, view = on_variations(service, None, 2, seed=1)
+    assert "Choose an entry first" in str(refused) and view["display"] == "none"
+    _, missing, _ = on_variations(service, 999, 2, seed=1)
     assert "999" in str(missing)
 
 
@@ -225,7 +226,8 @@ def test_the_query_panel_denoises_the_kept_upload(service):
     data = MAPS["emd_5625"].read_bytes()
     key = pairs.keep_upload(data, "emd_5625.map", None)
     query = {"key": key, "name": "emd_5625.map"}
-    figure, text, button = on_denoise(service, pairs, query, 0.3)
+    figure, text, button, view = on_denoise(service, pairs, query, 0.3)
+    assert view == {}  # shown
     assert len([t for t in figure.data if t.type == "mesh3d"]) == 2
     titles = [a.text for a in figure.layout.annotations]
     assert titles == ["the query", "denoised (generated)"]
@@ -240,8 +242,9 @@ def test_the_query_panel_denoises_the_kept_upload(service):
         (query, 3, "strength 3: use a value in [0, 1]"),
         ({"key": "gone", "name": "m"}, 0.5, "no longer held"),
     ):
-        _, text, button = on_denoise(service, pairs, bad_query, strength)
+        _, text, button, view = on_denoise(service, pairs, bad_query, strength)
         assert says in str(text) and button["display"] == "none"
+        assert view["display"] == "none"
 
 
 def test_search_with_the_completion_over_http(client, tmp_path):

@@ -9,8 +9,8 @@ strength given; a new search clears it. The download gives the same map (the
 service keeps the last few).
 
 Component ids: ``denoise-strength``, ``denoise-go``, ``denoise-message``,
-``denoise-graph``, ``denoise-save`` (the download button) and
-``denoise-download``.
+``denoise-graph`` (in ``denoise-view``, shown once there is a result),
+``denoise-save`` (the download button) and ``denoise-download``.
 """
 
 from __future__ import annotations
@@ -77,15 +77,16 @@ def layout() -> html.Div:
                 "Density below the contour is not modelled.",
                 style=LABEL,
             ),
-            html.Div(id="denoise-message"),
-            dcc.Loading(
+            dcc.Loading(html.Div(id="denoise-message"), type="dot"),
+            html.Div(
                 dcc.Graph(
                     id="denoise-graph",
                     figure=placeholder_figure(_PLACEHOLDER),
                     style={"height": f"{coarse_to_fine_height(2)}px"},
                     config=graph_config(),
                 ),
-                type="dot",
+                id="denoise-view",
+                style=HIDDEN,
             ),
         ]
     )
@@ -112,12 +113,14 @@ def _denoised(
 
 def on_denoise(
     service: SwanService, pairs: Pairs, query: dict[str, Any] | None, strength: Any
-) -> tuple[Any, html.Div, dict[str, str]]:
-    """ "Denoise" was pressed: ``(figure, message, download button style)``."""
+) -> tuple[Any, html.Div, dict[str, str], dict[str, str]]:
+    """Denoise was pressed: ``(figure, message, download button style, view
+    style)`` (the view is shown once there is something to see)."""
     try:
         made = _denoised(service, pairs, query, strength)
     except (ValueError, MapUnavailable, UploadError, PriorUnavailable) as exc:
-        return placeholder_figure(_PLACEHOLDER), message(str(exc), error=True), HIDDEN
+        text = message(str(exc), error=True)
+        return placeholder_figure(_PLACEHOLDER), text, HIDDEN, HIDDEN
     figure = coarse_to_fine_figure(
         [shrink(made.before, VIEW_GRID), shrink(made.after, VIEW_GRID)],
         level=0.5,
@@ -129,7 +132,7 @@ def on_denoise(
         f"{query.get('name')} denoised at strength {float(strength):g}: generated "
         f"by the prior, not measured ({made.file.name}, labelled so)."
     )
-    return figure, message(text), _SHOWN
+    return figure, message(text), _SHOWN, {}
 
 
 def on_download(
@@ -156,6 +159,7 @@ def register(app: Dash, service: SwanService, pairs: Pairs) -> None:
         Output("denoise-graph", "figure"),
         Output("denoise-message", "children"),
         Output("denoise-save", "style"),
+        Output("denoise-view", "style"),
         Input("denoise-go", "n_clicks"),
         Input("query-store", "data"),
         State("denoise-strength", "value"),
@@ -163,7 +167,7 @@ def register(app: Dash, service: SwanService, pairs: Pairs) -> None:
     )
     def _denoise(clicks, query, strength):  # noqa: ANN001, ANN202
         if ctx.triggered_id == "query-store":  # a new search: clear
-            return placeholder_figure(_PLACEHOLDER), message(""), HIDDEN
+            return placeholder_figure(_PLACEHOLDER), message(""), HIDDEN, HIDDEN
         return on_denoise(service, pairs, query, strength)
 
     @app.callback(

@@ -11,7 +11,7 @@ the seed), and the message links the same maps as MRC files through the API.
 Choosing another entry clears them.
 
 Component ids: ``variations-keep``, ``variations-go``, ``variations-message``,
-``variations-graph``.
+``variations-graph`` (in ``variations-view``, shown once there are variations).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ DRAWS = 3
 VIEW_GRID = 32
 _NOTE = {"fontSize": "12px", "color": "#666", "margin": "2px 0 6px 0"}
 _PLACEHOLDER = "variations of the chosen entry"
+_HIDDEN = {"display": "none"}
 
 
 def layout(service: SwanService) -> list[Any]:
@@ -69,23 +70,25 @@ def layout(service: SwanService) -> list[Any]:
             ],
             style={"display": "flex", "alignItems": "center", "gap": "4px"},
         ),
-        html.Div(id="variations-message"),
-        dcc.Loading(
+        dcc.Loading(html.Div(id="variations-message"), type="dot"),
+        html.Div(
             dcc.Graph(
                 id="variations-graph",
                 figure=placeholder_figure(_PLACEHOLDER),
                 style={"height": f"{coarse_to_fine_height(DRAWS + 1)}px"},
                 config=graph_config(),
             ),
-            type="dot",
+            id="variations-view",
+            style=_HIDDEN,
         ),
     ]
 
 
 def on_variations(
     service: SwanService, entry: int | None, keep: Any, seed: int
-) -> tuple[Any, html.Div]:
-    """Draw variations of ``entry``: ``(figure, message)``.
+) -> tuple[Any, html.Div, dict[str, str]]:
+    """Draw variations of ``entry``: ``(figure, message, view style)`` (the
+    view is shown once there is something to see).
 
     Args:
         service: the store's service.
@@ -94,18 +97,16 @@ def on_variations(
         seed: of the draws (the button's click count).
     """
     if entry is None:
-        return placeholder_figure(_PLACEHOLDER), message(
-            "Choose an entry first.", error=True
-        )
+        text = message("Choose an entry first.", error=True)
+        return placeholder_figure(_PLACEHOLDER), text, _HIDDEN
     try:
         keep = int(keep)
         drawn = prior_service(service).variations(entry, DRAWS, keep, seed)
         own = service.coarse_to_fine(entry, grid=VIEW_GRID)[-1]
         row = service.entry(entry)
     except (PriorUnavailable, UploadError, KeyError, TypeError, ValueError) as exc:
-        return placeholder_figure(_PLACEHOLDER), message(
-            str(exc).strip("'\""), error=True
-        )
+        text = message(str(exc).strip("'\""), error=True)
+        return placeholder_figure(_PLACEHOLDER), text, _HIDDEN
     volumes = [own] + [shrink(v, VIEW_GRID) for v in drawn.volumes]
     titles = ["the entry (decoded)"] + [f"variation {i}" for i in range(1, DRAWS + 1)]
     figure = coarse_to_fine_figure(
@@ -126,7 +127,7 @@ def on_variations(
         ],
         style=_NOTE,
     )
-    return figure, text
+    return figure, text, {}
 
 
 def register(app: Dash, service: SwanService) -> None:
@@ -135,6 +136,7 @@ def register(app: Dash, service: SwanService) -> None:
     @app.callback(
         Output("variations-graph", "figure"),
         Output("variations-message", "children"),
+        Output("variations-view", "style"),
         Input("variations-go", "n_clicks"),
         Input("entry-store", "data"),
         State("variations-keep", "value"),
@@ -142,5 +144,5 @@ def register(app: Dash, service: SwanService) -> None:
     )
     def _variations(clicks, entry, keep):  # noqa: ANN001, ANN202
         if ctx.triggered_id == "entry-store":  # another entry: clear
-            return placeholder_figure(_PLACEHOLDER), message("")
+            return placeholder_figure(_PLACEHOLDER), message(""), _HIDDEN
         return on_variations(service, entry, keep, int(clicks or 0))
