@@ -11,7 +11,7 @@ import torch
 
 from encoder.code import MultiScaleCode
 from ingest import find_entries
-from swan_index.local_engine import ENCODE_BATCH, LocalEngine
+from swan_index.local_engine import MIN_ENCODE_BATCH, LocalEngine
 
 from .conftest import DATA
 
@@ -79,9 +79,22 @@ def test_maps_that_came_meanwhile_are_encoded_in_one_batch(entries):
     (done, code), *rest = list(engine.encoded(wait=True))
     engine.close()
     assert not rest and done == prepared and len(code) == len(entries)
-    assert recorder.batches[0] == 1  # the first map, taken before the others came
-    assert recorder.batches[1:] == [len(entries) - 1]
-    assert max(recorder.batches) <= ENCODE_BATCH
+    # the first two (or more), taken before the others came, then the others
+    first, others = recorder.batches
+    assert first >= MIN_ENCODE_BATCH and first + others == len(entries)
+
+
+def test_a_map_alone_waits_for_another_or_for_the_writer(entries):
+    recorder = _Recorder()
+    engine = LocalEngine(recorder, 0)
+    (first,) = next(iter(engine.prepared(entries[:1], 64)))[1]
+    engine.submit([first])
+    assert list(engine.encoded()) == []  # not encoded alone while more may come
+    assert recorder.batches == []
+    ((done, code),) = list(engine.encoded(wait=True))  # the writer waits: now
+    engine.close()
+    assert done == [first] and recorder.batches == [1]
+    assert code.vectors[0][0, 0] == pytest.approx(float(first.volumes.sum()))
 
 
 def test_an_encoding_error_reaches_the_writer(entries):
