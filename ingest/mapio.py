@@ -17,7 +17,9 @@ address-space limit). A gzip file cannot hold more than about 1032 times its siz
 (the deflate format's limit), so a small ``.gz`` announcing a huge grid is refused
 as truncated before anything is allocated. Compressed data is decompressed straight
 into the final array in bounded chunks: reading a map takes its stored size, plus its
-float32 size when the mode or axis order needs a conversion, and nothing more.
+float32 size when the mode or axis order needs a conversion, and nothing more. The
+file's sha256 is taken from the bytes as the decompressor reads them (one read of
+the file).
 """
 
 from __future__ import annotations
