@@ -94,7 +94,12 @@ class LocalEngine:
         self, wait: bool = False
     ) -> Iterator[tuple[list[PreparedMap], MultiScaleCode]]:
         """The batches submitted so far whose maps are encoded, with their codes
-        (``wait``: every batch submitted, waiting for the encoding thread)."""
+        (``wait``: every batch submitted, waiting for the encoding thread).
+
+        Raises:
+            RuntimeError: encoding failed; the batches encoded before are given
+                first, so the writer commits every whole batch it can.
+        """
         while self._batches:
             batch = self._batches[0]
             if wait and not self._flushed:
@@ -107,8 +112,8 @@ class LocalEngine:
                             self._error is not None or all(p in self._codes for p in b)
                         )
                     )
-                self._raise_error()
                 if not all(p in self._codes for p in batch):
+                    self._raise_error()
                     return
                 codes = [self._codes.pop(p) for p in batch]
             for prepared in batch:
@@ -154,11 +159,11 @@ class LocalEngine:
         self._put(prepared)
 
     def _put(self, item: object) -> None:
-        """Queue ``item`` for the encoding thread, raising its error if it
-        failed (instead of waiting for room in the queue for ever)."""
+        """Queue ``item`` for the encoding thread; dropped when the thread failed
+        (:meth:`encoded` raises its error, after the batches it did encode)."""
         while True:
-            with self._done:
-                self._raise_error()
+            if self._error is not None:
+                return
             try:
                 self._todo.put(item, timeout=0.1)  # type: ignore[arg-type]
                 return
