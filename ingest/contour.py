@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, sparse
+from scipy.sparse import csgraph
 from skimage.filters import threshold_otsu
 
 from ingest.errors import MapFormatError
@@ -287,12 +288,75 @@ def _component_sizes(labels: np.ndarray, n: int) -> np.ndarray:
     return sizes
 
 
+#: A mask holding fewer voxels than this fraction of the map is split into
+#: connected pieces as a graph of its voxels (:func:`_sparse_pieces`): its
+#: index arrays, about 150 bytes per set voxel (measured), then take at most
+#: about 2.4 bytes per map voxel, less than the 4 of int32 labels over a
+#: bounding box that is the whole map. Denser masks are labelled on their
+#: bounding box (:func:`_box_pieces`).
+SPARSE_FRACTION = 1 / 64
+
+
+def _sparse_pieces(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The face-connected pieces of a sparse 3D ``mask``, as a graph of its voxels.
+
+    ``scipy.ndimage.label`` visits every voxel of the box and writes an int32
+    label for each; at a contour, a map's mask holds well under 1 % of its voxels
+    (the molecule plus noise specks that fill the whole box, so the bounding box
+    is the map). Joining each set voxel to its set +x, +y and +z neighbours and
+    taking the graph's connected components (``scipy.sparse.csgraph``) gives the
+    same pieces from a few arrays the size of the set voxels: about ten times
+    faster on such maps.
+
+    Returns:
+        ``(flat, piece)``: the set voxels' flat indices into ``mask`` (sorted,
+        int64) and the piece of each (int32, numbered from 0).
+    """
+    nz, ny, nx = mask.shape
+    plane = ny * nx
+    every = mask.reshape(-1)
+    flat = np.flatnonzero(every)
+    # +x: the next set voxel is the next index, unless a row ends there
+    first = np.flatnonzero((np.diff(flat) == 1) & (flat[:-1] % nx != nx - 1))
+    src, dst = [first], [first + 1]
+    for step, last in (
+        (nx, flat % plane >= plane - nx),
+        (plane, flat >= every.size - plane),
+    ):
+        near = ~last
+        near[near] = every[flat[near] + step]
+        k = np.flatnonzero(near)
+        src.append(k)
+        dst.append(np.searchsorted(flat, flat[k] + step))
+    rows, cols = np.concatenate(src), np.concatenate(dst)
+    graph = sparse.coo_matrix(
+        (np.ones(rows.size, dtype=np.int8), (rows, cols)), shape=(flat.size,) * 2
+    )
+    _, piece = csgraph.connected_components(graph, directed=False)
+    return flat, piece.astype(np.int32, copy=False)
+
+
+def _box_pieces(
+    mask: np.ndarray,
+) -> tuple[np.ndarray, int, tuple[slice, slice, slice]]:
+    """``scipy.ndimage.label`` of ``mask`` over its bounding box.
+
+    Returns:
+        ``(labels, n, box)``: int32 labels of the box (0 = not set), the number
+        of pieces, and the box in ``mask``.
+    """
+    box = _bounding_box(mask)
+    labels, n = ndimage.label(mask[box])
+    return labels, n, box
+
+
 def find_molecule(dmap: DensityMap, level: float, source: str) -> Molecule:
     """The voxels at or above ``level`` without dust, on their bounding box.
 
-    Dust is the connected pieces smaller than :data:`DUST_FRACTION` of the largest.
-    Memory: a boolean mask of the map, and int32 labels and a second mask over the
-    bounding box only.
+    Dust is the connected (by faces) pieces smaller than :data:`DUST_FRACTION` of
+    the largest. Memory: a boolean mask of the map, plus index arrays of the set
+    voxels (a mask sparser than :data:`SPARSE_FRACTION`) or int32 labels and a
+    second mask over the mask's bounding box.
 
     Args:
         dmap: the map.
@@ -307,11 +371,14 @@ def find_molecule(dmap: DensityMap, level: float, source: str) -> Molecule:
     """
     data = dmap.data
     mask = data >= level
-    box = _bounding_box(mask)
-    inside = mask[box]
-    labels, n = ndimage.label(inside)
-    sizes = _component_sizes(labels, n)
-    sizes[0] = 0
+    sparse_mask = np.count_nonzero(mask) <= SPARSE_FRACTION * mask.size
+    if sparse_mask:
+        flat, piece = _sparse_pieces(mask)
+        sizes = np.bincount(piece)
+    else:
+        labels, n, box = _box_pieces(mask)
+        sizes = _component_sizes(labels, n)
+        sizes[0] = 0
     largest = int(sizes.max())
     if largest < MIN_MOLECULE_VOXELS:
         raise MapFormatError(
@@ -323,25 +390,51 @@ def find_molecule(dmap: DensityMap, level: float, source: str) -> Molecule:
             "the map looks blank or pure noise; check the file, or pass a lower "
             "contour level",
         )
-    if n > 1:
-        keep = sizes >= DUST_FRACTION * largest
+    keep = sizes >= DUST_FRACTION * largest
+    if sparse_mask:
+        del mask
+        inside, start = _kept_box(flat[keep[piece]], data.shape)
+    else:
         keep[0] = False
-        kept = np.empty(inside.shape, dtype=bool)
-        flat, out = labels.reshape(-1), kept.reshape(-1)
-        for i in range(0, flat.size, SLAB_VOXELS):
-            out[i : i + SLAB_VOXELS] = keep[flat[i : i + SLAB_VOXELS]]
-        del labels, mask, inside
-        inner = _bounding_box(kept)
-        box = tuple(
-            slice(outer.start + part.start, outer.start + part.stop)
-            for outer, part in zip(box, inner, strict=True)
-        )
-        inside = kept[inner]
+        inside, start = _kept_labels(labels, keep, box)
     return Molecule(
         full=data,
         mask=inside,
-        start=(box[0].start, box[1].start, box[2].start),
+        start=start,
         level=level,
         vsize=np.asarray(dmap.voxel_size, dtype=np.float64),
         origin=np.asarray(dmap.origin, dtype=np.float64),
     )
+
+
+def _kept_box(
+    flat: np.ndarray, shape: tuple[int, ...]
+) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """The kept voxels (flat indices into a map of ``shape``) as a mask over their
+    bounding box, and the box's first voxel ``(z, y, x)``."""
+    zyx = np.unravel_index(flat, shape)
+    start = tuple(int(a.min()) for a in zyx)
+    stop = tuple(int(a.max()) + 1 for a in zyx)
+    inside = np.zeros([b - a for a, b in zip(start, stop, strict=True)], dtype=bool)
+    inside[tuple(a - s for a, s in zip(zyx, start, strict=True))] = True
+    return inside, start  # type: ignore[return-value]
+
+
+def _kept_labels(
+    labels: np.ndarray, keep: np.ndarray, box: tuple[slice, slice, slice]
+) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """The voxels of the kept labels (``keep[label]``) of ``labels`` over ``box``,
+    as a mask over their own bounding box, and that box's first voxel."""
+    if keep.sum() == len(keep) - 1:  # nothing is dust: every set voxel is kept
+        inside = labels > 0
+    else:
+        inside = np.empty(labels.shape, dtype=bool)
+        flat, out = labels.reshape(-1), inside.reshape(-1)
+        for i in range(0, flat.size, SLAB_VOXELS):
+            out[i : i + SLAB_VOXELS] = keep[flat[i : i + SLAB_VOXELS]]
+    del labels
+    inner = _bounding_box(inside)
+    start = tuple(
+        outer.start + part.start for outer, part in zip(box, inner, strict=True)
+    )
+    return inside[inner], start  # type: ignore[return-value]

@@ -17,7 +17,9 @@ address-space limit). A gzip file cannot hold more than about 1032 times its siz
 (the deflate format's limit), so a small ``.gz`` announcing a huge grid is refused
 as truncated before anything is allocated. Compressed data is decompressed straight
 into the final array in bounded chunks: reading a map takes its stored size, plus its
-float32 size when the mode or axis order needs a conversion, and nothing more.
+float32 size when the mode or axis order needs a conversion, and nothing more. The
+file's sha256 is taken from the bytes as the decompressor reads them (one read of
+the file).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import bz2
 import gzip
 import hashlib
+import io
 import logging
 import os
 import resource
@@ -257,20 +260,65 @@ def sha256_file(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def _open_stream(path: Path) -> tuple[IO[bytes], str]:
-    """Open ``path`` for reading, decompressing gzip/bzip2 by their magic bytes.
+class _HashingReader(io.RawIOBase):
+    """A file read front to back that feeds every byte read to sha256: the
+    decompressor reads the file through it, so the content hash needs no second
+    read of the file (:meth:`hexdigest` hashes what the reading left)."""
+
+    def __init__(self, fh: IO[bytes]) -> None:
+        self._fh = fh
+        self._digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._fh.readinto(buffer)
+        if n:
+            self._digest.update(memoryview(buffer)[:n])
+        return n or 0
+
+    def hexdigest(self) -> str:
+        """The sha256 of the whole file (reading what is left of it)."""
+        buffer = memoryview(bytearray(_READ_CHUNK))
+        while self.readinto(buffer):
+            pass
+        return self._digest.hexdigest()
+
+
+def _open_stream(fh: IO[bytes]) -> tuple[IO[bytes], str]:
+    """A stream of the map's bytes from ``fh`` (a file at its start),
+    decompressing gzip/bzip2 by their magic bytes.
 
     Returns:
-        The stream and its compression: ``"gzip"``, ``"bzip2"`` or ``""``.
+        The stream (closing it leaves ``fh`` open) and its compression:
+        ``"gzip"``, ``"bzip2"`` or ``""``.
     """
-    with open(path, "rb") as fh:
-        magic = fh.read(3)
+    reader = io.BufferedReader(fh)  # type: ignore[arg-type]
+    magic = reader.peek(3)[:3]
     if magic[:2] == _GZIP_MAGIC:
         opener = _fast_gzip.open if _fast_gzip else gzip.open
-        return opener(path, "rb"), "gzip"
+        return opener(reader, "rb"), "gzip"
     if magic == _BZIP2_MAGIC:
-        return bz2.open(path, "rb"), "bzip2"
-    return open(path, "rb"), ""
+        return bz2.open(reader, "rb"), "bzip2"
+    return _Unclosed(reader), ""
+
+
+class _Unclosed(io.BufferedIOBase):
+    """``stream`` whose ``close`` leaves it open (a plain map's stream is the
+    file, which its opener closes)."""
+
+    def __init__(self, stream: io.BufferedReader) -> None:
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        return self._stream.read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        return self._stream.readinto(buffer)
 
 
 def _read_exact(stream: IO[bytes], buffer: memoryview) -> int:
@@ -638,8 +686,7 @@ def map_size(path: str | Path, max_voxels: int = MAX_VOXELS) -> MapSize:
     path = Path(path)
     _stat_map(path)
     try:
-        stream, _ = _open_stream(path)
-        with stream:
+        with open(path, "rb") as fh, _open_stream(fh)[0] as stream:
             h, crs, dtype = _read_header(stream, path, [], max_voxels)
     except _STREAM_ERRORS as err:
         if isinstance(err, MapFormatError):
@@ -681,36 +728,42 @@ def read_map(
     notes: list[str] = []
     grid, need = "the", 0  # for a MemoryError message before the header is known
     try:
-        stream, compression = _open_stream(path)
-        with stream:
-            h, crs, dtype = _read_header(stream, path, notes, max_voxels)
-            grid = f"{h['nx']}x{h['ny']}x{h['nz']}"
-            shape = (h["nz"], h["ny"], h["nx"])
-            expected = int(np.prod(shape)) * dtype.itemsize
-            stored = HEADER_DTYPE.itemsize + h["nsymbt"] + expected
-            if not compression and size < stored:
-                # Known before allocating anything: the file is too short.
-                raise MapFormatError(
-                    path,
-                    f"truncated: {size:,} bytes, but the header announces "
-                    f"{h['nx']}x{h['ny']}x{h['nz']} voxels of mode {h['mode']} "
-                    f"({stored:,} bytes)",
-                    "download the map again",
-                )
-            copies = not _is_final_layout(dtype, crs)
-            need = expected + (4 * int(np.prod(shape)) if copies else 0)
-            gzip_size = size if compression == "gzip" else None
-            _check_size(path, h, stored, need, gzip_size, max_bytes)
-            if h["nsymbt"]:
-                skipped = _skip(stream, h["nsymbt"])
-                if skipped < h["nsymbt"]:
+        with open(path, "rb") as fh:
+            hashing = _HashingReader(fh)
+            stream, compression = _open_stream(hashing)
+            with stream:
+                h, crs, dtype = _read_header(stream, path, notes, max_voxels)
+                grid = f"{h['nx']}x{h['ny']}x{h['nz']}"
+                shape = (h["nz"], h["ny"], h["nx"])
+                expected = int(np.prod(shape)) * dtype.itemsize
+                stored = HEADER_DTYPE.itemsize + h["nsymbt"] + expected
+                if not compression and size < stored:
+                    # Known before allocating anything: the file is too short.
                     raise MapFormatError(
                         path,
-                        "truncated inside the extended header",
+                        f"truncated: {size:,} bytes, but the header announces "
+                        f"{h['nx']}x{h['ny']}x{h['nz']} voxels of mode {h['mode']} "
+                        f"({stored:,} bytes)",
                         "download the map again",
                     )
-            raw_data = np.empty(shape, dtype=dtype)
-            got = _read_exact(stream, memoryview(raw_data.reshape(-1).view(np.uint8)))
+                copies = not _is_final_layout(dtype, crs)
+                need = expected + (4 * int(np.prod(shape)) if copies else 0)
+                gzip_size = size if compression == "gzip" else None
+                _check_size(path, h, stored, need, gzip_size, max_bytes)
+                if h["nsymbt"]:
+                    skipped = _skip(stream, h["nsymbt"])
+                    if skipped < h["nsymbt"]:
+                        raise MapFormatError(
+                            path,
+                            "truncated inside the extended header",
+                            "download the map again",
+                        )
+                raw_data = np.empty(shape, dtype=dtype)
+                got = _read_exact(
+                    stream, memoryview(raw_data.reshape(-1).view(np.uint8))
+                )
+            # the content hash: the bytes read so far were hashed on the way
+            sha256 = hashing.hexdigest()
         if got < expected:
             raise MapFormatError(
                 path,
@@ -720,7 +773,6 @@ def read_map(
             )
         data = _to_physical_float32(raw_data, crs)
         del raw_data
-        sha256 = sha256_file(path)
     except MemoryError:
         raise MapTooLargeError(
             path,

@@ -91,6 +91,19 @@ def test_bz2_and_gzip_compression_detected_by_content(tmp_path, map_path):
     assert np.array_equal(read_map(tmp_path / "m.ccp4").data, ref)
 
 
+@pytest.mark.parametrize("compress", [None, gzip.compress, bz2.compress])
+def test_content_hash_is_of_every_byte_of_the_file(tmp_path, map_path, compress):
+    # hashed as it is read: bytes after the data block (a second gzip member,
+    # trailing garbage in a plain file) count too
+    plain = map_path("emd_5625").read_bytes()
+    blob = compress(plain) + compress(b"tail") if compress else plain + b"tail"
+    path = tmp_path / "m.map"
+    path.write_bytes(blob)
+    dmap = read_map(path)
+    assert dmap.sha256 == hashlib.sha256(blob).hexdigest()
+    assert np.array_equal(dmap.data, read_map(map_path("emd_5625")).data)
+
+
 @pytest.mark.parametrize("label", ["emd_1832", "emd_3001", "emd_3197"])
 def test_map_size_reads_the_size_reading_takes_from_the_header(
     tmp_path, map_path, label

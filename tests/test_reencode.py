@@ -14,6 +14,7 @@ import torch
 
 from encoder.checkpoint import load_checkpoint, save_checkpoint
 from ingest.models import read_model_file, simulate_model
+from swan_index import local_engine
 from swan_index import reencode as reencode_module
 from swan_index.cli import main
 from swan_index.indexer import ingest_paths
@@ -190,9 +191,13 @@ def test_failure_midway_keeps_the_old_store_and_a_rerun_resumes(
         return encode(volumes, *args, **kw)
 
     monkeypatch.setattr(new_encoder, "encode", failing)
+    # the local engine encodes the maps that came meanwhile together: two
+    # at a time here, so the first call encodes the first two (batches of one)
+    monkeypatch.setattr(local_engine, "ENCODE_BATCH", 2)
     with pytest.raises(RuntimeError, match="simulated failure"):
         _reencode(old_store, new_encoder, batch_size=1)
     monkeypatch.undo()
+    assert calls[0] == 2 and len(calls) == 2
     # the old store is as it was, readable and searchable
     assert _files(old_store) == files
     with Store.open(old_store, read_only=True) as old:
@@ -200,11 +205,11 @@ def test_failure_midway_keeps_the_old_store_and_a_rerun_resumes(
         assert old.search(int(old.ids[0]), k=3)[0].id == int(old.ids[0])
     build = build_path(old_store, new_encoder.info.hash)
     with Store.open(build, read_only=True) as partial:
-        assert partial.count() == 1
+        assert partial.count() == 2  # the batches encoded before the failure
     assert not list(tmp_path.glob("old.swan.before-*"))
 
     summary = _reencode(old_store, new_encoder, batch_size=1)
-    assert summary.ingest["skipped"] == 1 and summary.ingest["ok"] == 3
+    assert summary.ingest["skipped"] == 2 and summary.ingest["ok"] == 2
     assert summary.reencoded == 4 and not build.exists()
     ids = sorted(r["id"] for r in _rows(old_store).values())
     with Store.open(old_store, read_only=True) as new:

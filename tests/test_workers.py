@@ -31,12 +31,13 @@ pytestmark = pytest.mark.skipif(
     not Path("/proc/self/stat").exists(), reason="needs Linux /proc"
 )
 
-N_MAPS = 8
+N_MAPS = 24
 
 
 @pytest.fixture(scope="module")
 def maps(tmp_path_factory) -> Path:
-    """Eight distinct maps: sample maps under random rotations."""
+    """Distinct maps: sample maps under random rotations (enough that the
+    workers are still reading when the first batches are committed)."""
     d = tmp_path_factory.mktemp("workers") / "maps"
     d.mkdir()
     rng = np.random.default_rng(11)
