@@ -238,6 +238,12 @@ def query_sets(
         main.append((f"c2f nprobe={nlist} (all lists)", {"nprobe": nlist}))
     for of in args.overfetch:
         main.append((f"c2f nprobe=32 overfetch={of}", {"nprobe": 32, "overfetch": of}))
+    before = (
+        "coarse scale only, nprobe=32 overfetch=200 (before)",
+        {"nprobe": 32, "overfetch": 200, "joint": False},
+    )
+    if nlist and args.before:
+        main.append(before)
     shape_only = [exact, ("c2f nprobe=32", {"nprobe": 32})] + [
         (f"c2f nprobe=32 overfetch={of}", {"nprobe": 32, "overfetch": of})
         for of in args.overfetch
@@ -245,6 +251,8 @@ def query_sets(
     filtered = [exact] + [
         (f"c2f nprobe={p}", {"nprobe": p}) for p in args.filter_nprobe
     ]
+    if nlist and args.before:
+        shape_only.append(before)
     sets = [
         ("all", None, True, main, args.queries),
         ("all, no rg", None, False, shape_only, args.queries),
@@ -265,10 +273,12 @@ def search_all(
     queries (see :func:`run_set`)."""
     store = Store.open(path, read_only=True)
     coarse = store.index_info()[0]
-    nlist = coarse["nlist"]
+    joint = store.joint_info()
+    nlist = (joint or coarse)["nlist"]
     results: dict[str, Any] = {
         "entries": store.count(),
         "coarse_index": coarse,
+        "joint_index": joint,
         "query_sets": {},
         "modes": {},
     }

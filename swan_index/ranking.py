@@ -53,7 +53,8 @@ from typing import Any
 
 import numpy as np
 
-from swan_index.vectors import DEFAULT_NPROBE, ScaleIndex
+from swan_index.joint import JointIndex
+from swan_index.vectors import ScaleIndex
 
 #: A filter leaving at most this many entries scores them all exactly.
 EXACT_FILTER_LIMIT = 20_000
@@ -86,12 +87,18 @@ class SearchOptions:
         weights: per selected scale, for the shape score (default equal).
         overfetch, min_candidates: coarse candidates = max(overfetch * k,
             min_candidates) per pose.
-        nprobe: IVF lists scanned at first.
+        nprobe: IVF lists scanned at first (default: the index's own,
+            :data:`swan_index.joint.JOINT_NPROBE` for the joint index,
+            :data:`swan_index.vectors.DEFAULT_NPROBE` for a scale's).
         exact_filter_limit: a filter leaving at most this many entries scores
             them all.
         fit_top: how many of the best entries the rotational fit re-scores
             (at least ``k``); 0 turns the fit off.
         fit_weight: the fit's weight against the learned shape score, in [0, 1].
+        joint: take the candidates from the joint index over all scales
+            (:mod:`swan_index.joint`) where the store has one (above its
+            approximate threshold); ``False``: from the coarsest selected scale's
+            index, as stores did before it (kept for comparison).
 
     Raises:
         ValueError: negative weights, ``fit_top`` or ``fit_weight`` out of range.
@@ -104,10 +111,11 @@ class SearchOptions:
     weights: tuple[float, ...] | None = None
     overfetch: int = 200
     min_candidates: int = 2000
-    nprobe: int = DEFAULT_NPROBE
+    nprobe: int | None = None
     exact_filter_limit: int = EXACT_FILTER_LIMIT
     fit_top: int = FIT_TOP
     fit_weight: float = FIT_WEIGHT
+    joint: bool = True
 
     def __post_init__(self) -> None:
         if self.scales is not None:
@@ -314,7 +322,7 @@ def top_rows(score: np.ndarray, want: int) -> np.ndarray:
 
 
 def coarse_candidates(
-    index: ScaleIndex,
+    index: ScaleIndex | JointIndex,
     q: np.ndarray,
     n_cand: int,
     k: int,
@@ -323,12 +331,13 @@ def coarse_candidates(
     size_of: Callable[[np.ndarray], np.ndarray] | None = None,
     size_weight: float = 0.0,
 ) -> np.ndarray:
-    """The coarse stage of a search: entries nearest the query ``q`` ``[P, d]``
+    """The first stage of a search: entries nearest the query ``q`` ``[P, d]``
     in ``index`` (union over poses), at most ``n_cand`` of them, sorted.
 
     Args:
-        index: the coarsest selected scale's index.
-        q: the query's vectors at that scale, one row per pose.
+        index: the joint index over all scales (:mod:`swan_index.joint`) or,
+            where the store has none, the coarsest selected scale's index.
+        q: the query's vectors in that index, one row per pose.
         n_cand: candidates wanted.
         k: hits wanted (an unfiltered IVF scan stops widening at k).
         allowed: ids a filter allows (``None``: all).

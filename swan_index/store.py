@@ -58,6 +58,7 @@ from swan_index.db import (
     readable,
 )
 from swan_index.indexes import ScaleIndexes
+from swan_index.joint import JOINT_NPROBE
 from swan_index.manifest import (
     Mark,
     check_mark,
@@ -100,6 +101,7 @@ from swan_index.tables import (
     replace_layout,
     stored_encoder,
 )
+from swan_index.vectors import DEFAULT_NPROBE
 from swan_index.where import WhereLimits, matching_ids
 
 log = logging.getLogger(__name__)
@@ -301,6 +303,9 @@ class Store:
             )
             # a disagreement found on open means a crash between the two writes
             self._indexes.reconcile(con, code_ids["id"], warn=self._generation < 0)
+            # a store written before the joint index existed gets it here
+            n = len(code_ids["id"])
+            self._indexes.ensure_joint(n, self.approx_threshold, drop=False)
             self._generation = generation
 
     def refresh(self) -> None:
@@ -505,6 +510,11 @@ class Store:
     def index_info(self) -> list[dict[str, Any]]:
         """Per scale: side, dims, index kind, entries, IVF lists (0: flat)."""
         return self._indexes.info()
+
+    def joint_info(self) -> dict[str, Any] | None:
+        """The joint first-stage index (dims, entries, IVF lists), or ``None``
+        where the store has none (at or below its approximate threshold)."""
+        return self._indexes.joint_info()
 
     def _query_sql(self, sql: str, params: list | None = None) -> list[dict]:
         with self._db(read_only=True) as con:
@@ -772,6 +782,8 @@ class Store:
                 opts.exact or small or len(allowed) <= opts.exact_filter_limit
             ):
                 cand = allowed
+            elif opts.joint and self._indexes.joint is not None:  # all scales
+                cand = self._joint_candidates(qv, sel, weights, k, allowed, opts, rg)
             else:
                 coarse = min(sel)  # the coarsest selected scale gives candidates
                 cand = coarse_candidates(
@@ -780,7 +792,7 @@ class Store:
                     max(opts.overfetch * k, opts.min_candidates),
                     k,
                     allowed,
-                    opts.nprobe,
+                    opts.nprobe or DEFAULT_NPROBE,
                     None if rg is None else lambda c: size_gap(rg, self._rg_of(c)),
                     opts.size_weight,
                 )
@@ -799,6 +811,32 @@ class Store:
             ranking.previews = self.get_previews(cand[ranking.fit_rows])
             ranking.fit_weight = opts.fit_weight
         return ranking
+
+    def _joint_candidates(
+        self,
+        qv: list[np.ndarray],
+        sel: list[int],
+        weights: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None,
+        opts: SearchOptions,
+        rg: float | None,
+    ) -> np.ndarray:
+        """The first stage from the joint index (:mod:`swan_index.joint`)."""
+        joint = self._indexes.joint
+        full = np.zeros(len(self.encoder.scales))
+        full[sel] = weights
+        q = joint.query([qv[i] if full[i] else None for i in range(len(qv))], full)
+        return coarse_candidates(
+            joint,
+            q,
+            max(opts.overfetch * k, opts.min_candidates),
+            k,
+            allowed,
+            opts.nprobe or JOINT_NPROBE,
+            None if rg is None else lambda c: size_gap(rg, self._rg_of(c)),
+            opts.size_weight,
+        )
 
     def hits(self, ranking: Ranking) -> list[Hit]:
         """The best ``ranking.k`` of a :class:`Ranking`, with their metadata. An
