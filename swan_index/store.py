@@ -90,6 +90,7 @@ from swan_index.tables import (
     bump,
     create_db,
     delete_rows,
+    id_in,
     insert_codes,
     insert_entries,
     insert_log,
@@ -524,9 +525,7 @@ class Store:
         """Metadata rows of ``ids`` (in that order; unknown ids are left out)."""
         self._check_open()
         ids = [int(i) for i in np.atleast_1d(np.asarray(ids, np.int64))]
-        rows = self._query_sql(
-            "SELECT * FROM entries WHERE list_contains(?, id)", [ids]
-        )
+        rows = self._query_sql(f"SELECT * FROM entries WHERE {id_in(ids)}")
         by_id = {r["id"]: r for r in rows}
         return [by_id[i] for i in ids if i in by_id]
 
@@ -578,7 +577,7 @@ class Store:
         if not ids:
             return {}
         rows = self._query_sql(
-            "SELECT id, grid, volume FROM previews WHERE list_contains(?, id)", [ids]
+            f"SELECT id, grid, volume FROM previews WHERE {id_in(ids)}"
         )
         return {int(r["id"]): decode_preview(r["volume"], int(r["grid"])) for r in rows}
 
@@ -859,8 +858,7 @@ class Store:
                 r["id"]: r
                 for r in self._query_sql(
                     f"SELECT id, {', '.join(HIT_COLUMNS)} FROM entries "
-                    "WHERE list_contains(?, id)",
-                    [[int(i) for i in cand[top]]],
+                    f"WHERE {id_in(cand[top].tolist())}"
                 )
             }
         top = [j for j in top if int(cand[j]) in info][:k]
