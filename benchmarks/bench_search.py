@@ -150,9 +150,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--real-views", type=int, default=40)
     parser.add_argument("--model-views", type=int, default=25)
     parser.add_argument("--synthetic", type=int, default=1500)
-    parser.add_argument("--nprobe", type=int, nargs="+", default=[8, 32, 128])
-    parser.add_argument("--filter-nprobe", type=int, nargs="+", default=[8, 32])
-    parser.add_argument("--overfetch", type=int, nargs="*", default=[50, 200])
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[64, 128, 256, 512])
+    parser.add_argument("--filter-nprobe", type=int, nargs="+", default=[256])
+    parser.add_argument(
+        "--candidates",
+        type=int,
+        nargs="*",
+        default=[2000],
+        help="first-stage candidates to try besides the defaults (overfetch C/10)",
+    )
     parser.add_argument(
         "--corpus",
         choices=["replicates", "mixtures"],

@@ -236,17 +236,19 @@ def query_sets(
         main.append((f"c2f nprobe={p}", {"nprobe": p}))
     if nlist:
         main.append((f"c2f nprobe={nlist} (all lists)", {"nprobe": nlist}))
-    for of in args.overfetch:
-        main.append((f"c2f nprobe=32 overfetch={of}", {"nprobe": 32, "overfetch": of}))
+    for c in args.candidates:
+        main.append(
+            (f"c2f candidates={c}", {"overfetch": c // 10, "min_candidates": c})
+        )
     before = (
-        "coarse scale only, nprobe=32 overfetch=200 (before)",
-        {"nprobe": 32, "overfetch": 200, "joint": False},
+        "coarse scale only, nprobe=32, 2000 candidates (before)",
+        {"nprobe": 32, "overfetch": 200, "min_candidates": 2000, "joint": False},
     )
     if nlist and args.before:
         main.append(before)
-    shape_only = [exact, ("c2f nprobe=32", {"nprobe": 32})] + [
-        (f"c2f nprobe=32 overfetch={of}", {"nprobe": 32, "overfetch": of})
-        for of in args.overfetch
+    shape_only = [exact, ("c2f (defaults)", {})] + [
+        (f"c2f candidates={c}", {"overfetch": c // 10, "min_candidates": c})
+        for c in args.candidates
     ]
     filtered = [exact] + [
         (f"c2f nprobe={p}", {"nprobe": p}) for p in args.filter_nprobe

@@ -141,7 +141,9 @@ class ScaleIndexes:
             return True
         ids = np.sort(self.indexes[0].ids())
         pick = np.sort(np.random.default_rng(0).permutation(ids)[:TRAIN_SAMPLE])
-        self.joint = JointIndex.train([ix.lookup(pick) for ix in self.indexes])
+        self.joint = JointIndex.train(
+            [ix.lookup(pick) for ix in self.indexes], entries=len(ids)
+        )
         self._fill_joint(ids)
         self._joint_dirty = True
         log.info("joint index built for %d entries", len(ids))

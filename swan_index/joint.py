@@ -57,6 +57,12 @@ log = logging.getLogger(__name__)
 JOINT_DIMS = 64
 #: IVF lists scanned at first (see docs/search.md for the choice).
 JOINT_NPROBE = 256
+#: First-stage candidates: max(JOINT_OVERFETCH x k, JOINT_MIN_CANDIDATES).
+JOINT_OVERFETCH = 50
+JOINT_MIN_CANDIDATES = 500
+#: With a size term, this many times the candidates are fetched, the best by
+#: joint score minus the size term kept.
+JOINT_PRUNE_FACTOR = 2
 #: Vectors the PCA and the IVF lists are trained on (a random sample).
 TRAIN_SAMPLE = 200_000
 #: Format of ``joint.npz``; another value is rebuilt.
@@ -94,11 +100,16 @@ class JointIndex:
     # -- building ------------------------------------------------------------------
     @classmethod
     def train(
-        cls, vectors: list[np.ndarray], dims: int | None = None, seed: int = 0
+        cls,
+        vectors: list[np.ndarray],
+        entries: int | None = None,
+        dims: int | None = None,
+        seed: int = 0,
     ) -> JointIndex:
         """A new, empty index trained on per-scale vectors ``[n, dim_s]`` (rows
-        aligned across scales): the PCA (``dims`` axes, default
-        :data:`JOINT_DIMS`), then the IVF lists.
+        aligned across scales, a sample of the store's): the PCA (``dims`` axes,
+        default :data:`JOINT_DIMS`), then ``4 sqrt(entries)`` IVF lists
+        (``entries``: the store's size, default ``n``).
 
         Raises:
             ValueError: fewer than 2 vectors.
@@ -117,7 +128,7 @@ class JointIndex:
         matrix = faiss.vector_to_array(pca.A).reshape(-1, x.shape[1])[:d]
         y = (x - mean) @ matrix.T
         radius = 1.2 * float(np.linalg.norm(y, axis=1).max())
-        nlist = max(16, min(65536, int(4 * math.sqrt(n))))
+        nlist = max(16, min(65536, int(4 * math.sqrt(entries or n))))
         nlist = min(nlist, max(1, len(y) // 39))  # FAISS: >= 39 points per list
         index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d + 1), d + 1, nlist)
         index.cp.seed = seed

@@ -53,7 +53,11 @@ from typing import Any
 
 import numpy as np
 
-from swan_index.joint import JointIndex
+from swan_index.joint import (
+    JOINT_MIN_CANDIDATES,
+    JOINT_OVERFETCH,
+    JointIndex,
+)
 from swan_index.vectors import ScaleIndex
 
 #: A filter leaving at most this many entries scores them all exactly.
@@ -67,6 +71,9 @@ SIZE_WEIGHT = 0.05
 #: With a size term, the coarse stage fetches this many times the candidates and
 #: keeps the best by coarse cosine minus the size term.
 PRUNE_FACTOR = 4
+#: First-stage candidates from a scale's index: max(OVERFETCH x k, MIN_CANDIDATES).
+OVERFETCH = 200
+MIN_CANDIDATES = 2000
 #: Hits of the vector search that the rotational fit re-scores.
 FIT_TOP = 200
 #: Weight of the fit in the re-scored hits' score; the rest is the learned score.
@@ -85,8 +92,9 @@ class SearchOptions:
         exact: score every (allowed) entry instead of coarse candidates.
         size_weight: weight of ``|ln(rg_q / rg_e)|``; 0 disables it.
         weights: per selected scale, for the shape score (default equal).
-        overfetch, min_candidates: coarse candidates = max(overfetch * k,
-            min_candidates) per pose.
+        overfetch, min_candidates: first-stage candidates = max(overfetch * k,
+            min_candidates) per pose (default: 50 and 500 from the joint index,
+            whose order is nearly the final one; 200 and 2,000 from a scale's).
         nprobe: IVF lists scanned at first (default: the index's own,
             :data:`swan_index.joint.JOINT_NPROBE` for the joint index,
             :data:`swan_index.vectors.DEFAULT_NPROBE` for a scale's).
@@ -109,8 +117,8 @@ class SearchOptions:
     exact: bool = False
     size_weight: float = SIZE_WEIGHT
     weights: tuple[float, ...] | None = None
-    overfetch: int = 200
-    min_candidates: int = 2000
+    overfetch: int | None = None
+    min_candidates: int | None = None
     nprobe: int | None = None
     exact_filter_limit: int = EXACT_FILTER_LIMIT
     fit_top: int = FIT_TOP
@@ -126,6 +134,15 @@ class SearchOptions:
             raise ValueError(f"fit_weight={self.fit_weight}: use a weight in [0, 1]")
         if self.fit_top < 0:
             raise ValueError(f"fit_top={self.fit_top}: use 0 (off) or more")
+
+    def candidates(self, k: int, joint: bool) -> int:
+        """First-stage candidates for ``k`` hits, from the joint index or not."""
+        over = OVERFETCH if self.overfetch is None else self.overfetch
+        least = MIN_CANDIDATES if self.min_candidates is None else self.min_candidates
+        if joint:
+            over = JOINT_OVERFETCH if self.overfetch is None else over
+            least = JOINT_MIN_CANDIDATES if self.min_candidates is None else least
+        return max(over * k, least)
 
     def scale_weights(self, store_scales: tuple[int, ...]) -> tuple[list[int], Any]:
         """Positions of the selected scales in ``store_scales`` (in the order
@@ -330,6 +347,7 @@ def coarse_candidates(
     nprobe: int,
     size_of: Callable[[np.ndarray], np.ndarray] | None = None,
     size_weight: float = 0.0,
+    prune_factor: int = PRUNE_FACTOR,
 ) -> np.ndarray:
     """The first stage of a search: entries nearest the query ``q`` ``[P, d]``
     in ``index`` (union over poses), at most ``n_cand`` of them, sorted.
@@ -345,14 +363,15 @@ def coarse_candidates(
             candidates asked for (or all allowed entries), because a filter may
             leave few entries in the lists scanned.
         size_of: ``ln(rg_query / rg_entry)`` of given ids, when the query's size
-            is known: then ``PRUNE_FACTOR`` times as many are fetched and ranked
+            is known: then ``prune_factor`` times as many are fetched and ranked
             by coarse cosine minus the size term first, so that the candidates
             agree with the final score, which weighs size too.
         size_weight: weight of the size term.
+        prune_factor: see ``size_of``.
     """
     need = k if allowed is None else min(n_cand, len(allowed))
     sized = size_of is not None and size_weight > 0
-    n_fetch = n_cand * PRUNE_FACTOR if sized else n_cand
+    n_fetch = n_cand * prune_factor if sized else n_cand
     while True:
         sims, found = index.search(q, n_fetch, allowed, nprobe)
         ok = found >= 0

@@ -58,7 +58,7 @@ from swan_index.db import (
     readable,
 )
 from swan_index.indexes import ScaleIndexes
-from swan_index.joint import JOINT_NPROBE
+from swan_index.joint import JOINT_NPROBE, JOINT_PRUNE_FACTOR
 from swan_index.manifest import (
     Mark,
     check_mark,
@@ -772,7 +772,8 @@ class Store:
         if not len(pool):
             return Ranking.empty()
         k = int(min(k, len(pool)))
-        small = len(pool) <= max(opts.min_candidates, k)
+        joint = opts.joint and self._indexes.joint is not None
+        small = len(pool) <= opts.candidates(k, joint)
         if allowed is None and (opts.exact or small):  # every entry, in _ids order
             cand = self._ids
             per_scale = [self._indexes.all_scores(i, qv[i], self._ids) for i in sel]
@@ -781,14 +782,14 @@ class Store:
                 opts.exact or small or len(allowed) <= opts.exact_filter_limit
             ):
                 cand = allowed
-            elif opts.joint and self._indexes.joint is not None:  # all scales
+            elif joint:  # a large store: the first stage weighs every scale
                 cand = self._joint_candidates(qv, sel, weights, k, allowed, opts, rg)
             else:
                 coarse = min(sel)  # the coarsest selected scale gives candidates
                 cand = coarse_candidates(
                     self._indexes.indexes[coarse],
                     qv[coarse],
-                    max(opts.overfetch * k, opts.min_candidates),
+                    opts.candidates(k, joint=False),
                     k,
                     allowed,
                     opts.nprobe or DEFAULT_NPROBE,
@@ -829,12 +830,13 @@ class Store:
         return coarse_candidates(
             joint,
             q,
-            max(opts.overfetch * k, opts.min_candidates),
+            opts.candidates(k, joint=True),
             k,
             allowed,
             opts.nprobe or JOINT_NPROBE,
             None if rg is None else lambda c: size_gap(rg, self._rg_of(c)),
             opts.size_weight,
+            JOINT_PRUNE_FACTOR,
         )
 
     def hits(self, ranking: Ranking) -> list[Hit]:
