@@ -135,6 +135,7 @@ class Store:
         self._indexes = ScaleIndexes(path / "faiss", encoder.scales, encoder.dims)
         self._ids = np.zeros(0, np.int64)  # sorted entry ids
         self._rg = np.zeros(0, np.float64)  # aligned with _ids (NaN: unknown)
+        self._rg_by_id: np.ndarray | None = None  # see _rg_of
         self._generation = -1
         self._next_id = 1  # the database's next entry id (writers keep it current)
         self._index_info: dict[str, Any] = {}  # the FAISS files as last written
@@ -302,6 +303,7 @@ class Store:
             self._rg = np.asarray(
                 np.ma.filled(np.ma.asarray(got["rg"], np.float64), np.nan), np.float64
             )
+            self._rg_by_id = None
             # a disagreement found on open means a crash between the two writes
             self._indexes.reconcile(con, code_ids["id"], warn=self._generation < 0)
             # a store written before the joint index existed gets it here
@@ -393,6 +395,7 @@ class Store:
         rg = np.array([np.nan if r.rg is None else r.rg for r in records])
         self._ids = np.concatenate([self._ids, ids])
         self._rg = np.concatenate([self._rg, rg])
+        self._rg_by_id = None
         self._generation += 1
         self._next_id = first + n
         self._write_manifest()
@@ -436,6 +439,7 @@ class Store:
         self._indexes.remove(ids)
         keep = ~np.isin(self._ids, ids)
         self._ids, self._rg = self._ids[keep], self._rg[keep]
+        self._rg_by_id = None
 
     def flush(self) -> None:
         """Write changed FAISS indexes (atomically) and the manifest."""
@@ -713,7 +717,16 @@ class Store:
         return vecs, (None if np.isnan(rg) else float(rg))
 
     def _rg_of(self, ids: np.ndarray) -> np.ndarray:
-        return self._rg[np.searchsorted(self._ids, ids)]
+        """rg of held ``ids`` (NaN: unknown), from a table by id made on first
+        use after a change (a binary search per id costs ~5x more)."""
+        if self._rg_by_id is None or len(self._rg_by_id) != self._next_rg_top():
+            table = np.full(self._next_rg_top(), np.nan)
+            table[self._ids] = self._rg
+            self._rg_by_id = table
+        return self._rg_by_id[ids]
+
+    def _next_rg_top(self) -> int:
+        return int(self._ids[-1]) + 1 if len(self._ids) else 0
 
     def search(
         self,
