@@ -90,10 +90,16 @@ def rss_mb() -> dict[str, float]:
     return out
 
 
+def index_files(path: Path) -> list[Path]:
+    """The store's FAISS files: per scale and the joint index."""
+    folder = path / "faiss"
+    return [*folder.glob("*.index"), *folder.glob("joint.npz")]
+
+
 def disk_bytes(path: Path) -> dict[str, int]:
     """Bytes of each file of the store at ``path`` (its FAISS indexes included)."""
     files = [p for p in path.iterdir() if p.is_file()]
-    files += sorted((path / "faiss").glob("*.index"))
+    files += sorted(index_files(path))
     return {p.name: p.stat().st_size for p in files}
 
 
@@ -116,7 +122,7 @@ def probe_open(path: Path, profile: bool = False) -> dict[str, Any]:
     gc.collect()
     t0 = time.perf_counter()
     nbytes = 0
-    for f in sorted((path / "faiss").glob("*.index")):
+    for f in sorted(index_files(path)):
         with open(f, "rb") as fh:
             while chunk := fh.read(1 << 24):
                 nbytes += len(chunk)
@@ -164,7 +170,9 @@ def memory(path: Path, vector_floats: int, probes: int) -> dict[str, Any]:
         "disk_bytes": disk,
         "disk_bytes_per_entry": sum(disk.values()) / n,
         "duckdb_bytes_per_entry": disk.get("swan.duckdb", 0) / n,
-        "faiss_bytes_per_entry": sum(v for k, v in disk.items() if k.endswith(".index"))
+        "faiss_bytes_per_entry": sum(
+            v for k, v in disk.items() if k.endswith((".index", ".npz"))
+        )
         / n,
         "vector_bytes_per_entry_float32": 4 * vector_floats,
         "reader_rss_delta_mb": rss,

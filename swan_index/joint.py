@@ -58,8 +58,8 @@ JOINT_DIMS = 64
 #: IVF lists scanned at first (see docs/search.md for the choice).
 JOINT_NPROBE = 256
 #: First-stage candidates: max(JOINT_OVERFETCH x k, JOINT_MIN_CANDIDATES).
-JOINT_OVERFETCH = 50
-JOINT_MIN_CANDIDATES = 500
+JOINT_OVERFETCH = 100
+JOINT_MIN_CANDIDATES = 1000
 #: With a size term, this many times the candidates are fetched, the best by
 #: joint score minus the size term kept.
 JOINT_PRUNE_FACTOR = 2

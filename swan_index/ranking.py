@@ -93,7 +93,7 @@ class SearchOptions:
         size_weight: weight of ``|ln(rg_q / rg_e)|``; 0 disables it.
         weights: per selected scale, for the shape score (default equal).
         overfetch, min_candidates: first-stage candidates = max(overfetch * k,
-            min_candidates) per pose (default: 50 and 500 from the joint index,
+            min_candidates) per pose (default: 100 and 1,000 from the joint index,
             whose order is nearly the final one; 200 and 2,000 from a scale's).
         nprobe: IVF lists scanned at first (default: the index's own,
             :data:`swan_index.joint.JOINT_NPROBE` for the joint index,
