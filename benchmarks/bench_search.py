@@ -2,7 +2,8 @@
 
 Builds a store of ``--entries`` (default 1,000,000) entries with realistic codes
 and metadata, then compares, in the same run and on the same held-out queries,
-coarse-to-fine search (several ``nprobe`` / ``overfetch`` settings) against
+coarse-to-fine search (several ``nprobe`` / ``--candidates`` settings, and the
+first stage before the joint index, ``SearchOptions(joint=False)``) against
 ``exact=True`` (every entry scored: the ground truth and the baseline):
 recall@10, queries per second, p50/p95 latency, with and without a ``where``
 filter. It also measures the build rate, the store's size on disk, the reader's
