@@ -22,22 +22,23 @@ instead:
   ``y`` gets one more coordinate, ``sqrt(R^2 - |y|^2)`` (``R``: 1.2 times the
   largest norm of the training sample; 0 past it), a query's gets 0, and then
   ``|q - y|^2 = |q|^2 + R^2 - 2 q . y``. Whitened vectors differ in norm, and
-  lists chosen by inner product with their centroids favour the long ones: at
-  200,000 replicates the exact top 10 kept with 2,000 candidates was 0.93 / 0.99
-  with 32 / 64 lists scanned by inner product, 0.99 / 0.996 by distance.
+  lists chosen by inner product with their centroids favour the long ones
+  (``benchmarks/bench_joint_choice.py``: of the exact top 10 of a million
+  mixtures, 256 lists keep 0.903 chosen by inner product, 0.998 by distance).
 
 The size term is applied when the candidates are pruned
 (:func:`swan_index.ranking.coarse_candidates`, which takes this index as it takes
-a scale's): ``PRUNE_FACTOR`` times the candidates are fetched by approximate
-shape score and the best by that score minus the size term kept; then every
-candidate is scored exactly at every scale (:meth:`swan_index.store.Store.rank`).
+a scale's): ``JOINT_PRUNE_FACTOR`` times the candidates are fetched by
+approximate shape score and the best by that score minus the size term kept;
+then every candidate is scored exactly at every scale
+(:meth:`swan_index.store.Store.rank`).
 
 The index lives in ``faiss/joint.npz`` (the serialised FAISS index, the PCA's
 mean and matrix), written atomically; it is built when a store passes its
 approximate threshold, kept in step on add and delete, checked against the
 database on open and rebuilt from the per-scale indexes when missing or
-unreadable (a store written before it existed gets it on its writer's first
-open).
+unreadable (a store written before it existed gets it when opened: a writer
+writes it, a reader builds it in memory).
 """
 
 from __future__ import annotations

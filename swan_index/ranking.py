@@ -15,11 +15,14 @@ A search is coarse-to-fine (the options are :class:`SearchOptions`):
 
 1. ``where`` (a SQL predicate over ``entries``) is run read-only and gives the
    allowed ids.
-2. Candidates: the ``overfetch * k`` (at least ``min_candidates``) nearest entries
-   at the coarsest scale, for each query pose, restricted to the allowed ids. With
-   an approximate (IVF) coarsest index the scan widens until k allowed entries are
-   found, so a filter matching at least k entries always gives k hits. When the
-   filter leaves few entries (``<= exact_filter_limit``) they are all scored.
+2. Candidates: the ``overfetch * k`` (at least ``min_candidates``) entries with
+   the best approximate shape score in the joint index over all scales
+   (:mod:`swan_index.joint`; stores above their approximate threshold), else the
+   nearest at the coarsest scale, for each query pose, restricted to the allowed
+   ids. With an approximate (IVF) index the scan widens until enough allowed
+   entries are found, so a filter matching at least k entries always gives k
+   hits. When the filter leaves few entries (``<= exact_filter_limit``) they are
+   all scored.
 3. Re-ranking: every candidate is scored at every scale by cosine similarity of
    the retrieval vectors. The shape score is the weighted mean of the per-scale
    cosines (equal weights unless ``weights`` is given); an entry's score is its best
