@@ -2,7 +2,8 @@
 
 Builds a store of ``--entries`` (default 1,000,000) entries with realistic codes
 and metadata, then compares, in the same run and on the same held-out queries,
-coarse-to-fine search (several ``nprobe`` / ``overfetch`` settings) against
+coarse-to-fine search (several ``nprobe`` / ``--candidates`` settings, and the
+first stage before the joint index, ``SearchOptions(joint=False)``) against
 ``exact=True`` (every entry scored: the ground truth and the baseline):
 recall@10, queries per second, p50/p95 latency, with and without a ``where``
 filter. It also measures the build rate, the store's size on disk, the reader's
@@ -30,6 +31,17 @@ measured cosines (replicate to base, views of one molecule, unrelated bases) per
 scale. Tokens are the base's with ``--token-swaps`` of them replaced at random; rg
 is the base's times ``exp(N(0, 0.05))``. Queries are fresh perturbations of random
 bases (never stored), with one pose.
+
+**Corpora.** ``--corpus replicates`` (the default) is the store above: a
+thousand-odd near-duplicate clouds, one per base, so the order at the top of a
+result is mostly decided by the perturbations. ``--corpus mixtures`` stores
+SYNTHETIC codes with no clouds: entry ``j`` mixes ``MIX_PARTS`` = 3 bases (base
+``j mod n_base`` and two at random) with Dirichlet(1, 1, 1) shares, the largest
+on the first base, each scale's vector the shares' weighted sum of the bases'
+vectors (renormalised) perturbed as above, rg the shares' geometric mean of the
+bases' rg; every entry is a distinct code, so the order at the top is decided by
+shape. Queries are fresh draws of the same kind. Its JSON is
+``bench_search_mixtures.json``.
 
 **Metadata.** Each entry takes a random row of ``EMDB_metadata.csv`` (the 8,071
 real entries): ``emdb_id``, ``resolution``, ``fitted_pdbs``, ``release_date``
@@ -60,6 +72,8 @@ The store is built by :mod:`benchmarks.search_data`, the measurements are in
     $ python -m benchmarks.bench_search [--entries 1000000] [--queries 200] \\
           [--filtered-queries 60] [--threads default 1] [--keep-store]
     $ python -m benchmarks.bench_search --entries 20000 --queries 50   # quick
+    $ python -m benchmarks.bench_search --corpus mixtures \\
+          --out benchmarks/results/bench_search_mixtures.json
 """
 
 from __future__ import annotations
@@ -137,9 +151,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--real-views", type=int, default=40)
     parser.add_argument("--model-views", type=int, default=25)
     parser.add_argument("--synthetic", type=int, default=1500)
-    parser.add_argument("--nprobe", type=int, nargs="+", default=[8, 32, 128])
-    parser.add_argument("--filter-nprobe", type=int, nargs="+", default=[8, 32])
-    parser.add_argument("--overfetch", type=int, nargs="*", default=[50, 200])
+    parser.add_argument("--nprobe", type=int, nargs="+", default=[64, 128, 256, 512])
+    parser.add_argument("--filter-nprobe", type=int, nargs="+", default=[256])
+    parser.add_argument(
+        "--candidates",
+        type=int,
+        nargs="*",
+        default=[2000],
+        help="first-stage candidates to try besides the defaults (overfetch C/10)",
+    )
+    parser.add_argument(
+        "--corpus",
+        choices=["replicates", "mixtures"],
+        default="replicates",
+        help="entries: perturbed replicates of the bases (near-duplicate clouds) "
+        "or SYNTHETIC mixtures of bases (distinct codes; see the module docs)",
+    )
+    parser.add_argument(
+        "--no-before",
+        dest="before",
+        action="store_false",
+        help="leave out the mode with the coarsest scale's candidates (before the "
+        "joint index)",
+    )
     parser.add_argument("--profile", type=int, default=5, help="queries profiled")
     parser.add_argument(
         "--threads",
@@ -177,7 +211,8 @@ def main(argv: list[str] | None = None) -> dict:
     stats.update(replicate_stats(base, args, pool))
     print(json.dumps(stats, indent=1), flush=True)
     meta = load_metadata(METADATA_CSV)
-    path = args.store or args.cache / f"store_{args.entries}"
+    corpus = "" if args.corpus == "replicates" else f"{args.corpus}_"
+    path = args.store or args.cache / f"store_{corpus}{args.entries}"
     order = np.random.default_rng(args.seed).permutation(len(base["rg"]))
     if args.reuse_store and path.exists():
         print(f"store: reusing {path}", flush=True)

@@ -44,6 +44,8 @@ METHOD_SHARES = {
     "tomography": 0.01,
 }
 BASE_VERSION = 1
+#: Bases mixed into one entry of the ``mixtures`` corpus.
+MIX_PARTS = 3
 
 
 # -- base codes -------------------------------------------------------------------
@@ -206,12 +208,22 @@ def perturb(
     """Perturbed vectors, tokens and rg of the bases ``which`` (module docs of
     :mod:`benchmarks.bench_search`)."""
     n, n_terms = len(which), 4
+    mixtures = getattr(args, "corpus", "replicates") == "mixtures"
+    if mixtures:  # the base ``which`` weighs most; MIX_PARTS - 1 others join it
+        parts = rng.integers(0, len(base["rg"]), (n, MIX_PARTS))
+        parts[:, 0] = which
+        share = -np.sort(-rng.dirichlet(np.ones(MIX_PARTS), n), axis=1)
     scale = args.noise * np.exp(args.noise_spread * rng.standard_normal(n))
     rows = rng.integers(0, len(pool[0]), (n_terms, n))
     weights = (scale / np.sqrt(n_terms)) * rng.standard_normal((n_terms, n))
     vectors, tokens = [], []
     for i, res in enumerate(pool):
-        v = base[f"vectors_{i}"][which].astype(np.float32)
+        if mixtures:
+            b = base[f"vectors_{i}"]
+            v = np.einsum("np,npd->nd", share, b[parts]).astype(np.float32)
+            v /= np.linalg.norm(v, axis=1, keepdims=True)
+        else:
+            v = base[f"vectors_{i}"][which].astype(np.float32)
         for k in range(n_terms):
             v += weights[k][:, None].astype(np.float32) * res[rows[k]]
         v /= np.linalg.norm(v, axis=1, keepdims=True)
@@ -221,7 +233,10 @@ def perturb(
         swap = rng.random(flat.shape) < args.token_swaps
         flat[swap] = rng.integers(0, args.codebook, int(swap.sum()), dtype=np.int16)
         tokens.append(t)
-    rg = base["rg"][which] * np.exp(0.05 * rng.standard_normal(n))
+    rg = base["rg"][which]
+    if mixtures:  # the geometric mean of the parts' sizes, in their shares
+        rg = np.exp(np.einsum("np,np->n", share, np.log(base["rg"][parts])))
+    rg = rg * np.exp(0.05 * rng.standard_normal(n))
     return vectors, tokens, rg
 
 
@@ -278,8 +293,11 @@ def make_records(
     base: dict[str, Any],
     meta: dict[str, np.ndarray],
     rng: np.random.Generator,
+    corpus: str = "replicates",
 ) -> list[EntryRecord]:
-    """Metadata rows of entries ``start ...`` (replicates of bases ``which``)."""
+    """Metadata rows of entries ``start ...`` (replicates of bases ``which``, or
+    ``corpus="mixtures"``: mixtures led by them)."""
+    what = "mixture led by" if corpus == "mixtures" else "replicate of"
     n = len(which)
     rows = rng.integers(0, len(meta["emdb_id"]), n)
     methods = rng.choice(
@@ -299,8 +317,7 @@ def make_records(
                 sha256=hashlib.sha256(f"bench-search-{start + j}".encode()).hexdigest(),
                 emdb_id=meta["emdb_id"][r],
                 title=(
-                    f"Benchmark replicate of {base['group'][b]} "
-                    f"({base['kind'][b]} base {b})"
+                    f"Benchmark {what} {base['group'][b]} ({base['kind'][b]} base {b})"
                 ),
                 method=methods[j],
                 resolution=None if np.isnan(res) else float(res),
@@ -344,7 +361,7 @@ def build(
         t0 = time.perf_counter()
         which = order[np.arange(start, stop) % n_base]
         vectors, tokens, rg = perturb(base, which, rng, args, pool)
-        records = make_records(start, which, rg, base, meta, rng)
+        records = make_records(start, which, rg, base, meta, rng, args.corpus)
         code = MultiScaleCode(info.scales, tuple(tokens), tuple(vectors), info.hash)
         t1 = time.perf_counter()
         store.add(code, records)

@@ -90,10 +90,16 @@ def rss_mb() -> dict[str, float]:
     return out
 
 
+def index_files(path: Path) -> list[Path]:
+    """The store's FAISS files: per scale and the joint index."""
+    folder = path / "faiss"
+    return [*folder.glob("*.index"), *folder.glob("joint.npz")]
+
+
 def disk_bytes(path: Path) -> dict[str, int]:
     """Bytes of each file of the store at ``path`` (its FAISS indexes included)."""
     files = [p for p in path.iterdir() if p.is_file()]
-    files += sorted((path / "faiss").glob("*.index"))
+    files += sorted(index_files(path))
     return {p.name: p.stat().st_size for p in files}
 
 
@@ -116,7 +122,7 @@ def probe_open(path: Path, profile: bool = False) -> dict[str, Any]:
     gc.collect()
     t0 = time.perf_counter()
     nbytes = 0
-    for f in sorted((path / "faiss").glob("*.index")):
+    for f in sorted(index_files(path)):
         with open(f, "rb") as fh:
             while chunk := fh.read(1 << 24):
                 nbytes += len(chunk)
@@ -164,7 +170,9 @@ def memory(path: Path, vector_floats: int, probes: int) -> dict[str, Any]:
         "disk_bytes": disk,
         "disk_bytes_per_entry": sum(disk.values()) / n,
         "duckdb_bytes_per_entry": disk.get("swan.duckdb", 0) / n,
-        "faiss_bytes_per_entry": sum(v for k, v in disk.items() if k.endswith(".index"))
+        "faiss_bytes_per_entry": sum(
+            v for k, v in disk.items() if k.endswith((".index", ".npz"))
+        )
         / n,
         "vector_bytes_per_entry_float32": 4 * vector_floats,
         "reader_rss_delta_mb": rss,
@@ -236,15 +244,25 @@ def query_sets(
         main.append((f"c2f nprobe={p}", {"nprobe": p}))
     if nlist:
         main.append((f"c2f nprobe={nlist} (all lists)", {"nprobe": nlist}))
-    for of in args.overfetch:
-        main.append((f"c2f nprobe=32 overfetch={of}", {"nprobe": 32, "overfetch": of}))
-    shape_only = [exact, ("c2f nprobe=32", {"nprobe": 32})] + [
-        (f"c2f nprobe=32 overfetch={of}", {"nprobe": 32, "overfetch": of})
-        for of in args.overfetch
+    for c in args.candidates:
+        main.append(
+            (f"c2f candidates={c}", {"overfetch": c // 10, "min_candidates": c})
+        )
+    before = (
+        "coarse scale only, nprobe=32, 2000 candidates (before)",
+        {"nprobe": 32, "overfetch": 200, "min_candidates": 2000, "joint": False},
+    )
+    if nlist and args.before:
+        main.append(before)
+    shape_only = [exact, ("c2f (defaults)", {})] + [
+        (f"c2f candidates={c}", {"overfetch": c // 10, "min_candidates": c})
+        for c in args.candidates
     ]
     filtered = [exact] + [
         (f"c2f nprobe={p}", {"nprobe": p}) for p in args.filter_nprobe
     ]
+    if nlist and args.before:
+        shape_only.append(before)
     sets = [
         ("all", None, True, main, args.queries),
         ("all, no rg", None, False, shape_only, args.queries),
@@ -265,10 +283,12 @@ def search_all(
     queries (see :func:`run_set`)."""
     store = Store.open(path, read_only=True)
     coarse = store.index_info()[0]
-    nlist = coarse["nlist"]
+    joint = store.joint_info()
+    nlist = (joint or coarse)["nlist"]
     results: dict[str, Any] = {
         "entries": store.count(),
         "coarse_index": coarse,
+        "joint_index": joint,
         "query_sets": {},
         "modes": {},
     }

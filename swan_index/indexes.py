@@ -5,7 +5,11 @@ same id set (entry ids are never reused). :meth:`ScaleIndexes.reconcile` brings
 each index in line with the ``codes`` table (adds what it lacks from the
 database, removes what the database no longer holds), :meth:`ScaleIndexes.write`
 saves the changed ones atomically, converting the coarsest to IVF above the
-approximate threshold (:func:`swan_index.vectors.index_kind`).
+approximate threshold (:func:`swan_index.vectors.index_kind`). Above that
+threshold the store also keeps the joint first-stage index
+(:mod:`swan_index.joint`, ``folder/joint.npz``), made from the per-scale ones:
+built when the store passes the threshold or when its file is missing or
+unreadable, kept in step on add, remove and reconcile.
 """
 
 from __future__ import annotations
@@ -16,8 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from swan_index.joint import TRAIN_SAMPLE, JointIndex
 from swan_index.tables import Connection, fetch_vectors
 from swan_index.vectors import ScaleIndex, index_kind
+
+#: Entries per chunk when the joint index is filled from the per-scale ones.
+JOINT_CHUNK = 100_000
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +49,17 @@ class ScaleIndexes:
         self.indexes = [ScaleIndex(d) for d in dims]
         self._dirty = [False] * len(dims)
         self._sorted: dict[int, np.ndarray | None] = {}  # see all_scores
+        self.joint: JointIndex | None = None
+        self._joint_dirty = False
 
     def path(self, i: int) -> Path:
         """The file of scale ``i``'s index."""
         return self.folder / f"scale_{self.scales[i]}.index"
+
+    @property
+    def joint_path(self) -> Path:
+        """The file of the joint first-stage index."""
+        return self.folder / "joint.npz"
 
     def load(self) -> None:
         """Read the index files there are; an unreadable one is rebuilt from the
@@ -60,6 +75,12 @@ class ScaleIndexes:
                     )
                     self.indexes[i] = ScaleIndex(dim)
                     self._dirty[i] = True
+        if self.joint_path.exists():
+            try:
+                self.joint = JointIndex.read(self.joint_path, self.dims)
+            except Exception as exc:  # noqa: BLE001 - any damage: rebuild
+                log.warning("%s unreadable (%s): rebuilding", self.joint_path, exc)
+                self.joint = None
 
     def reconcile(self, con: Connection, code_ids: np.ndarray, warn: bool) -> None:
         """Make every index hold exactly ``code_ids`` (sorted, unique): ids it
@@ -88,6 +109,45 @@ class ScaleIndexes:
                 index.add(ids, vecs)
             self._dirty[i] = True
         self._sorted.clear()
+        if self.joint is not None:  # made from the per-scale indexes, now right
+            have = np.sort(self.joint.ids())
+            if not np.array_equal(have, code_ids):
+                if warn and len(have):
+                    log.warning(
+                        "%s disagreed with the database: repaired", self.joint_path
+                    )
+                self.joint.remove(np.setdiff1d(have, code_ids, assume_unique=True))
+                self._fill_joint(np.setdiff1d(code_ids, have, assume_unique=True))
+                self._joint_dirty = True
+
+    def _fill_joint(self, ids: np.ndarray) -> None:
+        """Add ``ids`` to the joint index from the per-scale indexes, in chunks."""
+        for start in range(0, len(ids), JOINT_CHUNK):
+            chunk = ids[start : start + JOINT_CHUNK]
+            self.joint.add(chunk, [ix.lookup(chunk) for ix in self.indexes])
+
+    def ensure_joint(self, n: int, approx_threshold: int, drop: bool = True) -> bool:
+        """Build the joint index (trained on a sample of the per-scale
+        indexes, then filled) when ``n`` entries call for one and there is none;
+        drop it when they do not (unless ``drop`` is false: a reader keeps the
+        index its writer made, whatever its own threshold). Returns whether it
+        changed."""
+        want = n > approx_threshold
+        if want == (self.joint is not None) or not (want or drop):
+            return False
+        if not want:
+            self.joint = None
+            self._joint_dirty = True
+            return True
+        ids = np.sort(self.indexes[0].ids())
+        pick = np.sort(np.random.default_rng(0).permutation(ids)[:TRAIN_SAMPLE])
+        self.joint = JointIndex.train(
+            [ix.lookup(pick) for ix in self.indexes], entries=len(ids)
+        )
+        self._fill_joint(ids)
+        self._joint_dirty = True
+        log.info("joint index built for %d entries", len(ids))
+        return True
 
     def add(self, ids: np.ndarray, vectors: tuple[np.ndarray, ...]) -> None:
         """Add a batch: per scale ``[n, dim]`` vectors."""
@@ -95,12 +155,17 @@ class ScaleIndexes:
             index.add(ids, vectors[i])
             self._dirty[i] = True
         self._sorted.clear()
+        if self.joint is not None and len(ids):
+            self.joint.add(ids, list(vectors))
+            self._joint_dirty = True
 
     def remove(self, ids: np.ndarray) -> None:
         for i, index in enumerate(self.indexes):
             index.remove(ids)
             self._dirty[i] = True
         self._sorted.clear()
+        if self.joint is not None and self.joint.remove(ids):
+            self._joint_dirty = True
 
     def write(self, n: int, approx_threshold: int) -> None:
         """Write the changed indexes (atomically), first converting each to the
@@ -114,6 +179,12 @@ class ScaleIndexes:
             if self._dirty[i] or not self.path(i).exists():
                 index.write(self.path(i))
                 self._dirty[i] = False
+        self.ensure_joint(n, approx_threshold)
+        if self.joint is None:
+            self.joint_path.unlink(missing_ok=True)
+        elif self._joint_dirty or not self.joint_path.exists():
+            self.joint.write(self.joint_path)
+        self._joint_dirty = False
 
     def info(self) -> list[dict[str, Any]]:
         """Per scale: side, dims, index kind, entries, IVF lists (0: flat)."""
@@ -127,6 +198,18 @@ class ScaleIndexes:
             }
             for s, d, idx in zip(self.scales, self.dims, self.indexes, strict=True)
         ]
+
+    def joint_info(self) -> dict[str, Any] | None:
+        """The joint index's dims, entries and IVF lists (``None``: none)."""
+        j = self.joint
+        if j is None:
+            return None
+        return {
+            "kind": "joint ivf",
+            "dim": len(j.matrix),
+            "ntotal": j.ntotal,
+            "nlist": j.nlist,
+        }
 
     def lookup(self, i: int, ids: np.ndarray) -> np.ndarray:
         """Scale ``i``'s vectors ``[n, dim]`` of the given ids."""

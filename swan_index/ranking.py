@@ -15,11 +15,14 @@ A search is coarse-to-fine (the options are :class:`SearchOptions`):
 
 1. ``where`` (a SQL predicate over ``entries``) is run read-only and gives the
    allowed ids.
-2. Candidates: the ``overfetch * k`` (at least ``min_candidates``) nearest entries
-   at the coarsest scale, for each query pose, restricted to the allowed ids. With
-   an approximate (IVF) coarsest index the scan widens until k allowed entries are
-   found, so a filter matching at least k entries always gives k hits. When the
-   filter leaves few entries (``<= exact_filter_limit``) they are all scored.
+2. Candidates: the ``overfetch * k`` (at least ``min_candidates``) entries with
+   the best approximate shape score in the joint index over all scales
+   (:mod:`swan_index.joint`; stores above their approximate threshold), else the
+   nearest at the coarsest scale, for each query pose, restricted to the allowed
+   ids. With an approximate (IVF) index the scan widens until enough allowed
+   entries are found, so a filter matching at least k entries always gives k
+   hits. When the filter leaves few entries (``<= exact_filter_limit``) they are
+   all scored.
 3. Re-ranking: every candidate is scored at every scale by cosine similarity of
    the retrieval vectors. The shape score is the weighted mean of the per-scale
    cosines (equal weights unless ``weights`` is given); an entry's score is its best
@@ -53,7 +56,12 @@ from typing import Any
 
 import numpy as np
 
-from swan_index.vectors import DEFAULT_NPROBE, ScaleIndex
+from swan_index.joint import (
+    JOINT_MIN_CANDIDATES,
+    JOINT_OVERFETCH,
+    JointIndex,
+)
+from swan_index.vectors import ScaleIndex
 
 #: A filter leaving at most this many entries scores them all exactly.
 EXACT_FILTER_LIMIT = 20_000
@@ -66,6 +74,9 @@ SIZE_WEIGHT = 0.05
 #: With a size term, the coarse stage fetches this many times the candidates and
 #: keeps the best by coarse cosine minus the size term.
 PRUNE_FACTOR = 4
+#: First-stage candidates from a scale's index: max(OVERFETCH x k, MIN_CANDIDATES).
+OVERFETCH = 200
+MIN_CANDIDATES = 2000
 #: Hits of the vector search that the rotational fit re-scores.
 FIT_TOP = 200
 #: Weight of the fit in the re-scored hits' score; the rest is the learned score.
@@ -84,14 +95,21 @@ class SearchOptions:
         exact: score every (allowed) entry instead of coarse candidates.
         size_weight: weight of ``|ln(rg_q / rg_e)|``; 0 disables it.
         weights: per selected scale, for the shape score (default equal).
-        overfetch, min_candidates: coarse candidates = max(overfetch * k,
-            min_candidates) per pose.
-        nprobe: IVF lists scanned at first.
+        overfetch, min_candidates: first-stage candidates = max(overfetch * k,
+            min_candidates) per pose (default: 100 and 1,000 from the joint index,
+            whose order is nearly the final one; 200 and 2,000 from a scale's).
+        nprobe: IVF lists scanned at first (default: the index's own,
+            :data:`swan_index.joint.JOINT_NPROBE` for the joint index,
+            :data:`swan_index.vectors.DEFAULT_NPROBE` for a scale's).
         exact_filter_limit: a filter leaving at most this many entries scores
             them all.
         fit_top: how many of the best entries the rotational fit re-scores
             (at least ``k``); 0 turns the fit off.
         fit_weight: the fit's weight against the learned shape score, in [0, 1].
+        joint: take the candidates from the joint index over all scales
+            (:mod:`swan_index.joint`) where the store has one (above its
+            approximate threshold); ``False``: from the coarsest selected scale's
+            index, as stores did before it (kept for comparison).
 
     Raises:
         ValueError: negative weights, ``fit_top`` or ``fit_weight`` out of range.
@@ -102,12 +120,13 @@ class SearchOptions:
     exact: bool = False
     size_weight: float = SIZE_WEIGHT
     weights: tuple[float, ...] | None = None
-    overfetch: int = 200
-    min_candidates: int = 2000
-    nprobe: int = DEFAULT_NPROBE
+    overfetch: int | None = None
+    min_candidates: int | None = None
+    nprobe: int | None = None
     exact_filter_limit: int = EXACT_FILTER_LIMIT
     fit_top: int = FIT_TOP
     fit_weight: float = FIT_WEIGHT
+    joint: bool = True
 
     def __post_init__(self) -> None:
         if self.scales is not None:
@@ -118,6 +137,15 @@ class SearchOptions:
             raise ValueError(f"fit_weight={self.fit_weight}: use a weight in [0, 1]")
         if self.fit_top < 0:
             raise ValueError(f"fit_top={self.fit_top}: use 0 (off) or more")
+
+    def candidates(self, k: int, joint: bool) -> int:
+        """First-stage candidates for ``k`` hits, from the joint index or not."""
+        over = OVERFETCH if self.overfetch is None else self.overfetch
+        least = MIN_CANDIDATES if self.min_candidates is None else self.min_candidates
+        if joint:
+            over = JOINT_OVERFETCH if self.overfetch is None else over
+            least = JOINT_MIN_CANDIDATES if self.min_candidates is None else least
+        return max(over * k, least)
 
     def scale_weights(self, store_scales: tuple[int, ...]) -> tuple[list[int], Any]:
         """Positions of the selected scales in ``store_scales`` (in the order
@@ -314,7 +342,7 @@ def top_rows(score: np.ndarray, want: int) -> np.ndarray:
 
 
 def coarse_candidates(
-    index: ScaleIndex,
+    index: ScaleIndex | JointIndex,
     q: np.ndarray,
     n_cand: int,
     k: int,
@@ -322,13 +350,15 @@ def coarse_candidates(
     nprobe: int,
     size_of: Callable[[np.ndarray], np.ndarray] | None = None,
     size_weight: float = 0.0,
+    prune_factor: int = PRUNE_FACTOR,
 ) -> np.ndarray:
-    """The coarse stage of a search: entries nearest the query ``q`` ``[P, d]``
+    """The first stage of a search: entries nearest the query ``q`` ``[P, d]``
     in ``index`` (union over poses), at most ``n_cand`` of them, sorted.
 
     Args:
-        index: the coarsest selected scale's index.
-        q: the query's vectors at that scale, one row per pose.
+        index: the joint index over all scales (:mod:`swan_index.joint`) or,
+            where the store has none, the coarsest selected scale's index.
+        q: the query's vectors in that index, one row per pose.
         n_cand: candidates wanted.
         k: hits wanted (an unfiltered IVF scan stops widening at k).
         allowed: ids a filter allows (``None``: all).
@@ -336,14 +366,15 @@ def coarse_candidates(
             candidates asked for (or all allowed entries), because a filter may
             leave few entries in the lists scanned.
         size_of: ``ln(rg_query / rg_entry)`` of given ids, when the query's size
-            is known: then ``PRUNE_FACTOR`` times as many are fetched and ranked
+            is known: then ``prune_factor`` times as many are fetched and ranked
             by coarse cosine minus the size term first, so that the candidates
             agree with the final score, which weighs size too.
         size_weight: weight of the size term.
+        prune_factor: see ``size_of``.
     """
     need = k if allowed is None else min(n_cand, len(allowed))
     sized = size_of is not None and size_weight > 0
-    n_fetch = n_cand * PRUNE_FACTOR if sized else n_cand
+    n_fetch = n_cand * prune_factor if sized else n_cand
     while True:
         sims, found = index.search(q, n_fetch, allowed, nprobe)
         ok = found >= 0

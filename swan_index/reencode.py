@@ -358,7 +358,8 @@ def _finish(build: Path, old: pa.Table, old_meta: dict) -> tuple[set[int], dict]
                 con.rollback()
                 raise
         if moves:
-            for index in (build / "faiss").glob("*.index"):
+            faiss_dir = build / "faiss"
+            for index in [*faiss_dir.glob("*.index"), *faiss_dir.glob("joint.npz")]:
                 index.unlink()  # the next open builds them from the database
     finally:
         lock.release()

@@ -58,6 +58,7 @@ from swan_index.db import (
     readable,
 )
 from swan_index.indexes import ScaleIndexes
+from swan_index.joint import JOINT_NPROBE, JOINT_PRUNE_FACTOR
 from swan_index.manifest import (
     Mark,
     check_mark,
@@ -89,6 +90,7 @@ from swan_index.tables import (
     bump,
     create_db,
     delete_rows,
+    id_in,
     insert_codes,
     insert_entries,
     insert_log,
@@ -100,6 +102,7 @@ from swan_index.tables import (
     replace_layout,
     stored_encoder,
 )
+from swan_index.vectors import DEFAULT_NPROBE
 from swan_index.where import WhereLimits, matching_ids
 
 log = logging.getLogger(__name__)
@@ -132,6 +135,7 @@ class Store:
         self._indexes = ScaleIndexes(path / "faiss", encoder.scales, encoder.dims)
         self._ids = np.zeros(0, np.int64)  # sorted entry ids
         self._rg = np.zeros(0, np.float64)  # aligned with _ids (NaN: unknown)
+        self._rg_by_id: np.ndarray | None = None  # see _rg_of
         self._generation = -1
         self._next_id = 1  # the database's next entry id (writers keep it current)
         self._index_info: dict[str, Any] = {}  # the FAISS files as last written
@@ -299,8 +303,12 @@ class Store:
             self._rg = np.asarray(
                 np.ma.filled(np.ma.asarray(got["rg"], np.float64), np.nan), np.float64
             )
+            self._rg_by_id = None
             # a disagreement found on open means a crash between the two writes
             self._indexes.reconcile(con, code_ids["id"], warn=self._generation < 0)
+            # a store written before the joint index existed gets it here
+            n = len(code_ids["id"])
+            self._indexes.ensure_joint(n, self.approx_threshold, drop=False)
             self._generation = generation
 
     def refresh(self) -> None:
@@ -387,6 +395,7 @@ class Store:
         rg = np.array([np.nan if r.rg is None else r.rg for r in records])
         self._ids = np.concatenate([self._ids, ids])
         self._rg = np.concatenate([self._rg, rg])
+        self._rg_by_id = None
         self._generation += 1
         self._next_id = first + n
         self._write_manifest()
@@ -430,6 +439,7 @@ class Store:
         self._indexes.remove(ids)
         keep = ~np.isin(self._ids, ids)
         self._ids, self._rg = self._ids[keep], self._rg[keep]
+        self._rg_by_id = None
 
     def flush(self) -> None:
         """Write changed FAISS indexes (atomically) and the manifest."""
@@ -506,6 +516,11 @@ class Store:
         """Per scale: side, dims, index kind, entries, IVF lists (0: flat)."""
         return self._indexes.info()
 
+    def joint_info(self) -> dict[str, Any] | None:
+        """The joint first-stage index (dims, entries, IVF lists), or ``None``
+        where the store has none (at or below its approximate threshold)."""
+        return self._indexes.joint_info()
+
     def _query_sql(self, sql: str, params: list | None = None) -> list[dict]:
         with self._db(read_only=True) as con:
             return query_rows(con, sql, params)
@@ -514,9 +529,7 @@ class Store:
         """Metadata rows of ``ids`` (in that order; unknown ids are left out)."""
         self._check_open()
         ids = [int(i) for i in np.atleast_1d(np.asarray(ids, np.int64))]
-        rows = self._query_sql(
-            "SELECT * FROM entries WHERE list_contains(?, id)", [ids]
-        )
+        rows = self._query_sql(f"SELECT * FROM entries WHERE {id_in(ids)}")
         by_id = {r["id"]: r for r in rows}
         return [by_id[i] for i in ids if i in by_id]
 
@@ -568,7 +581,7 @@ class Store:
         if not ids:
             return {}
         rows = self._query_sql(
-            "SELECT id, grid, volume FROM previews WHERE list_contains(?, id)", [ids]
+            f"SELECT id, grid, volume FROM previews WHERE {id_in(ids)}"
         )
         return {int(r["id"]): decode_preview(r["volume"], int(r["grid"])) for r in rows}
 
@@ -704,7 +717,16 @@ class Store:
         return vecs, (None if np.isnan(rg) else float(rg))
 
     def _rg_of(self, ids: np.ndarray) -> np.ndarray:
-        return self._rg[np.searchsorted(self._ids, ids)]
+        """rg of held ``ids`` (NaN: unknown), from a table by id made on first
+        use after a change (a binary search per id costs ~5x more)."""
+        if self._rg_by_id is None or len(self._rg_by_id) != self._next_rg_top():
+            table = np.full(self._next_rg_top(), np.nan)
+            table[self._ids] = self._rg
+            self._rg_by_id = table
+        return self._rg_by_id[ids]
+
+    def _next_rg_top(self) -> int:
+        return int(self._ids[-1]) + 1 if len(self._ids) else 0
 
     def search(
         self,
@@ -763,7 +785,8 @@ class Store:
         if not len(pool):
             return Ranking.empty()
         k = int(min(k, len(pool)))
-        small = len(pool) <= max(opts.min_candidates, k)
+        joint = opts.joint and self._indexes.joint is not None
+        small = len(pool) <= opts.candidates(k, joint)
         if allowed is None and (opts.exact or small):  # every entry, in _ids order
             cand = self._ids
             per_scale = [self._indexes.all_scores(i, qv[i], self._ids) for i in sel]
@@ -772,15 +795,17 @@ class Store:
                 opts.exact or small or len(allowed) <= opts.exact_filter_limit
             ):
                 cand = allowed
+            elif joint:  # a large store: the first stage weighs every scale
+                cand = self._joint_candidates(qv, sel, weights, k, allowed, opts, rg)
             else:
                 coarse = min(sel)  # the coarsest selected scale gives candidates
                 cand = coarse_candidates(
                     self._indexes.indexes[coarse],
                     qv[coarse],
-                    max(opts.overfetch * k, opts.min_candidates),
+                    opts.candidates(k, joint=False),
                     k,
                     allowed,
-                    opts.nprobe,
+                    opts.nprobe or DEFAULT_NPROBE,
                     None if rg is None else lambda c: size_gap(rg, self._rg_of(c)),
                     opts.size_weight,
                 )
@@ -799,6 +824,33 @@ class Store:
             ranking.previews = self.get_previews(cand[ranking.fit_rows])
             ranking.fit_weight = opts.fit_weight
         return ranking
+
+    def _joint_candidates(
+        self,
+        qv: list[np.ndarray],
+        sel: list[int],
+        weights: np.ndarray,
+        k: int,
+        allowed: np.ndarray | None,
+        opts: SearchOptions,
+        rg: float | None,
+    ) -> np.ndarray:
+        """The first stage from the joint index (:mod:`swan_index.joint`)."""
+        joint = self._indexes.joint
+        full = np.zeros(len(self.encoder.scales))
+        full[sel] = weights
+        q = joint.query([qv[i] if full[i] else None for i in range(len(qv))], full)
+        return coarse_candidates(
+            joint,
+            q,
+            opts.candidates(k, joint=True),
+            k,
+            allowed,
+            opts.nprobe or JOINT_NPROBE,
+            None if rg is None else lambda c: size_gap(rg, self._rg_of(c)),
+            opts.size_weight,
+            JOINT_PRUNE_FACTOR,
+        )
 
     def hits(self, ranking: Ranking) -> list[Hit]:
         """The best ``ranking.k`` of a :class:`Ranking`, with their metadata. An
@@ -821,8 +873,7 @@ class Store:
                 r["id"]: r
                 for r in self._query_sql(
                     f"SELECT id, {', '.join(HIT_COLUMNS)} FROM entries "
-                    "WHERE list_contains(?, id)",
-                    [[int(i) for i in cand[top]]],
+                    f"WHERE {id_in(cand[top].tolist())}"
                 )
             }
         top = [j for j in top if int(cand[j]) in info][:k]
