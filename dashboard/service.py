@@ -639,7 +639,15 @@ class SwanService:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         try:
-            sha = read_map(kept, max_bytes=self.max_map_bytes).sha256
+            dmap = read_map(kept, max_bytes=self.max_map_bytes)
+            if dmap.generated:
+                raise UploadError(
+                    f"{display_name(name)}: its header says the Cryo-SWAN prior "
+                    "generated it, so it was not measured; the API stores measured "
+                    "maps only (swan ingest --allow-generated stores it, labelled)"
+                )
+            sha = dmap.sha256
+            del dmap
             with self._writer() as store:
                 summary = ingest_paths(
                     [kept], store, self.encoder, workers=0, progress=False

@@ -159,7 +159,7 @@ def test_draws_from_the_prior_alone(client, tmp_path):
         assert m.generated and "drawn from the prior" in m.header["labels"][1]
 
 
-def test_a_generated_upload_is_not_stored(client, tmp_path):
+def test_a_generated_upload_is_not_stored(client, store_dir):
     denoised = client.post(
         "/api/denoise",
         files={"file": ("emd_3197.map.gz", MAPS["emd_3197"].read_bytes())},
@@ -171,8 +171,12 @@ def test_a_generated_upload_is_not_stored(client, tmp_path):
         headers={"Authorization": f"Bearer {TOKEN}"},
     )
     assert r.status_code == 400, r.text
-    assert "generated" in r.json()["error"]
+    message = r.json()["error"]
+    assert message.startswith("denoised.mrc: its header says the Cryo-SWAN prior")
+    assert "stores measured maps only" in message and "\n" not in message
     assert client.get("/api/health").json()["entries"] == 2
+    kept = store_dir / "uploads"
+    assert not kept.exists() or list(kept.iterdir()) == []  # no copy left
 
 
 def test_a_server_without_a_usable_prior_says_so(store_dir, tmp_path):
