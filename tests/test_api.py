@@ -517,6 +517,9 @@ def test_openapi_schema(client: TestClient):
         "/api/entries/{entry}/similar",
         "/api/superpose",
         "/api/entries/{entry}/superpose/{hit}",
+        "/api/denoise",
+        "/api/entries/{entry}/variations",
+        "/api/generate",
     }
     assert "text/csv" in paths["/api/search"]["post"]["responses"]["200"]["content"]
     assert "413" in paths["/api/search"]["post"]["responses"]
