@@ -101,8 +101,14 @@ class _Encoder:
     """Ray actor: the checkpoint, on a GPU when it was given one."""
 
     def __init__(self, checkpoint: str, device: str) -> None:
-        from swan_index.map_encoder import MapEncoder  # torch: actors only
+        import torch  # torch: actors only
 
+        from swan_index.map_encoder import MapEncoder
+
+        if device == "cpu":
+            # it holds no CPU of its own (num_cpus=0): torch's default of one
+            # thread per core would fight the read tasks for every core
+            torch.set_num_threads(1)
         self.encoder = MapEncoder(checkpoint, device)
 
     def encode(self, volumes: np.ndarray) -> MultiScaleCode:
