@@ -6,10 +6,11 @@ which asks Ray for the memory the map's header announces (:func:`task_memory`), 
 that a node never runs more maps at once than its memory holds; at most ``window``
 files are in flight, and each result goes to the writer as soon as it is done
 (nothing gathers the results first). A file too large for every node fails with
-one line and the run goes on. Batches are encoded by Ray actors holding the
-checkpoint (one per GPU when the cluster has GPUs, else one per
-:data:`CPUS_PER_ENCODER` CPUs, at least one), and the codes stream back to the one
-writer (:func:`swan_index.indexer.ingest_paths`), which commits them as the local
+one line and the run goes on. Maps are encoded as they come back, :data:`GROUP`
+at a time, by Ray actors holding the checkpoint (one per GPU when the cluster has
+GPUs, else one per :data:`CPUS_PER_ENCODER` CPUs, at least one, on one torch
+thread), and the codes stream back to the one writer
+(:func:`swan_index.indexer.ingest_paths`), which commits its batches as the local
 engine's.
 
 Faults: a task whose worker process dies (killed, out of memory, a node lost) is
@@ -67,8 +68,12 @@ ENCODER_RESTARTS = 3
 #: canonicalizing a ~300^3 map takes about 1 s of a CPU
 #: (``benchmarks/bench_ingest_ray.py``).
 CPUS_PER_ENCODER = 8
-#: Batches in flight per encoding actor before the writer waits for one.
+#: Groups in flight per encoding actor before the writer waits for one.
 BATCHES_PER_ENCODER = 2
+#: Maps encoded together as they come back from the read tasks (on one CPU
+#: thread a group of one costs about three times the CPU per map of a group of
+#: two; ``benchmarks/bench_ingest.py``).
+GROUP = 2
 
 
 def task_memory(entry: Entry) -> int | None:
@@ -206,7 +211,13 @@ class RayEngine:
                 _Encoder.options(num_cpus=0).remote(model, "cpu")
                 for _ in range(max(1, cpus // CPUS_PER_ENCODER))
             ]
-        self._pending: dict[Any, list[PreparedMap]] = {}
+        # maps come back one by one; they are encoded in small groups as they
+        # come (GROUP at a time), not when the writer's batch is full, so that
+        # encoding overlaps reading; the writer's batches take their codes
+        self._waiting: list[PreparedMap] = []  # arrived, not yet sent
+        self._groups: dict[Any, list[PreparedMap]] = {}  # being encoded
+        self._codes: dict[PreparedMap, MultiScaleCode] = {}
+        self._batches: list[list[PreparedMap]] = []
         self._turn = 0
         log.info(
             "ray engine: %d CPUs, %d GPUs, %d encoders, window %d",
@@ -238,7 +249,10 @@ class RayEngine:
                 done, _ = ray.wait(list(flying), num_returns=1)
                 for ref in done:
                     entry = flying.pop(ref)
-                    yield entry, self._result(ref, entry)
+                    result = self._result(ref, entry)
+                    if not isinstance(result, str):
+                        self._arrived(result)
+                    yield entry, result
         finally:
             for ref in flying:
                 ray.cancel(ref)
@@ -261,35 +275,83 @@ class RayEngine:
                 "ingest it alone on a node with more memory, or read the node's logs"
             )
 
-    def submit(self, batch: list[PreparedMap]) -> None:
-        """Start encoding a batch on the next actor."""
-        volumes = np.concatenate([p.volumes for p in batch])
+    def _arrived(self, maps: list[PreparedMap]) -> None:
+        """Maps read: sent to an actor once :data:`GROUP` are waiting."""
+        self._waiting.extend(maps)
+        if len(self._waiting) >= GROUP:
+            self._send()
+        self._collect(block=False)
+
+    def _send(self) -> None:
+        """Start encoding the waiting maps on the next actor."""
+        if not self._waiting:
+            return
+        group, self._waiting = self._waiting, []
+        volumes = np.concatenate([p.volumes for p in group])
         actor = self._actors[self._turn % len(self._actors)]
         self._turn += 1
-        self._pending[actor.encode.remote(volumes)] = batch
+        self._groups[actor.encode.remote(volumes)] = group
+
+    def _collect(self, block: bool) -> None:
+        """Take the codes of the groups encoded (``block``: wait for one)."""
+        if not self._groups:
+            return
+        refs = list(self._groups)
+        if block:
+            done, _ = ray.wait(refs, num_returns=1)
+        else:
+            done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+        for ref in done:
+            group = self._groups.pop(ref)
+            code = ray.get(ref)  # an actor that died too often raises here
+            rows = 0
+            for prepared in group:
+                n = len(prepared.volumes)
+                self._codes[prepared] = code[rows : rows + n]
+                rows += n
+
+    def submit(self, batch: list[PreparedMap]) -> None:
+        """Queue a batch for committing (its maps are encoded as they came)."""
+        for prepared in batch:
+            if prepared not in self._codes and not any(
+                any(prepared is q for q in g)
+                for g in (self._waiting, *self._groups.values())
+            ):
+                self._waiting.append(prepared)  # not read through ``prepared``
+        self._batches.append(batch)
 
     def encoded(
         self, wait: bool = False
     ) -> Iterator[tuple[list[PreparedMap], MultiScaleCode]]:
-        """Encoded batches with their codes, in completion order (``wait``: all
-        of them; else those done, waiting while more than
-        :data:`BATCHES_PER_ENCODER` per actor are in flight)."""
-        limit = 0 if wait else BATCHES_PER_ENCODER * len(self._actors)
-        while self._pending:
-            refs = list(self._pending)
-            if len(refs) > limit:
-                done, _ = ray.wait(refs, num_returns=1)
-            else:
-                done, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-                if not done:
+        """The batches submitted whose maps are encoded, in order, with their
+        codes (``wait``: every batch, sending the maps still waiting; else
+        those done, waiting while more than :data:`BATCHES_PER_ENCODER` groups
+        per actor are in flight)."""
+        if wait:
+            self._send()
+        limit = BATCHES_PER_ENCODER * len(self._actors)
+        while self._batches:
+            batch = self._batches[0]
+            if not all(p in self._codes for p in batch):
+                if wait or len(self._groups) > limit:
+                    if not self._groups:
+                        self._send()  # a map left waiting alone
+                    self._collect(block=True)
+                    continue
+                self._collect(block=False)
+                if not all(p in self._codes for p in batch):
                     return
-            for ref in done:
-                batch = self._pending.pop(ref)
-                yield batch, ray.get(ref)
+            from swan_index.map_encoder import concat_codes  # torch: the writer's
+
+            self._batches.pop(0)
+            yield batch, concat_codes([self._codes.pop(p) for p in batch])
 
     def close(self) -> None:
         """End the actors (and the Ray instance this engine started)."""
-        self._pending.clear()
+        self._groups.clear()
+        self._waiting.clear()
+        self._codes.clear()
+        self._batches.clear()
         for actor in self._actors:
             ray.kill(actor)
         if self._started:
