@@ -9,7 +9,9 @@ store's write lock (so no writer changes it meanwhile):
   finite, L2-normalised vectors; sha256s are unique; a sample of previews
   decodes;
 * every FAISS index file against the ``codes`` table: the same id set, and on a
-  sample of ids the same vectors;
+  sample of ids the same vectors; the joint first-stage index
+  (``faiss/joint.npz``, large stores only), when there is one: readable, and
+  the same id set;
 * the manifest against the database: format, encoder, counts, the high-water
   mark (a database behind it lost committed writes), the index files' sizes;
 * ``ingest_log``: known statuses, ``ok`` rows naming an entry id once handed out;
@@ -31,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from swan_index.db import StoreDamagedError, WriterLock, connect, readable
+from swan_index.joint import JointIndex
 from swan_index.manifest import MANIFEST_NAME, find_loss, load_manifest, mark_of
 from swan_index.schema import FORMAT_VERSION, EncoderInfo, decode_preview
 from swan_index.store import DB_NAME
@@ -153,6 +156,7 @@ def _check_all(
         return
     codes = _check_tables(con, path, encoder, next_id, report, sample)
     sizes, index_next_id = _check_indexes(con, path, encoder, codes, report, sample)
+    _check_joint(path, encoder, codes, report)
     _check_manifest(path, manifest, encoder, meta, sizes, index_next_id, report)
     _check_log(con, path, next_id, report)
     for loss in meta.get("accepted_losses", []):
@@ -328,6 +332,35 @@ def _check_indexes(
             )
     report.counts["indexes"] = len(sizes)
     return sizes, top
+
+
+def _check_joint(
+    path: Path, encoder: EncoderInfo, codes: np.ndarray, report: CheckReport
+) -> None:
+    """The joint first-stage index against ``codes``, when the store has one (a
+    store of more than the approximate threshold's entries; one without it gets
+    it when it is next opened)."""
+    file = path / "faiss" / "joint.npz"
+    if not file.exists():
+        return
+    repair = f"`swan check --store {path} --repair` rebuilds it from the database"
+    try:
+        held = np.sort(JointIndex.read(file, tuple(encoder.dims)).ids())
+    except Exception as exc:  # noqa: BLE001 - any damage is one problem line
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:120]
+        report.problems.append(f"{file}: unreadable ({why}); {repair}")
+        return
+    report.counts["joint"] = len(held)
+    twice = held[1:][held[1:] == held[:-1]]
+    for ids, what in (
+        (twice, "ids it holds twice"),
+        (np.setdiff1d(held, codes), "ids the database does not hold"),
+        (np.setdiff1d(codes, held), "ids of the database it lacks"),
+    ):
+        if len(ids):
+            report.problems.append(
+                f"{file}: {len(ids)} {what} ({_some(ids)}); {repair}"
+            )
 
 
 def _check_manifest(

@@ -189,3 +189,27 @@ def test_none_at_or_below_the_threshold(tmp_path, encoder):
         st.flush()  # back at or below it: dropped
         assert st.joint_info() is None
     assert not (path / "faiss" / "joint.npz").exists()
+
+
+def test_swan_check_inspects_the_joint_index(tmp_path, encoder):
+    from swan_index.check import check_store
+
+    path = tmp_path / "s"
+    file = path / "faiss" / "joint.npz"
+    with _build(path, encoder) as st:
+        old = file.read_bytes()
+        st.delete([1])
+    report = check_store(path, files=False)
+    assert report.consistent, report.problems
+    assert report.counts["joint"] == N - 1
+    file.write_bytes(old)  # the file from before the delete: one id too many
+    report = check_store(path, files=False)
+    (problem,) = report.problems
+    assert "joint.npz: 1 ids the database does not hold (ids 1)" in problem
+    assert "--repair" in problem
+    file.write_bytes(b"not an index")
+    (problem,) = check_store(path, files=False).problems
+    assert "joint.npz: unreadable" in problem
+    with Store.open(path, approx_threshold=THRESHOLD):  # a writer mends it
+        pass
+    assert check_store(path, files=False).consistent

@@ -1,7 +1,8 @@
 """Verify a store: entries, codes, previews, layout, FAISS indexes, manifest, files.
 
 Reads the store as it is on disk and compares every part with the database: each
-FAISS index's ids (and, on a sample, its vectors) with the codes table; the
+FAISS index's ids (and, on a sample, its vectors) with the codes table, and the
+joint first-stage index's ids (large stores); the
 manifest's counts, encoder and high-water mark with the database (a database
 behind its mark lost committed writes: a damaged write-ahead log); the previews,
 layout and ingest_log with the entries. Source files gone or changed are reported
