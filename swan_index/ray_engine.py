@@ -336,6 +336,11 @@ class RayEngine:
                 if wait or len(self._groups) > limit:
                     if not self._groups:
                         self._send()  # a map left waiting alone
+                    if not self._groups:  # never sent: waiting would never end
+                        raise RuntimeError(
+                            "ray engine: a batch holds maps that were never sent "
+                            "for encoding"
+                        )
                     self._collect(block=True)
                     continue
                 self._collect(block=False)
