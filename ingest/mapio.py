@@ -24,13 +24,10 @@ the file).
 
 from __future__ import annotations
 
-import bz2
 import gzip
 import hashlib
-import io
 import logging
 import os
-import resource
 import stat
 import zlib
 from dataclasses import dataclass, field
@@ -44,6 +41,14 @@ from mrcfile.constants import MAP_ID
 from mrcfile.dtypes import HEADER_DTYPE
 
 from ingest.errors import MapFormatError, MapTooLargeError
+from ingest.memory import available_memory, readable_size
+from ingest.streams import (
+    READ_CHUNK,
+    HashingReader,
+    open_stream,
+    read_exact,
+    skip_bytes,
+)
 
 try:  # isal's gzip is about 2.5x faster than the standard library's.
     from isal import igzip as _fast_gzip
@@ -69,12 +74,6 @@ SUPPORTED_MODES = {0: "int8", 1: "int16", 2: "float32", 6: "uint16", 12: "float1
 MAX_VOXELS = 1200**3
 #: Refuse an extended header larger than this.
 MAX_EXTENDED_HEADER = 64 * 2**20
-_GZIP_MAGIC = b"\x1f\x8b"
-_BZIP2_MAGIC = b"BZh"
-_CHUNK = 8 * 2**20
-#: Bytes decompressed per call into the data array (a decompressing stream makes
-#: a temporary of about twice this).
-_READ_CHUNK = 2**20
 #: Deflate (gzip) cannot compress better than 1032:1 (a 258-byte match costs at
 #: least two bits), so a gzip file of n bytes holds at most this many times n.
 _DEFLATE_MAX_RATIO = 1032
@@ -131,221 +130,14 @@ class DensityMap:
         return (nx * vx, ny * vy, nz * vz)
 
 
-def _size(n: float) -> str:
-    """``n`` bytes, readable: ``"6.4 GiB"``, ``"820 MiB"``, ``"12 KiB"``."""
-    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
-        if n >= scale:
-            return f"{n / scale:.3g} {unit}"
-    return f"{int(n)} bytes"
-
-
-def _read_int(path: Path) -> int | None:
-    """The integer in a /proc or /sys file (``None`` when missing or ``max``)."""
-    try:
-        text = path.read_text().split()[0]
-    except (OSError, IndexError):
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def _stat_field(path: Path, key: str) -> int:
-    """A ``key value`` line of a cgroup ``memory.stat`` file (0 when missing)."""
-    try:
-        for line in path.read_text().splitlines():
-            name, _, value = line.partition(" ")
-            if name == key and value.strip().isdigit():
-                return int(value)
-    except OSError:
-        pass
-    return 0
-
-
-def _proc_kib(path: Path, key: str) -> int | None:
-    """A ``Key: N kB`` line of /proc/meminfo or /proc/self/status, in bytes."""
-    try:
-        for line in path.read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-#: Per cgroup version: (folder under the mount, limit file, usage file, the
-#: ``memory.stat`` key of the reclaimable file cache).
-_CGROUP_FILES = {
-    "v2": ("", "memory.max", "memory.current", "inactive_file"),
-    "v1": (
-        "memory",
-        "memory.limit_in_bytes",
-        "memory.usage_in_bytes",
-        "total_inactive_file",
-    ),
-}
-
-
-def _cgroup_room(cgroup_file: Path, root: Path) -> int | None:
-    """Bytes left under this process's cgroup memory limits (v2 or v1), the
-    tightest over its cgroup and the cgroups above it; ``None`` without a limit.
-
-    Usage includes the page cache, which the kernel reclaims before it kills
-    anything, so the inactive file cache is not counted as used.
-    """
-    try:
-        lines = cgroup_file.read_text().splitlines()
-    except OSError:
-        return None
-    rooms = []
-    for line in lines:
-        _, controllers, rel = line.split(":", 2)
-        if controllers == "":
-            version = "v2"
-        elif "memory" in controllers.split(","):
-            version = "v1"
-        else:
-            continue
-        sub, limit_file, usage_file, cache_key = _CGROUP_FILES[version]
-        base = root / sub if sub else root
-        folder = base / rel.lstrip("/")
-        if not folder.is_dir():  # a container sees its own cgroup as the root
-            folder = base
-        while True:
-            limit = _read_int(folder / limit_file)
-            usage = _read_int(folder / usage_file)
-            if limit is not None and usage is not None and limit < 2**60:
-                used = usage - _stat_field(folder / "memory.stat", cache_key)
-                rooms.append(limit - max(used, 0))
-            if folder == base:
-                break
-            folder = folder.parent
-    return min(rooms) if rooms else None
-
-
-def available_memory() -> int | None:
-    """Bytes this process can still allocate, as far as the system says.
-
-    The least of: the kernel's estimate of available memory (``MemAvailable`` in
-    /proc/meminfo); the room left under the cgroup's memory limit (a container's
-    or a service's, v2 or v1); the room left under this process's address-space
-    and data limits (``RLIMIT_AS``, ``RLIMIT_DATA``). Written here rather than
-    taken from psutil, which is not a dependency and reports ``MemAvailable``
-    only: a container or a capped process would be told about memory it cannot
-    get.
-
-    Returns:
-        Bytes, or ``None`` when nothing is known (not Linux).
-    """
-    proc = Path("/proc")
-    rooms = [_proc_kib(proc / "meminfo", "MemAvailable")]
-    rooms.append(_cgroup_room(proc / "self" / "cgroup", Path("/sys/fs/cgroup")))
-    for limit, used in (
-        (resource.RLIMIT_AS, "VmSize"),
-        (resource.RLIMIT_DATA, "VmData"),
-    ):
-        soft = resource.getrlimit(limit)[0]
-        in_use = _proc_kib(proc / "self" / "status", used)
-        if soft != resource.RLIM_INFINITY and in_use is not None:
-            rooms.append(soft - in_use)
-    known = [max(room, 0) for room in rooms if room is not None]
-    return min(known) if known else None
-
-
 def sha256_file(path: str | Path) -> str:
     """Return the hex sha256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()
-    buffer = memoryview(bytearray(_READ_CHUNK))  # one buffer, reused
+    buffer = memoryview(bytearray(READ_CHUNK))  # one buffer, reused
     with open(path, "rb") as fh:
         while n := fh.readinto(buffer):
             digest.update(buffer[:n])
     return digest.hexdigest()
-
-
-class _HashingReader(io.RawIOBase):
-    """A file read front to back that feeds every byte read to sha256: the
-    decompressor reads the file through it, so the content hash needs no second
-    read of the file (:meth:`hexdigest` hashes what the reading left)."""
-
-    def __init__(self, fh: IO[bytes]) -> None:
-        self._fh = fh
-        self._digest = hashlib.sha256()
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        n = self._fh.readinto(buffer)
-        if n:
-            self._digest.update(memoryview(buffer)[:n])
-        return n or 0
-
-    def hexdigest(self) -> str:
-        """The sha256 of the whole file (reading what is left of it)."""
-        buffer = memoryview(bytearray(_READ_CHUNK))
-        while self.readinto(buffer):
-            pass
-        return self._digest.hexdigest()
-
-
-def _open_stream(fh: IO[bytes]) -> tuple[IO[bytes], str]:
-    """A stream of the map's bytes from ``fh`` (a file at its start),
-    decompressing gzip/bzip2 by their magic bytes.
-
-    Returns:
-        The stream (closing it leaves ``fh`` open) and its compression:
-        ``"gzip"``, ``"bzip2"`` or ``""``.
-    """
-    reader = io.BufferedReader(fh)  # type: ignore[arg-type]
-    magic = reader.peek(3)[:3]
-    if magic[:2] == _GZIP_MAGIC:
-        opener = _fast_gzip.open if _fast_gzip else gzip.open
-        return opener(reader, "rb"), "gzip"
-    if magic == _BZIP2_MAGIC:
-        return bz2.open(reader, "rb"), "bzip2"
-    return _Unclosed(reader), ""
-
-
-class _Unclosed(io.BufferedIOBase):
-    """``stream`` whose ``close`` leaves it open (a plain map's stream is the
-    file, which its opener closes)."""
-
-    def __init__(self, stream: io.BufferedReader) -> None:
-        self._stream = stream
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int | None = -1) -> bytes:
-        return self._stream.read(size)
-
-    def readinto(self, buffer: Any) -> int:
-        return self._stream.readinto(buffer)
-
-
-def _read_exact(stream: IO[bytes], buffer: memoryview) -> int:
-    """Fill ``buffer`` from ``stream``; return the number of bytes read.
-
-    At most :data:`_READ_CHUNK` bytes a call: a decompressing stream's
-    ``readinto`` reads into a temporary of the size asked for, which for the whole
-    data block would double the memory a compressed map takes.
-    """
-    total = 0
-    while total < len(buffer):
-        n = stream.readinto(buffer[total : total + _READ_CHUNK])
-        if not n:
-            break
-        total += n
-    return total
-
-
-def _skip(stream: IO[bytes], n_bytes: int) -> int:
-    """Read and drop ``n_bytes`` from ``stream``; return how many there were."""
-    skipped = 0
-    while skipped < n_bytes:
-        block = stream.read(min(_CHUNK, n_bytes - skipped))
-        if not block:
-            break
-        skipped += len(block)
-    return skipped
 
 
 def _decode_header(raw: bytes, path: Path, notes: list[str]) -> np.recarray:
@@ -592,7 +384,7 @@ def _check_size(
             raise MapFormatError(
                 path,
                 f"truncated or corrupt: the header announces {grid} voxels of mode "
-                f"{h['mode']} ({_size(stored)}), more than a gzip file of "
+                f"{h['mode']} ({readable_size(stored)}), more than a gzip file of "
                 f"{gzip_size:,} bytes can hold",
                 "download the map again",
             )
@@ -600,16 +392,18 @@ def _check_size(
     if max_bytes is not None and f32 > max_bytes:
         raise MapTooLargeError(
             path,
-            f"the header announces {grid} voxels ({_size(f32)} as float32), over "
-            f"the limit of {_size(max_bytes)} per map",
+            f"the header announces {grid} voxels ({readable_size(f32)} as float32), "
+            "over "
+            f"the limit of {readable_size(max_bytes)} per map",
             "bin or crop the map to fewer voxels first",
         )
     room = available_memory()
     if room is not None and need > room:
         raise MapTooLargeError(
             path,
-            f"reading it needs {_size(need)} ({grid} voxels of mode {h['mode']}), "
-            f"but only {_size(room)} of memory is available",
+            f"reading it needs {readable_size(need)} ({grid} voxels of mode "
+            f"{h['mode']}), "
+            f"but only {readable_size(room)} of memory is available",
             "free memory or use a machine with more, or bin the map to fewer "
             "voxels first",
         )
@@ -686,7 +480,7 @@ def map_size(path: str | Path, max_voxels: int = MAX_VOXELS) -> MapSize:
     path = Path(path)
     _stat_map(path)
     try:
-        with open(path, "rb") as fh, _open_stream(fh)[0] as stream:
+        with open(path, "rb") as fh, open_stream(fh)[0] as stream:
             h, crs, dtype = _read_header(stream, path, [], max_voxels)
     except _STREAM_ERRORS as err:
         if isinstance(err, MapFormatError):
@@ -729,8 +523,8 @@ def read_map(
     grid, need = "the", 0  # for a MemoryError message before the header is known
     try:
         with open(path, "rb") as fh:
-            hashing = _HashingReader(fh)
-            stream, compression = _open_stream(hashing)
+            hashing = HashingReader(fh)
+            stream, compression = open_stream(hashing)
             with stream:
                 h, crs, dtype = _read_header(stream, path, notes, max_voxels)
                 grid = f"{h['nx']}x{h['ny']}x{h['nz']}"
@@ -751,7 +545,7 @@ def read_map(
                 gzip_size = size if compression == "gzip" else None
                 _check_size(path, h, stored, need, gzip_size, max_bytes)
                 if h["nsymbt"]:
-                    skipped = _skip(stream, h["nsymbt"])
+                    skipped = skip_bytes(stream, h["nsymbt"])
                     if skipped < h["nsymbt"]:
                         raise MapFormatError(
                             path,
@@ -759,7 +553,7 @@ def read_map(
                             "download the map again",
                         )
                 raw_data = np.empty(shape, dtype=dtype)
-                got = _read_exact(
+                got = read_exact(
                     stream, memoryview(raw_data.reshape(-1).view(np.uint8))
                 )
             # the content hash: the bytes read so far were hashed on the way
@@ -776,7 +570,7 @@ def read_map(
     except MemoryError:
         raise MapTooLargeError(
             path,
-            f"ran out of memory reading its {grid} voxels ({_size(need)})",
+            f"ran out of memory reading its {grid} voxels ({readable_size(need)})",
             "free memory or use a machine with more, or bin the map to fewer "
             "voxels first",
         ) from None
@@ -818,9 +612,9 @@ def _count_non_finite(data: np.ndarray) -> int:
     temporary)."""
     flat = data.reshape(-1)
     return sum(
-        flat[i : i + _READ_CHUNK].size
-        - int(np.count_nonzero(np.isfinite(flat[i : i + _READ_CHUNK])))
-        for i in range(0, flat.size, _READ_CHUNK)
+        flat[i : i + READ_CHUNK].size
+        - int(np.count_nonzero(np.isfinite(flat[i : i + READ_CHUNK])))
+        for i in range(0, flat.size, READ_CHUNK)
     )
 
 

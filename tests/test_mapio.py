@@ -386,7 +386,7 @@ def test_gzip_map_is_read_into_one_array(tmp_path):
 
 
 def test_available_memory_is_bounded_by_the_system():
-    from ingest.mapio import _proc_kib, available_memory
+    from ingest.memory import _proc_kib, available_memory
 
     room = available_memory()
     assert room is not None and 0 < room <= _proc_kib(Path("/proc/meminfo"), "MemTotal")
@@ -394,7 +394,7 @@ def test_available_memory_is_bounded_by_the_system():
 
 @pytest.mark.parametrize("version", ["v1", "v2"])
 def test_cgroup_limit_counts_towards_available_memory(tmp_path, version):
-    from ingest.mapio import _cgroup_room
+    from ingest.memory import _cgroup_room
 
     mib = 2**20
     root = tmp_path / "cgroup"
