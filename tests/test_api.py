@@ -632,7 +632,7 @@ def test_a_running_where_does_not_hold_up_other_requests(
     (with a refresh due) completes; the predicate's own search completes after."""
     import threading
 
-    from swan_index import store as store_module
+    from swan_index import store_search as store_module
 
     started, release = threading.Event(), threading.Event()
     matching_ids = store_module.matching_ids

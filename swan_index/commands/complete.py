@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import argparse
 
-from swan_index.commands import add_prior_args
-from swan_index.commands.denoise import restore
+from swan_index.commands.denoise import add_restore_args, restore
 
 #: How far the prior carries the map's latent by default: the largest of 0.3,
 #: 0.6 and 0.9 at which searching with the completion alone lost no top hit on
@@ -36,15 +35,7 @@ DEFAULT_STRENGTH = 0.6
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     """Register ``swan complete``'s arguments."""
-    parser.add_argument("map", metavar="MAP", help="map file (.map/.mrc/.ccp4, .gz)")
-    parser.add_argument("-o", "--out", required=True, help="output MRC file")
-    parser.add_argument(
-        "--strength",
-        type=float,
-        default=DEFAULT_STRENGTH,
-        help="the prior's share, in [0, 1] (default %(default)s)",
-    )
-    add_prior_args(parser)
+    add_restore_args(parser, DEFAULT_STRENGTH)
 
 
 def main(args: argparse.Namespace) -> int:

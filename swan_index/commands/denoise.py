@@ -30,12 +30,18 @@ DEFAULT_STRENGTH = 0.5
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     """Register ``swan denoise``'s arguments."""
+    add_restore_args(parser, DEFAULT_STRENGTH)
+
+
+def add_restore_args(parser: argparse.ArgumentParser, strength: float) -> None:
+    """The arguments of ``swan denoise`` and ``swan complete`` (``strength``:
+    the default of ``--strength``)."""
     parser.add_argument("map", metavar="MAP", help="map file (.map/.mrc/.ccp4, .gz)")
     parser.add_argument("-o", "--out", required=True, help="output MRC file")
     parser.add_argument(
         "--strength",
         type=float,
-        default=DEFAULT_STRENGTH,
+        default=strength,
         help="the prior's share, in [0, 1] (default %(default)s)",
     )
     add_prior_args(parser)
