@@ -10,7 +10,9 @@ shared machine hits both alike):
 
 * **search by id**, one client: ``GET /api/entries/{id}/similar?k=10`` with the
   rotational fit (the default) and with ``fit=false``; the ratio of the two is
-  what the fit adds to a search;
+  what the fit adds to a search. Each entry's first search (the warm-up: its
+  map read again and encoded, its volume turned) is reported apart, as
+  ``similar_first``;
 * **upload search**, one client: ``POST /api/search?k=10`` with
   ``data/maps/emd_6824.mrc`` (1.4 MB, 16 candidate poses), fit included;
 * **8 clients**: ``--threads`` threads (one httpx client each) sending search by
@@ -127,9 +129,13 @@ def _measure(
     }
     try:
         print(f"{len(ids)} entries; warming up ...", flush=True)
-        for client in clients.values():
-            for i in ids:
+        first: dict[str, list[float]] = {name: [] for name in clients}
+        for i in ids:  # each entry's first search: its map read, encoded, turned
+            for name, client in clients.items():
+                t0 = time.perf_counter()
                 _check(calls["similar"](client, i))
+                first[name].append(time.perf_counter() - t0)
+        for client in clients.values():
             _check(calls["upload"](client, ids[0]))
         times = {name: {kind: [] for kind in calls} for name in clients}
         for kind in calls:
@@ -147,6 +153,8 @@ def _measure(
         name: {kind: latency_stats(t) for kind, t in by_kind.items()}
         for name, by_kind in times.items()
     }
+    for name, t in first.items():
+        one[name]["similar_first"] = latency_stats(t)
     plans = _plans(args.threads, args.similar, 0)
     rates: dict[str, list[float]] = {name: [] for name in servers}
     for r in range(args.rounds):

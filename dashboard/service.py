@@ -45,7 +45,7 @@ from ingest.errors import IngestError, MapTooLargeError
 from ingest.header import emdb_id_from_name
 from ingest.mapio import read_map
 from swan_index.db import StoreBusyError
-from swan_index.fit import apply_fit
+from swan_index.fit import FitCache, apply_fit
 from swan_index.generate import DEFAULT_PRIOR
 from swan_index.indexer import ingest_paths
 from swan_index.map_encoder import DEFAULT_CHECKPOINT, MapEncoder
@@ -250,6 +250,7 @@ class SwanService:
         # queries of stored entries, keyed by what makes them stale (guarded by
         # their own mutex); at most REREAD_SLOTS maps read again and encoded at once
         self._entry_queries: OrderedDict[tuple, Query] = OrderedDict()
+        self._fits = FitCache()  # the turned volumes of those queries
         self._cache_lock = threading.Lock()
         self._reread = threading.BoundedSemaphore(REREAD_SLOTS)
         self._fitting = threading.BoundedSemaphore(FIT_SLOTS)
@@ -471,7 +472,7 @@ class SwanService:
                 raise SearchCancelled(query.name or "search")
 
         check()
-        turned = query.fit() if fit else None
+        turned = self._fits.get(query) if fit else None
         check()
         with self._lock.reading():
             ranking = self.store.rank(

@@ -40,6 +40,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -68,6 +71,11 @@ FIT_KEEP = 4
 FIT_REFINE = 32
 _BATCH = 500
 _CHUNK = 1000
+#: Grid rotations whose local turns (:meth:`FitQuery._refine`) a query keeps
+#: for its next search (each ``len(LOCAL_ANGLES) * 12`` turned cubes).
+FIT_LOCAL_MEMO = 64
+#: Bytes of turned queries a :class:`FitCache` keeps (about 45 MB a query).
+FIT_CACHE_BYTES = 384 * 2**20
 
 
 def comparable(side: int, grid: int = FIT_GRID) -> bool:
@@ -218,6 +226,21 @@ class FitQuery:
         self._rows = torch.cat(rows)  # [P + R, grid^3]
         self._mean = torch.cat(mean)
         self._norm = torch.cat(norm)
+        # row -> its local turns [len(_local_turns()), grid^3] (see _refine)
+        self._near: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._near_lock = threading.Lock()
+
+    def forget(self) -> None:
+        """Drop the local turns kept between searches (as a first search)."""
+        with self._near_lock:
+            self._near.clear()
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held, counting the local turns kept at their most."""
+        near = FIT_LOCAL_MEMO * len(LOCAL_ANGLES) * 12 * self.grid**3 * 4
+        held = (self._rows, self._small, self._turn, self._mean, self._norm)
+        return sum(t.numel() * t.element_size() for t in held) + near
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -295,13 +318,8 @@ class FitQuery:
         rows = which[js, : min(2, which.shape[1])].reshape(-1)
         # entries that fit alike share best rotations: turn each one once
         uniq, back = rows.unique(return_inverse=True)
-        mats = (self._turn[uniq][:, None] @ local[None]).reshape(-1, 3, 3)
-        src = self._source[uniq].repeat_interleave(len(local))
-        turned = torch.empty(len(mats), g**3)
-        for s in src.unique().tolist():
-            sel = (src == s).nonzero().flatten()
-            turned[sel] = _turn(self._small[s], mats[sel].numpy(), False)[0]
-        cand = turned.reshape(len(uniq), len(local), g**3)[back]
+        turned = self._near_turns(uniq.tolist(), local)
+        cand = turned[back]
         cand = cand.reshape(len(js), -1, g**3)
         c = _shift_corr(cand, ent[js], g, shift)  # [n, candidates]
         score, k = c.max(dim=1)
@@ -311,6 +329,74 @@ class FitQuery:
         pick = cand[better, k[better]]
         corr[upd, -1] = (_unit_rows(pick) * ent[upd]).sum(dim=-1)  # unshifted
         vols[upd, -1] = pick
+
+    def _near_turns(self, rows: list[int], local: torch.Tensor) -> torch.Tensor:
+        """``[len(rows), len(local), g^3]``: each of ``rows`` (its turn) followed
+        by each of the small turns ``local``, as :meth:`_refine` tries them. A
+        query searched again (a stored entry, from a server's cache) mostly
+        meets the same best rotations: the last :data:`FIT_LOCAL_MEMO` are kept.
+        """
+        g = self.grid
+        with self._near_lock:
+            out = {r: self._near[r] for r in rows if r in self._near}
+            for r in out:
+                self._near.move_to_end(r)
+        todo = [r for r in rows if r not in out]
+        if todo:
+            idx = torch.tensor(todo)
+            mats = (self._turn[idx][:, None] @ local[None]).reshape(-1, 3, 3)
+            src = self._source[idx].repeat_interleave(len(local))
+            turned = torch.empty(len(mats), g**3)
+            for s in src.unique().tolist():
+                sel = (src == s).nonzero().flatten()
+                turned[sel] = _turn(self._small[s], mats[sel].numpy(), False)[0]
+            turned = turned.reshape(len(todo), len(local), g**3)
+            with self._near_lock:
+                for r, t in zip(todo, turned, strict=True):
+                    out[r] = self._near[r] = t
+                while len(self._near) > FIT_LOCAL_MEMO:
+                    self._near.popitem(last=False)
+        return torch.stack([out[r] for r in rows])
+
+
+class FitCache:
+    """Turned queries (:class:`FitQuery`) of stored entries, kept for the next
+    search of the same :class:`~swan_index.query.Query` object (a server keeps
+    its stored entries' queries: the same entry searched again, with another
+    filter or ``k``, skips turning its volume through every rotation, about
+    0.1 s of CPU). Other queries (uploads, files) are turned and not kept.
+    Least recently used first out, bounded in bytes; thread-safe. A query that
+    is gone is never matched.
+    """
+
+    def __init__(self, max_bytes: int = FIT_CACHE_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._lock = threading.Lock()
+        self._items: OrderedDict[int, tuple[weakref.ref, FitQuery]] = OrderedDict()
+        self._bytes = 0
+
+    def get(self, query: Any) -> FitQuery | None:
+        """``query.fit()``, kept or computed (then kept)."""
+        if getattr(query, "entry_id", None) is None:
+            return query.fit()
+        key = id(query)
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None and item[0]() is query:
+                self._items.move_to_end(key)
+                return item[1]
+        fit = query.fit()
+        if fit is None or fit.nbytes > self.max_bytes:
+            return fit
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1].nbytes
+            self._items[key] = (weakref.ref(query), fit)
+            self._bytes += fit.nbytes
+            while self._bytes > self.max_bytes:
+                self._bytes -= self._items.popitem(last=False)[1][1].nbytes
+        return fit
 
 
 def _shrink_all(previews: Sequence[np.ndarray] | np.ndarray, g: int) -> np.ndarray:
@@ -352,21 +438,16 @@ def _shift_corr(
     if shift <= 0:
         return (_unit_rows(vols) * ent[:, None]).sum(dim=-1)
     # Pearson with a zero-mean unit entry: win . e / |win - mean(win)| for every
-    # window of the shifted volume. The products with the entry are a grouped
-    # 3D convolution (one group per entry, its volumes the batch); the window
-    # sums from :func:`swan_index.turn.window_sums`. A bounded number of
+    # window of the shifted volume. The products with the entry are one batched
+    # matrix product or a grouped 3D convolution (:func:`_moved_dots`); the
+    # window sums from :func:`swan_index.turn.window_sums`. A bounded number of
     # entries at a time.
     side = 2 * shift + 1
-    step = max(1, _SHIFT_FLOATS // (keep * (g + 2 * shift) ** 3))
+    step = max(1, _SHIFT_FLOATS // (max(keep, side**3) * (g + 2 * shift) ** 3))
     out = []
     for i in range(0, n, step):
         v = vols[i : i + step]
-        m = len(v)
-        padded = F.pad(v.reshape(m, keep, g, g, g).transpose(0, 1), (shift,) * 6)
-        conv = F.conv3d(padded, ent[i : i + step].reshape(m, 1, g, g, g), groups=m)
-        # output (a, b, c) is the volume moved by (shift - a, ...): flipped, the
-        # order of window_sums
-        dot = conv.flip((2, 3, 4)).reshape(keep, m, side**3).transpose(0, 1)
+        dot = _moved_dots(v, ent[i : i + step], g, shift)  # [m, keep, side^3]
         total, square = window_sums(v.reshape(-1, g, g, g).numpy(), shift)
         total = torch.from_numpy(total).reshape(dot.shape)
         square = torch.from_numpy(square).reshape(dot.shape)
@@ -375,5 +456,35 @@ def _shift_corr(
     return torch.cat(out)
 
 
+def _moved_dots(v: torch.Tensor, e: torch.Tensor, g: int, shift: int) -> torch.Tensor:
+    """``[m, keep, side^3]``: the dot product of each of ``v`` ``[m, keep, g^3]``
+    with its entry ``e`` ``[m, g^3]`` moved by each offset in ``[-shift,
+    shift]^3`` (zero fill), in :func:`swan_index.turn.window_sums`' order. Many
+    volumes per entry (the local refinement's): one batched matrix product
+    against the entry's moved copies; a few: a grouped 3D convolution (one group
+    per entry, its volumes the batch), cheaper than making the copies."""
+    m, keep = v.shape[:2]
+    side = 2 * shift + 1
+    if keep >= _MOVED_COPIES_FROM:
+        pad = F.pad(e.reshape(m, g, g, g), (shift,) * 6)
+        moved = torch.stack(
+            [
+                pad[:, a : a + g, b : b + g, c : c + g]
+                for a in range(side)
+                for b in range(side)
+                for c in range(side)
+            ],
+            dim=1,
+        )  # column (a, b, c): e[y + (a, b, c) - shift]
+        return torch.bmm(v, moved.reshape(m, side**3, g**3).transpose(1, 2))
+    padded = F.pad(v.reshape(m, keep, g, g, g).transpose(0, 1), (shift,) * 6)
+    conv = F.conv3d(padded, e.reshape(m, 1, g, g, g), groups=m)
+    # output (a, b, c) is the volume moved by (shift - a, ...): flipped, the
+    # order of window_sums
+    return conv.flip((2, 3, 4)).reshape(keep, m, side**3).transpose(0, 1)
+
+
+#: Volumes per entry from which :func:`_moved_dots` moves the entry instead.
+_MOVED_COPIES_FROM = 16
 #: Bound on the floats of shifted entries :func:`_shift_corr` holds at once.
 _SHIFT_FLOATS = 1 << 23

@@ -215,8 +215,10 @@ def _brute_shift_corr(vols, ent, g, shift):
     return out
 
 
+@pytest.mark.parametrize("copies_from", [1, 1000])  # both ways of _moved_dots
 @pytest.mark.parametrize("shift", [1, 2])
-def test_shifted_correlation_matches_explicit_windows(monkeypatch, shift):
+def test_shifted_correlation_matches_explicit_windows(monkeypatch, shift, copies_from):
+    monkeypatch.setattr(fit_module, "_MOVED_COPIES_FROM", copies_from)
     g = 6
     rng = np.random.default_rng(shift)
     vols = rng.random((5, 3, g**3)).astype(np.float32)
@@ -263,3 +265,54 @@ def test_fit_equals_the_grid_sample_fit_on_real_maps(samples, monkeypatch):
     for got, want in zip(fast, slow, strict=True):
         np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
         assert int(np.argmax(got)) == int(np.argmax(want))
+
+
+def test_a_query_scored_again_gives_the_same_scores(samples, monkeypatch):
+    """The local turns a query keeps between searches change nothing: scoring
+    again, or with a memo too small to keep them, gives what a fresh query
+    gives, bit for bit."""
+    prepared, _ = samples
+    previews = np.stack([p.preview() for p in prepared])
+    turned = _turned(prepared[1].volumes[0], 5)
+    fit = FitQuery(turned)
+    first = fit.score(previews)
+    assert fit._near  # the refinement's turns were kept
+    np.testing.assert_array_equal(fit.score(previews), first)
+    backwards = np.ascontiguousarray(previews[::-1])
+    np.testing.assert_allclose(fit.score(backwards), first[::-1], atol=1e-6)
+    fit.forget()
+    assert not fit._near
+    np.testing.assert_array_equal(fit.score(previews), first)
+    monkeypatch.setattr(fit_module, "FIT_LOCAL_MEMO", 1)
+    small = FitQuery(turned)
+    np.testing.assert_array_equal(small.score(previews), first)
+    assert len(small._near) == 1
+
+
+class _Query:
+    """What FitCache reads of a query: ``entry_id`` and ``fit()``."""
+
+    def __init__(self, volume, entry_id=1):
+        self.volume, self.entry_id, self.calls = volume, entry_id, 0
+
+    def fit(self):
+        self.calls += 1
+        return FitQuery(self.volume)
+
+
+def test_fit_cache_keeps_stored_entries_queries_within_its_bytes(samples):
+    prepared, _ = samples
+    vols = [p.volumes[0] for p in prepared[:3]]
+    a, b, c = (_Query(v, i) for i, v in enumerate(vols))
+    one = FitQuery(vols[0]).nbytes
+    cache = fit_module.FitCache(max_bytes=2 * one)
+    assert cache.get(a) is cache.get(a) and a.calls == 1
+    cache.get(b), cache.get(c)  # a is the least recently used: dropped
+    assert cache.get(a) is not None and a.calls == 2
+    assert cache.get(c) is not None and c.calls == 1
+    upload = _Query(vols[0], entry_id=None)  # not a stored entry: never kept
+    cache.get(upload), cache.get(upload)
+    assert upload.calls == 2
+    small, calls = fit_module.FitCache(max_bytes=one - 1), a.calls
+    small.get(a), small.get(a)  # larger than the whole cache: turned, not kept
+    assert a.calls == calls + 2
