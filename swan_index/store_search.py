@@ -23,7 +23,6 @@ from swan_index.ranking import (
 from swan_index.tables import (
     id_in,
 )
-from swan_index.vectors import DEFAULT_NPROBE
 from swan_index.where import WhereLimits, matching_ids
 
 log = logging.getLogger(__name__)
@@ -161,7 +160,7 @@ class StoreSearch:
                     opts.candidates(k, joint=False),
                     k,
                     allowed,
-                    opts.nprobe or DEFAULT_NPROBE,
+                    0,  # a scale's index is exact
                     None if rg is None else lambda c: size_gap(rg, self._rg_of(c)),
                     opts.size_weight,
                 )

@@ -69,7 +69,7 @@ def test_everything_probed_equals_exact(tmp_path, encoder, full_dims):
     with _build(tmp_path / "s", encoder) as st:
         info = st.joint_info()
         assert info is not None and info["ntotal"] == N and info["nlist"] > 1
-        assert (tmp_path / "s" / "faiss" / "joint.npz").exists()
+        assert (tmp_path / "s" / "faiss" / "joint.ivf").exists()
         for rg in (None, 35.0):
             for a, e, sa, se in _agree(st, queries, EVERYTHING, rg=rg):
                 assert _same(a, e, sa, se)
@@ -133,7 +133,7 @@ def test_deletes_and_reopen(tmp_path, encoder, full_dims):
 def test_missing_or_damaged_file_is_rebuilt(tmp_path, encoder, full_dims, caplog):
     queries, _ = _seeded(encoder, 5, seed=1)
     path = tmp_path / "s"
-    file = path / "faiss" / "joint.npz"
+    file = path / "faiss" / "joint.ivf"
     with _build(path, encoder) as st:
         want = [_ids(st.search(queries[q], 10, EVERYTHING)) for q in range(5)]
     file.unlink()  # as a store written before the joint index existed
@@ -157,14 +157,14 @@ def test_missing_or_damaged_file_is_rebuilt(tmp_path, encoder, full_dims, caplog
         assert [
             _ids(reader.search(queries[q], 10, EVERYTHING)) for q in range(5)
         ] == want
-    assert "joint.npz unreadable" in caplog.text
+    assert "joint.ivf unreadable" in caplog.text
 
 
 def test_out_of_step_file_is_repaired(tmp_path, encoder, full_dims):
     """A crash between the database commit and the joint file's write."""
     queries, _ = _seeded(encoder, 5, seed=1)
     path = tmp_path / "s"
-    file = path / "faiss" / "joint.npz"
+    file = path / "faiss" / "joint.ivf"
     with _build(path, encoder) as st:
         old = file.read_bytes()
         top = _ids(st.search(queries[0], 10, EVERYTHING))[0]
@@ -179,7 +179,7 @@ def test_none_at_or_below_the_threshold(tmp_path, encoder):
     path = tmp_path / "s"
     with _build(path, encoder, n=THRESHOLD) as st:
         assert st.joint_info() is None
-    assert not (path / "faiss" / "joint.npz").exists()
+    assert not (path / "faiss" / "joint.ivf").exists()
     code, records = _seeded(encoder, 10, seed=7)
     with Store.open(path, approx_threshold=THRESHOLD) as st:  # built at the flush
         st.add(code, records)
@@ -188,14 +188,14 @@ def test_none_at_or_below_the_threshold(tmp_path, encoder):
         st.delete(list(range(1, 21)))
         st.flush()  # back at or below it: dropped
         assert st.joint_info() is None
-    assert not (path / "faiss" / "joint.npz").exists()
+    assert not (path / "faiss" / "joint.ivf").exists()
 
 
 def test_swan_check_inspects_the_joint_index(tmp_path, encoder):
     from swan_index.check import check_store
 
     path = tmp_path / "s"
-    file = path / "faiss" / "joint.npz"
+    file = path / "faiss" / "joint.ivf"
     with _build(path, encoder) as st:
         old = file.read_bytes()
         st.delete([1])
@@ -205,11 +205,11 @@ def test_swan_check_inspects_the_joint_index(tmp_path, encoder):
     file.write_bytes(old)  # the file from before the delete: one id too many
     report = check_store(path, files=False)
     (problem,) = report.problems
-    assert "joint.npz: 1 ids the database does not hold (ids 1)" in problem
+    assert "joint.ivf: 1 ids the database does not hold (ids 1)" in problem
     assert "--repair" in problem
     file.write_bytes(b"not an index")
     (problem,) = check_store(path, files=False).problems
-    assert "joint.npz: unreadable" in problem
+    assert "joint.ivf: unreadable" in problem
     with Store.open(path, approx_threshold=THRESHOLD):  # a writer mends it
         pass
     assert check_store(path, files=False).consistent
