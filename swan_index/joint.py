@@ -71,7 +71,7 @@ JOINT_OVERFETCH = 100
 JOINT_MIN_CANDIDATES = 1000
 #: With a size term, this many times the candidates are fetched, the best by
 #: joint score minus the size term kept.
-JOINT_PRUNE_FACTOR = 2
+JOINT_PRUNE_FACTOR = 4
 #: Vectors the PCA and the IVF lists are trained on (a random sample).
 TRAIN_SAMPLE = 200_000
 #: Format of the file; another value is rebuilt.

@@ -213,3 +213,104 @@ def test_swan_check_inspects_the_joint_index(tmp_path, encoder):
     with Store.open(path, approx_threshold=THRESHOLD):  # a writer mends it
         pass
     assert check_store(path, files=False).consistent
+
+
+def test_a_reader_maps_its_files_and_copies_them_on_a_refresh(
+    tmp_path, encoder, full_dims
+):
+    """A reader memory-maps the vectors and the joint index; a writer's commits,
+    picked up by a refresh, copy them into memory first (FAISS cannot change a
+    mapped index), and the answers follow."""
+    queries, _ = _seeded(encoder, 5, seed=1)
+    path = tmp_path / "s"
+    _build(path, encoder).close()
+    with Store.open(path, read_only=True) as reader:
+        assert all(ix.mapped for ix in reader._indexes.indexes)
+        assert reader._indexes.joint.mapped
+        before = [_ids(reader.search(queries[q], 10, EVERYTHING)) for q in range(5)]
+        assert before == [_ids(reader.search(queries[q], 10, EXACT)) for q in range(5)]
+        code, records = _seeded(encoder, 30, seed=3)
+        with Store.open(path, approx_threshold=THRESHOLD) as writer:
+            new = writer.add(code, records)
+            writer.delete([before[0][0]])
+        reader.refresh()
+        assert not reader._indexes.joint.mapped
+        assert not any(ix.mapped for ix in reader._indexes.indexes)
+        assert reader.joint_info()["ntotal"] == N + 30 - 1
+        for q in range(5):
+            a = reader.search(queries[q], 10, EVERYTHING)
+            e = reader.search(queries[q], 10, EXACT)
+            assert _same(_ids(a), _ids(e), [h.score for h in a], [h.score for h in e])
+        assert before[0][0] not in _ids(reader.search(queries[0], 10, EVERYTHING))
+        assert reader.search(int(new[0]), 1, EVERYTHING)[0].id == new[0]
+
+
+def _write_previous_format(path, encoder):
+    """Rewrite a store's files as the previous format wrote them: a FAISS
+    ``IndexIDMap2(IndexFlatIP)`` per scale (``scale_<s>.index``) and
+    ``joint.npz`` (version 1, with a hash-table direct map)."""
+    import faiss
+
+    folder = path / "faiss"
+    with Store.open(path, read_only=True) as st:
+        for side in encoder.info.scales:
+            ids, vecs = st.vectors(side)
+            index = faiss.IndexIDMap2(faiss.IndexFlatIP(vecs.shape[1]))
+            index.add_with_ids(vecs, ids)
+            faiss.write_index(index, str(folder / f"scale_{side}.index"))
+            (folder / f"scale_{side}.vectors").unlink()
+        j = st._indexes.joint
+        j._own()
+        j.index.set_direct_map_type(faiss.DirectMap.Hashtable)
+        np.savez(
+            folder / "joint.npz",
+            version=np.array(1),
+            dims=np.array(j.dims),
+            index=faiss.serialize_index(j.index),
+            mean=j.mean,
+            matrix=j.matrix,
+            radius=np.array(j.radius),
+        )
+    (folder / "joint.ivf").unlink()
+
+
+def test_a_store_of_the_previous_format_is_read_then_converted(
+    tmp_path, encoder, full_dims, caplog
+):
+    queries, _ = _seeded(encoder, 5, seed=1)
+    path = tmp_path / "s"
+    folder = path / "faiss"
+    with _build(path, encoder) as st:
+        want = [_ids(st.search(queries[q], 10, EVERYTHING)) for q in range(5)]
+    _write_previous_format(path, encoder)
+    old = sorted(p.name for p in folder.iterdir())
+    with (
+        caplog.at_level(logging.WARNING),
+        Store.open(path, read_only=True) as reader,
+    ):
+        assert reader.joint_info()["ntotal"] == N
+        assert [_ids(reader.search(queries[q], 10, EVERYTHING)) for q in range(5)] == (
+            want
+        )
+    (line,) = [r.message for r in caplog.records if "previous format" in r.message]
+    assert "read into memory" in line and "--repair" in line
+    assert sorted(p.name for p in folder.iterdir()) == old  # a reader writes nothing
+    caplog.clear()
+    with (
+        caplog.at_level(logging.WARNING),
+        Store.open(path, approx_threshold=THRESHOLD) as writer,
+    ):
+        assert [_ids(writer.search(queries[q], 10, EVERYTHING)) for q in range(5)] == (
+            want
+        )
+    (line,) = [r.message for r in caplog.records if "previous format" in r.message]
+    assert "converting" in line
+    names = {p.name for p in folder.iterdir()}
+    assert "joint.ivf" in names and "joint.npz" not in names
+    assert not [n for n in names if n.endswith(".index")]
+    assert len([n for n in names if n.endswith(".vectors")]) == 4
+    with Store.open(path, read_only=True) as reader:
+        assert all(ix.mapped for ix in reader._indexes.indexes)
+        assert [_ids(reader.search(queries[q], 10, EVERYTHING)) for q in range(5)] == (
+            want
+        )

@@ -541,6 +541,37 @@ def test_scale_index_lookup_sorted_and_not():
             index.lookup(np.array([ids[1]]))
 
 
+def test_scale_index_file_is_mapped_and_exact(tmp_path):
+    """A written scale reads back memory-mapped, gives the same vectors, searches
+    exactly (every row scored) and is copied into memory by a change."""
+    from swan_index.vectors import ScaleIndex
+
+    rng = np.random.default_rng(0)
+    ids = np.array([3, 1, 7, 9, 4, 12])
+    vecs = rng.normal(size=(6, 8)).astype("f4")
+    index = ScaleIndex(8)
+    index.add(ids, vecs)
+    index.write(tmp_path / "s.vectors")
+    got = ScaleIndex.read(tmp_path / "s.vectors", 8)
+    assert got.mapped and got.ntotal == 6
+    np.testing.assert_array_equal(got.ids(), ids)
+    np.testing.assert_array_equal(got.lookup(np.array([9, 3])), vecs[[3, 0]])
+    q = rng.normal(size=(2, 8)).astype("f4")
+    scores, found = got.search(q, 4)
+    order = np.argsort(-(q @ vecs.T), axis=1)[:, :4]
+    np.testing.assert_array_equal(found, ids[order])
+    _, few = got.search(q, 4, allowed=np.array([1, 9, 99]))
+    assert set(few[0]) == {1, 9, -1}
+    assert got.remove(np.array([7, 99])) == 1 and not got.mapped
+    got.add(np.array([20]), vecs[:1])
+    np.testing.assert_array_equal(got.lookup(np.array([20, 12])), vecs[[0, 5]])
+    with pytest.raises(ValueError, match="float32"):
+        ScaleIndex.read(tmp_path / "s.vectors", 4)
+    (tmp_path / "bad.vectors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a vectors file"):
+        ScaleIndex.read(tmp_path / "bad.vectors", 8)
+
+
 def test_weights_follow_the_given_scales(store, samples):
     _, code = samples
     hits = store.search(
