@@ -377,15 +377,18 @@ def coarse_candidates(
     while True:
         sims, found = index.search(q, n_fetch, allowed, nprobe)
         ok = found >= 0
-        cand, inverse = np.unique(found[ok], return_inverse=True)
-        if len(cand) > n_cand:
+        if len(q) == 1:  # one pose: its ids are unique already
+            cand, best = found[ok], sims[ok].astype(np.float64)
+        else:  # an entry found under several poses keeps its best
+            cand, inverse = np.unique(found[ok], return_inverse=True)
             best = np.full(len(cand), -np.inf)
             np.maximum.at(best, inverse, sims[ok])
+        if len(cand) > n_cand:
             if sized:
                 gap = np.abs(size_of(cand))
                 best -= size_weight * np.nan_to_num(gap, nan=0.0)
-            keep = np.argpartition(-best, n_cand - 1)[:n_cand]
-            cand = np.sort(cand[keep])
+            cand = cand[np.argpartition(-best, n_cand - 1)[:n_cand]]
+        cand = np.sort(cand)
         if len(cand) >= need or index.kind != "ivf" or nprobe >= index.nlist:
             return cand
         nprobe *= 4  # the filter left too few in the lists scanned: widen
