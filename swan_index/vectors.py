@@ -137,11 +137,11 @@ class ScaleIndex:
     def all_vectors(self, copy: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """``(ids [n], vectors [n, dim])`` of everything stored, in row order.
 
-        With ``copy=False`` the vectors are a view of the storage (or of the
-        memory map), valid until the index changes.
+        With ``copy=False`` both are views of the storage (or of the memory
+        map), valid until the index changes.
         """
-        vecs = self._vecs[: self._n]
-        return self.ids().copy(), (np.array(vecs) if copy else vecs)
+        ids, vecs = self.ids(), self._vecs[: self._n]
+        return (ids.copy(), np.array(vecs)) if copy else (ids, vecs)
 
     def lookup(self, ids: np.ndarray) -> np.ndarray:
         """Vectors ``[n, dim]`` of ``ids`` (each must be present)."""
