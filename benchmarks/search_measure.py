@@ -349,7 +349,7 @@ def query_sets(
         (f"c2f candidates={c}", {"overfetch": c // 10, "min_candidates": c})
         for c in args.candidates
     ]
-    filtered = [exact] + [
+    filtered = [exact, ("c2f (defaults)", {})] + [
         (f"c2f nprobe={p}", {"nprobe": p}) for p in args.filter_nprobe
     ]
     if nlist and args.before:
