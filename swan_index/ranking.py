@@ -99,7 +99,8 @@ class SearchOptions:
             min_candidates) per pose (default: 100 and 1,000 from the joint index,
             whose order is nearly the final one; 200 and 2,000 from a scale's).
         nprobe: IVF lists of the joint index scanned at first (default
-            :data:`swan_index.joint.JOINT_NPROBE`; a scale's index is exact).
+            :data:`swan_index.joint.JOINT_NPROBE`, over the share of entries a
+            filter leaves; a scale's index is exact).
         exact_filter_limit: a filter leaving at most this many entries scores
             them all.
         fit_top: how many of the best entries the rotational fit re-scores
