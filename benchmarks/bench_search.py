@@ -104,7 +104,7 @@ from benchmarks.search_data import (
     replicate_stats,
     residual_pool,
 )
-from benchmarks.search_measure import memory, probe_open, search_all
+from benchmarks.search_measure import cold_start, memory, probe_open, search_all
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -161,6 +161,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="first-stage candidates to try besides the defaults (overfetch C/10)",
     )
     parser.add_argument(
+        "--prune-factors",
+        type=int,
+        nargs="*",
+        default=[],
+        help="with the size term: first-stage candidates fetched, as a multiple of "
+        "those kept, to try besides the default (JOINT_PRUNE_FACTOR)",
+    )
+    parser.add_argument(
+        "--query-seed",
+        type=int,
+        default=None,
+        help="seed of the held-out queries (default --seed); settings are chosen "
+        "on another seed's queries than those reported",
+    )
+    parser.add_argument(
         "--corpus",
         choices=["replicates", "mixtures"],
         default="replicates",
@@ -182,6 +197,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="thread settings for BLAS and FAISS (OpenMP) to search under, in turn",
     )
     parser.add_argument("--open-probes", type=int, default=3)
+    parser.add_argument(
+        "--no-cold",
+        dest="cold",
+        action="store_false",
+        help="leave out the cold open (the store's files dropped from the page "
+        "cache, then opened and searched)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/bench_search"))
     parser.add_argument("--store", type=Path, default=None)
@@ -191,6 +213,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep-store", action="store_true")
     parser.add_argument("--probe-open", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--probe-profile", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-cold", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--probe-searches", type=int, default=0, help=argparse.SUPPRESS)
     add_out_argument(parser, "bench_search.json")
     return parser.parse_args(argv)
 
@@ -199,7 +223,10 @@ def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark (or, with ``--probe-open``, one fresh-process open)."""
     args = parse_args(argv)
     if args.probe_open:
-        print(json.dumps(probe_open(args.probe_open, args.probe_profile)))
+        probe = probe_open(
+            args.probe_open, args.probe_profile, args.probe_cold, args.probe_searches
+        )
+        print(json.dumps(probe))
         return {}
     record = RunRecord()
     base = make_base(args)
@@ -227,6 +254,9 @@ def main(argv: list[str] | None = None) -> dict:
     print("search:", flush=True)
     queries = make_queries(base, args, info, pool)
     search = search_all(path, queries, order, base["kind"], args)
+    if args.cold:
+        print("store: a cold open (its files dropped from the page cache)", flush=True)
+        mem["cold"] = cold_start(path)
     import faiss
 
     result = {
@@ -234,7 +264,7 @@ def main(argv: list[str] | None = None) -> dict:
         "parameters": {
             k: (str(v) if isinstance(v, Path) else v)
             for k, v in vars(args).items()
-            if k not in ("probe_open", "probe_profile")
+            if not k.startswith("probe_")
         },
         "method_shares_assumed": METHOD_SHARES,
         "metadata_csv": str(METADATA_CSV.relative_to(ROOT.parent)),

@@ -409,7 +409,8 @@ def make_queries(
     base: dict[str, Any], args: argparse.Namespace, info: Any, pool: list[np.ndarray]
 ) -> list[tuple[MultiScaleCode, float, int]]:
     """Held-out perturbed codes: ``(code, rg, base index)``."""
-    rng = np.random.default_rng([args.seed, 2])
+    seed = args.seed if getattr(args, "query_seed", None) is None else args.query_seed
+    rng = np.random.default_rng([seed, 2])
     which = rng.choice(len(base["rg"]), args.queries, replace=False)
     vectors, tokens, rg = perturb(base, which, rng, args, pool)
     return [

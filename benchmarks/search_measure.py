@@ -12,6 +12,7 @@ import cProfile
 import gc
 import io
 import json
+import os
 import pstats
 import statistics
 import subprocess
@@ -80,20 +81,38 @@ def top_functions(profile: cProfile.Profile, n: int) -> list[str]:
 
 # -- disk, memory, open -------------------------------------------------------------
 def rss_mb() -> dict[str, float]:
-    """VmRSS and VmHWM of this process, MB."""
+    """VmRSS, VmHWM, RssAnon (the process's own memory) and RssFile (pages of
+    mapped files, the store's vectors among them) of this process, MB."""
     out = {}
     with open("/proc/self/status") as fh:
         for line in fh:
             key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
+            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
                 out[key] = int(value.split()[0]) / 1024
     return out
 
 
 def index_files(path: Path) -> list[Path]:
-    """The store's FAISS files: per scale and the joint index."""
+    """The store's vector files: per scale (or, in the previous format, FAISS
+    files) and the joint index."""
     folder = path / "faiss"
-    return [*folder.glob("*.index"), *folder.glob("joint.npz")]
+    return [
+        *folder.glob("*.vectors"),
+        *folder.glob("*.index"),
+        *folder.glob("joint.*"),
+    ]
+
+
+def evict(path: Path) -> None:
+    """Drop the store's files from the page cache (``posix_fadvise``
+    DONTNEED: pages no process maps go), so that what follows reads them from
+    disk."""
+    for f in [path / "swan.duckdb", *index_files(path)]:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
 
 
 def disk_bytes(path: Path) -> dict[str, int]:
@@ -103,10 +122,17 @@ def disk_bytes(path: Path) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in files}
 
 
-def probe_open(path: Path, profile: bool = False) -> dict[str, Any]:
+def probe_open(
+    path: Path, profile: bool = False, cold: bool = False, searches: int = 0
+) -> dict[str, Any]:
     """Run in a fresh process: memory and time of a read-only open (and of reading
     the index files' bytes, the floor of any open); with ``profile``, where the
-    open's time goes."""
+    open's time goes; with ``cold``, the store's files dropped from the page
+    cache first; with ``searches``, that many searches by a stored entry (with
+    its rg, default options) timed one by one, then one ``exact=True`` search,
+    and the memory after each."""
+    if cold:
+        evict(path)
     before = rss_mb()
     prof = cProfile.Profile()
     if profile:
@@ -117,6 +143,20 @@ def probe_open(path: Path, profile: bool = False) -> dict[str, Any]:
     prof.disable()
     after = rss_mb()
     n = store.count()
+    out: dict[str, Any] = {}
+    if searches:
+        ids = np.random.default_rng(0).choice(store.ids, searches, replace=False)
+        lat = []
+        for i in ids:
+            t0 = time.perf_counter()
+            store.search(int(i), 10)
+            lat.append(time.perf_counter() - t0)
+        out["search_ms"] = [1e3 * t for t in lat]
+        out["rss_after_searches_mb"] = rss_mb()
+        t0 = time.perf_counter()
+        store.search(int(ids[0]), 10, SearchOptions(exact=True))
+        out["exact_ms"] = 1e3 * (time.perf_counter() - t0)
+        out["rss_after_exact_mb"] = rss_mb()
     store.close()
     del store
     gc.collect()
@@ -129,19 +169,28 @@ def probe_open(path: Path, profile: bool = False) -> dict[str, Any]:
     t_bytes = time.perf_counter() - t0
     return {
         "entries": n,
+        "cold": cold,
         "open_s": t_open,
         "rss_before_mb": before["VmRSS"],
         "rss_after_mb": after["VmRSS"],
+        "anon_before_mb": before["RssAnon"],
+        "anon_after_mb": after["RssAnon"],
+        "file_after_mb": after["RssFile"],
         "hwm_after_mb": after["VmHWM"],
         "read_index_bytes_s": t_bytes,
         "index_bytes": nbytes,
         "profile_top": top_functions(prof, 15) if profile else [],
+        **out,
     }
 
 
-def fresh_probe(path: Path, profile: bool = False) -> dict[str, Any]:
+def fresh_probe(
+    path: Path, profile: bool = False, cold: bool = False, searches: int = 0
+) -> dict[str, Any]:
     """:func:`probe_open` in a fresh process (``bench_search --probe-open``)."""
     extra = ["--probe-profile"] if profile else []
+    extra += ["--probe-cold"] if cold else []
+    extra += ["--probe-searches", str(searches)]
     out = subprocess.run(
         [
             sys.executable,
@@ -159,24 +208,50 @@ def fresh_probe(path: Path, profile: bool = False) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def memory(path: Path, vector_floats: int, probes: int) -> dict[str, Any]:
+def memory(
+    path: Path, vector_floats: int, probes: int, searches: int = 20
+) -> dict[str, Any]:
     """The store's bytes on disk (per entry), and ``probes`` fresh-process opens:
-    a reader's memory per entry and the open time (and one open profiled)."""
+    a reader's memory per entry and the open time (and one open profiled), each
+    followed by ``searches`` searches and one exact search, with the memory after
+    them (see :func:`probe_open`)."""
     disk = disk_bytes(path)
-    runs = [fresh_probe(path) for _ in range(probes)]
+    runs = [fresh_probe(path, searches=searches) for _ in range(probes)]
     n = runs[0]["entries"]
     rss = statistics.median(p["rss_after_mb"] - p["rss_before_mb"] for p in runs)
+    anon = statistics.median(p["anon_after_mb"] - p["anon_before_mb"] for p in runs)
+    per = 2**20 / n
+    warm = runs[-1]
     out = {
         "disk_bytes": disk,
         "disk_bytes_per_entry": sum(disk.values()) / n,
         "duckdb_bytes_per_entry": disk.get("swan.duckdb", 0) / n,
         "faiss_bytes_per_entry": sum(
-            v for k, v in disk.items() if k.endswith((".index", ".npz"))
+            v
+            for k, v in disk.items()
+            if k.endswith((".index", ".npz", ".ivf", ".vectors"))
         )
         / n,
         "vector_bytes_per_entry_float32": 4 * vector_floats,
         "reader_rss_delta_mb": rss,
-        "reader_rss_bytes_per_entry": rss * 2**20 / n,
+        "reader_rss_bytes_per_entry": rss * per,
+        "reader_anon_bytes_per_entry": anon * per,
+        "reader_anon_bytes_per_entry_after_searches": (
+            warm["rss_after_searches_mb"]["RssAnon"] - warm["anon_before_mb"]
+        )
+        * per,
+        "reader_file_bytes_per_entry_after_searches": (
+            warm["rss_after_searches_mb"]["RssFile"] * per
+        ),
+        "reader_anon_bytes_per_entry_after_exact": (
+            warm["rss_after_exact_mb"]["RssAnon"] - warm["anon_before_mb"]
+        )
+        * per,
+        "reader_file_bytes_per_entry_after_exact": (
+            warm["rss_after_exact_mb"]["RssFile"] * per
+        ),
+        "searches_after_open_ms_median_warm": statistics.median(warm["search_ms"]),
+        "exact_after_open_ms_warm": warm["exact_ms"],
         "open_s": [p["open_s"] for p in runs],
         "open_s_median": statistics.median(p["open_s"] for p in runs),
         "read_index_bytes_s_median": statistics.median(
@@ -189,6 +264,20 @@ def memory(path: Path, vector_floats: int, probes: int) -> dict[str, Any]:
         out["open_s_median"] / out["read_index_bytes_s_median"]
     )
     return out
+
+
+def cold_start(path: Path, searches: int = 20) -> dict[str, Any]:
+    """One fresh-process open after dropping the store's files from the page
+    cache: the open, its first ``searches`` searches and one exact search, all
+    reading from disk what they need (run last: it leaves the cache cold)."""
+    cold = fresh_probe(path, cold=True, searches=searches)
+    return {
+        "open_s_cold": cold["open_s"],
+        "searches_ms_cold": cold["search_ms"],
+        "searches_ms_median_cold": statistics.median(cold["search_ms"]),
+        "exact_ms_cold": cold["exact_ms"],
+        "probe": cold,
+    }
 
 
 # -- searches -----------------------------------------------------------------------
@@ -248,9 +337,11 @@ def query_sets(
         main.append(
             (f"c2f candidates={c}", {"overfetch": c // 10, "min_candidates": c})
         )
+    for f in args.prune_factors:
+        main.append((f"c2f prune factor={f}", {"prune_factor": f}))
     before = (
-        "coarse scale only, nprobe=32, 2000 candidates (before)",
-        {"nprobe": 32, "overfetch": 200, "min_candidates": 2000, "joint": False},
+        "coarse scale only, 2000 candidates (before the joint index)",
+        {"overfetch": 200, "min_candidates": 2000, "joint": False},
     )
     if nlist and args.before:
         main.append(before)
@@ -258,7 +349,7 @@ def query_sets(
         (f"c2f candidates={c}", {"overfetch": c // 10, "min_candidates": c})
         for c in args.candidates
     ]
-    filtered = [exact] + [
+    filtered = [exact, ("c2f (defaults)", {})] + [
         (f"c2f nprobe={p}", {"nprobe": p}) for p in args.filter_nprobe
     ]
     if nlist and args.before:
@@ -326,6 +417,20 @@ def search_all(
     return results
 
 
+@contextlib.contextmanager
+def prune_factor(factor: int | None) -> Iterator[None]:
+    """Search with another :data:`swan_index.joint.JOINT_PRUNE_FACTOR` (``None``:
+    the store's own) for the modes that compare it."""
+    import swan_index.store_search as search_module
+
+    own = search_module.JOINT_PRUNE_FACTOR
+    search_module.JOINT_PRUNE_FACTOR = own if factor is None else factor
+    try:
+        yield
+    finally:
+        search_module.JOINT_PRUNE_FACTOR = own
+
+
 def run_set(
     store: Store,
     qs: list[QueryCase],
@@ -344,8 +449,10 @@ def run_set(
 
     def call(j: int, kwargs: dict[str, Any]) -> list:
         code, rg, _ = qs[j]
-        options = SearchOptions(where=where, **kwargs)
-        return store.search(code, 10, options, rg=rg if with_rg else None)
+        kwargs = dict(kwargs)
+        with prune_factor(kwargs.pop("prune_factor", None)):
+            options = SearchOptions(where=where, **kwargs)
+            return store.search(code, 10, options, rg=rg if with_rg else None)
 
     first = []
     for _, kwargs in modes:
@@ -395,8 +502,11 @@ def profile_mode(
     """cProfile of a few searches of one mode: the top functions."""
     profile = cProfile.Profile()
     profile.enable()
+    kwargs = dict(kwargs)
+    factor = kwargs.pop("prune_factor", None)
     for code, rg, _ in qs:
         options = SearchOptions(where=where, **kwargs)
-        store.search(code, 10, options, rg=rg if with_rg else None)
+        with prune_factor(factor):
+            store.search(code, 10, options, rg=rg if with_rg else None)
     profile.disable()
     return top_functions(profile, 12)

@@ -10,7 +10,7 @@ store's write lock (so no writer changes it meanwhile):
   decodes;
 * every FAISS index file against the ``codes`` table: the same id set, and on a
   sample of ids the same vectors; the joint first-stage index
-  (``faiss/joint.npz``, large stores only), when there is one: readable, and
+  (``faiss/joint.ivf``, large stores only), when there is one: readable, and
   the same id set;
 * the manifest against the database: format, encoder, counts, the high-water
   mark (a database behind it lost committed writes), the index files' sizes;
@@ -33,12 +33,12 @@ from typing import Any
 import numpy as np
 
 from swan_index.db import StoreDamagedError, WriterLock, connect, readable
-from swan_index.joint import JointIndex
+from swan_index.joint import JOINT_FILE, LEGACY_JOINT_FILE, JointIndex
 from swan_index.manifest import MANIFEST_NAME, find_loss, load_manifest, mark_of
 from swan_index.schema import FORMAT_VERSION, EncoderInfo, decode_preview
 from swan_index.store import DB_NAME
 from swan_index.tables import Connection, fetch_vectors, read_meta, stored_encoder
-from swan_index.vectors import ScaleIndex
+from swan_index.vectors import ScaleIndex, scale_file
 
 #: Ids whose vectors (and previews) are compared per index.
 SAMPLE = 256
@@ -294,7 +294,9 @@ def _check_indexes(
     sizes: dict[str, int] = {}
     top = 0
     for i, (side, dim) in enumerate(zip(encoder.scales, encoder.dims, strict=True)):
-        file = path / "faiss" / f"scale_{side}.index"
+        file = scale_file(path / "faiss", side)
+        if not file.exists() and scale_file(path / "faiss", side, True).exists():
+            file = scale_file(path / "faiss", side, True)  # the previous format
         if not file.exists():
             report.problems.append(f"{file}: missing; {repair}")
             continue
@@ -340,7 +342,9 @@ def _check_joint(
     """The joint first-stage index against ``codes``, when the store has one (a
     store of more than the approximate threshold's entries; one without it gets
     it when it is next opened)."""
-    file = path / "faiss" / "joint.npz"
+    file = path / "faiss" / JOINT_FILE
+    if not file.exists():
+        file = path / "faiss" / LEGACY_JOINT_FILE  # the previous format
     if not file.exists():
         return
     repair = f"`swan check --store {path} --repair` rebuilds it from the database"
@@ -414,8 +418,8 @@ def _check_manifest(
         said = (recorded.get(side) or {}).get("ntotal")
         if said != n:
             report.problems.append(
-                f"{file}: says faiss/scale_{side}.index holds {said} vectors, it "
-                f"holds {n}; {repair}"
+                f"{file}: says faiss/{scale_file(path, side).name} holds {said} "
+                f"vectors, it holds {n}; {repair}"
             )
 
 

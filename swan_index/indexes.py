@@ -1,15 +1,20 @@
-"""The store's FAISS indexes, one per scale, kept in step with its database.
+"""The store's per-scale vectors and its joint index, kept in step with its
+database.
 
 DuckDB is the source of truth; an index agrees with it exactly when it holds the
 same id set (entry ids are never reused). :meth:`ScaleIndexes.reconcile` brings
 each index in line with the ``codes`` table (adds what it lacks from the
 database, removes what the database no longer holds), :meth:`ScaleIndexes.write`
-saves the changed ones atomically, converting the coarsest to IVF above the
-approximate threshold (:func:`swan_index.vectors.index_kind`). Above that
-threshold the store also keeps the joint first-stage index
-(:mod:`swan_index.joint`, ``folder/joint.npz``), made from the per-scale ones:
-built when the store passes the threshold or when its file is missing or
-unreadable, kept in step on add, remove and reconcile.
+saves the changed ones atomically. Every scale is flat and memory-mapped when
+read (:mod:`swan_index.vectors`). Above the approximate threshold the store
+also keeps the joint first-stage index (:mod:`swan_index.joint`,
+``folder/joint.ivf``), made from the per-scale vectors: built when the store
+passes the threshold or when its file is missing or unreadable, kept in step on
+add, remove and reconcile.
+
+A store of the previous format (``scale_<side>.index``, FAISS files, and
+``joint.npz``) is read into memory (:attr:`ScaleIndexes.legacy`); the next write
+converts it.
 """
 
 from __future__ import annotations
@@ -20,9 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from swan_index.joint import TRAIN_SAMPLE, JointIndex
+from swan_index.joint import JOINT_FILE, LEGACY_JOINT_FILE, TRAIN_SAMPLE, JointIndex
 from swan_index.tables import Connection, fetch_vectors
-from swan_index.vectors import ScaleIndex, index_kind
+from swan_index.vectors import ScaleIndex, scale_file
 
 #: Entries per chunk when the joint index is filled from the per-scale ones.
 JOINT_CHUNK = 100_000
@@ -32,7 +37,7 @@ log = logging.getLogger(__name__)
 
 class ScaleIndexes:
     """One :class:`~swan_index.vectors.ScaleIndex` per scale, with the files
-    they live in (``folder/scale_<side>.index``).
+    they live in (``folder/scale_<side>.vectors``).
 
     Args:
         folder: the store's ``faiss`` folder.
@@ -51,35 +56,50 @@ class ScaleIndexes:
         self._sorted: dict[int, np.ndarray | None] = {}  # see all_scores
         self.joint: JointIndex | None = None
         self._joint_dirty = False
+        #: Whether :meth:`load` read files of the previous format.
+        self.legacy = False
 
     def path(self, i: int) -> Path:
-        """The file of scale ``i``'s index."""
-        return self.folder / f"scale_{self.scales[i]}.index"
+        """The file of scale ``i``'s vectors."""
+        return scale_file(self.folder, self.scales[i])
+
+    def legacy_path(self, i: int) -> Path:
+        """The FAISS file of scale ``i`` in the previous format."""
+        return scale_file(self.folder, self.scales[i], legacy=True)
 
     @property
     def joint_path(self) -> Path:
         """The file of the joint first-stage index."""
-        return self.folder / "joint.npz"
+        return self.folder / JOINT_FILE
 
     def load(self) -> None:
-        """Read the index files there are; an unreadable one is rebuilt from the
-        database by the next :meth:`reconcile`."""
+        """Read the files there are (memory-mapped; those of the previous
+        format into memory, setting :attr:`legacy`); an unreadable one is
+        rebuilt from the database by the next :meth:`reconcile`."""
         for i, dim in enumerate(self.dims):
-            path = self.path(i)
-            if path.exists():
-                try:
-                    self.indexes[i] = ScaleIndex.read(path, dim)
-                except Exception as exc:  # noqa: BLE001 - any damage: rebuild
-                    log.warning(
-                        "%s unreadable (%s): rebuilding from the database", path, exc
-                    )
-                    self.indexes[i] = ScaleIndex(dim)
-                    self._dirty[i] = True
-        if self.joint_path.exists():
+            path, old = self.path(i), self.legacy_path(i)
+            path = path if path.exists() or not old.exists() else old
+            if not path.exists():
+                continue
+            self.legacy |= path == old
+            self._dirty[i] = path == old  # written in the new format
             try:
-                self.joint = JointIndex.read(self.joint_path, self.dims)
+                self.indexes[i] = ScaleIndex.read(path, dim)
             except Exception as exc:  # noqa: BLE001 - any damage: rebuild
-                log.warning("%s unreadable (%s): rebuilding", self.joint_path, exc)
+                log.warning(
+                    "%s unreadable (%s): rebuilding from the database", path, exc
+                )
+                self.indexes[i] = ScaleIndex(dim)
+                self._dirty[i] = True
+        path, old = self.joint_path, self.folder / LEGACY_JOINT_FILE
+        path = path if path.exists() or not old.exists() else old
+        if path.exists():
+            try:
+                self.joint = JointIndex.read(path, self.dims)
+                self._joint_dirty = self.joint.legacy
+                self.legacy |= self.joint.legacy
+            except Exception as exc:  # noqa: BLE001 - any damage: rebuild
+                log.warning("%s unreadable (%s): rebuilding", path, exc)
                 self.joint = None
 
     def reconcile(self, con: Connection, code_ids: np.ndarray, warn: bool) -> None:
@@ -92,7 +112,10 @@ class ScaleIndexes:
             warn: log a repair (on open, a disagreement means a crash).
         """
         for i, index in enumerate(self.indexes):
-            have = np.sort(index.ids())  # ids are unique on both sides
+            have = index.ids()
+            if len(have) == len(code_ids) and np.array_equal(have, code_ids):
+                continue  # the usual case: the same ids, in the same order
+            have = np.sort(have)  # ids are unique on both sides
             if np.array_equal(have, code_ids):
                 continue
             extra = np.setdiff1d(have, code_ids, assume_unique=True)
@@ -110,8 +133,9 @@ class ScaleIndexes:
             self._dirty[i] = True
         self._sorted.clear()
         if self.joint is not None:  # made from the per-scale indexes, now right
-            have = np.sort(self.joint.ids())
-            if not np.array_equal(have, code_ids):
+            have = self.joint.ids()
+            if not _same_ids(have, code_ids):
+                have = np.sort(have)
                 if warn and len(have):
                     log.warning(
                         "%s disagreed with the database: repaired", self.joint_path
@@ -168,26 +192,25 @@ class ScaleIndexes:
             self._joint_dirty = True
 
     def write(self, n: int, approx_threshold: int) -> None:
-        """Write the changed indexes (atomically), first converting each to the
-        kind ``n`` entries call for."""
+        """Write the changed indexes (atomically; a file of the previous format
+        is replaced by one of this), and build or drop the joint index as ``n``
+        entries call for."""
         for i, index in enumerate(self.indexes):
-            kind = index_kind(n, i == 0, approx_threshold)
-            if kind != index.kind:
-                log.info("scale %d: %s index for %d entries", i, kind, n)
-                index.convert(kind)
-                self._dirty[i] = True
             if self._dirty[i] or not self.path(i).exists():
                 index.write(self.path(i))
                 self._dirty[i] = False
+            self.legacy_path(i).unlink(missing_ok=True)
+        self.legacy = False
         self.ensure_joint(n, approx_threshold)
         if self.joint is None:
             self.joint_path.unlink(missing_ok=True)
         elif self._joint_dirty or not self.joint_path.exists():
             self.joint.write(self.joint_path)
+        (self.folder / LEGACY_JOINT_FILE).unlink(missing_ok=True)
         self._joint_dirty = False
 
     def info(self) -> list[dict[str, Any]]:
-        """Per scale: side, dims, index kind, entries, IVF lists (0: flat)."""
+        """Per scale: side, dims, index kind (``flat``), entries, IVF lists (0)."""
         return [
             {
                 "scale": s,
@@ -237,3 +260,19 @@ class ScaleIndexes:
         ids, vecs = self.indexes[i].all_vectors()
         order = np.argsort(ids)
         return ids[order], vecs[order]
+
+
+def _same_ids(have: np.ndarray, code_ids: np.ndarray) -> bool:
+    """Whether ``have`` (any order, maybe with repeats) holds exactly the ids
+    ``code_ids`` (sorted, unique), in O(n): as many, and every one of those
+    present (then none can repeat)."""
+    if len(have) != len(code_ids):
+        return False
+    if not len(have):
+        return True
+    top = max(int(have.max()), int(code_ids[-1])) + 1
+    if have.min() < 0:
+        return False
+    present = np.zeros(top, bool)
+    present[have] = True
+    return bool(present[code_ids].all())

@@ -16,8 +16,9 @@ instead:
   centring: ``q . (x - mu) = q . x - q . mu``, and ``q . mu`` is the same for
   every entry, so the order is the shape score's, up to the variance the
   dropped axes held (measured in ``benchmarks/bench_search.py``);
-* the projected vectors go in an ``IndexIVFFlat`` with ``4 sqrt(N)`` lists and
-  a hash-table direct map (removal by id), searched for the largest inner
+* the projected vectors go in an ``IndexIVFFlat`` with ``4 sqrt(N)`` lists (no
+  direct map: a removal scans the lists' ids, and the index is never asked for
+  a vector by id; a map would cost ~50 bytes an entry), searched for the largest inner
   product by the usual reduction to nearest neighbours: an entry's vector
   ``y`` gets one more coordinate, ``sqrt(R^2 - |y|^2)`` (``R``: 1.2 times the
   largest norm of the training sample; 0 past it), a query's gets 0, and then
@@ -33,12 +34,18 @@ approximate shape score and the best by that score minus the size term kept;
 then every candidate is scored exactly at every scale
 (:meth:`swan_index.store.Store.rank`).
 
-The index lives in ``faiss/joint.npz`` (the serialised FAISS index, the PCA's
-mean and matrix), written atomically; it is built when a store passes its
-approximate threshold, kept in step on add and delete, checked against the
-database on open and rebuilt from the per-scale indexes when missing or
-unreadable (a store written before it existed gets it when opened: a writer
-writes it, a reader builds it in memory).
+The index lives in ``faiss/joint.ivf``: the FAISS index, then the format version
+and scale sizes, the PCA's mean and matrix and ``R`` (each an ``.npy`` array),
+then the offset where those begin (8 bytes). It is **memory-mapped** when read
+(FAISS's ``IO_FLAG_MMAP_IFC``), like the per-scale vectors
+(:mod:`swan_index.vectors`): a search reads the lists it scans; the first change
+(an add or a removal) reads the index into memory. It is written atomically;
+built when a store passes its approximate threshold, kept in step on add and
+delete, checked against the database on open and rebuilt from the per-scale
+vectors when missing or unreadable (a store written before it existed gets it
+when opened: a writer writes it, a reader builds it in memory on every open). A
+``joint.npz`` of the previous format is read into memory, and rewritten by the
+next writer.
 """
 
 from __future__ import annotations
@@ -51,6 +58,7 @@ import faiss
 import numpy as np
 
 from swan_index.files import atomic_write
+from swan_index.vectors import read_npy
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +71,14 @@ JOINT_OVERFETCH = 100
 JOINT_MIN_CANDIDATES = 1000
 #: With a size term, this many times the candidates are fetched, the best by
 #: joint score minus the size term kept.
-JOINT_PRUNE_FACTOR = 2
+JOINT_PRUNE_FACTOR = 4
 #: Vectors the PCA and the IVF lists are trained on (a random sample).
 TRAIN_SAMPLE = 200_000
-#: Format of ``joint.npz``; another value is rebuilt.
-JOINT_VERSION = 1
+#: Format of the file; another value is rebuilt.
+JOINT_VERSION = 2
+#: The joint index's file in the store's ``faiss`` folder, and the previous
+#: format's (an ``.npz``; read, then rewritten).
+JOINT_FILE, LEGACY_JOINT_FILE = "joint.ivf", "joint.npz"
 
 
 class JointIndex:
@@ -95,6 +106,9 @@ class JointIndex:
         self.mean = np.ascontiguousarray(mean, np.float32)
         self.matrix = np.ascontiguousarray(matrix, np.float32)
         self.radius = float(radius)
+        #: Read from a file of the previous format: rewrite it.
+        self.legacy = False
+        self._source = None  # the file the index maps (see read, _own)
         if self.matrix.shape != (index.d - 1, sum(self.dims)):
             raise ValueError(f"joint projection {self.matrix.shape} does not fit")
 
@@ -135,7 +149,6 @@ class JointIndex:
         index.cp.seed = seed
         sample = y[rng.permutation(len(y))[: 64 * nlist]]  # 64 a list: enough
         index.train(_lift(sample, radius))
-        index.set_direct_map_type(faiss.DirectMap.Hashtable)
         log.info("trained joint index: %d dims, %d lists on %d", d, nlist, len(x))
         return cls(sizes, index, mean, matrix, radius)
 
@@ -162,6 +175,7 @@ class JointIndex:
     def add(self, ids: np.ndarray, vectors: list[np.ndarray]) -> None:
         """Add entries ``ids`` ``[n]`` with per-scale vectors ``[n, dim_s]``."""
         if len(ids):
+            self._own()
             self.index.add_with_ids(
                 self.project(vectors), np.ascontiguousarray(ids, np.int64)
             )
@@ -169,21 +183,22 @@ class JointIndex:
     def remove(self, ids: np.ndarray) -> int:
         """Remove ``ids`` (those present); returns how many."""
         ids = np.ascontiguousarray(ids, np.int64)
-        ids = np.ascontiguousarray(ids[np.isin(ids, self.ids())])
         if not len(ids):
             return 0
-        sel = faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids))
-        return int(self.index.remove_ids(sel))
+        self._own()
+        return int(self.index.remove_ids(faiss.IDSelectorBatch(ids)))
 
     def ids(self) -> np.ndarray:
         """Every id held (int64, unsorted)."""
         invlists = self.index.invlists
-        parts = [
-            faiss.rev_swig_ptr(invlists.get_ids(lst), n).astype(np.int64)
+        parts = [  # views; concatenate copies them once
+            faiss.rev_swig_ptr(invlists.get_ids(lst), n)
             for lst in range(self.nlist)
             if (n := invlists.list_size(lst))
         ]
-        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        if not parts:
+            return np.zeros(0, np.int64)
+        return np.concatenate(parts).astype(np.int64)
 
     # -- search --------------------------------------------------------------------
     def query(
@@ -220,39 +235,80 @@ class JointIndex:
 
     # -- files ---------------------------------------------------------------------
     def write(self, path: Path) -> None:
-        """Write atomically (one file: index, mean, projection)."""
-        blob = faiss.serialize_index(self.index)
+        """Write atomically (see the module docs for the format)."""
 
         def write(tmp: str) -> None:
+            head = np.array([JOINT_VERSION, *self.dims], np.int64)
+            radius = np.array([self.radius])
             with open(tmp, "wb") as fh:
-                np.savez(
-                    fh,
-                    version=np.array(JOINT_VERSION),
-                    dims=np.array(self.dims),
-                    index=blob,
-                    mean=self.mean,
-                    matrix=self.matrix,
-                    radius=np.array(self.radius),
-                )
+                faiss.write_index(self.index, faiss.PyCallbackIOWriter(fh.write))
+                start = fh.tell()
+                for array in (head, self.mean, self.matrix, radius):
+                    np.lib.format.write_array(fh, array, allow_pickle=False)
+                fh.write(np.array(start, "<i8").tobytes())
 
         atomic_write(path, write)
 
     @classmethod
     def read(cls, path: Path, dims: tuple[int, ...]) -> JointIndex:
-        """Read a file :meth:`write` wrote.
+        """Read a file :meth:`write` wrote, memory-mapped (or one of the previous
+        format, ``joint.npz``, into memory).
 
         Raises:
             ValueError: another format version or other scales (rebuild it).
         """
+        if path.name == LEGACY_JOINT_FILE:
+            return cls._read_npz(path, dims)
+        source = open(path, "rb")  # noqa: SIM115 - kept open: see _own
+        try:
+            source.seek(-8, 2)
+            source.seek(int(np.frombuffer(source.read(8), "<i8")[0]))
+            head = read_npy(source, path)
+            if int(head[0]) != JOINT_VERSION or tuple(head[1:]) != tuple(dims):
+                raise ValueError(f"{path}: another joint index format; rebuilt")
+            mean, matrix, radius = (read_npy(source, path) for _ in range(3))
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC)
+            if not isinstance(index, faiss.IndexIVF):
+                raise ValueError(f"{path}: not a joint IVF index")
+        except BaseException:
+            source.close()
+            raise
+        joint = cls(dims, index, mean, matrix, float(radius[0]))
+        joint._source = source
+        return joint
+
+    def _own(self) -> None:
+        """Before a change: read the mapped index into memory, from the file it
+        was mapped from (held open, so a writer's replacing it since does not
+        matter). FAISS cannot change a mapped index (it aborts the process)."""
+        if self._source is None:
+            return
+        with self._source as fh:
+            fh.seek(0)
+            index = faiss.read_index(faiss.PyCallbackIOReader(fh.read, 1 << 24))
+        self._source = None
+        self.index = index
+
+    @property
+    def mapped(self) -> bool:
+        """Whether the index is a memory map of its file (not yet changed)."""
+        return self._source is not None
+
+    @classmethod
+    def _read_npz(cls, path: Path, dims: tuple[int, ...]) -> JointIndex:
+        """Read the previous format (an ``.npz``, version 1, with a direct map,
+        which is dropped); :attr:`legacy` says it needs rewriting."""
         with np.load(path, allow_pickle=False) as z:
-            if int(z["version"]) != JOINT_VERSION or tuple(z["dims"]) != tuple(dims):
+            if int(z["version"]) != 1 or tuple(z["dims"]) != tuple(dims):
                 raise ValueError(f"{path}: another joint index format; rebuilt")
             index = faiss.deserialize_index(z["index"])
             mean, matrix, radius = z["mean"], z["matrix"], float(z["radius"])
         if not isinstance(index, faiss.IndexIVF):
             raise ValueError(f"{path}: not a joint IVF index")
-        index.set_direct_map_type(faiss.DirectMap.Hashtable)
-        return cls(dims, index, mean, matrix, radius)
+        index.set_direct_map_type(faiss.DirectMap.NoMap)
+        joint = cls(dims, index, mean, matrix, radius)
+        joint.legacy = True
+        return joint
 
 
 def _lift(y: np.ndarray, radius: float) -> np.ndarray:

@@ -98,9 +98,9 @@ class SearchOptions:
         overfetch, min_candidates: first-stage candidates = max(overfetch * k,
             min_candidates) per pose (default: 100 and 1,000 from the joint index,
             whose order is nearly the final one; 200 and 2,000 from a scale's).
-        nprobe: IVF lists scanned at first (default: the index's own,
-            :data:`swan_index.joint.JOINT_NPROBE` for the joint index,
-            :data:`swan_index.vectors.DEFAULT_NPROBE` for a scale's).
+        nprobe: IVF lists of the joint index scanned at first (default
+            :data:`swan_index.joint.JOINT_NPROBE`, over the share of entries a
+            filter leaves; a scale's index is exact).
         exact_filter_limit: a filter leaving at most this many entries scores
             them all.
         fit_top: how many of the best entries the rotational fit re-scores
@@ -378,15 +378,18 @@ def coarse_candidates(
     while True:
         sims, found = index.search(q, n_fetch, allowed, nprobe)
         ok = found >= 0
-        cand, inverse = np.unique(found[ok], return_inverse=True)
-        if len(cand) > n_cand:
+        if len(q) == 1:  # one pose: its ids are unique already
+            cand, best = found[ok], sims[ok].astype(np.float64)
+        else:  # an entry found under several poses keeps its best
+            cand, inverse = np.unique(found[ok], return_inverse=True)
             best = np.full(len(cand), -np.inf)
             np.maximum.at(best, inverse, sims[ok])
+        if len(cand) > n_cand:
             if sized:
                 gap = np.abs(size_of(cand))
                 best -= size_weight * np.nan_to_num(gap, nan=0.0)
-            keep = np.argpartition(-best, n_cand - 1)[:n_cand]
-            cand = np.sort(cand[keep])
+            cand = cand[np.argpartition(-best, n_cand - 1)[:n_cand]]
+        cand = np.sort(cand)
         if len(cand) >= need or index.kind != "ivf" or nprobe >= index.nlist:
             return cand
         nprobe *= 4  # the filter left too few in the lists scanned: widen

@@ -359,7 +359,7 @@ def _finish(build: Path, old: pa.Table, old_meta: dict) -> tuple[set[int], dict]
                 raise
         if moves:
             faiss_dir = build / "faiss"
-            for index in [*faiss_dir.glob("*.index"), *faiss_dir.glob("joint.npz")]:
+            for index in [*faiss_dir.glob("scale_*"), *faiss_dir.glob("joint.*")]:
                 index.unlink()  # the next open builds them from the database
     finally:
         lock.release()

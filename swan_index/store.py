@@ -1,9 +1,12 @@
-"""The Store: DuckDB (source of truth) plus one FAISS index per scale.
+"""The Store: DuckDB (source of truth) plus the vectors of every scale.
 
 A store is a folder::
 
     STORE/swan.duckdb            entries, codes, previews, layout, ingest_log, meta
-    STORE/faiss/scale_<s>.index  one FAISS index per scale side s, ids = entry ids
+    STORE/faiss/scale_<s>.vectors  the vectors of scale side s, ids = entry ids
+                                 (memory-mapped when read: swan_index.vectors)
+    STORE/faiss/joint.ivf        above the approximate threshold: the joint
+                                 first-stage index (swan_index.joint)
     STORE/manifest.json          encoder hash + config, counts, index kinds, format,
                                  the high-water mark of the last committed write
     STORE/write.lock             held by the one writer
@@ -110,6 +113,7 @@ class Store(StoreSearch):
         lock: WriterLock | None,
         approx_threshold: int,
         timeout: float,
+        reads: SharedReader | None = None,
     ) -> None:
         self.path = path
         self.encoder = encoder
@@ -126,11 +130,9 @@ class Store(StoreSearch):
         self._index_info: dict[str, Any] = {}  # the FAISS files as last written
         self._closed = False
         # a reader keeps one connection between queries while no writer exists
-        self._reads = (
-            SharedReader(path / DB_NAME, path / "write.lock", timeout)
-            if read_only
-            else None
-        )
+        self._reads = reads
+        if read_only and reads is None:
+            self._reads = SharedReader(path / DB_NAME, path / "write.lock", timeout)
 
     # -- opening -------------------------------------------------------------------
     @classmethod
@@ -187,6 +189,7 @@ class Store(StoreSearch):
         if not read_only:
             lock = WriterLock(path)
             lock.acquire()
+        reads = None
         try:
             if not db.exists():
                 create_db(db, encoder)
@@ -195,7 +198,15 @@ class Store(StoreSearch):
                 if not read_only:  # an older store gets the columns added since
                     with connect(db, read_only=False, timeout=timeout) as con:
                         add_columns(con)
-                with connect(db, read_only=True, timeout=timeout) as con:
+                # a reader's one connection serves the open too (a connection
+                # costs ~0.1 s)
+                if read_only:
+                    reads = SharedReader(db, path / "write.lock", timeout)
+                with (
+                    reads.connection()
+                    if reads is not None
+                    else connect(db, read_only=True, timeout=timeout)
+                ) as con:
                     meta = read_meta(con)
                 stored = stored_encoder(path / DB_NAME, meta)
                 if encoder is not None and encoder.hash != stored.hash:
@@ -204,13 +215,19 @@ class Store(StoreSearch):
                         f"not {encoder.hash[:12]}; use that checkpoint, or re-encode "
                         f"the store with this one: {reencode_hint(path)}"
                     )
-                store = cls(path, stored, read_only, lock, approx_threshold, timeout)
+                store = cls(
+                    path, stored, read_only, lock, approx_threshold, timeout, reads
+                )
                 store._indexes.load()
+                if store._indexes.legacy:
+                    store._legacy_note()
                 store._check_loss(manifest, accept_loss)
                 store._sync()
         except BaseException:
             if lock is not None:
                 lock.release()
+            if reads is not None:
+                reads.close()
             raise
         if not read_only:
             try:
@@ -222,6 +239,23 @@ class Store(StoreSearch):
                 lock.release()
                 raise
         return store
+
+    def _legacy_note(self) -> None:
+        """One line on a store whose vectors are in the previous format."""
+        if self.read_only:
+            log.warning(
+                "%s: vectors in the previous format (faiss/scale_<s>.index, "
+                "joint.npz), read into memory on every open; open the store once for "
+                "writing (`swan check --store %s --repair`) to convert them",
+                self.path,
+                self.path,
+            )
+        else:
+            log.warning(
+                "%s: vectors in the previous format (faiss/scale_<s>.index, "
+                "joint.npz): converting them (faiss/scale_<s>.vectors, joint.ivf)",
+                self.path,
+            )
 
     def _check_loss(self, manifest: tuple, accept: bool) -> None:
         """Compare the database with the manifest's mark and the FAISS files'
@@ -282,17 +316,20 @@ class Store(StoreSearch):
                     f"{self.encoder.hash[:12]} (re-encoded); open the store again "
                     "(restart `swan serve`)"
                 )
-            got = con.execute("SELECT id, rg FROM entries ORDER BY id").fetchnumpy()
-            code_ids = con.execute("SELECT id FROM codes ORDER BY id").fetchnumpy()
-            self._ids = np.asarray(got["id"], np.int64)
-            self._rg = np.asarray(
-                np.ma.filled(np.ma.asarray(got["rg"], np.float64), np.nan), np.float64
-            )
+            # (in insertion order, so by id as a rule: sorted here when not,
+            # which costs less than an ORDER BY at a million entries)
+            got = con.execute("SELECT id, rg FROM entries").fetchnumpy()
+            code_ids = _sorted(con.execute("SELECT id FROM codes").fetchnumpy()["id"])
+            ids = np.asarray(got["id"], np.int64)
+            rg = np.ma.filled(np.ma.asarray(got["rg"], np.float64), np.nan)
+            order = _sorted(ids, order=True)
+            self._ids = ids if order is None else ids[order]
+            self._rg = np.asarray(rg if order is None else rg[order], np.float64)
             self._rg_by_id = None
             # a disagreement found on open means a crash between the two writes
-            self._indexes.reconcile(con, code_ids["id"], warn=self._generation < 0)
+            self._indexes.reconcile(con, code_ids, warn=self._generation < 0)
             # a store written before the joint index existed gets it here
-            n = len(code_ids["id"])
+            n = len(code_ids)
             self._indexes.ensure_joint(n, self.approx_threshold, drop=False)
             self._generation = generation
 
@@ -678,3 +715,13 @@ class Store(StoreSearch):
             "bytes": {f.name: f.stat().st_size for f in files if f.exists()},
             "time": time.time(),
         }
+
+
+def _sorted(ids: np.ndarray, order: bool = False) -> np.ndarray | None:
+    """``ids`` (int64) sorted, or with ``order`` the order that sorts them
+    (``None`` where they already are)."""
+    ids = np.asarray(ids, np.int64)
+    done = bool(np.all(ids[1:] > ids[:-1]))
+    if order:
+        return None if done else np.argsort(ids, kind="stable")
+    return ids if done else np.sort(ids)

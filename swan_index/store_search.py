@@ -23,7 +23,6 @@ from swan_index.ranking import (
 from swan_index.tables import (
     id_in,
 )
-from swan_index.vectors import DEFAULT_NPROBE
 from swan_index.where import WhereLimits, matching_ids
 
 log = logging.getLogger(__name__)
@@ -161,7 +160,7 @@ class StoreSearch:
                     opts.candidates(k, joint=False),
                     k,
                     allowed,
-                    opts.nprobe or DEFAULT_NPROBE,
+                    0,  # a scale's index is exact
                     None if rg is None else lambda c: size_gap(rg, self._rg_of(c)),
                     opts.size_weight,
                 )
@@ -196,13 +195,21 @@ class StoreSearch:
         full = np.zeros(len(self.encoder.scales))
         full[sel] = weights
         q = joint.query([qv[i] if full[i] else None for i in range(len(qv))], full)
+        nprobe = opts.nprobe
+        if nprobe is None:
+            nprobe = JOINT_NPROBE
+            if allowed is not None and len(allowed):
+                # a filter leaves a share of every list: scan as many more lists,
+                # so that as many allowed entries are scanned as without it
+                share = len(allowed) / max(1, joint.ntotal)
+                nprobe = int(min(joint.nlist, np.ceil(nprobe / share)))
         return coarse_candidates(
             joint,
             q,
             opts.candidates(k, joint=True),
             k,
             allowed,
-            opts.nprobe or JOINT_NPROBE,
+            nprobe,
             None if rg is None else lambda c: size_gap(rg, self._rg_of(c)),
             opts.size_weight,
             JOINT_PRUNE_FACTOR,

@@ -1,26 +1,34 @@
-"""One FAISS index per scale, with ids equal to the store's DuckDB entry ids.
+"""The vectors of one scale, with ids equal to the store's DuckDB entry ids.
 
-Index types (chosen by size, see :func:`index_kind`):
+Every scale is held flat: the vectors themselves, float32, L2-normalised (inner
+product = cosine), one row per entry. A store above the approximate threshold
+finds its candidates with the joint index (:mod:`swan_index.joint`); the
+per-scale vectors serve the exact scores of those candidates (a lookup by id) and
+``exact=True`` (a scan of every row).
 
-* ``flat``: ``IndexIDMap2(IndexFlatIP)``, exact inner product (= cosine: retrieval
-  vectors are L2-normalised). Every scale uses it below ``approx_threshold``
-  entries, and the finer scales always use it, because they only re-rank the few
-  hundred candidates of the coarsest scale (a lookup by id, not a scan).
-* ``ivf``: ``IndexIVFFlat`` (inner product) with ``nlist = 4 sqrt(N)`` lists and a
-  hash-table direct map (lookup and removal by id), used for the coarsest scale
-  above ``approx_threshold`` entries. It is approximate: it scans ``nprobe`` lists.
-  Recall of the coarse candidate stage is measured by
-  ``benchmarks/bench_search.py``, results in ``docs/results/search.md``.
+**File.** ``faiss/scale_<side>.vectors`` holds two arrays in NumPy's ``.npy``
+format, one after the other: the ids ``[n]`` int64, then the vectors ``[n,
+dim]`` float32, in the same row order. It is **memory-mapped** when read, not
+copied: opening costs next to nothing, and a reader's vectors live in the
+operating system's page cache (shared between the processes that read one
+store, dropped under memory pressure and read again from disk), not in its own
+memory. A search reads the rows of its candidates only; ``exact=True`` reads
+them all. The first change to a mapped scale (an add or a removal: a writer's
+ingest, a reader's refresh after a writer's commits) copies it into memory.
 
 Files are written atomically (a temporary file in the same folder, then
-``os.replace``), so a reader never sees half an index.
+``os.replace``), so a reader never sees half a file, and a reader's mapping of a
+file since replaced stays valid (it maps the old file until it reopens).
+
+Stores written before this format hold ``scale_<side>.index`` (a FAISS index:
+``IndexIDMap2(IndexFlatIP)``, or ``IndexIVFFlat`` for the coarsest scale of a
+large store): :meth:`ScaleIndex.read` reads those into memory, and a writer
+rewrites them in this format (:class:`swan_index.indexes.ScaleIndexes`).
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import faiss
@@ -30,14 +38,14 @@ from swan_index.files import atomic_write
 
 log = logging.getLogger(__name__)
 
-#: Lists scanned per query by default (of ``nlist``); see docs/results/search.md.
-DEFAULT_NPROBE = 32
+#: The file of a scale's vectors, and the FAISS file of the previous format.
+SUFFIX, LEGACY_SUFFIX = ".vectors", ".index"
 
 
-def index_kind(n: int, coarsest: bool, approx_threshold: int) -> str:
-    """``"ivf"`` for the coarsest scale above ``approx_threshold`` entries, else
-    ``"flat"``."""
-    return "ivf" if coarsest and n > approx_threshold else "flat"
+def scale_file(folder: Path, side: int, legacy: bool = False) -> Path:
+    """The file of scale ``side``'s vectors in the store's ``faiss`` folder
+    (``legacy``: the FAISS file of the previous format)."""
+    return folder / f"scale_{side}{LEGACY_SUFFIX if legacy else SUFFIX}"
 
 
 class ScaleIndex:
@@ -45,143 +53,118 @@ class ScaleIndex:
 
     Args:
         dim: vector dimension.
-        index: an existing FAISS index (from :meth:`read`), or ``None`` for an
-            empty flat one.
+        ids: ``[n]`` int64 (unique), or ``None`` for an empty index.
+        vectors: ``[n, dim]`` float32, rows aligned with ``ids`` (may be a
+            read-only memory map: see the module docs).
+        mapped: whether ``vectors`` is a memory map of the file.
     """
 
-    def __init__(self, dim: int, index: faiss.Index | None = None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        ids: np.ndarray | None = None,
+        vectors: np.ndarray | None = None,
+        mapped: bool = False,
+    ) -> None:
         self.dim = dim
-        self.index = index if index is not None else _flat(dim)
-        self._pos_of: np.ndarray | None = None  # flat: position by id (-1: none)
-        if self.index.d != dim:
-            raise ValueError(f"index has {self.index.d} dims, expected {dim}")
+        self._mapped = mapped
+        self._ids = np.zeros(0, np.int64) if ids is None else ids
+        self._vecs = np.zeros((0, dim), np.float32) if vectors is None else vectors
+        if self._vecs.shape != (len(self._ids), dim):
+            raise ValueError(
+                f"{self._vecs.shape} vectors for {len(self._ids)} ids of {dim} dims"
+            )
+        self._n = len(self._ids)  # rows in use (the arrays may hold spare room)
+        self._pos_of: np.ndarray | None = None  # row by id (-1: none)
 
-    # -- kind and conversion -----------------------------------------------------
+    # -- kind ----------------------------------------------------------------------
     @property
     def kind(self) -> str:
-        return "ivf" if isinstance(self.index, faiss.IndexIVF) else "flat"
+        return "flat"
 
     @property
     def ntotal(self) -> int:
-        return int(self.index.ntotal)
+        return self._n
 
     @property
     def nlist(self) -> int:
-        return int(self.index.nlist) if self.kind == "ivf" else 0
+        return 0
 
-    def convert(self, kind: str, seed: int = 0) -> None:
-        """Rebuild this index as ``kind`` (``"flat"`` or ``"ivf"``) from its own
-        vectors (exact copies: both kinds store float32)."""
-        if kind == self.kind:
-            return
-        self._pos_of = None
-        ids, vecs = self.all_vectors()
-        order = np.argsort(ids)  # ascending ids keep lookups on the fast path
-        ids, vecs = ids[order], vecs[order]
-        if kind == "flat":
-            self.index = _flat(self.dim)
-        else:
-            self.index = _ivf(vecs, seed)
-        if len(ids):
-            self.index.add_with_ids(vecs, ids)
+    @property
+    def mapped(self) -> bool:
+        """Whether the vectors are a memory map of the file (not yet changed)."""
+        return self._mapped
 
     # -- content -------------------------------------------------------------------
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         """Add ``vectors`` ``[n, dim]`` float32 under ``ids`` ``[n]`` int64."""
-        if len(ids):
-            self._pos_of = None
-            self.index.add_with_ids(
-                np.ascontiguousarray(vectors, dtype=np.float32),
-                np.ascontiguousarray(ids, dtype=np.int64),
-            )
+        m = len(ids)
+        if not m:
+            return
+        self._pos_of = None
+        n = self._n
+        if self.mapped or len(self._ids) < n + m:  # grow by half: amortised O(1)
+            room = max(n + m, n + n // 2)
+            ids_buf = np.empty(room, np.int64)
+            vec_buf = np.empty((room, self.dim), np.float32)
+            ids_buf[:n], vec_buf[:n] = self._ids[:n], self._vecs[:n]
+            self._ids, self._vecs, self._mapped = ids_buf, vec_buf, False
+        self._ids[n : n + m] = ids
+        self._vecs[n : n + m] = vectors
+        self._n = n + m
 
     def remove(self, ids: np.ndarray) -> int:
         """Remove ``ids``; returns how many were present."""
-        if not len(ids):
+        if not len(ids) or not self._n:
             return 0
-        self._pos_of = None
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
-        if self.kind == "ivf":  # the hash-table direct map takes an explicit array
-            present = np.isin(ids, self.ids())
-            ids = np.ascontiguousarray(ids[present])
-            sel = faiss.IDSelectorArray(len(ids), faiss.swig_ptr(ids))
-        else:
-            sel = faiss.IDSelectorBatch(ids)
-        return int(self.index.remove_ids(sel))
+        gone = np.isin(self._ids[: self._n], np.asarray(ids, np.int64))
+        count = int(gone.sum())
+        if count:
+            self._pos_of = None
+            keep = ~gone
+            self._ids = self._ids[: self._n][keep]  # copies: in memory from now on
+            self._vecs = np.ascontiguousarray(self._vecs[: self._n][keep])
+            self._mapped = False
+            self._n = len(self._ids)
+        return count
 
     def ids(self) -> np.ndarray:
-        """Every id in the index (int64, unsorted)."""
-        if self.kind == "flat":
-            return faiss.vector_to_array(self.index.id_map).astype(np.int64)
-        parts = [lst_ids for lst_ids, _ in self._lists(with_codes=False)]
-        return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+        """Every id held, in row order (int64, a read-only view)."""
+        view = self._ids[: self._n].view()
+        view.flags.writeable = False
+        return view
 
     def all_vectors(self, copy: bool = True) -> tuple[np.ndarray, np.ndarray]:
-        """``(ids [n], vectors [n, dim])`` of everything stored, in index order.
+        """``(ids [n], vectors [n, dim])`` of everything stored, in row order.
 
-        With ``copy=False`` a flat index's vectors are a view of its storage, valid
-        until the index changes.
+        With ``copy=False`` both are views of the storage (or of the memory
+        map), valid until the index changes.
         """
-        if self.kind == "flat":
-            ids = self.ids()
-            vecs = self._flat_vectors()
-            return ids, (vecs.copy() if copy else vecs)
-        ids, vecs = [], []
-        for lst_ids, codes in self._lists(with_codes=True):
-            ids.append(lst_ids)
-            vecs.append(codes.view(np.float32).reshape(-1, self.dim))
-        if not ids:
-            return np.zeros(0, np.int64), np.zeros((0, self.dim), np.float32)
-        return np.concatenate(ids), np.concatenate(vecs)
-
-    def _flat_vectors(self) -> np.ndarray:
-        """A flat index's storage ``[n, dim]`` as a view (valid until it changes)."""
-        n = self.ntotal
-        if not n:
-            return np.zeros((0, self.dim), np.float32)
-        flat = faiss.downcast_index(self.index.index)  # a view; self owns it
-        return faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)
-
-    def _lists(self, with_codes: bool) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        invlists = self.index.invlists
-        code_size = invlists.code_size
-        for lst in range(self.index.nlist):
-            n = invlists.list_size(lst)
-            if not n:
-                continue
-            ids = faiss.rev_swig_ptr(invlists.get_ids(lst), n).astype(np.int64)
-            codes = (
-                faiss.rev_swig_ptr(invlists.get_codes(lst), n * code_size).copy()
-                if with_codes
-                else None
-            )
-            yield ids, codes
+        ids, vecs = self.ids(), self._vecs[: self._n]
+        return (ids.copy(), np.array(vecs)) if copy else (ids, vecs)
 
     def lookup(self, ids: np.ndarray) -> np.ndarray:
         """Vectors ``[n, dim]`` of ``ids`` (each must be present)."""
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        ids = np.asarray(ids, np.int64)
         if not len(ids):
             return np.zeros((0, self.dim), np.float32)
-        if self.kind == "flat":
-            # A position per id (ids are dense: given out in ascending order,
-            # rarely deleted), so a lookup is one take from a table and one from
-            # the storage: ~25x faster than FAISS's per-id hash lookups, and
-            # ~5x faster than a binary search over the ids at a million entries.
-            if self._pos_of is None:
-                held = self.ids()
-                top = int(held.max()) + 1 if len(held) else 0
-                pos_of = np.full(top, -1, np.int64 if len(held) >> 31 else np.int32)
-                pos_of[held] = np.arange(len(held))
-                self._pos_of = pos_of
-            inside = (ids >= 0) & (ids < len(self._pos_of))
-            pos = np.where(inside, self._pos_of[np.where(inside, ids, 0)], -1)
-            if np.any(pos < 0):
-                raise KeyError(f"ids not in the index: {ids[pos < 0][:5]}")
-            return self._flat_vectors()[pos]
-        try:
-            return self.index.reconstruct_batch(ids)
-        except RuntimeError as exc:
-            raise KeyError(f"ids not in the index: {ids[:5]}") from exc
+        # A row per id (ids are dense: given out in ascending order, rarely
+        # deleted), so a lookup is one take from a table and one from the rows.
+        pos_of = self._positions()
+        inside = (ids >= 0) & (ids < len(pos_of))
+        pos = np.where(inside, pos_of[np.where(inside, ids, 0)], -1)
+        if np.any(pos < 0):
+            raise KeyError(f"ids not in the index: {ids[pos < 0][:5]}")
+        return self._vecs[pos]
+
+    def _positions(self) -> np.ndarray:
+        if self._pos_of is None:
+            held = self._ids[: self._n]
+            top = int(held.max()) + 1 if len(held) else 0
+            pos_of = np.full(top, -1, np.int64 if len(held) >> 31 else np.int32)
+            pos_of[held] = np.arange(len(held))
+            self._pos_of = pos_of
+        return self._pos_of
 
     # -- search --------------------------------------------------------------------
     def search(
@@ -189,64 +172,145 @@ class ScaleIndex:
         queries: np.ndarray,
         k: int,
         allowed: np.ndarray | None = None,
-        nprobe: int = DEFAULT_NPROBE,
+        nprobe: int = 0,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top ``k`` by inner product for each query row.
+        """Top ``k`` by inner product for each query row, exactly (every row, or
+        every allowed one, is scored).
 
         Args:
             queries: ``[q, dim]`` float32.
             k: hits per query.
-            allowed: restrict to these ids (``None``: all).
-            nprobe: lists scanned (``ivf`` only; capped at ``nlist``).
+            allowed: restrict to these ids (``None``: all; ids not held are
+                ignored).
+            nprobe: ignored (an exact index scans everything).
 
         Returns:
-            ``(scores [q, k], ids [q, k])``; ``-1`` ids where fewer than k exist.
+            ``(scores [q, k], ids [q, k])`` best first; ``-1`` ids (and ``-inf``
+            scores) where fewer than k exist.
         """
-        k = max(1, min(k, self.ntotal)) if self.ntotal else 1
-        sel = (
-            faiss.IDSelectorBatch(np.ascontiguousarray(allowed, dtype=np.int64))
-            if allowed is not None
-            else None
-        )
-        if self.kind == "ivf":
-            params = faiss.SearchParametersIVF(nprobe=min(nprobe, self.nlist), sel=sel)
-        else:
-            params = faiss.SearchParameters(sel=sel) if sel is not None else None
-        q = np.ascontiguousarray(queries, dtype=np.float32)
-        return self.index.search(q, k, params=params)
+        q = np.atleast_2d(np.asarray(queries, np.float32))
+        ids = self._ids[: self._n]
+        vecs = self._vecs[: self._n]
+        if allowed is not None:
+            allowed = np.asarray(allowed, np.int64)
+            pos_of = self._positions()
+            allowed = allowed[(allowed >= 0) & (allowed < len(pos_of))]
+            pos = pos_of[allowed]
+            pos = np.sort(pos[pos >= 0])
+            ids, vecs = ids[pos], vecs[pos]
+        k = max(1, int(k))
+        scores = np.full((len(q), k), -np.inf, np.float32)
+        found = np.full((len(q), k), -1, np.int64)
+        if len(ids):
+            sims = q @ vecs.T
+            m = min(k, len(ids))
+            top = np.argpartition(-sims, m - 1, axis=1)[:, :m]
+            best = np.take_along_axis(sims, top, axis=1)
+            order = np.argsort(-best, axis=1, kind="stable")
+            scores[:, :m] = np.take_along_axis(best, order, axis=1)
+            found[:, :m] = ids[np.take_along_axis(top, order, axis=1)]
+        return scores, found
 
     # -- files ---------------------------------------------------------------------
     def write(self, path: Path) -> None:
-        """Write atomically: temp file in the same folder, then rename."""
-        atomic_write(path, lambda tmp: faiss.write_index(self.index, tmp))
+        """Write atomically (see the module docs for the format)."""
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as fh:
+                np.lib.format.write_array(fh, np.ascontiguousarray(self.ids()))
+                np.lib.format.write_array(
+                    fh, np.ascontiguousarray(self._vecs[: self._n], np.float32)
+                )
+
+        atomic_write(path, write)
 
     @classmethod
     def read(cls, path: Path, dim: int) -> ScaleIndex:
+        """Read (memory-map) a file :meth:`write` wrote, or read a FAISS file of
+        the previous format (``.index``, into memory).
+
+        Raises:
+            ValueError: not a file this store writes, or of another dimension.
+        """
+        if path.suffix == LEGACY_SUFFIX:
+            return cls._read_faiss(path, dim)
+        with open(path, "rb") as fh:
+            id_shape, id_type = _array_header(fh, path)
+            id_offset = fh.tell()
+            fh.seek(id_offset + 8 * int(np.prod(id_shape)))
+            shape, dtype = _array_header(fh, path)
+            offset = fh.tell()
+        if (
+            id_type != np.int64
+            or len(id_shape) != 1
+            or shape != (id_shape[0], dim)
+            or dtype != np.float32
+        ):
+            raise ValueError(
+                f"{path}: holds {shape} {dtype} vectors for {id_shape} {id_type} "
+                f"ids, not [n, {dim}] float32 for [n] int64; delete it (rebuilt "
+                "from the database)"
+            )
+        if not id_shape[0]:
+            return cls(dim)
+        ids = np.memmap(path, np.int64, "r", offset=id_offset, shape=id_shape)
+        vecs = np.memmap(path, np.float32, "r", offset=offset, shape=shape)
+        return cls(dim, np.asarray(ids), np.asarray(vecs), mapped=True)
+
+    @classmethod
+    def _read_faiss(cls, path: Path, dim: int) -> ScaleIndex:
+        """The vectors of a FAISS file of the previous format, into memory."""
         index = faiss.read_index(str(path))  # already downcast to its class
+        if index.d != dim:
+            raise ValueError(f"{path}: {index.d} dims, expected {dim}")
         if isinstance(index, faiss.IndexIVF):
-            index.set_direct_map_type(faiss.DirectMap.Hashtable)
-        elif not isinstance(index, faiss.IndexIDMap2):
+            invlists = index.invlists
+            ids, vecs = [], []
+            for lst in range(index.nlist):
+                if n := invlists.list_size(lst):
+                    ids.append(faiss.rev_swig_ptr(invlists.get_ids(lst), n).copy())
+                    codes = faiss.rev_swig_ptr(invlists.get_codes(lst), n * 4 * dim)
+                    vecs.append(codes.copy().view(np.float32).reshape(n, dim))
+            if not ids:
+                return cls(dim)
+            ids, vecs = np.concatenate(ids), np.concatenate(vecs)
+            order = np.argsort(ids)  # ascending ids keep lookups on the fast path
+            return cls(dim, ids[order].astype(np.int64), vecs[order])
+        if not isinstance(index, faiss.IndexIDMap):
             raise ValueError(f"{path}: not an index this store writes; delete it")
-        return cls(dim, index)
+        ids = faiss.vector_to_array(index.id_map).astype(np.int64)
+        flat = faiss.downcast_index(index.index)
+        n = int(flat.ntotal)
+        vecs = faiss.rev_swig_ptr(flat.get_xb(), n * dim).reshape(n, dim).copy()
+        return cls(dim, ids, vecs)
 
 
-def _flat(dim: int) -> faiss.Index:
-    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+def _array_header(fh, path: Path) -> tuple[tuple[int, ...], np.dtype]:  # noqa: ANN001
+    """The shape and dtype of the ``.npy`` array starting at ``fh``'s position."""
+    try:
+        version = np.lib.format.read_magic(fh)
+        read = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }[version]
+        shape, fortran, dtype = read(fh)
+    except Exception as exc:  # noqa: BLE001 - any damage: one message
+        raise ValueError(f"{path}: not a vectors file ({exc})") from exc
+    if fortran:
+        raise ValueError(f"{path}: not a vectors file (Fortran order)")
+    return tuple(shape), np.dtype(dtype)
 
 
-def _ivf(vectors: np.ndarray, seed: int) -> faiss.Index:
-    """An IVF-Flat index trained on (a sample of) ``vectors``."""
-    n, dim = vectors.shape
-    nlist = max(16, min(65536, int(4 * math.sqrt(max(n, 1)))))
-    nlist = min(nlist, max(1, n // 39))  # FAISS wants >= 39 training points per list
-    quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    rng = np.random.default_rng(seed)
-    sample = vectors
-    if n > 64 * nlist:  # 64 points per list train k-means well enough, 4x faster
-        sample = vectors[rng.choice(n, 64 * nlist, replace=False)]
-    index.cp.seed = seed
-    index.train(np.ascontiguousarray(sample, dtype=np.float32))
-    index.set_direct_map_type(faiss.DirectMap.Hashtable)
-    log.info("trained IVF index: %d lists on %d vectors", nlist, len(sample))
-    return index
+def read_npy(fh, path: Path) -> np.ndarray:  # noqa: ANN001
+    """The ``.npy`` array starting at ``fh``'s position, read into memory
+    (``path``: the file, for messages).
+
+    Raises:
+        ValueError: not an ``.npy`` array there, or a truncated one.
+    """
+    shape, dtype = _array_header(fh, path)
+    count = int(np.prod(shape))
+    out = np.fromfile(fh, dtype, count)
+    if len(out) != count:
+        raise ValueError(f"{path}: truncated")
+    return out.reshape(shape)

@@ -16,7 +16,7 @@ import pytest
 from swan_index.check import check_store
 from swan_index.cli import main
 from swan_index.store import Store
-from swan_index.vectors import ScaleIndex
+from swan_index.vectors import ScaleIndex, scale_file
 from tests.test_store import TINY, crash_copy, tiny_batch, truncate_wal
 
 
@@ -72,7 +72,7 @@ def _sql(path: Path, sql: str) -> None:
 
 
 def _index(path: Path, side: int = 2) -> Path:
-    return path / "faiss" / f"scale_{side}.index"
+    return scale_file(path / "faiss", side)
 
 
 def test_a_consistent_store_passes(store_path, capsys):
@@ -167,16 +167,16 @@ DAMAGE = {
     "bad log": (_bad_log, "ingest_log rows have an unknown status", False),
     "index lacks": (
         _index_lacks,
-        "scale_2.index: 1 ids of the database it lacks",
+        "scale_2.vectors: 1 ids of the database it lacks",
         True,
     ),
     "index vector": (
         _index_vector,
-        "scale_2.index: 1 of 9 sampled vectors differ",
+        "scale_2.vectors: 1 of 9 sampled vectors differ",
         True,
     ),
-    "index garbage": (_index_garbage, "scale_2.index: unreadable", True),
-    "index missing": (_index_missing, "scale_1.index: missing", True),
+    "index garbage": (_index_garbage, "scale_2.vectors: unreadable", True),
+    "index missing": (_index_missing, "scale_1.vectors: missing", True),
     "manifest count": (_manifest_count, "holds 4 vectors, it holds 9", True),
     "manifest missing": (_manifest_missing, "manifest.json: missing", True),
     "truncated": (_truncated, "not a readable store database", False),

@@ -69,7 +69,7 @@ def test_everything_probed_equals_exact(tmp_path, encoder, full_dims):
     with _build(tmp_path / "s", encoder) as st:
         info = st.joint_info()
         assert info is not None and info["ntotal"] == N and info["nlist"] > 1
-        assert (tmp_path / "s" / "faiss" / "joint.npz").exists()
+        assert (tmp_path / "s" / "faiss" / "joint.ivf").exists()
         for rg in (None, 35.0):
             for a, e, sa, se in _agree(st, queries, EVERYTHING, rg=rg):
                 assert _same(a, e, sa, se)
@@ -133,7 +133,7 @@ def test_deletes_and_reopen(tmp_path, encoder, full_dims):
 def test_missing_or_damaged_file_is_rebuilt(tmp_path, encoder, full_dims, caplog):
     queries, _ = _seeded(encoder, 5, seed=1)
     path = tmp_path / "s"
-    file = path / "faiss" / "joint.npz"
+    file = path / "faiss" / "joint.ivf"
     with _build(path, encoder) as st:
         want = [_ids(st.search(queries[q], 10, EVERYTHING)) for q in range(5)]
     file.unlink()  # as a store written before the joint index existed
@@ -157,14 +157,14 @@ def test_missing_or_damaged_file_is_rebuilt(tmp_path, encoder, full_dims, caplog
         assert [
             _ids(reader.search(queries[q], 10, EVERYTHING)) for q in range(5)
         ] == want
-    assert "joint.npz unreadable" in caplog.text
+    assert "joint.ivf unreadable" in caplog.text
 
 
 def test_out_of_step_file_is_repaired(tmp_path, encoder, full_dims):
     """A crash between the database commit and the joint file's write."""
     queries, _ = _seeded(encoder, 5, seed=1)
     path = tmp_path / "s"
-    file = path / "faiss" / "joint.npz"
+    file = path / "faiss" / "joint.ivf"
     with _build(path, encoder) as st:
         old = file.read_bytes()
         top = _ids(st.search(queries[0], 10, EVERYTHING))[0]
@@ -179,7 +179,7 @@ def test_none_at_or_below_the_threshold(tmp_path, encoder):
     path = tmp_path / "s"
     with _build(path, encoder, n=THRESHOLD) as st:
         assert st.joint_info() is None
-    assert not (path / "faiss" / "joint.npz").exists()
+    assert not (path / "faiss" / "joint.ivf").exists()
     code, records = _seeded(encoder, 10, seed=7)
     with Store.open(path, approx_threshold=THRESHOLD) as st:  # built at the flush
         st.add(code, records)
@@ -188,14 +188,14 @@ def test_none_at_or_below_the_threshold(tmp_path, encoder):
         st.delete(list(range(1, 21)))
         st.flush()  # back at or below it: dropped
         assert st.joint_info() is None
-    assert not (path / "faiss" / "joint.npz").exists()
+    assert not (path / "faiss" / "joint.ivf").exists()
 
 
 def test_swan_check_inspects_the_joint_index(tmp_path, encoder):
     from swan_index.check import check_store
 
     path = tmp_path / "s"
-    file = path / "faiss" / "joint.npz"
+    file = path / "faiss" / "joint.ivf"
     with _build(path, encoder) as st:
         old = file.read_bytes()
         st.delete([1])
@@ -205,11 +205,112 @@ def test_swan_check_inspects_the_joint_index(tmp_path, encoder):
     file.write_bytes(old)  # the file from before the delete: one id too many
     report = check_store(path, files=False)
     (problem,) = report.problems
-    assert "joint.npz: 1 ids the database does not hold (ids 1)" in problem
+    assert "joint.ivf: 1 ids the database does not hold (ids 1)" in problem
     assert "--repair" in problem
     file.write_bytes(b"not an index")
     (problem,) = check_store(path, files=False).problems
-    assert "joint.npz: unreadable" in problem
+    assert "joint.ivf: unreadable" in problem
     with Store.open(path, approx_threshold=THRESHOLD):  # a writer mends it
         pass
     assert check_store(path, files=False).consistent
+
+
+def test_a_reader_maps_its_files_and_copies_them_on_a_refresh(
+    tmp_path, encoder, full_dims
+):
+    """A reader memory-maps the vectors and the joint index; a writer's commits,
+    picked up by a refresh, copy them into memory first (FAISS cannot change a
+    mapped index), and the answers follow."""
+    queries, _ = _seeded(encoder, 5, seed=1)
+    path = tmp_path / "s"
+    _build(path, encoder).close()
+    with Store.open(path, read_only=True) as reader:
+        assert all(ix.mapped for ix in reader._indexes.indexes)
+        assert reader._indexes.joint.mapped
+        before = [_ids(reader.search(queries[q], 10, EVERYTHING)) for q in range(5)]
+        assert before == [_ids(reader.search(queries[q], 10, EXACT)) for q in range(5)]
+        code, records = _seeded(encoder, 30, seed=3)
+        with Store.open(path, approx_threshold=THRESHOLD) as writer:
+            new = writer.add(code, records)
+            writer.delete([before[0][0]])
+        reader.refresh()
+        assert not reader._indexes.joint.mapped
+        assert not any(ix.mapped for ix in reader._indexes.indexes)
+        assert reader.joint_info()["ntotal"] == N + 30 - 1
+        for q in range(5):
+            a = reader.search(queries[q], 10, EVERYTHING)
+            e = reader.search(queries[q], 10, EXACT)
+            assert _same(_ids(a), _ids(e), [h.score for h in a], [h.score for h in e])
+        assert before[0][0] not in _ids(reader.search(queries[0], 10, EVERYTHING))
+        assert reader.search(int(new[0]), 1, EVERYTHING)[0].id == new[0]
+
+
+def _write_previous_format(path, encoder):
+    """Rewrite a store's files as the previous format wrote them: a FAISS
+    ``IndexIDMap2(IndexFlatIP)`` per scale (``scale_<s>.index``) and
+    ``joint.npz`` (version 1, with a hash-table direct map)."""
+    import faiss
+
+    folder = path / "faiss"
+    with Store.open(path, read_only=True) as st:
+        for side in encoder.info.scales:
+            ids, vecs = st.vectors(side)
+            index = faiss.IndexIDMap2(faiss.IndexFlatIP(vecs.shape[1]))
+            index.add_with_ids(vecs, ids)
+            faiss.write_index(index, str(folder / f"scale_{side}.index"))
+            (folder / f"scale_{side}.vectors").unlink()
+        j = st._indexes.joint
+        j._own()
+        j.index.set_direct_map_type(faiss.DirectMap.Hashtable)
+        np.savez(
+            folder / "joint.npz",
+            version=np.array(1),
+            dims=np.array(j.dims),
+            index=faiss.serialize_index(j.index),
+            mean=j.mean,
+            matrix=j.matrix,
+            radius=np.array(j.radius),
+        )
+    (folder / "joint.ivf").unlink()
+
+
+def test_a_store_of_the_previous_format_is_read_then_converted(
+    tmp_path, encoder, full_dims, caplog
+):
+    queries, _ = _seeded(encoder, 5, seed=1)
+    path = tmp_path / "s"
+    folder = path / "faiss"
+    with _build(path, encoder) as st:
+        want = [_ids(st.search(queries[q], 10, EVERYTHING)) for q in range(5)]
+    _write_previous_format(path, encoder)
+    old = sorted(p.name for p in folder.iterdir())
+    with (
+        caplog.at_level(logging.WARNING),
+        Store.open(path, read_only=True) as reader,
+    ):
+        assert reader.joint_info()["ntotal"] == N
+        assert [_ids(reader.search(queries[q], 10, EVERYTHING)) for q in range(5)] == (
+            want
+        )
+    (line,) = [r.message for r in caplog.records if "previous format" in r.message]
+    assert "read into memory" in line and "--repair" in line
+    assert sorted(p.name for p in folder.iterdir()) == old  # a reader writes nothing
+    caplog.clear()
+    with (
+        caplog.at_level(logging.WARNING),
+        Store.open(path, approx_threshold=THRESHOLD) as writer,
+    ):
+        assert [_ids(writer.search(queries[q], 10, EVERYTHING)) for q in range(5)] == (
+            want
+        )
+    (line,) = [r.message for r in caplog.records if "previous format" in r.message]
+    assert "converting" in line
+    names = {p.name for p in folder.iterdir()}
+    assert "joint.ivf" in names and "joint.npz" not in names
+    assert not [n for n in names if n.endswith(".index")]
+    assert len([n for n in names if n.endswith(".vectors")]) == 4
+    with Store.open(path, read_only=True) as reader:
+        assert all(ix.mapped for ix in reader._indexes.indexes)
+        assert [_ids(reader.search(queries[q], 10, EVERYTHING)) for q in range(5)] == (
+            want
+        )

@@ -205,8 +205,8 @@ def test_approximate_agrees_with_exact_on_seeded_data(tmp_path, encoder):
     ) as st:
         st.add(code, records)
         st.flush()
-        assert st.index_info()[0]["kind"] == "ivf"
-        assert [i["kind"] for i in st.index_info()[1:]] == ["flat"] * 3
+        assert [i["kind"] for i in st.index_info()] == ["flat"] * 4
+        assert st.joint_info()["ntotal"] == 3000  # the first stage above 1000
         recalls = []
         for q in range(len(queries)):
             approx = [h.id for h in st.search(queries[q], k=10)]
@@ -215,7 +215,7 @@ def test_approximate_agrees_with_exact_on_seeded_data(tmp_path, encoder):
                 for h in st.search(queries[q], k=10, options=SearchOptions(exact=True))
             ]
             recalls.append(len(set(approx) & set(exact)) / 10)
-            # scanning every list, the IVF stage is exact: same as a flat index
+            # scanning every list of the joint index: the same as a small store
             full = [
                 h.id
                 for h in st.search(
@@ -226,6 +226,7 @@ def test_approximate_agrees_with_exact_on_seeded_data(tmp_path, encoder):
             assert full == flat
         assert np.mean(recalls) >= 0.95
         # a filter that leaves few entries still gives k hits with the IVF index
+        # (the scan widens from one list)
         where = "method = 'helical' AND resolution = 3"
         n = st.count(where)
         assert 10 <= n < 200
@@ -238,8 +239,8 @@ def test_approximate_agrees_with_exact_on_seeded_data(tmp_path, encoder):
         rows = st.get([h.id for h in hits])
         assert all(r["method"] == "helical" and r["resolution"] == 3 for r in rows)
         top = [h.id for h in st.search(queries[0], k=10)]
-    with Store.open(tmp_path / "ivf", read_only=True) as reader:  # the IVF reloads
-        assert reader.index_info()[0]["kind"] == "ivf"
+    with Store.open(tmp_path / "ivf", read_only=True) as reader:  # reloads
+        assert reader.joint_info()["ntotal"] == 3000
         assert [h.id for h in reader.search(queries[0], k=10)] == top
     flat_store.close()
 
@@ -288,14 +289,14 @@ def test_indexes_repaired_from_the_database(tmp_path, store, samples):
             for h in reader.search(code[0], k=11, options=SearchOptions(exact=True))
         ]
     # (2) a damaged index file and a missing one are rebuilt
-    (path / "faiss" / "scale_2.index").write_bytes(b"garbage" * 10)
-    (path / "faiss" / "scale_8.index").unlink()
-    (path / "faiss" / "scale_4.indexq8x1.tmp").write_bytes(b"half")
+    (path / "faiss" / "scale_2.vectors").write_bytes(b"garbage" * 10)
+    (path / "faiss" / "scale_8.vectors").unlink()
+    (path / "faiss" / "scale_4.vectorsq8x1.tmp").write_bytes(b"half")
     with Store.open(path) as st:
         assert all(i["ntotal"] == 11 for i in st.index_info())
         hits = st.search(int(new_ids[1]), k=2)  # itself and its twin (same code)
         assert new_ids[1] in [h.id for h in hits] and hits[1].score > 0.9999
-    assert (path / "faiss" / "scale_8.index").exists()
+    assert (path / "faiss" / "scale_8.vectors").exists()
     assert not list((path / "faiss").glob("*.tmp*"))
 
 
@@ -538,6 +539,37 @@ def test_scale_index_lookup_sorted_and_not():
         np.testing.assert_array_equal(index.lookup(np.array([ids[5]])), vecs[[5]])
         with pytest.raises((KeyError, RuntimeError)):
             index.lookup(np.array([ids[1]]))
+
+
+def test_scale_index_file_is_mapped_and_exact(tmp_path):
+    """A written scale reads back memory-mapped, gives the same vectors, searches
+    exactly (every row scored) and is copied into memory by a change."""
+    from swan_index.vectors import ScaleIndex
+
+    rng = np.random.default_rng(0)
+    ids = np.array([3, 1, 7, 9, 4, 12])
+    vecs = rng.normal(size=(6, 8)).astype("f4")
+    index = ScaleIndex(8)
+    index.add(ids, vecs)
+    index.write(tmp_path / "s.vectors")
+    got = ScaleIndex.read(tmp_path / "s.vectors", 8)
+    assert got.mapped and got.ntotal == 6
+    np.testing.assert_array_equal(got.ids(), ids)
+    np.testing.assert_array_equal(got.lookup(np.array([9, 3])), vecs[[3, 0]])
+    q = rng.normal(size=(2, 8)).astype("f4")
+    scores, found = got.search(q, 4)
+    order = np.argsort(-(q @ vecs.T), axis=1)[:, :4]
+    np.testing.assert_array_equal(found, ids[order])
+    _, few = got.search(q, 4, allowed=np.array([1, 9, 99]))
+    assert set(few[0]) == {1, 9, -1}
+    assert got.remove(np.array([7, 99])) == 1 and not got.mapped
+    got.add(np.array([20]), vecs[:1])
+    np.testing.assert_array_equal(got.lookup(np.array([20, 12])), vecs[[0, 5]])
+    with pytest.raises(ValueError, match="float32"):
+        ScaleIndex.read(tmp_path / "s.vectors", 4)
+    (tmp_path / "bad.vectors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="not a vectors file"):
+        ScaleIndex.read(tmp_path / "bad.vectors", 8)
 
 
 def test_weights_follow_the_given_scales(store, samples):
