@@ -74,6 +74,7 @@ from benchmarks.common import (
     ROOT,
     RunRecord,
     add_out_argument,
+    load_result,
     machine_info,
     save_result,
 )
@@ -106,8 +107,10 @@ def draw(
     stop: int,
     stream: int = 11,
 ) -> list[np.ndarray]:
-    """Per-scale vectors ``[stop - start, dim_s]`` of entries ``start ...``
-    (SYNTHETIC mixtures; the same entries whatever the batches)."""
+    """Per-scale vectors ``[stop - start, dim_s]`` of the batch of entries
+    ``start ...`` (SYNTHETIC mixtures; a batch drawn again is the same, so a
+    size's entries are the first of the next size's when the batches are cut
+    alike, :func:`batches`)."""
     rng = np.random.default_rng([args.seed, stream, start])
     which = rng.integers(0, len(vbase["rg"]), stop - start)
     return perturb(vbase, which, rng, args, pool)[0]
@@ -528,37 +531,54 @@ def second_stage(
 
 
 def project(result: dict[str, Any], target: int) -> dict[str, Any]:
-    """The first stage at ``target`` entries, from the measured figures: a line
-    through (distances per query, p50) at the two largest sizes; bytes per entry
-    as measured at the largest. PROJECTED, not measured."""
+    """A ``target``-entry library from the measured figures. PROJECTED, not
+    measured:
+
+    * first-stage latency: a line through (distances per query, p50 ms) at the
+      two largest sizes (and, as a check, the largest size's ms per distance
+      alone, ``_proportional``), applied to ``nprobe x entries / nlist`` list distances
+      plus ``nlist`` quantizer distances (a flat coarse quantizer, costed like
+      list distances: an upper bound) per shard, for shards sharing ``nlist``
+      lists;
+    * memory per entry: the first stage as a reader holds it at the largest
+      size; the per-scale vectors the second stage reads, the store's reader
+      memory and its DuckDB bytes as measured on the second stage's store.
+    """
     sizes = sorted(result["sizes"].values(), key=lambda r: r["entries"])
     lo, hi = sizes[-2], sizes[-1]
-    x0, x1 = (
-        lo["first_stage"]["distances_per_query"],
-        hi["first_stage"]["distances_per_query"],
-    )
+    x0 = lo["first_stage"]["distances_per_query"]
+    x1 = hi["first_stage"]["distances_per_query"]
     t0, t1 = lo["first_stage"]["p50_ms"], hi["first_stage"]["p50_ms"]
     slope = (t1 - t0) / (x1 - x0) if x1 != x0 else t1 / x1
     fixed = t1 - slope * x1
     nprobe = result["parameters"]["nprobe"]
-
-    def latency(entries: int, nlist: int) -> float:
-        return fixed + slope * nprobe * entries / nlist
-
+    first = hi["reader_in_memory"]["rss_with_direct_map_mb"] * 2**20 / hi["entries"]
+    per_entry = {"first_stage_in_memory": first}
+    second = result.get("second_stage")
+    if second:
+        store = second["store"]
+        per_entry.update(
+            vectors_for_rescoring=float(sum(second["vector_bytes_per_candidate"])),
+            store_reader_memory_measured=store["reader_rss_bytes_per_entry"],
+            duckdb_on_disk=store["duckdb_bytes_per_entry"],
+            faiss_on_disk=store["faiss_bytes_per_entry"],
+        )
     configs = []
     for shards_n in (1, 4, 8, 16):
         per = target // shards_n
         for nlist in (5128, int(4 * math.sqrt(target)), 65536):
+            dist = nprobe * per / nlist + nlist
             configs.append(
                 {
                     "shards": shards_n,
                     "entries_per_shard": per,
                     "nlist_shared": nlist,
-                    "distances_per_query_per_shard": nprobe * per / nlist,
-                    "p50_ms_per_shard": latency(per, nlist),
+                    "distances_per_query_per_shard": dist,
+                    "p50_ms_per_shard": fixed + slope * dist,
+                    "p50_ms_per_shard_proportional": t1 * dist / x1,
+                    "first_stage_gb_per_shard": first * per / 1e9,
                 }
             )
-    mem = hi["reader_in_memory"]["rss_with_direct_map_mb"] * 2**20 / hi["entries"]
     return {
         "entries": target,
         "latency_model": {
@@ -566,9 +586,9 @@ def project(result: dict[str, Any], target: int) -> dict[str, Any]:
             "fixed_ms": fixed,
             "from_sizes": [lo["entries"], hi["entries"]],
         },
-        "first_stage_bytes_per_entry_in_memory": mem,
-        "first_stage_bytes_total_gb": mem * target / 1e9,
-        "disk_bytes_per_entry": hi["disk_bytes_per_entry"],
+        "bytes_per_entry": per_entry,
+        "total_gb": {k: v * target / 1e9 for k, v in per_entry.items()},
+        "first_stage_disk_bytes_per_entry": hi["disk_bytes_per_entry"],
         "configs": configs,
     }
 
@@ -596,6 +616,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cache", type=Path, default=Path("/tmp/bench_search"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_archive"))
     parser.add_argument("--keep-work", action="store_true")
+    parser.add_argument(
+        "--project-from",
+        type=Path,
+        default=None,
+        help="only recompute the projection of a saved result (written to --out)",
+    )
     parser.add_argument("--probe-read", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument(
         "--probe-queries", type=Path, default=None, help=argparse.SUPPRESS
@@ -652,6 +678,11 @@ def main(argv: list[str] | None = None) -> dict:
         )
         print(json.dumps(r))
         return {}
+    if args.project_from:
+        result = load_result(args.project_from)
+        result["projection"] = project(result, args.project_to)
+        save_result(result, args.out, print_table)
+        return result
     record = RunRecord()
     with thread_limit("1") as threads:
         base = make_base(args)
