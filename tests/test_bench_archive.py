@@ -8,7 +8,13 @@ import argparse
 
 import numpy as np
 
-from benchmarks.bench_archive import TopK, batches, draw, vector_base
+from benchmarks.bench_archive import (
+    TopK,
+    batches,
+    draw,
+    tied_at_boundary,
+    vector_base,
+)
 
 
 def test_running_top_k_equals_a_full_sort() -> None:
@@ -58,3 +64,12 @@ def test_a_batch_drawn_again_is_the_same() -> None:
         np.testing.assert_array_equal(a, b)
         assert not np.allclose(a, c)
         np.testing.assert_allclose(np.linalg.norm(a, axis=1), 1.0, rtol=1e-5)
+
+
+def test_answers_differing_only_by_ties_at_the_last_score() -> None:
+    a = (np.array([[0.9, 0.5, 0.3]]), np.array([[1, 2, 3]]))
+    tied = (np.array([[0.9, 0.5, 0.3]]), np.array([[1, 2, 4]]))
+    other = (np.array([[0.9, 0.4, 0.3]]), np.array([[1, 4, 3]]))
+    assert tied_at_boundary(a, a)
+    assert tied_at_boundary(a, tied)
+    assert not tied_at_boundary(a, other)
