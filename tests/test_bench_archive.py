@@ -8,13 +8,8 @@ import argparse
 
 import numpy as np
 
-from benchmarks.bench_archive import (
-    TopK,
-    batches,
-    draw,
-    tied_at_boundary,
-    vector_base,
-)
+from benchmarks.archive_measure import TopK, tied_at_boundary
+from benchmarks.bench_archive import batches, draw, vector_base
 
 
 def test_running_top_k_equals_a_full_sort() -> None:
