@@ -196,18 +196,6 @@ class ResBlock(nn.Module):
         return x + self.body(x)
 
 
-def _haar_down(x: torch.Tensor, levels: int) -> torch.Tensor:
-    for _ in range(levels):
-        x = haar_forward(x)
-    return x
-
-
-def _haar_up(x: torch.Tensor, levels: int) -> torch.Tensor:
-    for _ in range(levels):
-        x = haar_inverse(x)
-    return x
-
-
 class Encoder(nn.Module):
     """Two Haar levels (lossless, G -> G/4 with 64 bands), conv stages to G/8."""
 
@@ -227,7 +215,7 @@ class Encoder(nn.Module):
         self.proj = nn.Conv3d(c2 + 1, out, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.stages(_haar_down(x, HAAR_LEVELS))
+        h = self.stages(haar_forward(x, HAAR_LEVELS))
         low = haar_pyramid(x, 3)[-1]  # global shape: the low-pass band at n^3
         return self.proj(torch.cat([h, low], dim=1))
 
@@ -250,8 +238,12 @@ class Decoder(nn.Module):
             nn.Conv3d(c1, 8**HAAR_LEVELS, 3, padding=1),
         )
 
+    def bands(self, f_hat: torch.Tensor) -> torch.Tensor:
+        """The 64 Haar bands at G/4 that :meth:`forward` inverts."""
+        return self.net(f_hat)
+
     def forward(self, f_hat: torch.Tensor) -> torch.Tensor:
-        return _haar_up(self.net(f_hat), HAAR_LEVELS)
+        return haar_inverse(self.net(f_hat), HAAR_LEVELS)
 
 
 class CryoSwan(nn.Module):
@@ -338,7 +330,23 @@ class CryoSwan(nn.Module):
         commit = F.mse_loss(f, f_hat.detach())
         fit = F.mse_loss(f_hat, f.detach())  # trains phi
         f_st = f + (f_hat - f).detach()  # straight-through
-        recon = self.decoder(f_st)
+        prefix = None
+        if cfg.prefix_weight > 0 and len(cfg.scales) > 1 and self.training:
+            # Teach the decoder to read partial codes: decode(up_to=s) of a random s.
+            s = int(torch.randint(1, len(cfg.scales), ()).item())
+            half = max(1, x.shape[0] // 2)
+            prefix = cumulative[s - 1][:half]  # carries gradients to phi only
+            if cfg.prefix_trains_encoder:  # straight-through to the encoder too
+                prefix = f[:half] + (prefix - f[:half]).detach()
+            # One decoder pass for both (the decoder treats each map on its own).
+            # The partial reconstructions only enter an MSE, which the orthonormal
+            # Haar transform preserves: it is taken on the bands.
+            bands, part = self.decoder.bands(torch.cat([f_st, prefix])).split(
+                [len(x), half]
+            )
+            recon = haar_inverse(bands, HAAR_LEVELS)
+        else:
+            recon = self.decoder(f_st)
         rec_loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
         loss = rec_loss + cfg.commitment * commit + fit + cfg.kl_weight * kl
         out = {
@@ -347,15 +355,8 @@ class CryoSwan(nn.Module):
             "commit": commit.detach(),
             "kl": kl.detach(),
         }
-        if cfg.prefix_weight > 0 and len(cfg.scales) > 1 and self.training:
-            # Teach the decoder to read partial codes: decode(up_to=s) of a random s.
-            s = int(torch.randint(1, len(cfg.scales), ()).item())
-            half = max(1, x.shape[0] // 2)
-            prefix = cumulative[s - 1][:half]  # carries gradients to phi only
-            if cfg.prefix_trains_encoder:  # straight-through to the encoder too
-                prefix = f[:half] + (prefix - f[:half]).detach()
-            part = self.decoder(prefix)
-            prefix_loss = F.mse_loss(part, x[:half])
+        if prefix is not None:
+            prefix_loss = F.mse_loss(part, haar_forward(x[:half], HAAR_LEVELS))
             loss = loss + cfg.prefix_weight * prefix_loss
             out["prefix_loss"] = prefix_loss.detach()
         out["loss"] = loss
