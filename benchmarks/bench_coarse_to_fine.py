@@ -207,7 +207,11 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     record = RunRecord()
-    model, blob = load_checkpoint(args.checkpoint)
+    try:
+        model, blob = load_checkpoint(args.checkpoint)
+        load_split(args.dataset, args.split)  # a clear message for a bad folder
+    except ValueError as err:
+        parser.error(str(err))
     model.eval()
     if not isinstance(model, CryoSwan):
         parser.error(f"{args.checkpoint}: not a Cryo-SWAN checkpoint")

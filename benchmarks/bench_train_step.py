@@ -181,6 +181,11 @@ def main(argv: list[str] | None = None) -> dict:
     add_out_argument(parser, "bench_train_step.json")
     args = parser.parse_args(argv)
     dataset = args.dataset.resolve()
+    if not (dataset / "manifest.json").is_file():
+        parser.error(
+            f"{args.dataset}: not a dataset folder (no manifest.json); "
+            "build one with `swan dataset build`"
+        )
     record = RunRecord()
     import torch
 
