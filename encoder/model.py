@@ -178,6 +178,31 @@ class CryoSwanConfig:
         return cls(**d)
 
 
+class _ReconstructionLoss(torch.autograd.Function):
+    """MSE + 0.5 L1 of ``recon`` against ``target`` and its gradient, from one
+    difference volume: the same as ``F.mse_loss + 0.5 * F.l1_loss`` with a third
+    of their full-size passes."""
+
+    @staticmethod
+    def forward(ctx, recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        diff = recon - target
+        ctx.save_for_backward(diff)
+        return (diff.square().sum() + 0.5 * diff.abs().sum()) / diff.numel()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # noqa: ANN001, ANN205
+        (diff,) = ctx.saved_tensors
+        scale = grad / diff.numel()
+        out = torch.sign(diff).mul_(0.5 * scale).add_(diff * (2 * scale))
+        return out, None
+
+
+def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The reconstruction loss, ``MSE + 0.5 * L1`` (mean over voxels); the
+    target gets no gradient."""
+    return _ReconstructionLoss.apply(recon, target.detach())
+
+
 class ResBlock(nn.Module):
     """GroupNorm-SiLU-conv, twice, plus the input."""
 
@@ -347,7 +372,7 @@ class CryoSwan(nn.Module):
             recon = haar_inverse(bands, HAAR_LEVELS)
         else:
             recon = self.decoder(f_st)
-        rec_loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
+        rec_loss = reconstruction_loss(recon, x)
         loss = rec_loss + cfg.commitment * commit + fit + cfg.kl_weight * kl
         out = {
             "recon": recon,

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from encoder import load_checkpoint
-from encoder.model import CryoSwan
+from encoder.model import CryoSwan, reconstruction_loss
 from encoder.train import RunConfig, make_optimizer, train_step
 from encoder.wavelet import _haar_filters, haar_forward, haar_inverse, haar_pyramid
 from ingest import canonicalize, read_map
@@ -133,6 +133,21 @@ def test_haar_refuses_sides_it_cannot_split():
         haar_forward(torch.zeros(1, 1, 8, 8, 6), 2)
     with pytest.raises(ValueError, match="multiple of 64"):
         haar_inverse(torch.zeros(1, 8, 2, 2, 2), 2)
+
+
+def test_reconstruction_loss_is_mse_plus_half_l1():
+    gen = torch.Generator().manual_seed(0)
+    target = torch.rand(3, 1, 16, 16, 16, generator=gen)
+    recon = torch.rand(3, 1, 16, 16, 16, generator=gen)
+    recon[0, 0, 0, 0, :4] = target[0, 0, 0, 0, :4]  # zero differences too
+    a = recon.clone().requires_grad_()
+    b = recon.clone().requires_grad_()
+    ref = F.mse_loss(a, target) + 0.5 * F.l1_loss(a, target)
+    new = reconstruction_loss(b, target)
+    (3 * ref).backward()
+    (3 * new).backward()
+    assert torch.allclose(new, ref, rtol=1e-6)
+    assert torch.allclose(b.grad, a.grad, atol=1e-9)
 
 
 def test_training_forward_equals_the_previous_math(shipped):
