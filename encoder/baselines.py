@@ -17,10 +17,15 @@ from __future__ import annotations
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from encoder.model import CryoSwan, CryoSwanConfig, Decoder, Encoder
+from encoder.model import (
+    CryoSwan,
+    CryoSwanConfig,
+    Decoder,
+    Encoder,
+    reconstruction_loss,
+)
 
 
 def single_scale_config(base: CryoSwanConfig) -> CryoSwanConfig:
@@ -74,7 +79,7 @@ class PlainAutoencoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         recon = self.decoder(self.quantized_latent(x))
-        rec_loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x)
+        rec_loss = reconstruction_loss(recon, x)
         return {"recon": recon, "loss": rec_loss, "rec_loss": rec_loss.detach()}
 
     @torch.no_grad()

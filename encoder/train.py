@@ -125,6 +125,29 @@ def restore(
     return step
 
 
+def make_optimizer(model: torch.nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    """AdamW over ``model``'s parameters, fused (one kernel for all parameters
+    instead of several small ones each) where the device allows it."""
+    params = list(model.parameters())
+    fused = all(p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(
+        params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None
+    )
+
+
+def train_step(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """One training step on the batch ``x`` ``[B, 1, G, G, G]``: forward,
+    backward, gradient clipping at norm 1, optimizer step; the model's outputs."""
+    out = model(x)
+    opt.zero_grad(set_to_none=True)
+    out["loss"].backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return out
+
+
 def _half_turns(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Each volume turned by one of the four proper axis-sign flips (D2 group)."""
     choice = torch.randint(0, 4, (x.shape[0],), generator=gen)
@@ -187,9 +210,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     model = build_model(cfg.arch, model_cfg).to(device)
-    opt = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
-    )
+    opt = make_optimizer(model, cfg)
     step = 0
     last = out / "last.pt"
     if last.exists():
@@ -217,11 +238,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         x = _half_turns(x.unsqueeze(1), gen.manual_seed(cfg.seed * 1_000_003 + step))
         for group in opt.param_groups:
             group["lr"] = _lr(cfg, _progress(cfg, step, time.time() - started))
-        out_dict = model(x)
-        opt.zero_grad(set_to_none=True)
-        out_dict["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        out_dict = train_step(model, opt, x)
         step += 1
         window_n += len(x)
         bar.update()
@@ -284,5 +301,7 @@ __all__ = [
     "step_bar",
     "build_model",
     "evaluate_loss",
+    "make_optimizer",
     "train",
+    "train_step",
 ]
