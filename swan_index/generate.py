@@ -122,21 +122,6 @@ class Generator:
             volumes = model.decode_indices(tokens)[:, 0]
         return volumes.clamp(0, 1).numpy()
 
-    def denoise(
-        self, dmap: DensityMap, cv: CanonicalVolume, strength: float, seed: int = 0
-    ) -> np.ndarray:
-        """``dmap`` denoised, on its own grid and in its units: the prior's
-        reconstruction at ``strength`` (0: the autoencoder's, no prior) made
-        consistent with ``dmap`` (:func:`consistent_on_input_grid`).
-
-        Args:
-            dmap: the noisy map; ``cv`` its canonical volume.
-            strength: the prior's share, in [0, 1].
-            seed: for the prior's draw.
-        """
-        volume = self.reconstruct(cv, strength or None, seed=seed)[0]
-        return consistent_on_input_grid(volume, cv, dmap)
-
     def restore(
         self, volumes: np.ndarray, strength: float, seed: int = 0
     ) -> np.ndarray:

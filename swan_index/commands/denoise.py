@@ -62,7 +62,8 @@ def main(args: argparse.Namespace) -> int:
 def restore(args: argparse.Namespace, command: str, consistent: bool = False) -> int:
     """Run ``swan denoise`` or ``swan complete`` (the same path; ``command``
     names it in the output's label; ``consistent``: the reconstruction made
-    consistent with the map, :meth:`Generator.denoise`)."""
+    consistent with the map,
+    :func:`~swan_index.generate.consistent_on_input_grid`)."""
     try:
         if not 0 <= args.strength <= 1:
             raise ValueError(f"--strength {args.strength:g}: use a value in [0, 1]")
