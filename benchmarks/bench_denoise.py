@@ -29,10 +29,12 @@ depositor's level, given as ``swan denoise --contour`` would be).
 
 ``--training-split`` runs the same on SIMULATED maps of training-split
 molecules: what the data-consistency margins and the default strength were
-chosen on (never the held-out maps).
+chosen on (never the held-out maps); ``--solvent-margin M ... --rounds R ...``
+adds ``swan denoise``'s path with those settings, to compare them.
 
     $ python -m benchmarks.bench_denoise --unet runs/unet_denoiser.pt
-    $ python -m benchmarks.bench_denoise --training-split --no-real --strength 0 0.3 0.5
+    $ python -m benchmarks.bench_denoise --training-split --no-real \\
+        --strength 0 0.3 0.5 --solvent-margin 1 2 3 4 --rounds 1 3 5 8
 """
 
 from __future__ import annotations
@@ -62,7 +64,7 @@ from swan_index.generate import (
     on_input_grid,
 )
 from swan_index.map_encoder import DEFAULT_CHECKPOINT
-from swan_index.shells import fsc_resolution
+from swan_index.shells import ROUNDS, fsc_resolution
 
 #: Gaussian widths (voxels) the oracle chooses from.
 SIGMAS = tuple(np.round(np.arange(0.25, 4.01, 0.25), 2))
@@ -105,11 +107,13 @@ def denoise_all(
     noise: float,
     strengths: list[float],
     rng: np.random.Generator,
+    variants: list[tuple[int, int]] = (),
 ) -> dict[str, Any]:
     """Every method on ``truth`` plus noise of ``noise`` x its std: a row. The
     noisy map is canonicalized at the truth's contour (the depositor's level,
     as ``swan denoise --contour`` takes it; the automatic level of a noisy map
-    can be far off)."""
+    can be far off). ``variants``: more ``(solvent margin, rounds)`` of making
+    the default strength's map consistent, for choosing them."""
     sd = float(truth.data.std())
     data = truth.data + rng.normal(0, noise * sd, truth.shape).astype(np.float32)
     noisy = replace(truth, data=data.astype(np.float32), path=f"noisy:{truth.path}")
@@ -126,6 +130,10 @@ def denoise_all(
         scores[name] = measure(on_input_grid(volume, cv, noisy), truth)
         consistent = consistent_on_input_grid(volume, cv, noisy)
         scores[f"{name} + data"] = measure(consistent, truth)
+        for margin, rounds in variants if s == DEFAULT_STRENGTH else ():
+            made = consistent_on_input_grid(volume, cv, noisy, margin, rounds)
+            label = f"{name} + data (margin {margin}, {rounds} rounds)"
+            scores[label] = measure(made, truth)
     if unet is not None:
         scores["unet"] = measure(unet_denoiser.denoise(unet, noisy.data), truth)
     for method, m in scores.items():
@@ -189,10 +197,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     else:
         paths = held_out([Path(m) for m in args.models])
     simulated, real = [], []
+    variants = [(m, r) for m in args.solvent_margin for r in args.rounds]
     for path in paths:
         truth = simulate_map(path, args.resolution)
         for noise in args.noise:
-            row = denoise_all(gen, unet, truth, noise, args.strength, rng)
+            row = denoise_all(gen, unet, truth, noise, args.strength, rng, variants)
             simulated.append({"map": f"SIMULATED {path.name}", **row})
             print(_brief(simulated[-1]), flush=True)
     record.mark("simulated done")
@@ -200,7 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         truth = read_map(path)
         split = split_of(group_of(path), "real", cfg)
         for noise in args.noise:
-            row = denoise_all(gen, unet, truth, noise, args.strength, rng)
+            row = denoise_all(gen, unet, truth, noise, args.strength, rng, variants)
             real.append({"map": path.name, "split": split, **row})
             print(_brief(real[-1]), flush=True)
     which = "training-split" if args.training_split else "held-out"
@@ -263,6 +272,14 @@ def main() -> None:
     parser.add_argument("--resolution", type=float, default=6.0)
     parser.add_argument("--noise", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     parser.add_argument("--strength", type=float, nargs="+", default=[0.3, 0.5])
+    parser.add_argument(
+        "--solvent-margin",
+        type=int,
+        nargs="+",
+        default=[],
+        help="more solvent margins (voxels) to compare, with each --rounds",
+    )
+    parser.add_argument("--rounds", type=int, nargs="+", default=[ROUNDS])
     parser.add_argument("--seed", type=int, default=0)
     add_out_argument(parser, "bench_denoise.json")
     args = parser.parse_args()

@@ -30,7 +30,7 @@ from ingest.mapio import GENERATED_LABEL, DensityMap, read_map
 from swan_index.map_encoder import MapEncoder
 from swan_index.query import Query, search_explained
 from swan_index.ranking import Hit, SearchOptions
-from swan_index.shells import restore_with_data
+from swan_index.shells import ROUNDS, SOLVENT_MARGIN, restore_with_data
 from swan_index.significance import Significance
 from swan_index.store import Store
 from swan_index.superpose import mrc_bytes
@@ -245,7 +245,11 @@ def on_input_grid(
 
 
 def consistent_on_input_grid(
-    volume: np.ndarray, cv: CanonicalVolume, dmap: DensityMap
+    volume: np.ndarray,
+    cv: CanonicalVolume,
+    dmap: DensityMap,
+    solvent_margin: int = SOLVENT_MARGIN,
+    rounds: int = ROUNDS,
 ) -> np.ndarray:
     """A denoised canonical volume on ``dmap``'s grid, in its units, made
     consistent with ``dmap`` itself, the noisy map it came from
@@ -255,11 +259,14 @@ def consistent_on_input_grid(
     from the molecule, flattened. The molecule is where either the prior's map
     or ``dmap`` smoothed by a voxel (its noise down about sevenfold) reaches the
     contour: a prior's map out of place must not pass the data's molecule off
-    as noise."""
+    as noise. ``solvent_margin`` and ``rounds``: as
+    :func:`~swan_index.shells.restore_with_data`'s."""
     p = on_input_grid(volume, cv, dmap)
     smooth = ndimage.gaussian_filter(dmap.data, 1.0)
     molecule = (p >= cv.contour) | (smooth >= cv.contour)
-    return restore_with_data(dmap.data, p, dmap.voxel_size, molecule)
+    return restore_with_data(
+        dmap.data, p, dmap.voxel_size, molecule, solvent_margin, rounds
+    )
 
 
 def write_generated(

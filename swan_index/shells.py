@@ -17,11 +17,11 @@ dilated by a margin (zero-mean there, over the fraction of the box they fill).
 
 :func:`restore_with_data` adds what the prior knows in real space, where the
 molecule is: the consistent map is flattened to the solvent's mean farther than
-``solvent_margin`` voxels from ``p``'s molecule (solvent flattening, as density
-modification does), and the flattened map is made consistent with the data once
-more. The margins were chosen on SIMULATED maps of training-split molecules
-(actin 3MFP, 2DQJ, 1A5T at 6 Å, noise 0.25-1 x the map's standard deviation),
-never on the held-out maps the benchmark reports.
+``solvent_margin`` voxels from the molecule (solvent flattening, as density
+modification does), and the flattened map is made consistent with the data
+again, a few rounds. The margins and the rounds were chosen on SIMULATED maps
+of training-split molecules (``python -m benchmarks.bench_denoise
+--training-split``), never on the held-out maps the benchmark reports.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ from scipy import fft, ndimage
 #: Voxels between the molecule and the solvent whose spectrum is the noise's.
 NOISE_MARGIN = 4
 #: Voxels of the molecule's dilation kept when the solvent is flattened.
-SOLVENT_MARGIN = 3
+SOLVENT_MARGIN = 2
+#: Rounds of flattening the solvent and making the map consistent again.
+ROUNDS = 5
 #: Fewer solvent voxels than this (or than 5 % of the box): the noise is taken
 #: from the outermost Fourier shell instead (white noise assumed).
 MIN_SOLVENT_VOXELS = 1000
@@ -176,22 +178,27 @@ def restore_with_data(
     voxel_size: tuple[float, float, float],
     molecule: np.ndarray,
     solvent_margin: int = SOLVENT_MARGIN,
-    noise_margin: int = NOISE_MARGIN,
+    rounds: int = ROUNDS,
 ) -> np.ndarray:
-    """``p`` made consistent with ``x``, its solvent flattened, and made
-    consistent with ``x`` again (see the module docstring).
+    """``p`` made consistent with ``x``, then ``rounds`` times: its solvent
+    flattened and the result made consistent with ``x`` again (see the module
+    docstring).
 
     Args:
         x, p, voxel_size, molecule: as :func:`consistent_with_data`.
         solvent_margin: voxels around ``molecule`` that are not flattened.
-        noise_margin: as ``margin`` of :func:`consistent_with_data`.
+        rounds: how many times to flatten and make consistent (0: once
+            consistent, no flattening).
 
     Returns:
         float32 map on ``x``'s grid.
     """
-    first = consistent_with_data(x, p, voxel_size, molecule, noise_margin)
+    out = consistent_with_data(x, p, voxel_size, molecule)
     solvent = solvent_mask(molecule, solvent_margin)
     if solvent.all() or not solvent.any():
-        return first
-    flat = np.where(solvent, float(np.mean(x[solvent])), first)
-    return consistent_with_data(x, flat, voxel_size, molecule, noise_margin)
+        return out
+    level = float(np.mean(x[solvent]))
+    for _ in range(rounds):
+        flat = np.where(solvent, level, out)
+        out = consistent_with_data(x, flat, voxel_size, molecule)
+    return out
