@@ -28,13 +28,14 @@ The encoder's methods canonicalize the noisy map at the truth's contour (the
 depositor's level, given as ``swan denoise --contour`` would be).
 
 ``--training-split`` runs the same on SIMULATED maps of training-split
-molecules: what the data-consistency margins and the default strength were
-chosen on (never the held-out maps); ``--solvent-margin M ... --rounds R ...``
-adds ``swan denoise``'s path with those settings, to compare them.
+molecules and on real training-split maps that are not sample maps: what the
+data-consistency margins and the default strength were chosen on (never the
+maps reported); ``--solvent-margin M ... --rounds R ...`` adds ``swan
+denoise``'s path with those settings, to compare them.
 
     $ python -m benchmarks.bench_denoise --unet runs/unet_denoiser.pt
-    $ python -m benchmarks.bench_denoise --training-split --no-real \\
-        --strength 0 0.3 0.5 --solvent-margin 1 2 3 4 --rounds 1 3 5 8
+    $ python -m benchmarks.bench_denoise --training-split \\
+        --strength 0 0.3 0.5 --solvent-margin 2 4 8 --rounds 0 2 5
 """
 
 from __future__ import annotations
@@ -70,6 +71,11 @@ from swan_index.shells import ROUNDS, fsc_resolution
 SIGMAS = tuple(np.round(np.arange(0.25, 4.01, 0.25), 2))
 #: Training-split molecules for ``--training-split`` (choosing parameters).
 TRAINING_MODELS = tuple(SHARED_MODELS / n for n in ("3MFP.pdb", "2DQJ.pdb", "1A5T.pdb"))
+#: Real training-split maps that are not sample maps, for ``--training-split``.
+TRAINING_REAL_MAPS = tuple(
+    SHARED_MODELS.parent / "maps" / n
+    for n in ("emd_5170.map", "emd_2513.mrc", "emd_5168.map")
+)
 #: The real sample maps (``data/maps``).
 REAL_MAPS = tuple(
     sorted(
@@ -205,7 +211,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             simulated.append({"map": f"SIMULATED {path.name}", **row})
             print(_brief(simulated[-1]), flush=True)
     record.mark("simulated done")
-    for path in [] if args.no_real else [Path(p) for p in args.real_maps]:
+    reals = TRAINING_REAL_MAPS if args.training_split else args.real_maps
+    for path in [] if args.no_real else [Path(p) for p in reals]:
         truth = read_map(path)
         split = split_of(group_of(path), "real", cfg)
         for noise in args.noise:

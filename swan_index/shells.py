@@ -12,16 +12,19 @@ data's disagreement with the prior: ``W = max(R - N, 0) / R``, where ``R`` is
 the power of ``x - p`` in the shell and ``N`` the noise power there. Where the
 data are clean (N << R) the output is the data; where the noise swamps what
 the data add to ``p``, it is ``p``. ``N`` comes from the map itself, never from
-a clean copy: the spectrum of its solvent, the voxels outside ``p``'s molecule
-dilated by a margin (zero-mean there, over the fraction of the box they fill).
+a clean copy: the spectrum of its solvent, the voxels outside the molecule
+dilated by a margin (zero-mean there, over the fraction of the box they fill),
+taken as white at its level in the outer half of the shells
+(:func:`noise_spectrum`).
 
 :func:`restore_with_data` adds what the prior knows in real space, where the
 molecule is: the consistent map is flattened to the solvent's mean farther than
 ``solvent_margin`` voxels from the molecule (solvent flattening, as density
 modification does), and the flattened map is made consistent with the data
-again, a few rounds. The margins and the rounds were chosen on SIMULATED maps
-of training-split molecules (``python -m benchmarks.bench_denoise
---training-split``), never on the held-out maps the benchmark reports.
+again, a few rounds. The margins and the rounds were chosen on training-split
+maps: SIMULATED maps of training-split molecules and real training-split maps
+that the benchmark does not report (``python -m benchmarks.bench_denoise
+--training-split``), never on the maps the benchmark reports.
 """
 
 from __future__ import annotations
@@ -32,9 +35,9 @@ from scipy import fft, ndimage
 #: Voxels between the molecule and the solvent whose spectrum is the noise's.
 NOISE_MARGIN = 4
 #: Voxels of the molecule's dilation kept when the solvent is flattened.
-SOLVENT_MARGIN = 2
+SOLVENT_MARGIN = 4
 #: Rounds of flattening the solvent and making the map consistent again.
-ROUNDS = 5
+ROUNDS = 2
 #: Fewer solvent voxels than this (or than 5 % of the box): the noise is taken
 #: from the outermost Fourier shell instead (white noise assumed).
 MIN_SOLVENT_VOXELS = 1000
@@ -100,15 +103,17 @@ def fsc_resolution(
     threshold: float = 0.5,
 ) -> float:
     """The resolution (Å) at which the FSC of ``a`` and ``b`` first falls below
-    ``threshold`` (linear between shells, shell 0 skipped); the Nyquist
-    resolution when it never does (smaller is better)."""
+    ``threshold`` (linear between shells, from shell 1: the origin is
+    skipped); the box's size when it is below at shell 1 already, the Nyquist
+    resolution when it never falls (smaller is better)."""
     freq, curve = fsc(a, b, voxel_size)
-    for i in range(1, len(curve)):
+    if curve[1] < threshold:  # below already at the first shell past the origin
+        return float(1.0 / freq[1])
+    for i in range(2, len(curve)):
         if curve[i] < threshold:
             lo, hi = curve[i - 1], curve[i]
-            frac = (lo - threshold) / (lo - hi) if lo > hi else 0.0
-            f = freq[i - 1] + frac * (freq[i] - freq[i - 1])
-            return float(1.0 / f) if f > 0 else float("inf")
+            f = freq[i - 1] + (lo - threshold) / (lo - hi) * (freq[i] - freq[i - 1])
+            return float(1.0 / f)
     return float(1.0 / freq[-1])
 
 
@@ -123,10 +128,13 @@ def solvent_mask(molecule: np.ndarray, margin: int) -> np.ndarray:
 def noise_spectrum(
     x: np.ndarray, solvent: np.ndarray, shells: np.ndarray, count: int
 ) -> np.ndarray:
-    """Noise power per shell of ``x`` (``|rfftn|^2`` units), from its solvent:
-    the spectrum of ``x`` minus its solvent mean there, zero elsewhere, over the
-    solvent's fraction of the box. Too little solvent (:data:`MIN_SOLVENT_VOXELS`):
-    the mean power of ``x``'s outermost shell, flat (white noise)."""
+    """Noise power per shell of ``x`` (``|rfftn|^2`` units), taken as white: the
+    median, over the outer half of the shells, of the spectrum of ``x`` minus
+    its solvent mean there (zero elsewhere) over the solvent's fraction of the
+    box. Only the outer half, because a real map's solvent holds weak density
+    below the contour (detergent, flexible parts) whose low-frequency power is
+    not noise. Too little solvent (:data:`MIN_SOLVENT_VOXELS`): the mean power
+    of ``x``'s outermost shell."""
     n_solvent = int(solvent.sum())
     if n_solvent < max(MIN_SOLVENT_VOXELS, 0.05 * x.size):
         power = np.abs(fft.rfftn(x)) ** 2
@@ -134,7 +142,8 @@ def noise_spectrum(
         return np.full(count, outer)
     inside = np.where(solvent, x - x[solvent].mean(), 0.0)
     power = np.abs(fft.rfftn(inside)) ** 2
-    return _shell_mean(power, shells, count) / (n_solvent / x.size)
+    spectrum = _shell_mean(power, shells, count) / (n_solvent / x.size)
+    return np.full(count, float(np.median(spectrum[count // 2 :])))
 
 
 def consistent_with_data(
