@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
 
 from encoder.model import CryoSwan
 from encoder.prior import LatentPrior, load_prior, sample
@@ -29,6 +30,7 @@ from ingest.mapio import GENERATED_LABEL, DensityMap, read_map
 from swan_index.map_encoder import MapEncoder
 from swan_index.query import Query, search_explained
 from swan_index.ranking import Hit, SearchOptions
+from swan_index.shells import ROUNDS, SOLVENT_MARGIN, restore_with_data
 from swan_index.significance import Significance
 from swan_index.store import Store
 from swan_index.superpose import mrc_bytes
@@ -240,6 +242,31 @@ def on_input_grid(
 ) -> np.ndarray:
     """A canonical volume resampled onto ``dmap``'s grid, in its units."""
     return to_map_units(to_original_frame(volume, cv, dmap), cv, dmap)
+
+
+def consistent_on_input_grid(
+    volume: np.ndarray,
+    cv: CanonicalVolume,
+    dmap: DensityMap,
+    solvent_margin: int = SOLVENT_MARGIN,
+    rounds: int = ROUNDS,
+) -> np.ndarray:
+    """A denoised canonical volume on ``dmap``'s grid, in its units, made
+    consistent with ``dmap`` itself, the noisy map it came from
+    (:func:`swan_index.shells.restore_with_data`): shell by shell, the data
+    where their own signal-to-noise ratio supports them (the noise measured in
+    ``dmap``'s solvent), the prior's map where it does not; the solvent, away
+    from the molecule, flattened. The molecule is where either the prior's map
+    or ``dmap`` smoothed by a voxel (its noise down about sevenfold) reaches the
+    contour: a prior's map out of place must not pass the data's molecule off
+    as noise. ``solvent_margin`` and ``rounds``: as
+    :func:`~swan_index.shells.restore_with_data`'s."""
+    p = on_input_grid(volume, cv, dmap)
+    smooth = ndimage.gaussian_filter(dmap.data, 1.0)
+    molecule = (p >= cv.contour) | (smooth >= cv.contour)
+    return restore_with_data(
+        dmap.data, p, dmap.voxel_size, molecule, solvent_margin, rounds
+    )
 
 
 def write_generated(
