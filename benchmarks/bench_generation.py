@@ -87,7 +87,6 @@ from scipy import linalg
 
 from benchmarks.bench_prior import MODELS, SHARED_MODELS, held_out
 from benchmarks.common import ROOT, RunRecord, add_out_argument, save_result
-from encoder.prior import sample
 from encoder.training_data.dataset import (
     DatasetConfig,
     from_uint8,
@@ -260,17 +259,27 @@ def gaussian_draws(f: torch.Tensor, n: int, seed: int) -> torch.Tensor:
     return draws.float().reshape(n, *f.shape[1:])
 
 
-def prior_draws(gen: Generator, n: int, temperature: float, seed: int) -> np.ndarray:
-    """``n`` maps drawn from the prior alone at ``temperature``."""
-    tokens = sample(
-        gen.prior,
-        gen.encoder,
-        n,
-        generator=torch.Generator().manual_seed(seed),
-        temperature=temperature,
+def prior_latents(
+    gen: Generator, n: int, temperature: float, seed: int
+) -> torch.Tensor:
+    """``n`` continuous latents drawn from the prior alone at ``temperature``:
+    :func:`encoder.prior.sample`'s flow path (the same noise for the same
+    seed) stopped before quantization, so that the decoder can also read them
+    unquantized."""
+    cfg = gen.prior.config
+    side, d = cfg.latent_side, cfg.latent_dim
+    noise = torch.randn(
+        n, d, side, side, side, generator=torch.Generator().manual_seed(seed)
     )
-    with torch.no_grad():
-        return gen.encoder.decode_indices(tokens)[:, 0].clamp(0, 1).numpy()
+    cond = torch.zeros_like(noise)
+    k = torch.zeros(n, dtype=torch.long)
+    return gen.prior.integrate(noise * temperature, cond, k, 0.0)
+
+
+def prior_draws(gen: Generator, n: int, temperature: float, seed: int) -> np.ndarray:
+    """``n`` maps drawn from the prior alone at ``temperature`` (as
+    ``swan generate -n`` draws them at temperature 1)."""
+    return decode_latents(gen, prior_latents(gen, n, temperature, seed))
 
 
 def reconstructions(gen: Generator, volumes: np.ndarray) -> np.ndarray:
@@ -304,6 +313,9 @@ def choose_temperature(
     training items' reconstructions', then the level at which draws at that
     temperature hold that volume."""
     target = inside(reconstructions(gen, train))
+    f = prior_latents(gen, args.calibration, 1.0, args.seed + 1000)
+    with torch.no_grad():
+        unquantized = gen.encoder.decoder(f)[:, 0].clamp(0, 1).numpy()
     draws = {
         t: prior_draws(gen, args.calibration, t, args.seed + 1000)
         for t in args.temperatures
@@ -314,6 +326,7 @@ def choose_temperature(
         "training items inside": inside(train),
         "training reconstructions inside": target,
         "draws inside by temperature": tried,
+        "draws at T=1 decoded unquantized, inside": inside(unquantized),
         "chosen": best,
         "level": min(max(level_for(draws[best], target), 0.05), 0.95),
     }
