@@ -1,18 +1,20 @@
 """The latent prior (:mod:`encoder.prior`) behind the API and the dashboard:
-denoising an uploaded map, variations of a stored entry, and maps drawn from the
-prior alone.
+denoising or completing an uploaded map, variations of a stored entry, and maps
+drawn from the prior alone.
 
 Everything made here is generated, not measured: every MRC file carries the
 header label :data:`ingest.mapio.GENERATED_LABEL` (``swan ingest`` refuses such a
-file unless asked), and file names start with ``denoised_``, ``variation_`` or
-``generated_``.
+file unless asked), and file names start with ``denoised_``, ``completed_``,
+``variation_`` or ``generated_``.
 
 A variation keeps the first ``keep`` scales of the entry's *stored* code exactly
 and draws the finer ones from the prior, so it needs no map file (entries
 simulated from models have variations too). Variations and draws come out in the
 canonical frame: a cube of the encoder's grid, written with 1 Å voxels centred on
-the origin (the canonical frame has no physical scale). A denoised upload goes
-back onto the upload's own grid, voxel size and origin, as ``swan denoise`` does.
+the origin (the canonical frame has no physical scale). A denoised or completed
+upload goes back onto the upload's own grid, voxel size and origin, as
+``swan denoise`` and ``swan complete`` do (one path, completion at a larger
+default strength).
 A search with completion (``swan search --complete`` for an upload) searches with
 the upload and with its completion and keeps each entry's better hit.
 
@@ -47,6 +49,7 @@ from swan_index.generate import (
     Generator,
     canonical_map,
     completion_of,
+    consistent_on_input_grid,
     merge_completion,
     on_input_grid,
 )
@@ -190,7 +193,7 @@ class PriorService:
         finally:
             self._turn.release()
 
-    # -- denoising -----------------------------------------------------------------
+    # -- denoising and completing an upload --------------------------------------
     def denoise_upload(
         self,
         data: bytes,
@@ -208,12 +211,44 @@ class PriorService:
                 contour; a bad ``strength``.
             PriorUnavailable: no usable prior.
         """
+        return self._restore_upload(data, name, strength, contour, seed, "denoised")
+
+    def complete_upload(
+        self,
+        data: bytes,
+        name: str = "upload",
+        strength: float = COMPLETE_STRENGTH,
+        contour: float | None = None,
+        seed: int = 0,
+    ) -> Denoised:
+        """``swan complete`` for an upload: :meth:`denoise_upload`'s path at the
+        completion's default strength, the file named ``completed_...`` and
+        labelled as a completion.
+
+        Raises:
+            UploadError: as :meth:`denoise_upload`.
+            PriorUnavailable: no usable prior.
+        """
+        return self._restore_upload(data, name, strength, contour, seed, "completed")
+
+    def _restore_upload(
+        self,
+        data: bytes,
+        name: str,
+        strength: float,
+        contour: float | None,
+        seed: int,
+        made_as: str,
+    ) -> Denoised:
+        """The upload carried by the prior at ``strength``; ``made_as``
+        (``"denoised"`` or ``"completed"``) names the file and its label."""
         if not 0 <= strength <= 1:
             raise UploadError(f"strength {strength:g}: use a value in [0, 1]")
         gen = self.generator()
         self.service._check_upload(data)
         shown = display_name(name)
-        key = (hashlib.sha256(data).hexdigest(), shown, strength, contour, seed)
+        digest = hashlib.sha256(data).hexdigest()
+        key = (digest, shown, strength, contour, seed, made_as)
         with self._load_lock:
             kept = self._denoised.get(key)
         if kept is not None:
@@ -227,10 +262,13 @@ class PriorService:
             raise UploadError(str(exc)) from None
         with self._run():
             volume = gen.reconstruct(cv, strength or None, seed=seed)[0]
-        labels = [f"denoised upload {shown[:40]} strength {strength:g}", gen.tag]
-        blob = _labelled(on_input_grid(volume, cv, dmap), dmap, labels)
+        labels = [f"{made_as} upload {shown[:40]} strength {strength:g}", gen.tag]
+        # a denoised map is kept consistent with the upload (as `swan denoise`);
+        # a completion is not (the data would keep the missing parts empty)
+        place = consistent_on_input_grid if made_as == "denoised" else on_input_grid
+        blob = _labelled(place(volume, cv, dmap), dmap, labels)
         made = Denoised(
-            GeneratedFile(f"denoised_{_stem(shown)}.mrc", blob),
+            GeneratedFile(f"{made_as}_{_stem(shown)}.mrc", blob),
             np.asarray(cv.values, np.float32),
             np.asarray(volume, np.float32),
         )

@@ -518,6 +518,7 @@ def test_openapi_schema(client: TestClient):
         "/api/superpose",
         "/api/entries/{entry}/superpose/{hit}",
         "/api/denoise",
+        "/api/complete",
         "/api/entries/{entry}/variations",
         "/api/generate",
     }
@@ -550,6 +551,7 @@ def api_schema(service: SwanService):
         ("/api/superpose", "POST", 3),
         ("/api/entries/{entry}/superpose/{hit}", "GET", 5),
         ("/api/denoise", "POST", 3),
+        ("/api/complete", "POST", 3),
         ("/api/entries/{entry}/variations", "GET", 3),
         ("/api/generate", "GET", 2),
     ],

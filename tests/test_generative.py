@@ -291,3 +291,85 @@ def test_the_search_page_searches_with_the_completion(service):
     text = str(both["message"])
     assert "better of the map and its completion by the prior (strength 0.6)" in text
     assert "completion" not in str(plain["message"])
+
+
+# -- completing an upload over HTTP ------------------------------------------------
+def _partial(tmp_path: Path) -> bytes:
+    """emd_1832 with half of its box set to its background (a part missing)."""
+    dmap = read_map(MAPS["emd_1832"])
+    data = dmap.data.copy()
+    data[: data.shape[0] // 2] = np.median(data)
+    write_map(replace(dmap, data=data), tmp_path / "partial.mrc")
+    return (tmp_path / "partial.mrc").read_bytes()
+
+
+def test_complete_gives_a_labelled_map_on_the_upload_grid(client, tmp_path):
+    blob = _partial(tmp_path)
+    r = client.post("/api/complete", files={"file": ("partial.mrc", blob)})
+    assert r.status_code == 200, r.text
+    assert 'filename="completed_partial.mrc"' in r.headers["content-disposition"]
+    out, upload = (
+        _read(r.content, tmp_path, "completed.mrc"),
+        read_map(tmp_path / "partial.mrc"),
+    )
+    assert out.shape == upload.shape
+    assert np.allclose(out.voxel_size, upload.voxel_size)
+    assert np.allclose(out.origin, upload.origin, atol=1e-3)
+    assert out.header["labels"][0] == GENERATED_LABEL and out.generated
+    assert out.header["labels"][1].startswith("completed upload partial.mrc")
+    assert "strength 0.6" in out.header["labels"][1]  # swan complete's default
+    # the denoising path at the completion's strength: the same map, another label
+    denoised = client.post(
+        "/api/denoise",
+        params={"strength": 0.6},
+        files={"file": ("partial.mrc", blob)},
+    )
+    assert denoised.status_code == 200, denoised.text
+    same = _read(denoised.content, tmp_path, "denoised.mrc")
+    assert np.array_equal(same.data, out.data)
+    assert same.header["labels"][1].startswith("denoised upload")
+    # another strength, another map
+    far = client.post(
+        "/api/complete",
+        params={"strength": 1.0},
+        files={"file": ("partial.mrc", blob)},
+    )
+    assert far.status_code == 200, far.text
+    near = _read(far.content, tmp_path, "far.mrc")
+    assert "strength 1" in near.header["labels"][1]
+    assert not np.array_equal(near.data, out.data)
+
+
+@pytest.mark.parametrize(
+    "params, data, status",
+    [
+        ({"strength": -0.1}, b"x" * 100, 422),
+        ({"seed": -1}, b"x" * 100, 422),
+        ({}, b"", 400),
+        ({}, b"not a map at all" * 100, 400),
+    ],
+)
+def test_complete_refuses_bad_requests_in_one_line(client, params, data, status):
+    r = client.post("/api/complete", params=params, files={"file": ("m.map", data)})
+    assert r.status_code == status, r.text
+    message = r.json()["error"] if status != 422 else r.text
+    assert "\n" not in message and "Traceback" not in message
+
+
+def test_complete_over_the_limit_or_without_a_prior(store_dir, tmp_path):
+    prior = tmp_path / "prior.pt"
+    prior.write_bytes(b"not a prior")
+    blob = MAPS["emd_5625"].read_bytes()
+    for options, status, says in (
+        ({"max_upload_bytes": len(blob) // 2}, 413, "-byte limit"),
+        ({"prior": prior}, 503, "prior cannot be used"),
+    ):
+        svc = SwanService(store_dir, **options)
+        try:
+            with TestClient(create_server(svc)) as c:
+                r = c.post("/api/complete", files={"file": ("emd_5625.map", blob)})
+        finally:
+            svc.close()
+        assert r.status_code == status, r.text
+        message = r.json()["error"]
+        assert says in message and "\n" not in message
