@@ -128,11 +128,10 @@ def _empty_copies(index: faiss.IndexIVF, n: int) -> list[faiss.IndexIVF]:
 
 def split_joint(joint: JointIndex, n_shards: int) -> list[JointIndex]:
     """A joint index split into ``n_shards`` by :func:`split_ivf`, each shard
-    in the same frame (mean, matrix, radius) and with the hash-table direct
-    map a store's joint index keeps (removal by id)."""
+    in the same frame (mean, matrix, radius) and, as a store's joint index,
+    without a direct map (removal by id scans the lists)."""
     out = []
     for shell in split_ivf(joint.index, n_shards):
-        shell.set_direct_map_type(faiss.DirectMap.Hashtable)
         out.append(
             JointIndex(joint.dims, shell, joint.mean, joint.matrix, joint.radius)
         )
