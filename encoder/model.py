@@ -267,6 +267,14 @@ class Decoder(nn.Module):
         """The 64 Haar bands at G/4 that :meth:`forward` inverts."""
         return self.net(f_hat)
 
+    def low_band(self, f_hat: torch.Tensor) -> torch.Tensor:
+        """Band 0 of :meth:`bands` alone, ``[B, 1, G/4, G/4, G/4]``: the
+        low-pass, 2^(1.5 L) times the reconstruction's mean over each block of
+        2^L voxels per axis (L Haar levels). Its head is one output channel of
+        the 64, so it costs about half a full decoder pass."""
+        head = self.net[-1]
+        return F.conv3d(self.net[:-1](f_hat), head.weight[:1], head.bias[:1], padding=1)
+
     def forward(self, f_hat: torch.Tensor) -> torch.Tensor:
         return haar_inverse(self.net(f_hat), HAAR_LEVELS)
 
@@ -412,12 +420,33 @@ class CryoSwan(nn.Module):
         cumulative, indices, _ = self._quantize(f)
         vectors = []
         cfg = self.config
-        for f_hat, cells in zip(cumulative, cfg.retrieval_cells, strict=True):
+        bands = x.shape[-1] >> HAAR_LEVELS  # side of the decoder's Haar bands
+        for s, (f_hat, cells) in enumerate(
+            zip(cumulative, cfg.retrieval_cells, strict=True)
+        ):
             if cfg.retrieval_from == "latent":
                 pooled = F.adaptive_avg_pool3d(f_hat, cells).flatten(1)
-            else:  # the reconstruction from the scales so far, centred: Pearson
-                pooled = F.adaptive_avg_pool3d(self.decoder(f_hat), cells).flatten(1)
-                pooled = pooled - pooled.mean(dim=1, keepdim=True)
+                vectors.append(F.normalize(pooled, dim=1).cpu().numpy())
+                vectors[-1] = vectors[-1].astype(np.float32, copy=False)
+                continue
+            # the reconstruction from the scales so far, centred (cosine:
+            # Pearson). It depends on those scales' tokens only: maps that share
+            # them (the candidate poses of one map often do at the coarse
+            # scales) are decoded once.
+            prefix = torch.cat([t.flatten(1) for t in indices[: s + 1]], dim=1)
+            _, back = prefix.unique(dim=0, return_inverse=True)
+            every = torch.arange(len(back), device=back.device)
+            first = torch.empty_like(every[: int(back.max()) + 1])
+            first.scatter_(0, back, every)  # one row of each (any: they are equal)
+            if bands % cells == 0:
+                # cells of whole Haar blocks: their means are the low-pass band's,
+                # scaled (the detail bands sum to 0 over a block), which the
+                # centring and normalising below take out
+                recon = self.decoder.low_band(f_hat[first])
+            else:
+                recon = self.decoder(f_hat[first])
+            pooled = F.adaptive_avg_pool3d(recon, cells).flatten(1)[back]
+            pooled = pooled - pooled.mean(dim=1, keepdim=True)
             vectors.append(F.normalize(pooled, dim=1).cpu().numpy().astype(np.float32))
         tokens = tuple(t.cpu().numpy().astype(np.int16) for t in indices)
         return MultiScaleCode(

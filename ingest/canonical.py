@@ -679,7 +679,7 @@ def _volumes(
     """One :class:`CanonicalVolume` per pose of a prepared map."""
     return [
         CanonicalVolume(
-            values=_render(prep, rotation, grid),
+            values=values,
             grid=grid,
             angstrom_per_voxel=2.0 * prep.extent / (FILL * grid),
             rotation=rotation,
@@ -694,8 +694,52 @@ def _volumes(
             source_sha256=prep.sha256,
             simulated=prep.simulated,
         )
-        for index, rotation in enumerate(poses)
+        for index, (rotation, values) in enumerate(
+            zip(poses, _render_poses(prep, poses, grid), strict=True)
+        )
     ]
+
+
+def _render_poses(
+    prep: _Prepared, poses: tuple[np.ndarray, ...], grid: int
+) -> list[np.ndarray]:
+    """:func:`_render` of each pose. Candidate poses mostly differ from an
+    earlier one by a signed permutation of the axes (the sign and order
+    ambiguities of the principal axes): such a pose samples the same points as
+    the earlier one, so its volume is the earlier one's voxels rearranged, not
+    resampled (the same values to rounding, at a fraction of the cost)."""
+    done: list[tuple[np.ndarray, np.ndarray]] = []
+    out = []
+    for rotation in poses:
+        for first, values in done:
+            swap = first.T @ rotation  # rotation = first @ swap
+            if np.allclose(np.abs(swap), np.round(np.abs(swap)), atol=1e-9):
+                out.append(_rearranged(values, np.round(swap).astype(int)))
+                break
+        else:
+            out.append(_render(prep, rotation, grid))
+            done.append((rotation, out[-1]))
+    return out
+
+
+def _rearranged(values: np.ndarray, swap: np.ndarray) -> np.ndarray:
+    """The volume of pose ``first @ swap`` from pose ``first``'s ``values``
+    (``[z, y, x]``), ``swap`` a signed permutation: voxel ``o`` (x, y, z) of
+    the new one is voxel ``c + swap (o - c)`` of the old one, ``c`` the centre
+    (flips and a transpose, no arithmetic)."""
+    # source coordinate i (x, y, z) is output coordinate perm[i], flipped
+    # where its sign is negative; array axis 2 - i holds coordinate i
+    perm = np.abs(swap).argmax(axis=1)
+    flipped = values[
+        tuple(
+            slice(None, None, -1 if swap[2 - a, perm[2 - a]] < 0 else 1)
+            for a in range(3)
+        )
+    ]
+    inverse = np.argsort(perm)
+    return np.ascontiguousarray(
+        flipped.transpose([2 - inverse[2 - k] for k in range(3)])
+    )
 
 
 def to_original_frame(

@@ -226,8 +226,9 @@ class FitQuery:
         self._rows = torch.cat(rows)  # [P + R, grid^3]
         self._mean = torch.cat(mean)
         self._norm = torch.cat(norm)
-        # row -> its local turns [len(_local_turns()), grid^3] (see _refine)
-        self._near: OrderedDict[int, torch.Tensor] = OrderedDict()
+        # row -> (shift, its local turns [len(_local_turns()), grid^3] and their
+        # window sums) (see _refine)
+        self._near: OrderedDict[int, tuple] = OrderedDict()
         self._near_lock = threading.Lock()
 
     def forget(self) -> None:
@@ -238,7 +239,8 @@ class FitQuery:
     @property
     def nbytes(self) -> int:
         """Bytes held, counting the local turns kept at their most."""
-        near = FIT_LOCAL_MEMO * len(LOCAL_ANGLES) * 12 * self.grid**3 * 4
+        sums = 2 * 8 * (2 * FIT_SHIFT + 1) ** 3  # window sums, float64
+        near = FIT_LOCAL_MEMO * len(LOCAL_ANGLES) * 12 * (self.grid**3 * 4 + sums)
         held = (self._rows, self._small, self._turn, self._mean, self._norm)
         return sum(t.numel() * t.element_size() for t in held) + near
 
@@ -279,15 +281,8 @@ class FitQuery:
         small = _shrink_all(previews, self.grid)
         ent = _unit_rows(torch.from_numpy(small).flatten(1))
         keep = max(1, min(keep, len(self._rows)))
-        best = torch.full((keep, len(ent)), -2.0)
-        which = torch.zeros((keep, len(ent)), dtype=torch.long)
         with torch.no_grad():
-            for start in range(0, len(self._rows), _BATCH):
-                part = self._rows[start : start + _BATCH] @ ent.T
-                rows = torch.arange(start, start + len(part))[:, None].expand_as(part)
-                best, pick = torch.cat([best, part]).topk(keep, dim=0)
-                which = torch.cat([which, rows]).gather(0, pick)
-            which, corr = which.T, best.T.contiguous()  # [N, keep], best first
+            which, corr = self._best_rows(ent, keep)  # [N, keep], best first
             flat = which.reshape(-1)
             vols = (self._rows[flat] * self._norm[flat] + self._mean[flat]).reshape(
                 len(ent), keep, -1
@@ -299,6 +294,20 @@ class FitQuery:
                 shifted = _shift_corr(vols, ent, self.grid, shift).max(dim=1).values
                 top = torch.maximum(top, shifted)
         return np.minimum(top.numpy(), 1.0)  # float32 rounding can pass 1
+
+    def _best_rows(
+        self, ent: torch.Tensor, keep: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each entry's ``keep`` best rows (rotations) and their correlations,
+        ``[N, keep]`` each, best first (in batches of rows: bounded memory)."""
+        best = torch.full((keep, len(ent)), -2.0)
+        which = torch.zeros((keep, len(ent)), dtype=torch.long)
+        for start in range(0, len(self._rows), _BATCH):
+            part = self._rows[start : start + _BATCH] @ ent.T
+            rows = torch.arange(start, start + len(part))[:, None].expand_as(part)
+            best, pick = torch.cat([best, part]).topk(keep, dim=0)
+            which = torch.cat([which, rows]).gather(0, pick)
+        return which.T, best.T.contiguous()
 
     def _refine(
         self,
@@ -318,10 +327,10 @@ class FitQuery:
         rows = which[js, : min(2, which.shape[1])].reshape(-1)
         # entries that fit alike share best rotations: turn each one once
         uniq, back = rows.unique(return_inverse=True)
-        turned = self._near_turns(uniq.tolist(), local)
-        cand = turned[back]
-        cand = cand.reshape(len(js), -1, g**3)
-        c = _shift_corr(cand, ent[js], g, shift)  # [n, candidates]
+        turned, total, square = self._near_turns(uniq.tolist(), local, shift)
+        cand = turned[back].reshape(len(js), -1, g**3)
+        sums = (total[back].reshape(len(js), -1), square[back].reshape(len(js), -1))
+        c = _shift_corr(cand, ent[js], g, shift, sums)  # [n, candidates]
         score, k = c.max(dim=1)
         # against the last kept rotation scored the same way (at its best shift)
         better = score > _shift_corr(vols[js, -1:], ent[js], g, shift)[:, 0]
@@ -330,15 +339,23 @@ class FitQuery:
         corr[upd, -1] = (_unit_rows(pick) * ent[upd]).sum(dim=-1)  # unshifted
         vols[upd, -1] = pick
 
-    def _near_turns(self, rows: list[int], local: torch.Tensor) -> torch.Tensor:
-        """``[len(rows), len(local), g^3]``: each of ``rows`` (its turn) followed
-        by each of the small turns ``local``, as :meth:`_refine` tries them. A
-        query searched again (a stored entry, from a server's cache) mostly
+    def _near_turns(
+        self, rows: list[int], local: torch.Tensor, shift: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Each of ``rows`` (its turn) followed by each of the small turns
+        ``local``, as :meth:`_refine` tries them: the volumes ``[len(rows),
+        len(local), g^3]`` and their :func:`~swan_index.turn.window_sums` for
+        ``shift`` (sums and sums of squares, ``[len(rows), len(local) * S]``).
+        A query searched again (a stored entry, from a server's cache) mostly
         meets the same best rotations: the last :data:`FIT_LOCAL_MEMO` are kept.
         """
         g = self.grid
         with self._near_lock:
-            out = {r: self._near[r] for r in rows if r in self._near}
+            out = {
+                r: self._near[r]
+                for r in rows
+                if r in self._near and self._near[r][0] == shift
+            }
             for r in out:
                 self._near.move_to_end(r)
         todo = [r for r in rows if r not in out]
@@ -350,13 +367,17 @@ class FitQuery:
             for s in src.unique().tolist():
                 sel = (src == s).nonzero().flatten()
                 turned[sel] = _turn(self._small[s], mats[sel].numpy(), False)[0]
+            total, square = (
+                torch.from_numpy(a).reshape(len(todo), -1)
+                for a in window_sums(turned.reshape(-1, g, g, g).numpy(), shift)
+            )
             turned = turned.reshape(len(todo), len(local), g**3)
             with self._near_lock:
-                for r, t in zip(todo, turned, strict=True):
-                    out[r] = self._near[r] = t
+                for i, r in enumerate(todo):
+                    out[r] = self._near[r] = (shift, turned[i], total[i], square[i])
                 while len(self._near) > FIT_LOCAL_MEMO:
                     self._near.popitem(last=False)
-        return torch.stack([out[r] for r in rows])
+        return tuple(torch.stack([out[r][i] for r in rows]) for i in (1, 2, 3))
 
 
 class FitCache:
@@ -429,11 +450,16 @@ def _local_turns() -> torch.Tensor:
 
 
 def _shift_corr(
-    vols: torch.Tensor, ent: torch.Tensor, g: int, shift: int
+    vols: torch.Tensor,
+    ent: torch.Tensor,
+    g: int,
+    shift: int,
+    sums: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """``[N, K]``: the best Pearson correlation of each of ``vols`` ``[N, K, g^3]``
     shifted by up to ``shift`` voxels per axis (zero fill) with its entry's
-    zero-mean unit row ``ent`` ``[N, g^3]``."""
+    zero-mean unit row ``ent`` ``[N, g^3]``. ``sums``: the volumes'
+    :func:`~swan_index.turn.window_sums` when known (``[N, K * S]`` each)."""
     n, keep = vols.shape[:2]
     if shift <= 0:
         return (_unit_rows(vols) * ent[:, None]).sum(dim=-1)
@@ -448,9 +474,14 @@ def _shift_corr(
     for i in range(0, n, step):
         v = vols[i : i + step]
         dot = _moved_dots(v, ent[i : i + step], g, shift)  # [m, keep, side^3]
-        total, square = window_sums(v.reshape(-1, g, g, g).numpy(), shift)
-        total = torch.from_numpy(total).reshape(dot.shape)
-        square = torch.from_numpy(square).reshape(dot.shape)
+        if sums is None:
+            total, square = (
+                torch.from_numpy(a)
+                for a in window_sums(v.reshape(-1, g, g, g).numpy(), shift)
+            )
+        else:
+            total, square = (a[i : i + step] for a in sums)
+        total, square = total.reshape(dot.shape), square.reshape(dot.shape)
         spread = (square - total * total / g**3).clamp_min(1e-12).float()
         out.append((dot / spread.sqrt()).max(dim=-1).values)
     return torch.cat(out)

@@ -7,6 +7,7 @@ The part that needs no model (reading, canonicalization) is in
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
 
@@ -58,11 +59,41 @@ class MapEncoder:
                 f"volumes {volumes.shape}: expected [B, {g}, {g}, {g}] canonical "
                 "volumes at this checkpoint's grid"
             )
+        # identical volumes (a symmetric map's candidate poses often are) are
+        # encoded once: a code is a function of its volume
+        first, back = _distinct(volumes)
+        distinct = volumes[first] if len(first) < len(volumes) else volumes
         parts = []
-        for start in range(0, len(volumes), batch_size):
-            x = torch.from_numpy(volumes[start : start + batch_size])[:, None]
+        for start in range(0, len(distinct), batch_size):
+            x = torch.from_numpy(distinct[start : start + batch_size])[:, None]
             parts.append(self.model.encode(x.to(self.device)))
-        return concat_codes(parts)
+        code = concat_codes(parts)
+        if len(first) == len(volumes):
+            return code
+        return MultiScaleCode(
+            code.scales,
+            tuple(t[back] for t in code.tokens),
+            tuple(v[back] for v in code.vectors),
+            code.checkpoint_hash,
+        )
+
+
+def _distinct(volumes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(first, back)``: the index of one of each distinct volume, in order of
+    first appearance, and for each volume which of those it equals."""
+    seen: dict[bytes, list[int]] = {}
+    first: list[int] = []
+    back = np.empty(len(volumes), np.int64)
+    for i, v in enumerate(volumes):
+        key = hashlib.blake2b(v.tobytes(), digest_size=16).digest()
+        same = [j for j in seen.get(key, ()) if np.array_equal(volumes[first[j]], v)]
+        if same:
+            back[i] = same[0]
+        else:
+            seen.setdefault(key, []).append(len(first))
+            back[i] = len(first)
+            first.append(i)
+    return np.asarray(first, np.int64), back
 
 
 def concat_codes(codes: list[MultiScaleCode]) -> MultiScaleCode:

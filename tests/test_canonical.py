@@ -82,6 +82,19 @@ def test_symmetric_real_map_candidates_cover_rotation(map_path, rng):
     assert _best_correlation(ref, moved, ref.contour) >= POSE_BOUND
 
 
+def test_poses_that_swap_axes_are_rearranged_not_resampled(map_path):
+    # EMD-6824's 16 candidate poses are two renderings and their signed axis
+    # permutations: each volume equals the pose rendered on its own
+    from ingest.canonical import QUERY_MARGIN, _prepare, _render
+
+    dmap = read_map(map_path("emd_6824"))
+    poses = canonicalize_poses(dmap, grid=32)
+    assert len(poses) > 2
+    prep = _prepare(dmap, None, 32, None, QUERY_MARGIN)
+    for pose in poses:
+        assert np.array_equal(pose.values, _render(prep, pose.rotation, 32))
+
+
 def test_simulated_map_pose_is_stable_under_rotation(model_path, rng):
     ref = canonicalize(simulate_map(model_path("5me2"), resolution=6.0), grid=32)
     for _ in range(2):

@@ -94,6 +94,56 @@ def test_retrieval_vectors_correlate_the_partial_reconstructions(batch):
     assert dims == [16, 128, 128] == list(latent.config.retrieval_dims)
 
 
+def test_retrieval_vectors_from_the_low_pass_band_equal_the_full_decoding(batch):
+    # cells of whole Haar blocks are pooled from the decoder's low-pass band
+    # alone; the vectors are those of the full reconstruction, to rounding
+    model = CryoSwan(SMALL).eval()
+    code = model.encode(batch)
+    with torch.no_grad():
+        f, _ = model.encode_latent(batch)
+        cumulative = model._quantize(f)[0]
+        for s, cells in enumerate(SMALL.retrieval_cells):
+            pooled = F.adaptive_avg_pool3d(model.decoder(cumulative[s]), cells)
+            pooled = pooled.flatten(1) - pooled.flatten(1).mean(dim=1, keepdim=True)
+            full = F.normalize(pooled, dim=1).numpy()
+            assert np.abs(full - code.vectors[s]).max() < 1e-5
+
+
+def test_rows_that_share_tokens_are_decoded_once_with_the_same_vectors(batch):
+    # the candidate poses of one map share their coarse tokens: each distinct
+    # token prefix is decoded once, and every row gets its own row's vectors
+    model = CryoSwan(SMALL).eval()
+    rows = batch[[0, 1, 0, 2, 1, 0]]
+    code = model.encode(rows)
+    assert code.tokens[0][0].tobytes() == code.tokens[0][2].tobytes()
+    for i in range(len(rows)):
+        alone = model.encode(rows[i : i + 1])
+        for s in range(len(SMALL.scales)):
+            assert np.array_equal(code.tokens[s][i], alone.tokens[s][0])
+            assert np.abs(code.vectors[s][i] - alone.vectors[s][0]).max() < 1e-5
+
+
+def test_map_encoder_encodes_identical_volumes_once(monkeypatch):
+    from swan_index.map_encoder import MapEncoder
+
+    encoder = MapEncoder()
+    vols = [
+        canonicalize(read_map(MAPS[k]), grid=encoder.grid).values
+        for k in ("emd_1832", "emd_5625")
+    ]
+    seen = []
+    encode = encoder.model.encode
+    monkeypatch.setattr(
+        encoder.model, "encode", lambda x: seen.append(len(x)) or encode(x)
+    )
+    code = encoder.encode(np.stack([vols[0], vols[1], vols[0], vols[0]]))
+    assert seen == [2] and len(code) == 4
+    single = encoder.encode(np.stack(vols))
+    for s in range(len(code.scales)):
+        assert np.array_equal(code.tokens[s][[0, 2, 3]], single.tokens[s][[0, 0, 0]])
+        assert np.abs(code.vectors[s][1] - single.vectors[s][1]).max() < 1e-5
+
+
 def test_eval_encoding_is_deterministic(batch):
     model = CryoSwan(SMALL).eval()
     a, b = model.encode(batch), model.encode(batch)
