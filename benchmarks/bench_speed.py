@@ -15,6 +15,9 @@ shared machine hits both alike):
   ``similar_first``;
 * **upload search**, one client: ``POST /api/search?k=10`` with
   ``data/maps/emd_6824.mrc`` (1.4 MB, 16 candidate poses), fit included;
+* **upload search with each sample map** of ``data/maps``, one client,
+  ``--uploads-per-map`` per server after one warm-up, with each map's number
+  of candidate poses and of distinct canonical volumes among them;
 * **8 clients**: ``--threads`` threads (one httpx client each) sending search by
   id, fit included, back to back, ``--similar`` requests per server per round,
   ``--rounds`` rounds alternating the servers: requests/s. Any answer but 200
@@ -26,7 +29,8 @@ map read again and its query cached, as in a server that has run a while). JSON
 goes to ``benchmarks/results/bench_speed.json``.
 
     $ python -m benchmarks.bench_speed [--store DIR] [--baseline REV] \\
-          [--sequential 30] [--uploads 8] [--threads 8] [--similar 96] [--rounds 2]
+          [--sequential 30] [--uploads 8] [--threads 8] [--similar 96] [--rounds 2] \\
+          [--uploads-per-map 3]
 """
 
 from __future__ import annotations
@@ -146,6 +150,7 @@ def _measure(
                     t0 = time.perf_counter()
                     _check(calls[kind](client, ids[j % len(ids)]))
                     times[name][kind].append(time.perf_counter() - t0)
+        by_map = _uploads_by_map(args, clients)
     finally:
         for client in clients.values():
             client.close()
@@ -164,6 +169,7 @@ def _measure(
             got = _load(servers[name][1], args.threads, plans, ids, data)
             rates[name].append(got["requests_per_s"])
     out: dict[str, Any] = {"one_client": one, "clients": args.threads}
+    out["upload_by_map"] = by_map
     out["requests_per_s"] = {n: statistics.median(v) for n, v in rates.items()}
     out["requests_per_s_rounds"] = rates
     out["errors"] = 0  # any answer but 200 stops the run
@@ -180,6 +186,34 @@ def _measure(
     return out
 
 
+def _uploads_by_map(args: argparse.Namespace, clients: dict[str, Any]) -> dict:
+    """Upload search with each sample map, ``--uploads-per-map`` per server
+    (ABAB): per map its size, candidate poses, how many of their canonical
+    volumes differ (a symmetric map's often coincide, and are encoded once),
+    and per server the median ms."""
+    from ingest import canonicalize_poses, is_map_file, read_map
+
+    out = {}
+    for path in sorted(p for p in (ROOT / "data" / "maps").iterdir() if is_map_file(p)):
+        poses = canonicalize_poses(read_map(path))
+        distinct = len({v.values.tobytes() for v in poses})
+        files = {"file": (path.name, path.read_bytes())}
+        print(f"one client, upload {path.name} ...", flush=True)
+        t: dict[str, list[float]] = {name: [] for name in clients}
+        for _ in range(args.uploads_per_map + 1):  # the first is a warm-up
+            for name, client in clients.items():
+                t0 = time.perf_counter()
+                _check(client.post(f"/api/search?k={K}", files=files))
+                t[name].append(time.perf_counter() - t0)
+        out[path.name] = {
+            "bytes": path.stat().st_size,
+            "poses": len(poses),
+            "distinct_volumes": distinct,
+            **{n: 1000 * statistics.median(v[1:]) for n, v in t.items()},
+        }
+    return out
+
+
 def _print_table(result: dict[str, Any]) -> None:
     print(f"\n{'code':<5} {'kind':<16} {'p50 ms':>9} {'p95 ms':>9}")
     for name, by_kind in result["one_client"].items():
@@ -192,6 +226,12 @@ def _print_table(result: dict[str, Any]) -> None:
             f"id with the fit / without: x{ratio:.2f}"
         )
     print("new / old:", {k: round(v, 3) for k, v in result["new_over_old"].items()})
+    print(f"\n{'upload':<20} {'poses':>5} {'distinct':>8} {'new ms':>8} {'old ms':>8}")
+    for name, m in result.get("upload_by_map", {}).items():
+        print(
+            f"{name:<20} {m['poses']:>5} {m['distinct_volumes']:>8} "
+            f"{m['new']:>8.0f} {m['old']:>8.0f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -204,6 +244,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--similar", type=int, default=96)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--uploads-per-map", type=int, default=3)
     add_out_argument(parser, "bench_speed.json")
     return run(parser.parse_args(argv))
 

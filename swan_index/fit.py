@@ -287,12 +287,14 @@ class FitQuery:
             vols = (self._rows[flat] * self._norm[flat] + self._mean[flat]).reshape(
                 len(ent), keep, -1
             )
-            if refine > 0:
-                self._refine(which, corr, vols, ent, refine, shift)
-            top = corr.max(dim=1).values
+            # each kept rotation at its best shift (without shifts: as it is)
             if shift > 0:
-                shifted = _shift_corr(vols, ent, self.grid, shift).max(dim=1).values
-                top = torch.maximum(top, shifted)
+                shifted = _shift_corr(vols, ent, self.grid, shift)
+            else:
+                shifted = corr.clone()
+            if refine > 0:
+                self._refine(which, corr, shifted, ent, refine, shift)
+            top = torch.maximum(corr.max(dim=1).values, shifted.max(dim=1).values)
         return np.minimum(top.numpy(), 1.0)  # float32 rounding can pass 1
 
     def _best_rows(
@@ -313,14 +315,15 @@ class FitQuery:
         self,
         which: torch.Tensor,
         corr: torch.Tensor,
-        vols: torch.Tensor,
+        shifted: torch.Tensor,
         ent: torch.Tensor,
         n: int,
         shift: int,
     ) -> None:
         """For the ``n`` best-fitting entries, try rotations near their two best
         (each scored at its best shift); the best replaces the entry's last kept
-        rotation (in place) when it beats it."""
+        rotation (in place: its correlation, and in ``shifted`` its best over
+        shifts) when it beats it at its best shift."""
         local = _local_turns()
         g = self.grid
         js = torch.argsort(corr[:, 0], descending=True)[:n]
@@ -333,11 +336,11 @@ class FitQuery:
         c = _shift_corr(cand, ent[js], g, shift, sums)  # [n, candidates]
         score, k = c.max(dim=1)
         # against the last kept rotation scored the same way (at its best shift)
-        better = score > _shift_corr(vols[js, -1:], ent[js], g, shift)[:, 0]
+        better = score > shifted[js, -1]
         upd = js[better]
         pick = cand[better, k[better]]
         corr[upd, -1] = (_unit_rows(pick) * ent[upd]).sum(dim=-1)  # unshifted
-        vols[upd, -1] = pick
+        shifted[upd, -1] = score[better]
 
     def _near_turns(
         self, rows: list[int], local: torch.Tensor, shift: int
