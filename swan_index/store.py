@@ -75,7 +75,7 @@ from swan_index.schema import (
     record_columns,
     reencode_hint,
 )
-from swan_index.store_search import DB_NAME, StoreSearch
+from swan_index.store_search import DB_NAME, PreviewCache, StoreSearch
 from swan_index.tables import (
     Connection,
     accept_loss,
@@ -126,6 +126,7 @@ class Store(StoreSearch):
         self._rg = np.zeros(0, np.float64)  # aligned with _ids (NaN: unknown)
         self._rg_by_id: np.ndarray | None = None  # see _rg_of
         self._generation = -1
+        self._previews = PreviewCache()  # for the fit (get_previews)
         self._next_id = 1  # the database's next entry id (writers keep it current)
         self._index_info: dict[str, Any] = {}  # the FAISS files as last written
         self._closed = False
@@ -598,10 +599,14 @@ class Store(StoreSearch):
                 raise KeyError(f"no entry {entry_id} in {self.path}") from None
 
     def get_previews(self, entry_ids: Any) -> dict[int, np.ndarray]:
-        """``id -> preview volume`` of the given entries that have one."""
+        """``id -> preview volume`` (read-only) of the given entries that have
+        one; the last ones read are kept until the entries change."""
         ids = [int(i) for i in entry_ids]
         if not ids:
             return {}
+        return self._previews.get(ids, self._generation, self._read_previews)
+
+    def _read_previews(self, ids: list[int]) -> dict[int, np.ndarray]:
         rows = self._query_sql(
             f"SELECT id, grid, volume FROM previews WHERE {id_in(ids)}"
         )

@@ -5,6 +5,9 @@ scores, and the hits' metadata; mixed into the store as :class:`StoreSearch`."""
 from __future__ import annotations
 
 import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 
 import numpy as np
 
@@ -31,6 +34,52 @@ log = logging.getLogger(__name__)
 DB_NAME = "swan.duckdb"
 #: Columns every hit carries from ``entries``.
 HIT_COLUMNS = ("emdb_id", "title", "method", "resolution", "label", "rg")
+#: Decoded previews a store keeps for the rotational fit (32^3 float32 each:
+#: 32 MB at most), the most recently fetched; dropped whenever the store's
+#: entries change.
+PREVIEW_CACHE = 256
+
+
+class PreviewCache:
+    """Decoded preview volumes by entry id, for the fit of the next search of
+    the same entries (a search's best hits are mostly the last search's):
+    bounded, least recently used out, thread-safe, emptied when ``generation``
+    differs from the one the volumes were read at. The volumes are read-only."""
+
+    def __init__(self, size: int = PREVIEW_CACHE) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._items: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._generation: int | None = None
+
+    def get(
+        self,
+        ids: list[int],
+        generation: int,
+        fetch: Callable[[list[int]], dict[int, np.ndarray]],
+    ) -> dict[int, np.ndarray]:
+        """``id -> volume`` of those of ``ids`` that have one: kept ones, and the
+        others from ``fetch`` (then kept)."""
+        with self._lock:
+            if generation != self._generation:
+                self._items.clear()
+                self._generation = generation
+            out = {i: self._items[i] for i in ids if i in self._items}
+            for i in out:
+                self._items.move_to_end(i)
+        todo = [i for i in ids if i not in out]
+        if not todo:
+            return out
+        got = fetch(todo)
+        for volume in got.values():
+            volume.flags.writeable = False
+        with self._lock:
+            if generation == self._generation:
+                self._items.update(got)
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+        out.update(got)
+        return out
 
 
 class StoreSearch:

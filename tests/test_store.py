@@ -123,6 +123,25 @@ def test_previews_and_codes_round_trip(store, samples, encoder):
     )
 
 
+def test_previews_for_the_fit_are_kept_until_the_entries_change(store, samples):
+    prepared, code = samples
+    reads = []
+    read = store._read_previews
+    store._read_previews = lambda ids: reads.append(list(ids)) or read(ids)
+    first = store.get_previews([1, 2, 3])
+    assert sorted(first) == [1, 2, 3] and reads == [[1, 2, 3]]
+    assert not first[1].flags.writeable  # shared between searches
+    again = store.get_previews([3, 2, 4])
+    assert reads == [[1, 2, 3], [4]]  # only the one not read yet
+    assert again[2] is first[2]
+    store.delete([2])  # the entries changed: everything is read again
+    after = store.get_previews([1, 2, 3])
+    assert reads[-1] == [1, 2, 3] and sorted(after) == [1, 3]
+    store.add(code[1:2], [prepared[1].record], [np.zeros((32, 32, 32), "f4")])
+    new_id = int(store.ids[-1])
+    assert not store.get_previews([new_id])[new_id].any()
+
+
 def test_boundary_checks(store, samples, encoder):
     prepared, code = samples
     records = [p.record for p in prepared]
