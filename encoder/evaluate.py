@@ -102,14 +102,19 @@ def encoding_throughput(
     batch_size: int = 32,
     repeat: int = 3,
     encode=None,
+    volumes: torch.Tensor | None = None,
 ) -> float:  # noqa: ANN001
-    """Maps per second of ``encode(x)`` (default ``model.encode``) on random
-    canonical-like volumes ``[batch_size, 1, grid, grid, grid]``; best of ``repeat``.
+    """Maps per second of ``encode(x)`` (default ``model.encode``) on
+    ``volumes`` ``[B, 1, grid, grid, grid]`` (default: ``batch_size`` random
+    binary volumes); best of ``repeat``.
     """
     model.eval()
     encode = encode or model.encode
-    gen = torch.Generator().manual_seed(0)
-    x = (torch.rand(batch_size, 1, grid, grid, grid, generator=gen) > 0.9).float()
+    if volumes is None:
+        gen = torch.Generator().manual_seed(0)
+        x = (torch.rand(batch_size, 1, grid, grid, grid, generator=gen) > 0.9).float()
+    else:
+        x, batch_size = volumes, len(volumes)
     x = x.to(next(model.parameters()).device)
     encode(x[:2])  # warm-up
     best = float("inf")
