@@ -419,6 +419,15 @@ def create_api(
             int, Query(ge=1, le=8, description="coarsest scales of the entry kept")
         ] = 3,
         seed: SEED = 0,
+        strength: Annotated[
+            float,
+            Query(
+                gt=0,
+                le=1,
+                description="the prior's share: 1 draws the finer scales afresh, "
+                "less starts from the entry's own and stays closer to it",
+            ),
+        ] = 1.0,
         format: DRAWN_FORMAT = "zip",
     ) -> Any:
         """``n`` maps that keep the first ``keep_scales`` scales of the entry's
@@ -427,7 +436,7 @@ def create_api(
         scale). A zip of labelled MRC files, or with ``format=json`` what was
         drawn and each map's volume above 0.5 in voxels."""
         drawn = prior_service(service).variations(
-            _entry_key(entry), n, keep_scales, seed
+            _entry_key(entry), n, keep_scales, seed, strength
         )
         return _drawn_as(drawn, format, f"variations-{safe_name(str(entry))}")
 

@@ -324,10 +324,17 @@ class PriorService:
 
     # -- drawing -------------------------------------------------------------------
     def variations(
-        self, entry: str | int, n: int = 4, keep: int = 3, seed: int = 0
+        self,
+        entry: str | int,
+        n: int = 4,
+        keep: int = 3,
+        seed: int = 0,
+        strength: float = 1.0,
     ) -> Drawn:
         """``n`` maps keeping the first ``keep`` scales of the entry's stored code
-        and drawing the finer ones.
+        and drawing the finer ones: afresh (``strength`` 1), or starting from
+        the entry's own latent (its stored code's) carried by the prior for
+        that share of the way (below 1: closer to the entry).
 
         Raises:
             KeyError: no such entry.
@@ -339,24 +346,33 @@ class PriorService:
         _check_draws(n)
         if not 1 <= keep < n_scales:
             raise UploadError(f"keep_scales {keep}: use 1..{n_scales - 1}")
+        if not 0 < strength <= 1:
+            raise UploadError(f"strength {strength:g}: use a value in (0, 1]")
         row = self.service.entry(entry)
         code = self.service.code(row["id"])
-        kept = [
-            torch.from_numpy(np.asarray(t, np.int64)).expand(n, *t.shape[1:])
-            for t in code.tokens[:keep]
-        ]
+        tokens = [torch.from_numpy(np.asarray(t, np.int64)) for t in code.tokens]
+        kept = [t.expand(n, *t.shape[1:]) for t in tokens[:keep]]
         with self._run():
+            start = None
+            if strength < 1:  # the stored code's latent, all scales
+                with torch.no_grad():
+                    start = gen.encoder.cumulative_latents(tokens)[-1]
+                start = start.expand(n, *start.shape[1:])
             tokens = sample(
                 gen.prior,
                 gen.encoder,
                 n,
                 keep=kept,
+                start=start,
+                strength=strength,
                 generator=torch.Generator().manual_seed(seed),
             )
             with torch.no_grad():
                 volumes = gen.encoder.decode_indices(tokens)[:, 0].clamp(0, 1).numpy()
         name = row.get("emdb_id") or f"entry {row['id']}"
         what = f"variation of {name} keeping {keep} of {n_scales} scales seed {seed}"
+        if strength < 1:
+            what += f" strength {strength:g}"
         return _drawn(volumes, "variation", what, gen)
 
     def draws(self, n: int = 4, seed: int = 0) -> Drawn:

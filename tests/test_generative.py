@@ -141,6 +141,29 @@ def test_variations_keep_the_entry_and_differ(client, service, tmp_path):
     assert all(m["voxels_above_half"] > 0 for m in described["maps"])
 
 
+def test_variations_at_a_lower_strength_stay_closer_to_the_entry(
+    client, service, tmp_path
+):
+    grid = service.encoder.grid
+    own = service.coarse_to_fine("EMD-1832", grid=grid)[-1].ravel()
+    closeness = {}
+    for strength in (1.0, 0.3):
+        r = client.get(
+            "/api/entries/EMD-1832/variations",
+            params={"n": 3, "keep_scales": 1, "strength": strength},
+        )
+        assert r.status_code == 200, r.text
+        maps = [_read(b, tmp_path, n) for n, b in _zip(r.content).items()]
+        closeness[strength] = np.mean(
+            [np.corrcoef(m.data.ravel(), own)[0, 1] for m in maps]
+        )
+    assert "strength 0.3" in maps[0].header["labels"][1]
+    assert closeness[0.3] > closeness[1.0]
+    for bad in (0, 1.5):
+        r = client.get("/api/entries/1/variations", params={"strength": bad})
+        assert r.status_code == 422
+
+
 def test_variations_and_draws_refuse_bad_requests(client):
     r = client.get("/api/entries/EMD-1832/variations", params={"keep_scales": 4})
     assert r.status_code == 400 and "keep_scales 4: use 1..3" in r.json()["error"]

@@ -219,6 +219,28 @@ def test_generate_writes_labelled_variations(tiny, tmp_path):
     assert main(bad + args) == 1
 
 
+def test_generate_strength_keeps_variations_closer_to_the_map(tiny, tmp_path, capsys):
+    src = DATA / "maps" / "emd_5625.map"
+    args = ["--checkpoint", tiny["encoder"], "--prior", tiny["flow"], "-n", "3"]
+    like = read_map(src).data.ravel()
+    closeness = {}
+    for strength in ("1", "0.3"):
+        out = tmp_path / strength
+        cmd = ["generate", "--like", str(src), "--strength", strength, "-o", str(out)]
+        assert main(cmd + args) == 0
+        made = [read_map(f) for f in sorted(out.iterdir())]
+        assert all(m.header["labels"][0] == GENERATED_LABEL for m in made)
+        closeness[strength] = np.mean(
+            [np.corrcoef(m.data.ravel(), like)[0, 1] for m in made]
+        )
+    assert "strength 0.3" in made[0].header["labels"][1]
+    assert closeness["0.3"] > closeness["1"]
+    for bad in (["--like", str(src), "--strength", "0"], ["--strength", "0.5"]):
+        assert main(["generate", *bad, "-o", str(tmp_path / "x")] + args) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and "\n" not in err and "strength" in err
+
+
 def test_generate_like_a_stored_entry(tiny, store, tmp_path, capsys):
     store.close()  # the command opens it read-only
     args = ["--checkpoint", tiny["encoder"], "--prior", tiny["flow"]]
