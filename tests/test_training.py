@@ -164,3 +164,29 @@ def test_run_job_builds_one_item_or_reports_its_error():
     np.testing.assert_array_equal(vol, again)
     missing, error = run_job(("real", str(DATA / "maps" / "missing.map"), 1, 0, 32))
     assert missing is None and error["error"]
+
+
+def test_realistic_items_are_labelled_and_keep_the_enclosed_volume():
+    from encoder.training_data import run_job
+    from encoder.training_data.realism import make_realistic
+    from ingest import simulate_map
+    from ingest.simulate import read_model
+
+    dmap = simulate_map(read_model(DATA / "models" / "5me2.pdb"), 6.0, voxel_size=2.0)
+    level = float(dmap.header["recommended_contour"])
+    inside = int((dmap.data >= level).sum())
+    kinds = set()
+    for seed in range(8):
+        out, contour, applied = make_realistic(dmap, level, np.random.default_rng(seed))
+        assert out.data.shape == dmap.data.shape and out.data.dtype == np.float32
+        assert out.header["recommended_contour"] == contour
+        kinds |= set(applied)
+        if applied and "noise" not in applied:  # blurred or sharpened only
+            assert abs(int((out.data >= contour).sum()) - inside) <= 0.01 * inside
+    assert {"bfactor", "anisotropy", "noise"} <= kinds
+    # a dataset item made realistic says what was applied; chance 0 changes nothing
+    plain, _ = run_job(("synthetic", 1, 0, 32))
+    same, row = run_job(("synthetic", 1, 0, 32, 0.0))
+    np.testing.assert_array_equal(plain, same)
+    rows = [run_job(("synthetic", i, 0, 32, 1.0))[1] for i in range(4)]
+    assert any("realistic" in json.loads(r["augmentation"]) for r in rows)

@@ -116,6 +116,9 @@ class DatasetConfig:
     synthetic: int = 1200
     shapes_per_file: int = 150
     shape_mesh_resolution: int = 64
+    #: Chance that a simulated or synthetic item is made to look experimental
+    #: (:mod:`encoder.training_data.realism`; named in items.csv).
+    realism: float = 0.0
     synthetic_val_fraction: float = 0.05
     synthetic_test_fraction: float = 0.1
     test_groups: tuple[str, ...] = DEFAULT_TEST_GROUPS
@@ -247,7 +250,22 @@ def _real_job(path: str, view: int, seed: int, grid: int) -> tuple[np.ndarray, d
     return to_uint8(cv.values), _row(cv, aug, level)
 
 
-def _model_job(path: str, view: int, seed: int, grid: int) -> tuple[np.ndarray, dict]:
+def _realistic(dmap, rng: np.random.Generator, realism: float):  # noqa: ANN001, ANN202
+    """``(map, contour or None, what was applied)``: with chance ``realism``,
+    :func:`~encoder.training_data.realism.make_realistic` of ``dmap`` (its own
+    random stream, so that the item is otherwise the same)."""
+    if realism <= 0 or rng.random() >= realism:
+        return dmap, None, {}
+    from encoder.training_data.realism import make_realistic
+
+    level = float(dmap.header["recommended_contour"])
+    seed = int(rng.integers(2**31))
+    return make_realistic(dmap, level, np.random.default_rng(seed))
+
+
+def _model_job(
+    path: str, view: int, seed: int, grid: int, realism: float = 0.0
+) -> tuple[np.ndarray, dict]:
     from ingest import canonicalize, read_model
     from ingest.simulate import simulate_view
 
@@ -259,12 +277,17 @@ def _model_job(path: str, view: int, seed: int, grid: int) -> tuple[np.ndarray, 
         k = int(rng.integers(1, len(chains)))
         chosen = sorted(rng.choice(chains, size=k, replace=False).tolist())
     dmap, resolution = simulate_view(structure, rng, chosen)
-    cv = canonicalize(dmap, grid=grid)
+    dmap, level, realistic = _realistic(dmap, rng, realism)
+    cv = canonicalize(dmap, contour=level, grid=grid)
     aug = {"view": view, "resolution": round(resolution, 2), "chains": chosen}
+    if realistic:
+        aug["realistic"] = realistic
     return to_uint8(cv.values), _row(cv, aug, cv.contour)
 
 
-def _synthetic_job(index: int, seed: int, grid: int) -> tuple[np.ndarray, dict]:
+def _synthetic_job(
+    index: int, seed: int, grid: int, realism: float = 0.0
+) -> tuple[np.ndarray, dict]:
     from encoder.training_data.synthetic import build_assembly, describe, random_spec
     from ingest import canonicalize, simulate_map
 
@@ -274,8 +297,11 @@ def _synthetic_job(index: int, seed: int, grid: int) -> tuple[np.ndarray, dict]:
     dmap = simulate_map(
         build_assembly(spec), resolution, voxel_size=max(resolution / 3, 1.5)
     )
-    cv = canonicalize(dmap, grid=grid)
+    dmap, level, realistic = _realistic(dmap, rng, realism)
+    cv = canonicalize(dmap, contour=level, grid=grid)
     aug = {"resolution": round(resolution, 2), "spec": describe(spec)}
+    if realistic:
+        aug["realistic"] = realistic
     return to_uint8(cv.values), _row(cv, aug, cv.contour)
 
 
@@ -348,11 +374,14 @@ def plan_jobs(cfg: DatasetConfig) -> list[tuple[tuple, str, str, str]]:
         for path in _files(folder, suffixes):
             for view in range(views):
                 job = (kind, str(path), view, cfg.seed, cfg.grid)
+                if kind == "simulated" and cfg.realism > 0:
+                    job += (cfg.realism,)
                 jobs.append((job, kind, group_of(path), path.name))
     for i in range(cfg.synthetic):
         jobs.append(
             (
-                ("synthetic", i, cfg.seed, cfg.grid),
+                ("synthetic", i, cfg.seed, cfg.grid)
+                + ((cfg.realism,) if cfg.realism > 0 else ()),
                 "synthetic",
                 f"synthetic-{cfg.seed}-{i}",
                 f"synthetic:{i}",

@@ -38,6 +38,13 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     build.add_argument("--real-views", type=int, default=16)
     build.add_argument("--model-views", type=int, default=12)
     build.add_argument("--shapes-per-file", type=int, default=150)
+    build.add_argument(
+        "--realism",
+        type=float,
+        default=0.0,
+        help="chance (0-1) that a simulated or synthetic item gets experimental "
+        "artefacts: B-factor, anisotropy, solvent noise, a mask (default 0)",
+    )
     build.add_argument("--grid", type=int, default=64)
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--workers", type=int, default=None)
@@ -55,6 +62,7 @@ def main(args: argparse.Namespace) -> int:
         model_views=args.model_views,
         synthetic=args.synthetic,
         shapes_per_file=args.shapes_per_file,
+        realism=args.realism,
         seed=args.seed,
         **kwargs,
     )
