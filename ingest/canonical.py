@@ -713,7 +713,7 @@ def _render_poses(
     for rotation in poses:
         for first, values in done:
             swap = first.T @ rotation  # rotation = first @ swap
-            if np.allclose(np.abs(swap), np.round(np.abs(swap)), atol=1e-9):
+            if np.allclose(np.abs(swap), np.round(np.abs(swap)), rtol=0, atol=1e-9):
                 out.append(_rearranged(values, np.round(swap).astype(int)))
                 break
         else:
