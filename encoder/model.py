@@ -436,7 +436,7 @@ class CryoSwan(nn.Module):
             prefix = torch.cat([t.flatten(1) for t in indices[: s + 1]], dim=1)
             _, back = prefix.unique(dim=0, return_inverse=True)
             every = torch.arange(len(back), device=back.device)
-            first = torch.empty_like(every[: int(back.max()) + 1])
+            first = torch.empty_like(every[: int(back.max()) + 1 if len(back) else 0])
             first.scatter_(0, back, every)  # one row of each (any: they are equal)
             if bands % cells == 0:
                 # cells of whole Haar blocks: their means are the low-pass band's,

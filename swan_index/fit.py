@@ -283,12 +283,11 @@ class FitQuery:
         keep = max(1, min(keep, len(self._rows)))
         with torch.no_grad():
             which, corr = self._best_rows(ent, keep)  # [N, keep], best first
-            flat = which.reshape(-1)
-            vols = (self._rows[flat] * self._norm[flat] + self._mean[flat]).reshape(
-                len(ent), keep, -1
-            )
             # each kept rotation at its best shift (without shifts: as it is)
             if shift > 0:
+                flat = which.reshape(-1)
+                vols = self._rows[flat] * self._norm[flat] + self._mean[flat]
+                vols = vols.reshape(len(ent), keep, -1)
                 shifted = _shift_corr(vols, ent, self.grid, shift)
             else:
                 shifted = corr.clone()
