@@ -6,10 +6,9 @@ MAP that keep its first --keep-scales K scales' codes exactly (K = 1 keeps the
 global shape, 3 all but the finest detail) and draw the finer scales from the
 prior given them (--strength below 1 starts them from MAP's own finer scales,
 so the variations stay closer to it); written on MAP's own grid, voxel size
-and origin. Without
---like: maps drawn from the prior alone, written as canonical volumes (values
-0-1, the molecule at 0.5 and above, 1 Å voxels: the canonical frame has no
-physical scale).
+and origin. Without --like: maps drawn from the prior alone, written as
+canonical volumes (values 0-1, the molecule at 0.5 and above, 1 Å voxels: the
+canonical frame has no physical scale).
 
 examples:
   $ swan generate --like data/maps/emd_1832.map --keep-scales 2 -n 4 -o runs/var
