@@ -337,6 +337,10 @@ def test_variations_of_an_entry_are_drawn_and_labelled(page):
     assert href.startswith("/api/entries/") and "keep_scales=3" in href
     page.locator("#variations-graph").scroll_into_view_if_needed()
     page.locator("#variations-graph").screenshot(path=str(ARTIFACTS / "variations.png"))
+    controls = page.locator("#variations-go").locator("..")
+    assert "strength" in controls.inner_text()  # 1 (afresh) by default
+    assert "afresh" in page.inner_text("#variations-strength")
+    controls.screenshot(path=str(ARTIFACTS / "variations_controls.png"))
 
 
 #: In the page: what the view shows (the filters, hits per search, colouring and

@@ -239,6 +239,9 @@ def test_the_entry_panel_draws_variations(service):
     shown = str(text)
     assert "keeping the coarsest 2 of 4 scales" in shown and "not measured" in shown
     assert "/api/entries/1/variations?n=3&keep_scales=2&seed=5" in shown
+    _, closer, _ = on_variations(service, 1, 2, seed=5, strength=0.6)
+    assert "seed 5, strength 0.6" in str(closer)
+    assert "keep_scales=2&seed=5&strength=0.6" in str(closer)
     _, refused, view = on_variations(service, None, 2, seed=1)
     assert "Choose an entry first" in str(refused) and view["display"] == "none"
     _, missing, _ = on_variations(service, 999, 2, seed=1)

@@ -4,13 +4,15 @@ coarse-to-fine views.
 
 "Draw variations" keeps the coarsest K scales of the entry's stored code
 (``variations-keep``) and draws the finer ones
-(:meth:`dashboard.generative.PriorService.variations`); the entry's own
+(:meth:`dashboard.generative.PriorService.variations`), afresh or, at a lower
+strength (``variations-strength``), starting from the entry's own; the entry's own
 decoding comes first, then the variations, side by side at one common scale,
 each at the canonical surface (0.5). Each click draws new ones (its count is
 the seed), and the message links the same maps as MRC files through the API.
 Choosing another entry clears them.
 
-Component ids: ``variations-keep``, ``variations-go``, ``variations-message``,
+Component ids: ``variations-keep``, ``variations-strength``, ``variations-go``,
+``variations-message``,
 ``variations-graph`` (in ``variations-view``, shown once there are variations).
 """
 
@@ -32,6 +34,9 @@ log = logging.getLogger(__name__)
 
 #: Variations drawn per click (the entry's own decoding is shown beside them).
 DRAWS = 3
+#: Strengths offered: the prior's share in the finer scales (1: drawn afresh;
+#: less: starting from the entry's own, closer to it).
+STRENGTHS = {1.0: "1 afresh", 0.8: "0.8", 0.6: "0.6 closer"}
 #: Grid the views are drawn at (as the coarse-to-fine views).
 VIEW_GRID = 32
 _NOTE = {"fontSize": "12px", "color": "#666", "margin": "2px 0 6px 0"}
@@ -57,7 +62,11 @@ def layout(service: SwanService) -> list[Any]:
         ),
         html.Div(
             [
-                html.Label("keep the coarsest ", htmlFor="variations-keep"),
+                html.Label(
+                    "keep the coarsest ",
+                    htmlFor="variations-keep",
+                    style={"whiteSpace": "nowrap"},
+                ),
                 dcc.Dropdown(
                     id="variations-keep",
                     options=[{"label": str(k), "value": k} for k in keep],
@@ -65,10 +74,34 @@ def layout(service: SwanService) -> list[Any]:
                     clearable=False,
                     style={"width": "70px", "display": "inline-block"},
                 ),
-                html.Span(f" of {n_scales} scales ", style={"marginRight": "8px"}),
+                html.Span(
+                    f" of {n_scales} scales, ",
+                    style={"marginRight": "4px", "whiteSpace": "nowrap"},
+                ),
+                html.Label(
+                    "strength ",
+                    htmlFor="variations-strength",
+                    title="the prior's share in the finer scales: 1 draws them "
+                    "afresh, less starts from the entry's own (closer to it)",
+                ),
+                dcc.Dropdown(
+                    id="variations-strength",
+                    options=[
+                        {"label": label, "value": value}
+                        for value, label in STRENGTHS.items()
+                    ],
+                    value=1.0,
+                    clearable=False,
+                    style={"width": "115px", "display": "inline-block"},
+                ),
                 html.Button(f"Draw {DRAWS} variations", id="variations-go", n_clicks=0),
             ],
-            style={"display": "flex", "alignItems": "center", "gap": "4px"},
+            style={
+                "display": "flex",
+                "alignItems": "center",
+                "gap": "4px",
+                "flexWrap": "wrap",
+            },
         ),
         dcc.Loading(html.Div(id="variations-message"), type="dot"),
         html.Div(
@@ -85,7 +118,11 @@ def layout(service: SwanService) -> list[Any]:
 
 
 def on_variations(
-    service: SwanService, entry: int | None, keep: Any, seed: int
+    service: SwanService,
+    entry: int | None,
+    keep: Any,
+    seed: int,
+    strength: Any = 1.0,
 ) -> tuple[Any, html.Div, dict[str, str]]:
     """Draw variations of ``entry``: ``(figure, message, view style)`` (the
     view is shown once there is something to see).
@@ -95,13 +132,14 @@ def on_variations(
         entry: the chosen entry id, or None.
         keep: the coarsest scales kept.
         seed: of the draws (the button's click count).
+        strength: the prior's share in the finer scales, in (0, 1].
     """
     if entry is None:
         text = message("Choose an entry first.", error=True)
         return placeholder_figure(_PLACEHOLDER), text, _HIDDEN
     try:
-        keep = int(keep)
-        drawn = prior_service(service).variations(entry, DRAWS, keep, seed)
+        keep, strength = int(keep), float(strength)
+        drawn = prior_service(service).variations(entry, DRAWS, keep, seed, strength)
         own = service.coarse_to_fine(entry, grid=VIEW_GRID)[-1]
         row = service.entry(entry)
     except (PriorUnavailable, UploadError, KeyError, TypeError, ValueError) as exc:
@@ -117,11 +155,15 @@ def on_variations(
     url = (
         f"/api/entries/{row['id']}/variations?n={DRAWS}&keep_scales={keep}&seed={seed}"
     )
+    at = ""
+    if strength < 1:
+        url += f"&strength={strength:g}"
+        at = f", strength {strength:g}"
     text = html.Div(
         [
             f"{DRAWS} variations of {name} keeping the coarsest {keep} of "
-            f"{len(service.store.encoder.scales)} scales (seed {seed}); generated, "
-            "not measured. ",
+            f"{len(service.store.encoder.scales)} scales (seed {seed}{at}); "
+            "generated, not measured. ",
             html.A("Download them as MRC files", href=url, id="variations-download"),
             " (labelled generated; in the canonical frame, 1 Å voxels).",
         ],
@@ -140,9 +182,10 @@ def register(app: Dash, service: SwanService) -> None:
         Input("variations-go", "n_clicks"),
         Input("entry-store", "data"),
         State("variations-keep", "value"),
+        State("variations-strength", "value"),
         prevent_initial_call=True,
     )
-    def _variations(clicks, entry, keep):  # noqa: ANN001, ANN202
+    def _variations(clicks, entry, keep, strength):  # noqa: ANN001, ANN202
         if ctx.triggered_id == "entry-store":  # another entry: clear
             return placeholder_figure(_PLACEHOLDER), message(""), _HIDDEN
-        return on_variations(service, entry, keep, int(clicks or 0))
+        return on_variations(service, entry, keep, int(clicks or 0), strength)
