@@ -75,7 +75,7 @@ from swan_index.schema import (
     record_columns,
     reencode_hint,
 )
-from swan_index.store_search import DB_NAME, PreviewCache, StoreSearch
+from swan_index.store_search import DB_NAME, HitColumns, PreviewCache, StoreSearch
 from swan_index.tables import (
     Connection,
     accept_loss,
@@ -127,6 +127,7 @@ class Store(StoreSearch):
         self._rg_by_id: np.ndarray | None = None  # see _rg_of
         self._generation = -1
         self._previews = PreviewCache()  # for the fit (get_previews)
+        self._hit_columns = HitColumns()  # for the hits' metadata
         self._next_id = 1  # the database's next entry id (writers keep it current)
         self._index_info: dict[str, Any] = {}  # the FAISS files as last written
         self._closed = False

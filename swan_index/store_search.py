@@ -23,9 +23,7 @@ from swan_index.ranking import (
     size_gap,
     top_rows,
 )
-from swan_index.tables import (
-    id_in,
-)
+from swan_index.tables import jsonable, read_generation
 from swan_index.where import WhereLimits, matching_ids
 
 log = logging.getLogger(__name__)
@@ -80,6 +78,67 @@ class PreviewCache:
                     self._items.popitem(last=False)
         out.update(got)
         return out
+
+
+class HitColumns:
+    """The :data:`HIT_COLUMNS` of every entry, in memory, for the metadata of
+    search hits.
+
+    Asking DuckDB for ten hits by id (``id IN (...)``) scans every row group
+    for them: about 3 ms a search at a million entries, half of a search
+    without the fit. Here a search takes its rows from Arrow columns (0.3 ms),
+    read in one query (0.2 s and about 100 bytes per entry at a million
+    entries) on the first search after the store's entries change, together
+    with the generation they are of, so that rows are never older than the
+    store's view. Thread-safe; the columns are replaced, never changed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._generation = -1
+        self._ids = np.zeros(0, np.int64)  # sorted
+        self._table = None  # pyarrow.Table aligned with _ids
+
+    def rows(
+        self, ids: np.ndarray, generation: int, connection: Callable
+    ) -> dict[int, dict]:
+        """``id -> {column: value}`` of those of ``ids`` that exist (at
+        ``generation`` or later); ``connection()`` gives a read-only connection
+        when the columns must be read again."""
+        with self._lock:
+            if self._table is None or self._generation < generation:
+                self._load(connection)
+            held, table = self._ids, self._table
+        ids = np.asarray(ids, np.int64)
+        if not len(held) or not len(ids):
+            return {}
+        pos = np.searchsorted(held, ids).clip(0, len(held) - 1)
+        found = held[pos] == ids
+        import pyarrow as pa
+
+        rows = table.take(pa.array(pos[found])).to_pylist()
+        return {
+            int(i): {k: jsonable(v) for k, v in row.items()}
+            for i, row in zip(ids[found], rows, strict=True)
+        }
+
+    def _load(self, connection: Callable) -> None:
+        with connection() as con:
+            con.begin()  # the generation and the rows agree
+            try:
+                generation = read_generation(con)
+                table = con.sql(
+                    f"SELECT id, {', '.join(HIT_COLUMNS)} FROM entries"
+                ).to_arrow_table()
+            finally:
+                con.commit()
+        ids = table.column("id").to_numpy()
+        table = table.drop_columns(["id"])
+        if len(ids) > 1 and not (ids[1:] > ids[:-1]).all():
+            order = np.argsort(ids, kind="stable")
+            ids, table = ids[order], table.take(order)
+        self._ids = np.ascontiguousarray(ids, np.int64)
+        self._table = table.combine_chunks()
+        self._generation = generation
 
 
 class StoreSearch:
@@ -265,9 +324,10 @@ class StoreSearch:
         )
 
     def hits(self, ranking: Ranking) -> list[Hit]:
-        """The best ``ranking.k`` of a :class:`Ranking`, with their metadata. An
-        entry deleted since the ranking was made (here or by another process
-        since the last refresh) is left out and the next best takes its place.
+        """The best ``ranking.k`` of a :class:`Ranking`, with their metadata
+        (from :class:`HitColumns`). An entry deleted since the ranking was made
+        (here, or by another process as of this store's last refresh) is left
+        out and the next best takes its place.
 
         Raises:
             ValueError: the ranking was made for the fit, not yet applied.
@@ -281,13 +341,9 @@ class StoreSearch:
         while len(info) < k and len(top) < n:
             want = min(n, 2 * want if len(top) else want)
             top = top_rows(score, want)
-            info = {
-                r["id"]: r
-                for r in self._query_sql(
-                    f"SELECT id, {', '.join(HIT_COLUMNS)} FROM entries "
-                    f"WHERE {id_in(cand[top].tolist())}"
-                )
-            }
+            info = self._hit_columns.rows(
+                cand[top], self._generation, lambda: self._db(read_only=True)
+            )
         top = [j for j in top if int(cand[j]) in info][:k]
         return [
             Hit(

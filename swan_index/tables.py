@@ -102,8 +102,10 @@ def read_meta(con: Connection) -> dict[str, Any]:
 
 def read_generation(con: Connection) -> int:
     """The store's generation (bumped by every write)."""
-    row = con.execute("SELECT value FROM store_meta WHERE key = 'generation'")
-    return int(json.loads(row.fetchone()[0]))
+    rows = con.execute(
+        "SELECT value FROM store_meta WHERE key = 'generation'"
+    ).fetchall()
+    return int(json.loads(rows[0][0]))
 
 
 def bump(con: Connection, meta: dict, **changes: Any) -> None:

@@ -142,6 +142,31 @@ def test_previews_for_the_fit_are_kept_until_the_entries_change(store, samples):
     assert not store.get_previews([new_id])[new_id].any()
 
 
+def test_hit_metadata_is_read_once_per_change_of_the_entries(store, samples):
+    prepared, code = samples
+    with Store.open(store.path, read_only=True) as reader:
+        loads = []
+        load = reader._hit_columns._load
+        reader._hit_columns._load = lambda c: loads.append(1) or load(c)
+        first = reader.search(code[0], k=6)
+        assert first[0].entry["emdb_id"] == "EMD-1832" and len(loads) == 1
+        by_sql = {r["id"]: r for r in reader.get([h.id for h in first])}
+        for hit in first:  # the same values as the database gives
+            row = by_sql[hit.id]
+            assert hit.entry == {k: row[k] for k in hit.entry}
+        reader.search(code[2], k=3)
+        assert len(loads) == 1  # nothing changed: not read again
+        store.delete([1])
+        extra, records = _seeded_like(code[:1], prepared[:1])
+        records = [replace(r, title="added after the first search") for r in records]
+        new_id = int(store.add(extra, records)[0])
+        reader.refresh()
+        hits = reader.search(code[0], k=6)
+        assert len(loads) == 2 and 1 not in [h.id for h in hits]
+        titles = {h.id: h.entry["title"] for h in hits}
+        assert titles[new_id] == "added after the first search"
+
+
 def test_boundary_checks(store, samples, encoder):
     prepared, code = samples
     records = [p.record for p in prepared]
