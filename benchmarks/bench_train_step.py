@@ -5,7 +5,9 @@ clipping, AdamW) at its default batch (16) and the dataset's grid (64), on
 batches of the dataset's training split, for:
 
 * ``cryoswan`` at the commit before the speed-up (``--before``, written out of
-  git history by :func:`benchmarks.baseline.export`) and as the tree is now;
+  git history by :func:`benchmarks.baseline.export`) and as the tree is now,
+  in float32 and, with ``--precision fp32 bf16``, also in bfloat16 autocast
+  (``swan train --precision bf16``; ``after-bf16``);
 * the baselines at about equal bits, ``single-scale`` (a VQ-VAE) and
   ``plain-ae``, at both commits, for context.
 
@@ -53,11 +55,18 @@ ARCHS = ("cryoswan", "single-scale", "plain-ae")
 class Worker:
     """A worker process: one model of one tree, taking steps on request."""
 
-    def __init__(self, tree: Path, dataset: Path, arch: str, threads: int) -> None:
+    def __init__(
+        self,
+        tree: Path,
+        dataset: Path,
+        arch: str,
+        threads: int,
+        precision: str = "fp32",
+    ) -> None:
         env = {**os.environ, "PYTHONPATH": str(tree)}
         env.pop("OMP_NUM_THREADS", None)
         self.proc = subprocess.Popen(
-            [sys.executable, str(WORKER), str(dataset), arch, str(threads)],
+            [sys.executable, str(WORKER), str(dataset), arch, str(threads), precision],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -83,7 +92,7 @@ class Worker:
 
 
 def measure(
-    trees: dict[str, Path],
+    trees: dict[str, tuple[Path, str]],
     dataset: Path,
     threads: int,
     rounds: int,
@@ -91,10 +100,11 @@ def measure(
     warmup: int,
     archs: tuple[str, ...],
 ) -> dict[str, Any]:
-    """Interleaved step timings of every (tree, arch) at ``threads`` threads."""
+    """Interleaved step timings of every (tree, arch) at ``threads`` threads;
+    ``trees``: name -> (source tree, ``swan train --precision``)."""
     workers = {
-        f"{arch}@{name}": Worker(tree, dataset, arch, threads)
-        for name, tree in trees.items()
+        f"{arch}@{name}": Worker(tree, dataset, arch, threads, precision)
+        for name, (tree, precision) in trees.items()
         for arch in archs
     }
     try:
@@ -130,8 +140,10 @@ def measure(
         }
     models = out["models"]
     for arch in archs:
-        before, after = f"{arch}@before", f"{arch}@after"
-        if before in models and after in models:
+        for tree in trees:
+            before, after = f"{arch}@before", f"{arch}@{tree}"
+            if tree == "before" or before not in models or after not in models:
+                continue
             ratios = [
                 b / a
                 for b, a in zip(
@@ -140,7 +152,8 @@ def measure(
                     strict=True,
                 )
             ]
-            out[f"speedup_{arch}"] = {
+            suffix = tree.removeprefix("after")  # "" or "-bf16"
+            out[f"speedup_{arch}{suffix}"] = {
                 "median_round_ratio": round(statistics.median(ratios), 3),
                 "round_ratios": [round(v, 3) for v in ratios],
             }
@@ -178,6 +191,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, default=2, help="steps per round")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--archs", nargs="+", default=list(ARCHS), choices=ARCHS)
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        default=["fp32"],
+        choices=["fp32", "bf16"],
+        help="precisions of today's tree to measure (the tree before: fp32)",
+    )
     add_out_argument(parser, "bench_train_step.json")
     args = parser.parse_args(argv)
     dataset = args.dataset.resolve()
@@ -203,7 +223,10 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": {},
     }
     with tempfile.TemporaryDirectory(prefix="swan-before-") as tmp:
-        trees = {"before": export(args.before, Path(tmp)), "after": ROOT}
+        trees = {"before": (export(args.before, Path(tmp)), "fp32")}
+        for precision in args.precision:
+            name = "after" if precision == "fp32" else f"after-{precision}"
+            trees[name] = (ROOT, precision)
         for threads in args.threads:
             record.mark(f"threads_{threads}")
             result["threads"][str(threads)] = measure(

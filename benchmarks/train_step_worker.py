@@ -3,7 +3,8 @@
 
 Run as a script with the tree to measure first on ``PYTHONPATH``; it imports
 nothing from ``benchmarks``, so the same file drives today's code and the code
-of an older commit. Arguments: dataset folder, arch, threads. It then reads one
+of an older commit. Arguments: dataset folder, arch, threads and optionally the
+precision (``fp32``, or ``bf16`` for trees that have it). It then reads one
 JSON line per request on stdin, ``{"steps": k}``, runs k training steps and
 answers one JSON line: the wall and CPU seconds of each step; ``{"profile":
 true}`` runs one step under ``torch.profiler`` and answers the operators that
@@ -73,6 +74,7 @@ def main() -> None:
     from encoder.training_data.dataset import load_split
 
     dataset, arch, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    precision = sys.argv[4] if len(sys.argv) > 4 else "fp32"
     torch.set_num_threads(threads)
     cfg = RunConfig()  # the default batch size and learning rate
     train_set = torch.from_numpy(load_split(dataset, "train"))
@@ -90,7 +92,13 @@ def main() -> None:
     ]
     del train_set
     model = build_model(arch, model_cfg).train()
-    make_optimizer, train_step = _step_functions()
+    make_optimizer, step_function = _step_functions()
+
+    def train_step(model, opt, x):  # noqa: ANN001, ANN202
+        if precision == "fp32":  # (trees before --precision take no argument)
+            return step_function(model, opt, x)
+        return step_function(model, opt, x, precision)
+
     opt = make_optimizer(model, cfg)
     print(json.dumps({"ready": True, "torch": torch.__version__}), flush=True)
     done = 0

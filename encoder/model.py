@@ -358,7 +358,11 @@ class CryoSwan(nn.Module):
             dict with ``recon`` ``[B, 1, G, G, G]``, ``loss`` and its parts.
         """
         f, kl = self.encode_latent(x)
-        cumulative, _, f_hat = self._quantize(f)
+        # the nearest-code search and the codebooks' updates in float32 under
+        # a lower-precision autocast (encoder.train's --precision bf16)
+        with torch.autocast(x.device.type, enabled=False):
+            f = f.float()
+            cumulative, _, f_hat = self._quantize(f)
         cfg = self.config
         commit = F.mse_loss(f, f_hat.detach())
         fit = F.mse_loss(f_hat, f.detach())  # trains phi

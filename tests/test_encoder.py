@@ -19,6 +19,7 @@ from encoder import (
     load_checkpoint,
     save_checkpoint,
 )
+from encoder.train import RunConfig, TrainConfig, make_optimizer, train, train_step
 from ingest import canonicalize, read_map
 from tests.conftest import MAPS
 
@@ -204,6 +205,39 @@ def test_training_steps_lower_the_loss(batch):
         opt.step()
         losses.append(float(out["rec_loss"]))
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+
+
+def test_bf16_steps_lower_the_loss_with_float32_weights_and_quantizers(
+    batch, monkeypatch
+):
+    torch.manual_seed(0)
+    model = CryoSwan(SMALL).train()
+    opt = make_optimizer(model, RunConfig(lr=2e-3))
+    autocast_in_nearest = []
+    nearest = Codebook.nearest
+
+    def watched(self, z):  # noqa: ANN001, ANN202
+        autocast_in_nearest.append(torch.is_autocast_enabled(z.device.type))
+        assert z.dtype == torch.float32
+        return nearest(self, z)
+
+    monkeypatch.setattr(Codebook, "nearest", watched)
+    losses = []
+    for _ in range(25):
+        out = train_step(model, opt, batch, "bf16")
+        losses.append(float(out["rec_loss"]))
+    assert out["recon"].dtype == torch.bfloat16  # the decoder ran under autocast
+    assert autocast_in_nearest and not any(autocast_in_nearest)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+    # the same weights give about the same loss in either precision
+    model.eval()
+    full = float(model(batch)["rec_loss"])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = float(model(batch)["rec_loss"])
+    assert half == pytest.approx(full, rel=0.05)
+    with pytest.raises(ValueError, match="precision"):
+        train(TrainConfig(dataset="unused", out="unused", precision="fp16"))
 
 
 def test_dead_code_restart_replaces_unused_codes():
