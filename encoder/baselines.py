@@ -72,7 +72,7 @@ class PlainAutoencoder(nn.Module):
             ``[B, latent_dim, S, S, S]`` on ``2**bits`` uniform levels in [-1, 1],
             with a straight-through gradient.
         """
-        z = torch.tanh(self.encoder(x))
+        z = torch.tanh(self.encoder(x).float())  # float32 also under autocast
         levels = 2**self.bits - 1
         q = torch.round((z + 1) / 2 * levels) / levels * 2 - 1
         return z + (q - z).detach()

@@ -97,7 +97,7 @@ class HitColumns:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._generation = -1
-        self._asked = -1  # the generation the last search by query was at
+        self._asked = -1  # the generation at which a search last asked DuckDB
         self._ids = np.zeros(0, np.int64)  # sorted
         self._table = None  # pyarrow.Table aligned with _ids
 
@@ -109,12 +109,15 @@ class HitColumns:
         when they must be read."""
         ids = np.asarray(ids, np.int64)
         with self._lock:
-            if self._table is None or self._generation < generation:
-                if self._asked != generation:
-                    self._asked = generation
-                    return _query_hits(connection, ids)
+            stale = self._table is None or self._generation < generation
+            ask = stale and self._asked != generation
+            if ask:
+                self._asked = generation
+            elif stale:
                 self._load(connection)
             held, table = self._ids, self._table
+        if ask:  # (outside the lock: other searches go on meanwhile)
+            return _query_hits(connection, ids)
         if not len(held) or not len(ids):
             return {}
         pos = np.searchsorted(held, ids).clip(0, len(held) - 1)
