@@ -95,4 +95,4 @@ def _bfactor(
     s2 = fz**2 + fy**2 + fx**2
     spectrum = np.fft.rfftn(data)
     spectrum *= np.exp(-b * s2 / 4.0)
-    return np.fft.irfftn(spectrum, s=data.shape)
+    return np.fft.irfftn(spectrum, s=data.shape, axes=(0, 1, 2))
