@@ -371,6 +371,11 @@ def test_picking_from_tables_and_nothing(service):
     assert entry.on_pick("similar-table", None, None, None, {"row_id": 6}) == 6
     assert entry.on_pick("similar-table", None, None, None, None) is no_update
     assert entry.on_pick("umap-graph", {"points": []}) is no_update
+    # the entry already shown, chosen again: nothing changes downstream (its
+    # views and variations stay; no callback re-runs); another one goes through
+    assert entry.unless_shown(4, 4) is no_update
+    assert entry.unless_shown(6, 4) == 6 and entry.unless_shown(6, None) == 6
+    assert entry.unless_shown(no_update, 4) is no_update
     meta, iso, c2f = entry.on_entry(service, 999)
     assert meta.className == "swan-error" and "999" in _text(meta)
     assert entry.on_similar(service, None)[0] == []

@@ -163,6 +163,16 @@ def on_pick(
     return no_update if entry is None else entry
 
 
+def unless_shown(entry: Any, shown: int | None) -> Any:
+    """``entry`` for ``entry-store``, or ``no_update`` when it is the entry the
+    panel already shows: choosing it again (its id typed again, its point
+    clicked again) changes nothing, so the panel's views, similar entries and
+    variations already drawn stay, and nothing is computed twice."""
+    if entry is not no_update and shown is not None and entry == shown:
+        return no_update
+    return entry
+
+
 def on_lookup(service: SwanService, text: str | None) -> tuple[Any, html.Div]:
     """The entry an id typed in the box names: ``(entry id or no_update,
     message)``.
@@ -486,15 +496,20 @@ def register(app: Dash, service: SwanService) -> None:
         Input("entry-id-go", "n_clicks"),
         Input("entry-id-input", "n_submit"),
         State("entry-id-input", "value"),
+        State("entry-store", "data"),
         prevent_initial_call=True,
     )
-    def _pick(click, label, sel_cell, hits_cell, similar_cell, go, submit, typed):  # noqa: ANN001, ANN202
+    def _pick(
+        click, label, sel_cell, hits_cell, similar_cell, go, submit, typed, shown
+    ):  # noqa: ANN001, ANN202, PLR0913
         if ctx.triggered_id in ("entry-id-go", "entry-id-input"):
-            return on_lookup(service, typed)
+            entry, text = on_lookup(service, typed)
+            return unless_shown(entry, shown), text
         on_label = "umap-graph.clickAnnotationData" in ctx.triggered_prop_ids
         trigger = "umap-label" if on_label else ctx.triggered_id
         cells = (sel_cell, hits_cell, similar_cell)
-        return on_pick(trigger, label if on_label else click, *cells), message("")
+        entry = on_pick(trigger, label if on_label else click, *cells)
+        return unless_shown(entry, shown), message("")
 
     @app.callback(
         Output("detail-meta", "children"),
