@@ -316,3 +316,36 @@ def test_fit_cache_keeps_stored_entries_queries_within_its_bytes(samples):
     small, calls = fit_module.FitCache(max_bytes=one - 1), a.calls
     small.get(a), small.get(a)  # larger than the whole cache: turned, not kept
     assert a.calls == calls + 2
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_best_rows_are_the_float32_products_best(samples, monkeypatch, native):
+    """The rotations each entry keeps, picked through the bfloat16 product and
+    its rounding bound (or in float32 where bfloat16 is not native, or for
+    many entries), are the float32 product's best, with its correlations."""
+    if native and not fit_module._bf16_products():
+        pytest.skip("bfloat16 products are not native here")
+    monkeypatch.setattr(fit_module, "_bf16_products", lambda: native)
+    prepared, _ = samples
+    previews = np.stack([p.preview() for p in prepared])
+    fit = FitQuery(_turned(prepared[2].volumes[0], 3))
+    assert (fit._rows.hi is not None) == native
+    rows = fit._rows.f32
+    small = fit_module._shrink_all(previews, fit.grid)
+    ent = fit_module._unit_rows(torch.from_numpy(small).flatten(1))
+    # near ties too: an entry that is one of the rows, slightly perturbed
+    rng = np.random.default_rng(0)
+    noisy = rows[7] + 1e-4 * torch.from_numpy(rng.standard_normal(rows.shape[1]))
+    ent = torch.cat([ent, fit_module._unit_rows(noisy.float()[None])])
+    for keep in (1, 4):
+        which, corr = fit._best_rows(ent, keep)
+        want, want_which = (ent.double() @ rows.double().T).topk(keep, dim=1)
+        np.testing.assert_allclose(corr.numpy(), want.numpy(), atol=2e-5)
+        assert torch.equal(which, want_which)
+    assert int(fit._best_rows(ent, 1)[0][-1]) == 7
+    # more entries than the bfloat16 product is used for: the same
+    monkeypatch.setattr(fit_module, "_BF16_MAX_ENTRIES", 2)
+    which, corr = fit._best_rows(ent, 4)
+    want, want_which = (ent.double() @ rows.double().T).topk(4, dim=1)
+    np.testing.assert_allclose(corr.numpy(), want.numpy(), atol=2e-5)
+    assert torch.equal(which, want_which)
