@@ -561,8 +561,10 @@ def _shrink_all(previews: Sequence[np.ndarray] | np.ndarray, g: int) -> np.ndarr
 LOCAL_ANGLES = (5.0, 10.0)
 
 
+@functools.lru_cache(maxsize=1)
 def _local_turns() -> torch.Tensor:
-    """Small rotations ``[24, 3, 3]``: :data:`LOCAL_ANGLES` about 12 axes."""
+    """Small rotations ``[24, 3, 3]``: :data:`LOCAL_ANGLES` about 12 axes (made
+    once; read-only)."""
     phi = (1 + 5**0.5) / 2
     axes = np.array(
         [(0, s1, s2 * phi) for s1 in (-1, 1) for s2 in (-1, 1)]
