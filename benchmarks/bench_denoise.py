@@ -55,6 +55,7 @@ from benchmarks.bench_prior import MODELS, SHARED_MODELS, held_out
 from benchmarks.common import ROOT, RunRecord, add_out_argument, save_result
 from encoder.training_data.dataset import DatasetConfig, group_of, split_of
 from ingest.canonical import volume_correlation
+from ingest.contour import auto_contour
 from ingest.mapio import DensityMap, read_map
 from ingest.simulate import simulate_map
 from swan_index.commands.denoise import DEFAULT_STRENGTH
@@ -62,6 +63,7 @@ from swan_index.generate import (
     DEFAULT_PRIOR,
     Generator,
     consistent_on_input_grid,
+    noisy_contour,
     on_input_grid,
 )
 from swan_index.map_encoder import DEFAULT_CHECKPOINT
@@ -114,12 +116,16 @@ def denoise_all(
     strengths: list[float],
     rng: np.random.Generator,
     variants: list[tuple[int, int]] = (),
+    auto: bool = False,
 ) -> dict[str, Any]:
     """Every method on ``truth`` plus noise of ``noise`` x its std: a row. The
     noisy map is canonicalized at the truth's contour (the depositor's level,
     as ``swan denoise --contour`` takes it; the automatic level of a noisy map
     can be far off). ``variants``: more ``(solvent margin, rounds)`` of making
-    the default strength's map consistent, for choosing them."""
+    the default strength's map consistent, for choosing them. ``auto``: ``swan
+    denoise`` without a contour too, the map carrying none: at the automatic
+    level of the noisy map itself, and at :func:`noisy_contour`'s (what ``swan
+    denoise`` takes), with both levels in the row."""
     sd = float(truth.data.std())
     data = truth.data + rng.normal(0, noise * sd, truth.shape).astype(np.float32)
     noisy = replace(truth, data=data.astype(np.float32), path=f"noisy:{truth.path}")
@@ -140,6 +146,18 @@ def denoise_all(
             made = consistent_on_input_grid(volume, cv, noisy, margin, rounds)
             label = f"{name} + data (margin {margin}, {rounds} rounds)"
             scores[label] = measure(made, truth)
+    if auto:
+        bare = replace(noisy, header={})  # no level carried: the automatic one
+        levels = {
+            "automatic contour": auto_contour(bare.data),
+            "automatic contour of the smoothed map": noisy_contour(bare),
+        }
+        for label, level in levels.items():
+            row[f"contour, {label}"] = level
+            cv_auto = gen.canonical(bare, level)
+            volume = gen.reconstruct(cv_auto, DEFAULT_STRENGTH, seed=0)[0]
+            made = consistent_on_input_grid(volume, cv_auto, bare)
+            scores[f"{_name(DEFAULT_STRENGTH)} + data, {label}"] = measure(made, truth)
     if unet is not None:
         scores["unet"] = measure(unet_denoiser.denoise(unet, noisy.data), truth)
     for method, m in scores.items():
@@ -207,7 +225,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for path in paths:
         truth = simulate_map(path, args.resolution)
         for noise in args.noise:
-            row = denoise_all(gen, unet, truth, noise, args.strength, rng, variants)
+            row = denoise_all(
+                gen, unet, truth, noise, args.strength, rng, variants, args.auto
+            )
             simulated.append({"map": f"SIMULATED {path.name}", **row})
             print(_brief(simulated[-1]), flush=True)
     record.mark("simulated done")
@@ -216,7 +236,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         truth = read_map(path)
         split = split_of(group_of(path), "real", cfg)
         for noise in args.noise:
-            row = denoise_all(gen, unet, truth, noise, args.strength, rng, variants)
+            row = denoise_all(
+                gen, unet, truth, noise, args.strength, rng, variants, args.auto
+            )
             real.append({"map": path.name, "split": split, **row})
             print(_brief(real[-1]), flush=True)
     which = "training-split" if args.training_split else "held-out"
@@ -288,6 +310,12 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, nargs="+", default=[ROUNDS])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--auto",
+        action="store_true",
+        help="also swan denoise without a contour (the automatic level of the "
+        "noisy map, and of the map smoothed by a 1-voxel Gaussian)",
+    )
     add_out_argument(parser, "bench_denoise.json")
     args = parser.parse_args()
     args.strength = sorted({*args.strength, DEFAULT_STRENGTH})

@@ -51,6 +51,7 @@ from swan_index.generate import (
     completion_of,
     consistent_on_input_grid,
     merge_completion,
+    noisy_contour,
     on_input_grid,
 )
 from swan_index.query import Query, display_name, read_upload
@@ -255,6 +256,8 @@ class PriorService:
             return kept
         try:
             dmap = read_upload(data, shown, max_bytes=self.service.max_map_bytes)
+            if made_as == "denoised":
+                contour = noisy_contour(dmap, contour)
             cv = gen.canonical(dmap, contour)
         except MapTooLargeError as exc:
             raise UploadError(str(exc), status=413) from None

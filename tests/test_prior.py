@@ -364,3 +364,38 @@ def test_denoise_is_closer_to_the_clean_map_than_its_input(tmp_path):
     r = volume_correlation(made.data, clean.data)
     assert r > volume_correlation(noisy.data, clean.data) + 0.1
     assert r > volume_correlation(alone, clean.data) + 0.02
+
+
+def test_denoise_without_a_contour_chooses_it_on_the_smoothed_map(tmp_path):
+    """A noisy map that carries no contour: the automatic level of the map
+    itself grows with the noise; ``swan denoise`` takes it on the map smoothed
+    by one voxel instead, near the clean map's level, and its result is as
+    close to the clean map as with the depositor's level given."""
+    from dataclasses import replace
+
+    from ingest.canonical import volume_correlation
+    from ingest.contour import auto_contour
+    from ingest.simulate import simulate_map
+    from swan_index.generate import noisy_contour
+
+    clean = simulate_map(DATA / "models" / "5me2.pdb", 6.0)
+    truth_level = auto_contour(clean.data)
+    rng = np.random.default_rng(1)
+    data = clean.data + rng.normal(0, clean.data.std(), clean.shape)
+    noisy = replace(clean, data=data.astype(np.float32), header={})
+    raw, smoothed = auto_contour(noisy.data), noisy_contour(noisy)
+    assert abs(smoothed - truth_level) < 0.5 * abs(raw - truth_level)
+    # a level given, or carried by the map, is kept as it is
+    assert noisy_contour(noisy, 0.3) == 0.3
+    assert noisy_contour(clean) is None  # the simulated map carries its level
+    write_map(noisy, tmp_path / "noisy.mrc")
+    assert read_map(tmp_path / "noisy.mrc").header.get("recommended_contour") is None
+    runs = {}
+    for name, extra in (("auto", []), ("given", ["--contour", str(truth_level)])):
+        out = tmp_path / f"{name}.mrc"
+        assert (
+            main(["denoise", str(tmp_path / "noisy.mrc"), "-o", str(out), *extra]) == 0
+        )
+        runs[name] = volume_correlation(read_map(out).data, clean.data)
+    assert runs["auto"] > volume_correlation(noisy.data, clean.data) + 0.1
+    assert runs["auto"] > runs["given"] - 0.02

@@ -1,11 +1,13 @@
 """Denoise a density map with the latent prior; the result is labelled generated.
 
-MAP is read and canonicalized at its contour (--contour, else the header's or an
-automatic one) as a search query is, and encoded; its latent is mixed with noise
-and carried back to the prior's data by the flow (--strength: how far, in [0, 1];
-0 keeps the map's own code, i.e. the plain autoencoder's reconstruction; 1 draws
-a fresh map), quantized, decoded, and resampled back onto MAP's own grid, voxel
-size and origin. That reconstruction is then made consistent with MAP itself:
+MAP is read and canonicalized at its contour (--contour, else the level the map
+carries, else an automatic one, chosen on MAP smoothed by a Gaussian of one
+voxel since noise raises the automatic level) as a search query is, and
+encoded; its latent is mixed with noise and carried back to the prior's data
+by the flow (--strength: how far, in [0, 1]; 0 keeps the map's own code, i.e.
+the plain autoencoder's reconstruction; 1 draws a fresh map), quantized,
+decoded, and resampled back onto MAP's own grid, voxel size and origin. That
+reconstruction is then made consistent with MAP itself:
 shell by shell in Fourier space OUT keeps MAP's data where their own
 signal-to-noise ratio supports them (the noise measured in MAP's solvent, away
 from the molecule) and the prior's map where it does not, and the solvent is
@@ -68,7 +70,7 @@ def restore(args: argparse.Namespace, command: str, consistent: bool = False) ->
         if not 0 <= args.strength <= 1:
             raise ValueError(f"--strength {args.strength:g}: use a value in [0, 1]")
         gen = Generator.load(args.checkpoint, args.prior)
-        dmap, cv = gen.read(args.map, args.contour)
+        dmap, cv = gen.read(args.map, args.contour, noisy=consistent)
         strength = args.strength or None  # 0: the map's own code
         volume = gen.reconstruct(cv, strength, seed=args.seed)[0]
         made = (
