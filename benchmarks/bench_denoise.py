@@ -56,6 +56,7 @@ from benchmarks.common import ROOT, RunRecord, add_out_argument, save_result
 from encoder.training_data.dataset import DatasetConfig, group_of, split_of
 from ingest.canonical import volume_correlation
 from ingest.contour import auto_contour
+from ingest.errors import IngestError
 from ingest.mapio import DensityMap, read_map
 from ingest.simulate import simulate_map
 from swan_index.commands.denoise import DEFAULT_STRENGTH
@@ -154,10 +155,16 @@ def denoise_all(
         }
         for label, level in levels.items():
             row[f"contour, {label}"] = level
-            cv_auto = gen.canonical(bare, level)
+            name = f"{_name(DEFAULT_STRENGTH)} + data, {label}"
+            try:
+                cv_auto = gen.canonical(bare, level)
+            except IngestError as exc:  # what swan denoise would say, and stop
+                row[f"{name} error"] = str(exc)
+                scores[name] = {"pearson": float("nan"), "fsc05": float("nan")}
+                continue
             volume = gen.reconstruct(cv_auto, DEFAULT_STRENGTH, seed=0)[0]
             made = consistent_on_input_grid(volume, cv_auto, bare)
-            scores[f"{_name(DEFAULT_STRENGTH)} + data, {label}"] = measure(made, truth)
+            scores[name] = measure(made, truth)
     if unet is not None:
         scores["unet"] = measure(unet_denoiser.denoise(unet, noisy.data), truth)
     for method, m in scores.items():
@@ -167,18 +174,24 @@ def denoise_all(
 
 
 def summarise(rows: list[dict[str, Any]], levels: list[float]) -> dict[str, Any]:
-    """Per noise level and method: mean Pearson and mean FSC = 0.5 resolution."""
+    """Per noise level and method: mean Pearson and mean FSC = 0.5 resolution
+    (over the maps it made; ``failed``: how many it refused)."""
     methods = [k.removesuffix(" pearson") for k in rows[0] if k.endswith(" pearson")]
     out: dict[str, Any] = {}
     for level in levels:
         these = [r for r in rows if r["noise"] == level]
-        out[str(level)] = {
-            m: {
-                "pearson": float(np.mean([r[f"{m} pearson"] for r in these])),
-                "fsc05_angstrom": float(np.mean([r[f"{m} fsc05"] for r in these])),
+        out[str(level)] = {}
+        for m in methods:
+            pearson = np.array([r[f"{m} pearson"] for r in these], float)
+            fsc = np.array([r[f"{m} fsc05"] for r in these], float)
+            failed = int(np.isnan(pearson).sum())  # no map made (one line said why)
+            out[str(level)][m] = {
+                "pearson": float(np.nanmean(pearson)) if failed < len(these) else None,
+                "fsc05_angstrom": float(np.nanmean(fsc))
+                if failed < len(these)
+                else None,
+                **({"failed": failed} if failed else {}),
             }
-            for m in methods
-        }
     return out
 
 
@@ -280,7 +293,11 @@ def print_table(result: dict[str, Any]) -> None:
         for level, methods in result[part].items():
             print(f"{part}, noise {level}:   Pearson   FSC=0.5 (Å)")
             for m, v in methods.items():
-                print(f"  {v['pearson']:6.3f}  {v['fsc05_angstrom']:6.2f}  {m}")
+                if v["pearson"] is None:
+                    print(f"  {'-':>6}  {'-':>6}  {m} (no map made)")
+                    continue
+                failed = f" ({v['failed']} refused)" if v.get("failed") else ""
+                print(f"  {v['pearson']:6.3f}  {v['fsc05_angstrom']:6.2f}  {m}{failed}")
         for level, g in result[f"{part}_goal"].items():
             margins = ", ".join(
                 f"{b} {m['pearson']:+.3f} / {m['fsc05_angstrom_gained']:+.2f} Å"
