@@ -375,12 +375,22 @@ class FitQuery:
         return tuple(torch.stack([out[r][i] for r in rows]) for i in (1, 2, 3))
 
 
+@functools.lru_cache(maxsize=1)
 def _bf16_products() -> bool:
-    """Whether this machine multiplies bfloat16 matrices natively (oneDNN)."""
+    """Whether this CPU multiplies bfloat16 matrices natively: oneDNN takes
+    bfloat16 here and the CPU has bfloat16 instructions (``avx512_bf16`` or
+    ``amx_bf16``; elsewhere oneDNN emulates them, no faster than float32)."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+            return False
     except (AttributeError, RuntimeError):
         return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
 
 
 #: Unit roundoff of a bfloat16 (8 significant bits).
