@@ -446,15 +446,18 @@ class _Rows:
         e16 = ent.to(torch.bfloat16)
         approx = (e16 @ self.hi.T).float()  # [N, rows], rounded to bfloat16
         # |ent . row - approx| <= |ent - e16| |hi| + |ent| |row - hi| (the inputs'
-        # rounding) + the float32 sum's and the bfloat16 result's rounding
+        # rounding) + the float32 sum's rounding + the bfloat16 result's (2u:
+        # rounded to nearest or truncated)
         e16_norm = e16.float().norm(dim=1, keepdim=True)
         bound = (
             (ent - e16.float()).norm(dim=1, keepdim=True) * self._hi_norm
             + ent.norm(dim=1, keepdim=True) * self._gap
             + ent.shape[1] * _F32_U * 1.01 * self._hi_norm * e16_norm
-            + _BF16_U * 1.01 * (approx.abs() + 1e-6)
+            + 2 * _BF16_U * 1.01 * (approx.abs() + 1e-6)
         )
-        floor = (approx - bound).topk(keep, dim=1).values[:, -1:]  # keep-th lower
+        # keep rows have a lower bound >= floor, so the keep best have values
+        # >= floor and upper bounds >= floor: no row of theirs is ruled out
+        floor = (approx - bound).topk(keep, dim=1).values[:, -1:]
         n, j = (approx + bound >= floor).nonzero(as_tuple=True)
         # the rows left (a few per entry, shared by entries alike) in float32
         uniq, col = j.unique(return_inverse=True)
