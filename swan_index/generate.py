@@ -27,6 +27,7 @@ from encoder.model import CryoSwan
 from encoder.prior import LatentPrior, load_prior, sample
 from ingest.canonical import CanonicalVolume, canonicalize, to_original_frame
 from ingest.contour import auto_contour
+from ingest.errors import MapTooLargeError
 from ingest.mapio import GENERATED_LABEL, DensityMap, read_map
 from swan_index.map_encoder import MapEncoder
 from swan_index.query import Query, search_explained
@@ -262,7 +263,16 @@ def noisy_contour(dmap: DensityMap, contour: float | None = None) -> float | Non
     ``docs/prior.md`` (denoising without a contour)."""
     if contour is not None or dmap.header.get("recommended_contour") is not None:
         return contour
-    return auto_contour(ndimage.gaussian_filter(dmap.data, NOISY_CONTOUR_SIGMA))
+    try:  # one float32 copy of the map
+        smooth = ndimage.gaussian_filter(dmap.data, NOISY_CONTOUR_SIGMA)
+    except MemoryError:
+        raise MapTooLargeError(
+            dmap.path,
+            f"ran out of memory smoothing its "
+            f"{'x'.join(map(str, dmap.shape[::-1]))} voxels for its contour",
+            "give --contour, free memory, or bin the map to fewer voxels first",
+        ) from None
+    return auto_contour(smooth)
 
 
 def on_input_grid(

@@ -399,3 +399,27 @@ def test_denoise_without_a_contour_chooses_it_on_the_smoothed_map(tmp_path):
         runs[name] = volume_correlation(read_map(out).data, clean.data)
     assert runs["auto"] > volume_correlation(noisy.data, clean.data) + 0.1
     assert runs["auto"] > runs["given"] - 0.02
+
+
+def test_denoise_out_of_memory_smoothing_is_one_line(tmp_path, monkeypatch, capsys):
+    """No memory for the smoothed copy: one line naming the file and the way
+    out (give --contour), exit 1, nothing written."""
+    from swan_index import generate
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    noisy = DensityMap(
+        np.random.default_rng(0).normal(size=(24, 24, 24)).astype(np.float32),
+        np.full(3, 2.0),
+        np.zeros(3),
+        "noisy.mrc",
+        "",
+    )
+    write_map(noisy, tmp_path / "noisy.mrc")
+    monkeypatch.setattr(generate.ndimage, "gaussian_filter", no_memory)
+    out = tmp_path / "out.mrc"
+    assert main(["denoise", str(tmp_path / "noisy.mrc"), "-o", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "noisy.mrc" in err and "--contour" in err
+    assert not out.exists()
