@@ -355,7 +355,7 @@ VIEW_STATE = """() => ({
            + ' #method-filter .dash-dropdown-value-item'))
             .map(e => e.textContent.trim()),
   k: document.querySelector('#k-input').value,
-  color: document.querySelector('#color-by').innerText.trim(),
+  color: ((document.querySelector('#color-by') || {}).innerText || '').trim(),
   filter: document.querySelector('#filter-message').innerText,
   entry: (document.querySelector('#detail-meta h4') || {}).innerText || null,
 })"""
@@ -363,6 +363,20 @@ VIEW_STATE = """() => ({
 
 def _points(page) -> int:  # noqa: ANN001
     return page.evaluate(UMAP_POINTS)
+
+
+def _view_state(page, expected: dict, timeout_s: float = 30.0) -> dict:  # noqa: ANN001
+    """The page's VIEW_STATE once it equals ``expected``, or the last one read
+    after ``timeout_s``. A fresh page draws its dropdowns from a script loaded
+    on first use (Dash's async components): until it arrives they are not in
+    the page, so the state is read again until it settles."""
+    state = page.evaluate(VIEW_STATE)
+    for _ in range(int(timeout_s / 0.25)):
+        if state == expected:
+            break
+        page.wait_for_timeout(250)
+        state = page.evaluate(VIEW_STATE)
+    return state
 
 
 def test_the_address_restores_the_view(page, server):
@@ -393,6 +407,7 @@ def test_the_address_restores_the_view(page, server):
     page.wait_for_function(f"({UMAP_POINTS})() > 0", timeout=60_000)
     before, points = page.evaluate(VIEW_STATE), _points(page)
     assert 0 < points < server[1]
+    assert before["color"] and before["k"] == "25"
 
     context = page.context.browser.new_context(viewport={"width": 1280, "height": 1000})
     other = context.new_page()
@@ -404,7 +419,7 @@ def test_the_address_restores_the_view(page, server):
             timeout=60_000,
         )
         other.wait_for_function(f"({UMAP_POINTS})() === {points}", timeout=60_000)
-        assert other.evaluate(VIEW_STATE) == before
+        assert _view_state(other, before) == before
         assert other.url == address  # the address is not rewritten on load
         assert other.inner_text("#permalink-message") == ""
         other.wait_for_function(  # the entry's similar maps, under the filter
