@@ -5,10 +5,12 @@ time as strided (transposed) convolutions with autograd through them, the
 low-pass pyramid through the Haar transform, two decoder passes (all maps, then
 the partial codes of the first half) with both losses on the volumes, and the
 unfused AdamW. The optimized step must give the same losses, reconstructions,
-gradients, codebook updates and weights to float tolerance, and the shipped
-checkpoint the same tokens as the previous code gave
-(``tests/data/shipped_codes_d87b088.npz``: the sample maps encoded by commit
-d87b088).
+gradients, codebook updates and weights to float tolerance, and the checkpoint
+shipped then (``2bc2aef48ac9``, kept in
+``benchmarks/results/previous_2bc2aef48ac9/``) the same tokens as the previous
+code gave (``tests/data/shipped_codes_d87b088.npz``: the sample maps encoded by
+commit d87b088). The checkpoint shipped now (``2a508c599e66``) must give the
+codes recorded when it was shipped (``tests/data/shipped_codes_2a508c599e66.npz``).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from encoder.model import CryoSwan, reconstruction_loss
 from encoder.train import RunConfig, make_optimizer, train_step
 from encoder.wavelet import _haar_filters, haar_forward, haar_inverse, haar_pyramid
 from ingest import canonicalize, read_map
-from tests.conftest import DATA, MAPS, TEST_DATA
+from tests.conftest import DATA, MAPS, ROOT, TEST_DATA
 
 
 def ref_haar_forward(x: torch.Tensor) -> torch.Tensor:
@@ -213,9 +215,24 @@ def test_optimizer_step_equals_the_previous_one(shipped):
         assert torch.allclose(p, q, atol=1e-6)
 
 
-def test_shipped_checkpoint_gives_the_previous_codes(shipped):
-    model = shipped[0].eval()
-    golden = np.load(TEST_DATA / "shipped_codes_d87b088.npz")
+#: The checkpoint shipped before ``2a508c599e66``, with the results measured on it.
+PREVIOUS = ROOT / "benchmarks" / "results" / "previous_2bc2aef48ac9" / "cryoswan.pt"
+
+
+@pytest.mark.parametrize(
+    ("checkpoint", "golden_file"),
+    [
+        (PREVIOUS, "shipped_codes_d87b088.npz"),
+        (DATA / "cryoswan.pt", "shipped_codes_2a508c599e66.npz"),
+    ],
+    ids=["2bc2aef48ac9", "2a508c599e66"],
+)
+def test_checkpoint_gives_the_recorded_codes(checkpoint, golden_file):
+    model, blob = load_checkpoint(checkpoint)
+    model = model.eval()
+    golden = np.load(TEST_DATA / golden_file)
+    if "checkpoint" in golden.files:  # the hash of the checkpoint it was recorded from
+        assert blob["hash"].startswith(str(golden["checkpoint"]))
     names = list(golden["names"])
     x = np.stack([canonicalize(read_map(MAPS[n]), grid=64).values for n in names])
     code = model.encode(torch.from_numpy(x[:, None]))
