@@ -269,7 +269,10 @@ class PriorService:
         # a denoised map is kept consistent with the upload (as `swan denoise`);
         # a completion is not (the data would keep the missing parts empty)
         place = consistent_on_input_grid if made_as == "denoised" else on_input_grid
-        blob = _labelled(place(volume, cv, dmap), dmap, labels)
+        try:
+            blob = _labelled(place(volume, cv, dmap), dmap, labels)
+        except MapTooLargeError as exc:  # no memory for the consistent map
+            raise UploadError(str(exc), status=413) from None
         made = Denoised(
             GeneratedFile(f"{made_as}_{_stem(shown)}.mrc", blob),
             np.asarray(cv.values, np.float32),

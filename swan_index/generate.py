@@ -298,13 +298,26 @@ def consistent_on_input_grid(
     or ``dmap`` smoothed by a voxel (its noise down about sevenfold) reaches the
     contour: a prior's map out of place must not pass the data's molecule off
     as noise. ``solvent_margin`` and ``rounds``: as
-    :func:`~swan_index.shells.restore_with_data`'s."""
-    p = on_input_grid(volume, cv, dmap)
-    smooth = ndimage.gaussian_filter(dmap.data, 1.0)
-    molecule = (p >= cv.contour) | (smooth >= cv.contour)
-    return restore_with_data(
-        dmap.data, p, dmap.voxel_size, molecule, solvent_margin, rounds
-    )
+    :func:`~swan_index.shells.restore_with_data`'s.
+
+    Raises:
+        MapTooLargeError: no memory for the copies this takes (one line).
+    """
+    try:  # a few float32 copies of the map and of its spectrum at once
+        p = on_input_grid(volume, cv, dmap)
+        smooth = ndimage.gaussian_filter(dmap.data, 1.0)
+        molecule = (p >= cv.contour) | (smooth >= cv.contour)
+        del smooth
+        return restore_with_data(
+            dmap.data, p, dmap.voxel_size, molecule, solvent_margin, rounds
+        )
+    except MemoryError:
+        raise MapTooLargeError(
+            dmap.path,
+            f"ran out of memory making the denoised map consistent with its "
+            f"{'x'.join(map(str, dmap.shape[::-1]))} voxels",
+            "free memory, or bin the map to fewer voxels first",
+        ) from None
 
 
 def write_generated(

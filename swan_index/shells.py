@@ -196,16 +196,20 @@ def consistent_with_data(
     noise = noise_spectrum(x, solvent_mask(molecule, margin), shells, count)
     mask = molecule_mask(molecule)
     difference = x - p
-    inside = fft.rfftn(difference * mask)
-    outside = fft.rfftn(difference * (1.0 - mask))
-    everywhere = inside + outside  # rfftn is linear: the whole disagreement
-    weight_in = wiener_weight(inside, noise * float(np.mean(mask**2)), shells, count)
+    everywhere = fft.rfftn(difference)  # the whole disagreement
     weight_all = wiener_weight(everywhere, noise, shells, count)
-    out = fft.irfftn(
-        fft.rfftn(p) + weight_in[shells] * inside + weight_all[shells] * outside,
-        s=x.shape,
-    )
-    return out.astype(np.float32)
+    difference *= mask
+    inside = fft.rfftn(difference)  # the disagreement inside the mask
+    del difference
+    weight_in = wiener_weight(inside, noise * float(np.mean(mask**2)), shells, count)
+    # p + W_in (inside) + W_all (everywhere - inside), in place: one map's
+    # spectrum at a time beside the two above
+    everywhere *= weight_all.astype(np.float32)[shells]
+    inside *= (weight_in - weight_all).astype(np.float32)[shells]
+    everywhere += inside
+    del inside
+    everywhere += fft.rfftn(p)
+    return fft.irfftn(everywhere, s=x.shape).astype(np.float32)
 
 
 def molecule_mask(molecule: np.ndarray) -> np.ndarray:

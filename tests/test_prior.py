@@ -401,25 +401,32 @@ def test_denoise_without_a_contour_chooses_it_on_the_smoothed_map(tmp_path):
     assert runs["auto"] > runs["given"] - 0.02
 
 
-def test_denoise_out_of_memory_smoothing_is_one_line(tmp_path, monkeypatch, capsys):
-    """No memory for the smoothed copy: one line naming the file and the way
-    out (give --contour), exit 1, nothing written."""
-    from swan_index import generate
+@pytest.mark.parametrize(
+    ("where", "name", "fix"),
+    [
+        ("generate", "gaussian_filter", "--contour"),  # smoothing for the contour
+        ("shells", "rfftn", "making the denoised map consistent"),
+    ],
+)
+def test_denoise_out_of_memory_is_one_line(
+    tmp_path, monkeypatch, capsys, where, name, fix
+):
+    """No memory for the smoothed copy (its contour) or for the copies that
+    make the reconstruction consistent with the map: one line naming the file
+    and the way out, exit 1, nothing written."""
+    from swan_index import generate, shells
 
     def no_memory(*args, **kwargs):
         raise MemoryError
 
-    noisy = DensityMap(
-        np.random.default_rng(0).normal(size=(24, 24, 24)).astype(np.float32),
-        np.full(3, 2.0),
-        np.zeros(3),
-        "noisy.mrc",
-        "",
-    )
+    data = np.random.default_rng(0).normal(size=(24, 24, 24)).astype(np.float32)
+    data[8:16, 8:16, 8:16] += 6.0  # a molecule, so a contour is found
+    noisy = DensityMap(data, np.full(3, 2.0), np.zeros(3), "noisy.mrc", "")
     write_map(noisy, tmp_path / "noisy.mrc")
-    monkeypatch.setattr(generate.ndimage, "gaussian_filter", no_memory)
+    module = generate.ndimage if where == "generate" else shells.fft
+    monkeypatch.setattr(module, name, no_memory)
     out = tmp_path / "out.mrc"
     assert main(["denoise", str(tmp_path / "noisy.mrc"), "-o", str(out)]) == 1
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "noisy.mrc" in err and "--contour" in err
+    assert "\n" not in err and "noisy.mrc" in err and fix in err
     assert not out.exists()
