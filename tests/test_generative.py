@@ -113,6 +113,25 @@ def test_denoise_refuses_bad_requests_in_one_line(client):
         assert "\n" not in message and "Traceback" not in message
 
 
+def test_denoise_without_memory_for_the_consistent_map_is_413(client, monkeypatch):
+    """No memory for the copies that make the denoised map consistent with the
+    upload: 413 with one line, not a server error."""
+    from swan_index import shells
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(shells.fft, "rfftn", no_memory)
+    r = client.post(
+        "/api/denoise",
+        params={"strength": 0.3, "seed": 7},  # a seed no other test caches
+        files={"file": ("emd_5625.map", MAPS["emd_5625"].read_bytes())},
+    )
+    assert r.status_code == 413, r.text
+    message = r.json()["error"]
+    assert "\n" not in message and "memory" in message
+
+
 def test_variations_keep_the_entry_and_differ(client, service, tmp_path):
     r = client.get(
         "/api/entries/EMD-1832/variations", params={"n": 3, "keep_scales": 3}
