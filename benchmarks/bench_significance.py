@@ -45,7 +45,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 from tqdm import tqdm
 
-from benchmarks.common import add_out_argument, machine_info, save_result
+from benchmarks.common import RESULTS, machine_info, save_result
 from benchmarks.retrieval.run import (
     _build_store,
     _gallery_and_queries,
@@ -333,7 +333,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=1, help="calibration draw")
     parser.add_argument("--held-out-seed", type=int, default=2, help="reported draw")
     parser.add_argument("--checkpoint", type=Path, default=DEFAULT_CHECKPOINT)
-    add_out_argument(parser, "bench_significance.json")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="result JSON file (default benchmarks/results/bench_significance.json,"
+        " or bench_significance_demo.json with --demo)",
+    )
     parser.add_argument(
         "--demo",
         action="store_true",
@@ -341,9 +347,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     args = drop_missing_data(parser.parse_args(argv))
     if args.demo:
-        out = args.out.with_name(args.out.stem + "_demo.json")
+        out = args.out or RESULTS / "bench_significance_demo.json"
         return save_result(run_demo(args), out, print_demo)
-    return save_result(run(args), args.out, print_table)
+    return save_result(
+        run(args), args.out or RESULTS / "bench_significance.json", print_table
+    )
 
 
 if __name__ == "__main__":

@@ -293,6 +293,30 @@ def test_the_benchmark_chooses_on_its_calibration_draw():
     assert choose(draw) == ("normal", 0.001)
 
 
+def test_the_benchmark_writes_where_out_says(tmp_path, monkeypatch):
+    """bench_significance --demo --out X writes X (not X_demo); without --out
+    each mode has its own file under benchmarks/results."""
+    from benchmarks import bench_significance as bs
+
+    written = []
+    monkeypatch.setattr(bs, "run_demo", lambda args: {"demo": True})
+    monkeypatch.setattr(bs, "run", lambda args: {"demo": False})
+    monkeypatch.setattr(
+        bs, "save_result", lambda result, out, table: written.append((result, out))
+    )
+    empty = ["--models", str(tmp_path / "none"), "--maps", str(tmp_path / "none")]
+    bs.main([*empty, "--demo", "--out", str(tmp_path / "x.json")])
+    bs.main([*empty, "--out", str(tmp_path / "y.json")])
+    bs.main([*empty, "--demo"])
+    bs.main(empty)
+    assert written == [
+        ({"demo": True}, tmp_path / "x.json"),
+        ({"demo": False}, tmp_path / "y.json"),
+        ({"demo": True}, bs.RESULTS / "bench_significance_demo.json"),
+        ({"demo": False}, bs.RESULTS / "bench_significance.json"),
+    ]
+
+
 def test_another_store_with_the_same_ids_gets_its_own_null(tmp_path):
     """Two stores of the same encoder and ids but other maps: the cached model
     of one is not the other's."""
