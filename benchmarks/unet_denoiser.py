@@ -12,11 +12,13 @@ map's standard deviation; the network (noisy map over its standard deviation
 in, the noise out: DnCNN's residual form) learns the mean squared error to the
 clean map. One torch thread and a fixed budget of CPU time (``--cpu-minutes``,
 building the maps included; CPU time, not wall time, so that a machine shared
-with other jobs does not shrink it); a run stops early at ``--wall-minutes``
-and the same command resumes it. The file records the steps, CPU and wall
-seconds.
+with other jobs does not shrink it), or of steps (``--steps``: the same network
+on any machine, whatever its load, since the steps per CPU second vary with
+it); a run stops early at ``--wall-minutes`` and the same command resumes it.
+The file records the steps, CPU and wall seconds.
 
     $ python -m benchmarks.unet_denoiser --cpu-minutes 20 --out runs/unet_denoiser.pt
+    $ python -m benchmarks.unet_denoiser --steps 4000 --out runs/unet_denoiser.pt
 """
 
 from __future__ import annotations
@@ -136,11 +138,13 @@ def train(
     seed: int = 0,
     width: int = 16,
     batch: int = 4,
+    max_steps: int | None = None,
 ) -> dict:
     """Train on one torch thread until the CPU time spent on the denoiser in
     all (building its maps included, over every resumed run) reaches
-    ``cpu_minutes``, or this run's wall time reaches ``wall_minutes``; resumes
-    from ``out`` when it exists. Returns what is saved there."""
+    ``cpu_minutes``, its steps in all reach ``max_steps`` (``None``: no step
+    limit), or this run's wall time reaches ``wall_minutes``; resumes from
+    ``out`` when it exists. Returns what is saved there."""
     torch.set_num_threads(1)
     torch.manual_seed(seed)
     start_wall, start_cpu = time.perf_counter(), time.process_time()
@@ -155,12 +159,15 @@ def train(
         opt.load_state_dict(blob["optimizer"])
         step, cpu, wall = blob["steps"], blob["cpu_seconds"], blob["wall_seconds"]
         built += blob["cpu_seconds_building_maps"]
-    rng = np.random.default_rng([seed + 1, step])
     spent = cpu + time.process_time() - start_cpu
     while (
         spent < cpu_minutes * 60
+        and (max_steps is None or step < max_steps)
         and time.perf_counter() - start_wall < wall_minutes * 60
     ):
+        # each step's crops and noise from its own number: a resumed run takes
+        # the steps an uninterrupted one would
+        rng = np.random.default_rng([seed + 1, step])
         xs, ys = [], []
         for _ in range(batch):
             j = int(rng.integers(len(maps)))
@@ -190,6 +197,8 @@ def train(
         "wall_seconds": wall + time.perf_counter() - start_wall,
         "cpu_seconds_building_maps": built,
         "threads": 1,
+        "cpu_minutes_budget": cpu_minutes,
+        "steps_budget": max_steps,
         "batch": batch,
         "patch": PATCH,
         "last_loss": float(np.mean(losses[-100:])) if losses else None,
@@ -229,7 +238,15 @@ def denoise(net: UNet3D, data: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cpu-minutes", type=float, default=20.0)
+    parser.add_argument(
+        "--cpu-minutes",
+        type=float,
+        default=None,
+        help="CPU budget (default 20; no limit when --steps is given)",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="step budget (default: none)"
+    )
     parser.add_argument("--wall-minutes", type=float, default=60.0)
     parser.add_argument("--out", default="runs/unet_denoiser.pt")
     parser.add_argument("--width", type=int, default=16)
@@ -237,7 +254,17 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    blob = train(out, args.cpu_minutes, args.wall_minutes, args.seed, args.width)
+    cpu_minutes = args.cpu_minutes
+    if cpu_minutes is None:
+        cpu_minutes = float("inf") if args.steps else 20.0
+    blob = train(
+        out,
+        cpu_minutes,
+        args.wall_minutes,
+        args.seed,
+        args.width,
+        max_steps=args.steps,
+    )
     torch.save(blob, out)
     print(f"{out}: {blob['steps']} steps, {blob['cpu_seconds']:.0f} CPU s")
 
