@@ -52,7 +52,10 @@ training groups' real maps as distractors. Per held-out entry and K,
 ``--draws`` variations (``--context-draws`` for K other than 3) keep its first
 K scales and draw the finer ones; each is put on the entry's grid and searched
 as ``swan search FILE`` does (every pose, the rotational fit). Reported: the
-fraction whose source entry is at rank 1; beside it, the same for the first 3
+fraction whose source entry is at rank 1 (and, beside it, the fraction whose
+top hit is the source or another map of its molecule: a real map's variation
+may find its model SIMULATED, which the store holds too; each draw's top hit is
+in the result); beside it, the same for the first 3
 scales decoded alone (``coarse only``), for the entry's own map and for its
 reconstruction (its full code decoded: the ceiling of a variation); and the
 spread between the draws of one entry (mean pairwise ``1 - Pearson`` and
@@ -386,6 +389,9 @@ class Entry:
     name: str
     dmap: DensityMap
     queried: bool
+    #: the molecule (the dataset's group: a real map and the SIMULATED map of
+    #: the same molecule's model share it; each synthetic assembly its own)
+    molecule: str = ""
     prepared: PreparedMap | None = None
     entry_id: int = -1
 
@@ -415,6 +421,7 @@ def _synthetic_entries(split: str, n: int, args: argparse.Namespace) -> list[Ent
                     f"synthetic:{i} (simulated)",
                     _synthetic_map(i, cfg.seed),
                     True,
+                    f"synthetic-{cfg.seed}-{i}",
                 )
             )
     return out
@@ -431,11 +438,13 @@ def store_entries(args: argparse.Namespace, split: str) -> list[Entry]:
     for path in _files(Path(args.maps), MAP_SUFFIXES):
         in_split = split_of(group_of(path), "real", cfg) == split
         if split == "test" or in_split:
-            entries.append(Entry(path.name, read_map(path), in_split))
+            entries.append(Entry(path.name, read_map(path), in_split, group_of(path)))
     if split == "test":
         for path in held_out([Path(m) for m in args.models]):
             dmap = simulate_map(path, args.resolution)
-            entries.append(Entry(f"{path.name} (simulated)", dmap, True))
+            entries.append(
+                Entry(f"{path.name} (simulated)", dmap, True, group_of(path))
+            )
     return entries + _synthetic_entries(split, args.store_synthetic, args)
 
 
@@ -456,6 +465,7 @@ class VariationSearch:
         )
         for e, i in zip(entries, ids, strict=True):
             e.entry_id = int(i)
+        self.by_id = {e.entry_id: e for e in entries}
         self.store.flush()
 
     def close(self) -> None:
@@ -476,20 +486,34 @@ class VariationSearch:
         hits = search(self.store, query, 5, SearchOptions(), significance=False)
         return hits[0].id if hits else -1
 
-    def ceiling(self) -> dict[str, float]:
+    def same_molecule(self, entry: Entry, hit: int) -> bool:
+        """Whether the hit ``hit`` is ``entry``'s molecule (itself included)."""
+        return hit in self.by_id and self.by_id[hit].molecule == entry.molecule
+
+    def hit_name(self, hit: int) -> str | None:
+        return self.by_id[hit].name if hit in self.by_id else None
+
+    def ceiling(self) -> dict[str, Any]:
         """Rank-1 fractions of the queried entries' own maps and of their
         reconstructions (the full code decoded: what a variation can at best
-        keep of them)."""
-        own, recon = [], []
+        keep of them); beside them, the fraction whose top hit is the same
+        molecule (the entry or another map of its molecule), and each
+        reconstruction's top hit."""
+        own, recon, recon_molecule, rows = [], [], [], []
         for e in self.entries:
             if e.queried:
                 cv = self.gen.canonical(e.dmap, e.prepared.record.contour)
                 own.append(self.top(e, None, None) == e.entry_id)
                 volume = self.gen.reconstruct(cv, None)[0]
-                recon.append(self.top(e, volume, cv) == e.entry_id)
+                hit = self.top(e, volume, cv)
+                recon.append(hit == e.entry_id)
+                recon_molecule.append(self.same_molecule(e, hit))
+                rows.append({"entry": e.name, "reconstruction top": self.hit_name(hit)})
         return {
             "own map rank 1": float(np.mean(own)),
             "reconstruction rank 1": float(np.mean(recon)),
+            "reconstruction same molecule at rank 1": float(np.mean(recon_molecule)),
+            "reconstruction rows": rows,
         }
 
     def measure(
@@ -501,6 +525,8 @@ class VariationSearch:
         decoded alone too."""
         gen = self.gen
         found: dict[str, list[bool]] = defaultdict(list)
+        molecule: dict[str, list[bool]] = defaultdict(list)
+        tops: list[dict[str, Any]] = []
         empty: dict[str, int] = defaultdict(int)
         pearson, iou = [], []
         for e in self.entries:
@@ -515,20 +541,27 @@ class VariationSearch:
                     low = gen.encoder.decode_indices(tokens, up_to=keep)[:, 0]
                 vols["coarse only"] = low.clamp(0, 1).numpy()
             for kind, batch in vols.items():
-                for v in batch:
-                    hit = self.top(e, v, cv)
+                hits = [self.top(e, v, cv) for v in batch]
+                for hit in hits:
                     found[kind].append(hit == e.entry_id)
+                    molecule[kind].append(self.same_molecule(e, hit))
                     empty[kind] += hit == -1
+                if kind == "variation":
+                    tops.append(
+                        {"entry": e.name, "top": list(map(self.hit_name, hits))}
+                    )
             d_pearson, d_iou = _pairwise(vols["variation"])
             pearson += d_pearson
             iou += d_iou
         out: dict[str, Any] = {}
         for kind, hits in found.items():
             out[f"{kind} rank 1"] = float(np.mean(hits))
+            out[f"{kind} same molecule at rank 1"] = float(np.mean(molecule[kind]))
             out[f"{kind} n"] = len(hits)
             out[f"{kind} empty"] = empty[kind]
         out["spread 1-pearson"] = float(np.mean(pearson))
         out["spread 1-iou"] = float(np.mean(iou))
+        out["rows"] = tops
         return out
 
 
@@ -573,7 +606,12 @@ def conditional(
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     calibration = choose_strength(gen, enc, args)
-    print(f"variation strength (training data): {calibration}", flush=True)
+    tried = {k: v["variation rank 1"] for k, v in calibration["tried"].items()}
+    print(
+        f"variation strength (training data): rank 1 {tried}, "
+        f"chosen {calibration['chosen']:g}",
+        flush=True,
+    )
     search_ = VariationSearch(store_entries(args, "test"), gen, enc)
     held = [e for e in search_.entries if e.queried]
     print(f"store: {len(search_.entries)} entries, {len(held)} held out", flush=True)
@@ -628,7 +666,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "unconditional": result_u,
         "conditional_what": "variations of held-out store entries keeping K "
         "scales, put on the entry's grid and searched as swan search FILE does; "
-        "fraction with the source entry at rank 1; spread: mean pairwise "
+        "fraction with the source entry at rank 1 (and, beside it, with the "
+        "source or another map of its molecule, e.g. its model SIMULATED, at "
+        "rank 1); spread: mean pairwise "
         "distance between the draws of one entry (canonical frame), beside the "
         "mean distance between different held-out entries",
         "conditional": result_c,
@@ -655,12 +695,14 @@ def print_table(result: dict[str, Any]) -> None:
         print(
             f"conditional: {c['held_out_entries']} held-out of {c['entries']} "
             f"entries; own map at rank 1: {c['own map rank 1']:.3f}, its "
-            f"reconstruction {c['reconstruction rank 1']:.3f}; between "
+            f"reconstruction {c['reconstruction rank 1']:.3f} (same molecule "
+            f"{c['reconstruction same molecule at rank 1']:.3f}); between "
             f"entries 1-pearson {c['between entries 1-pearson']:.3f}, 1-iou "
             f"{c['between entries 1-iou']:.3f}"
         )
         for name, row in c["by_keep"].items():
-            print(f"  {name}: " + ", ".join(f"{k} {v:.3g}" for k, v in row.items()))
+            shown = {k: v for k, v in row.items() if k != "rows"}
+            print(f"  {name}: " + ", ".join(f"{k} {v:.3g}" for k, v in shown.items()))
 
 
 def main() -> None:
