@@ -7,7 +7,9 @@ batches of the dataset's training split, for:
 * ``cryoswan`` at the commit before the speed-up (``--before``, written out of
   git history by :func:`benchmarks.baseline.export`) and as the tree is now,
   in float32 and, with ``--precision fp32 bf16``, also in bfloat16 autocast
-  (``swan train --precision bf16``; ``after-bf16``);
+  (``swan train --precision bf16``; ``after-bf16``); ``bf16+compile`` adds the
+  bfloat16 step with the model's forward compiled by ``torch.compile``
+  (``after-bf16-compile``; its compile falls in the ``--warmup`` steps);
 * the baselines at about equal bits, ``single-scale`` (a VQ-VAE) and
   ``plain-ae``, at both commits, for context.
 
@@ -152,7 +154,7 @@ def measure(
                     strict=True,
                 )
             ]
-            suffix = tree.removeprefix("after")  # "" or "-bf16"
+            suffix = tree.removeprefix("after")  # "", "-bf16", "-bf16-compile"
             out[f"speedup_{arch}{suffix}"] = {
                 "median_round_ratio": round(statistics.median(ratios), 3),
                 "round_ratios": [round(v, 3) for v in ratios],
@@ -195,8 +197,9 @@ def main(argv: list[str] | None = None) -> dict:
         "--precision",
         nargs="+",
         default=["fp32"],
-        choices=["fp32", "bf16"],
-        help="precisions of today's tree to measure (the tree before: fp32)",
+        choices=["fp32", "bf16", "fp32+compile", "bf16+compile"],
+        help="precisions of today's tree to measure (the tree before: fp32); "
+        "+compile: the model's forward compiled by torch.compile",
     )
     add_out_argument(parser, "bench_train_step.json")
     args = parser.parse_args(argv)
@@ -226,6 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
         trees = {"before": (export(args.before, Path(tmp)), "fp32")}
         for precision in args.precision:
             name = "after" if precision == "fp32" else f"after-{precision}"
+            name = name.replace("+", "-")
             trees[name] = (ROOT, precision)
         for threads in args.threads:
             record.mark(f"threads_{threads}")

@@ -4,7 +4,9 @@
 Run as a script with the tree to measure first on ``PYTHONPATH``; it imports
 nothing from ``benchmarks``, so the same file drives today's code and the code
 of an older commit. Arguments: dataset folder, arch, threads and optionally the
-precision (``fp32``, or ``bf16`` for trees that have it). It then reads one
+precision (``fp32``, or ``bf16`` for trees that have it; ``+compile`` after
+it: the model's forward pass compiled by ``torch.compile``, inductor, with the
+parts it cannot compile left as they are). It then reads one
 JSON line per request on stdin, ``{"steps": k}``, runs k training steps and
 answers one JSON line: the wall and CPU seconds of each step; ``{"profile":
 true}`` runs one step under ``torch.profiler`` and answers the operators that
@@ -75,6 +77,7 @@ def main() -> None:
 
     dataset, arch, threads = sys.argv[1], sys.argv[2], int(sys.argv[3])
     precision = sys.argv[4] if len(sys.argv) > 4 else "fp32"
+    precision, _, compile_ = precision.partition("+")
     torch.set_num_threads(threads)
     cfg = RunConfig()  # the default batch size and learning rate
     train_set = torch.from_numpy(load_split(dataset, "train"))
@@ -93,6 +96,12 @@ def main() -> None:
     del train_set
     model = build_model(arch, model_cfg).train()
     make_optimizer, step_function = _step_functions()
+    forward = model
+    if compile_:
+        from torch import _dynamo
+
+        _dynamo.config.suppress_errors = True
+        forward = torch.compile(model)  # shares the model's parameters
 
     def train_step(model, opt, x):  # noqa: ANN001, ANN202
         if precision == "fp32":  # (trees before --precision take no argument)
@@ -100,6 +109,7 @@ def main() -> None:
         return step_function(model, opt, x, precision)
 
     opt = make_optimizer(model, cfg)
+    model = forward  # the steps run the compiled forward when asked
     print(json.dumps({"ready": True, "torch": torch.__version__}), flush=True)
     done = 0
     for line in sys.stdin:

@@ -370,9 +370,11 @@ class CryoSwan(nn.Module):
         prefix = None
         if cfg.prefix_weight > 0 and len(cfg.scales) > 1 and self.training:
             # Teach the decoder to read partial codes: decode(up_to=s) of a random s.
-            s = int(torch.randint(1, len(cfg.scales), ()).item())
+            # (s stays a tensor: a compiled step neither breaks nor recompiles
+            # for it; the same draw and values as indexing the list by int)
+            s = torch.randint(1, len(cfg.scales), ())
             half = max(1, x.shape[0] // 2)
-            prefix = cumulative[s - 1][:half]  # carries gradients to phi only
+            prefix = torch.stack(cumulative[:-1])[s - 1, :half]  # grads to phi only
             if cfg.prefix_trains_encoder:  # straight-through to the encoder too
                 prefix = f[:half] + (prefix - f[:half]).detach()
             # One decoder pass for both (the decoder treats each map on its own).
