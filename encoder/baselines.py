@@ -20,11 +20,13 @@ import torch
 from torch import nn
 
 from encoder.model import (
+    CANONICAL_SURFACE,
     CryoSwan,
     CryoSwanConfig,
     Decoder,
     Encoder,
     reconstruction_loss,
+    to_surface,
 )
 
 
@@ -61,6 +63,9 @@ class PlainAutoencoder(nn.Module):
         self.encoder = Encoder(self.config)
         self.decoder = Decoder(self.config)
         self.checkpoint_hash = "untrained"
+        #: as :attr:`encoder.model.CryoSwan.surface_level` (for a like-for-like
+        #: comparison, chosen the same way)
+        self.surface_level = CANONICAL_SURFACE
 
     def quantized_latent(self, x: torch.Tensor) -> torch.Tensor:
         """The encoder's latent of ``x``, squashed to [-1, 1] and quantized.
@@ -84,7 +89,8 @@ class PlainAutoencoder(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, x: torch.Tensor, up_to: int | None = None) -> torch.Tensor:
-        return self.decoder(self.quantized_latent(x))
+        recon = self.decoder(self.quantized_latent(x))
+        return to_surface(recon, self.surface_level)
 
     def bits_per_map(self) -> int:
         return self.config.latent_side**3 * self.config.latent_dim * self.bits

@@ -4,7 +4,10 @@ A checkpoint is one ``torch.save`` file holding plain data only (loaded with
 ``weights_only=True``): the config as a dict, the weights and buffers (codebooks
 included), the step, the optimizer state (optional), the package version, and a
 content hash of config + weights. The hash identifies the encoder in every code it
-makes.
+makes. ``extra`` holds what the run recorded and, as ``surface_level``, the
+decoded value that :meth:`encoder.model.CryoSwan.decode_indices` makes the
+canonical surface (chosen after training; outside the hash, since the codes do
+not depend on it).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 
 import torch
 
-from encoder.model import ADDED_FIELDS, CryoSwan, CryoSwanConfig
+from encoder.model import ADDED_FIELDS, CANONICAL_SURFACE, CryoSwan, CryoSwanConfig
 
 FORMAT_VERSION = 1
 
@@ -55,6 +58,10 @@ def save_checkpoint(
     path = Path(path)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     digest = state_hash(model.config, state)
+    extra = dict(extra or {})
+    level = getattr(model, "surface_level", CANONICAL_SURFACE)
+    if level != CANONICAL_SURFACE:
+        extra["surface_level"] = float(level)
     blob = {
         "format_version": FORMAT_VERSION,
         "arch": model.config.extra.get("baseline", "cryoswan"),
@@ -63,7 +70,7 @@ def save_checkpoint(
         "step": int(step),
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "hash": digest,
-        "extra": extra or {},
+        "extra": extra,
     }
     atomic_save(blob, path)
     model.checkpoint_hash = digest
@@ -132,5 +139,19 @@ def load_checkpoint(
             "the file is corrupt, copy it again"
         )
     model.checkpoint_hash = digest
+    extra = blob.get("extra") or {}
+    if hasattr(model, "surface_level") and "surface_level" in extra:
+        model.surface_level = float(extra["surface_level"])
     model.eval()
     return model, blob
+
+
+def write_surface_level(path: str | Path, level: float) -> None:
+    """Record ``level`` as the checkpoint's surface level (in place, atomically;
+    the weights and their hash unchanged)."""
+    load_checkpoint(path)  # a readable checkpoint whose weights match its hash
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"surface level {level}: use a value in (0, 1)")
+    blob["extra"] = {**(blob.get("extra") or {}), "surface_level": float(level)}
+    atomic_save(blob, path)

@@ -279,6 +279,27 @@ class Decoder(nn.Module):
         return haar_inverse(self.net(f_hat), HAAR_LEVELS)
 
 
+#: The canonical surface: canonical values at or above it are inside the map's
+#: contour (:mod:`ingest.canonical`).
+CANONICAL_SURFACE = 0.5
+
+
+def to_surface(volume: torch.Tensor, level: float) -> torch.Tensor:
+    """Decoded values mapped piecewise linearly so that ``level`` becomes the
+    canonical surface (0.5), 0 and 1 kept: the decoder's output is smoother
+    than its input, so its surface sits below 0.5 (see
+    :func:`encoder.evaluate.choose_surface_level`)."""
+    if level == CANONICAL_SURFACE:
+        return volume
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"surface level {level}: use a value in (0, 1)")
+    low = volume * (CANONICAL_SURFACE / level)
+    high = CANONICAL_SURFACE + (volume - level) * (
+        (1 - CANONICAL_SURFACE) / (1 - level)
+    )
+    return torch.where(volume < level, low, high)
+
+
 class CryoSwan(nn.Module):
     """The Cryo-SWAN autoencoder (see the module docstring)."""
 
@@ -297,6 +318,12 @@ class CryoSwan(nn.Module):
             nn.init.zeros_(conv.weight)
             nn.init.zeros_(conv.bias)
         self.checkpoint_hash = "untrained"
+        #: the decoded value made the canonical surface in the full code's
+        #: reconstruction (:meth:`decode_indices`, :func:`to_surface`); chosen
+        #: after training on the training split
+        #: and kept in the checkpoint beside the weights (not in their hash:
+        #: the codes do not depend on it)
+        self.surface_level = CANONICAL_SURFACE
 
     # -- the multi-scale quantizer ------------------------------------------------
     def _upsample(self, q: torch.Tensor, i: int) -> torch.Tensor:
@@ -412,12 +439,18 @@ class CryoSwan(nn.Module):
     def decode_indices(
         self, indices: list[torch.Tensor], up_to: int | None = None
     ) -> torch.Tensor:
-        """Reconstruct ``[B, 1, G, G, G]`` from the first ``up_to`` scales' tokens."""
+        """Reconstruct ``[B, 1, G, G, G]`` from the first ``up_to`` scales' tokens.
+
+        The full code's reconstruction has its surface put at 0.5
+        (:attr:`surface_level`, chosen for the full code); a partial code's is
+        the decoder's output as it is (the coarse shape, whose error falls
+        scale by scale: ``benchmarks/bench_coarse_to_fine.py``)."""
         n_scales = len(self.config.scales)
         up_to = n_scales if up_to is None else up_to
         if not 1 <= up_to <= n_scales:
             raise ValueError(f"up_to={up_to}: use 1..{n_scales}")
-        return self.decoder(self.cumulative_latents(list(indices[:up_to]))[-1])
+        recon = self.decoder(self.cumulative_latents(list(indices[:up_to]))[-1])
+        return to_surface(recon, self.surface_level) if up_to == n_scales else recon
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> MultiScaleCode:

@@ -26,6 +26,7 @@ import torch
 
 from encoder.baselines import PlainAutoencoder, single_scale_config
 from encoder.checkpoint import load_checkpoint, save_checkpoint
+from encoder.evaluate import choose_surface_level
 from encoder.model import CryoSwan, CryoSwanConfig
 from encoder.training_data.dataset import load_split
 
@@ -297,6 +298,19 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
     bar.close()
     save_checkpoint(model, last, step, opt, extra)
     model.eval()
+    if hasattr(model, "surface_level"):  # where the decoded surface is
+        choice = choose_surface_level(model, cfg.dataset)
+        model.surface_level = choice["level"]
+        metrics.write(
+            json.dumps(
+                {
+                    "step": step,
+                    "surface_level": choice["level"],
+                    "surface_iou": choice["by_level"][str(choice["level"])]["iou"],
+                }
+            )
+            + "\n"
+        )
     final = out / "model.pt"
     save_checkpoint(
         model.cpu(),

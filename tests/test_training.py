@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from encoder.checkpoint import load_checkpoint
-from encoder.evaluate import evaluate_recon, iou, pearson
-from encoder.model import CryoSwanConfig
+from encoder.evaluate import SURFACE_LEVELS, evaluate_recon, iou, pearson
+from encoder.model import CANONICAL_SURFACE, CryoSwanConfig
 from encoder.train import TrainConfig, train
 from encoder.training_data import (
     DatasetConfig,
@@ -110,7 +110,14 @@ def test_train_resume_and_evaluate(tiny_dataset, tmp_path):
     train(TrainConfig(**{**cfg.__dict__, "steps": 9}), progress=False)
     _, blob = load_checkpoint(tmp_path / "run" / "model.pt")
     assert blob["step"] == 9
+    # the run ends by choosing its decoded surface on the training split
+    chosen = [r for r in logged if "surface_level" in r]
+    assert len(chosen) == 1
+    assert model.surface_level == chosen[0]["surface_level"] in SURFACE_LEVELS
+    extra = blob["extra"]
+    assert extra.get("surface_level", CANONICAL_SURFACE) == model.surface_level
     result = evaluate_recon(model, tiny_dataset, "test")
+    assert result["surface_level"] == model.surface_level
     levels = result["by_kind"]["all"]
     assert set(levels) == {"1", "2", "3"}
     assert levels["1"]["bits"] < levels["2"]["bits"] < levels["3"]["bits"]

@@ -5,6 +5,13 @@ synthetic, shape), the IoU at the contour, the Pearson correlation and the bits 
 map, for the first 1, 2, ... all scales of a Cryo-SWAN code (the full code for a
 baseline).
 
+`swan eval surface` chooses a checkpoint's surface level on the
+training split of a dataset: the decoded value at which its reconstructions'
+surface best matches the input's (IoU at the contour), which decoding then
+maps to the canonical surface (`swan train` does this at the end of a run); it
+prints the IoU and Pearson correlation at each level tried, and `--write`
+records the chosen level in the checkpoint (its weights and hash unchanged).
+
 `swan eval retrieval` takes a store and a truth CSV (header `entry,group`; entry is a
 store id or an EMDB id; entries of one group are the same molecule or family). Every
 labelled entry whose group has another entry searches the store (leave-one-out)
@@ -17,6 +24,7 @@ examples:
   $ swan eval recon --checkpoint data/cryoswan.pt --dataset runs/ds
   $ swan eval recon --checkpoint runs/a/model.pt runs/b/model.pt --dataset runs/ds \\
         --json > recon.json
+  $ swan eval surface --checkpoint runs/a/model.pt --dataset runs/ds --write
   $ swan eval retrieval --store runs/store --truth labels.csv
   $ swan eval retrieval --store runs/store --truth labels.csv --scales 1 --json
 """
@@ -42,6 +50,16 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     recon.add_argument("--split", default="test")
     recon.add_argument("--limit", type=int, default=None)
     recon.add_argument("--json", action="store_true")
+    surf = sub.add_parser("surface", help="choose the decoded surface level")
+    surf.add_argument("--checkpoint", required=True)
+    surf.add_argument("--dataset", required=True)
+    surf.add_argument("--split", default="train")
+    surf.add_argument("--limit", type=int, default=800, help="items (800)")
+    surf.add_argument("--seed", type=int, default=0)
+    surf.add_argument(
+        "--write", action="store_true", help="record the level in the checkpoint"
+    )
+    surf.add_argument("--json", action="store_true")
     ret = sub.add_parser("retrieval", help="retrieval against a truth table")
     ret.add_argument("--store", required=True)
     ret.add_argument("--truth", required=True, help="CSV with columns entry,group")
@@ -63,6 +81,8 @@ def main(args: argparse.Namespace) -> int:
     """Run ``swan eval``."""
     if args.what == "retrieval":
         return _retrieval(args)
+    if args.what == "surface":
+        return _surface(args)
     results = {}
     for path in args.checkpoint:
         try:
@@ -86,6 +106,37 @@ def main(args: argparse.Namespace) -> int:
                     f"  {kind:10s} {key:>5s} {m['bits']:7d} {m['iou']:6.3f} "
                     f"{m['pearson']:8.3f}"
                 )
+    return 0
+
+
+def _surface(args: argparse.Namespace) -> int:
+    from encoder.checkpoint import write_surface_level
+    from encoder.evaluate import choose_surface_level
+
+    try:
+        model, _ = load_checkpoint(args.checkpoint)
+        before = model.surface_level
+        choice = choose_surface_level(
+            model, args.dataset, args.split, args.limit, args.seed
+        )
+        if args.write:
+            write_surface_level(args.checkpoint, choice["level"])
+    except (ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    result = {"checkpoint": args.checkpoint, "was": before, **choice}
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return 0
+    print(
+        f"{args.checkpoint}: {choice['items']} {args.split} items; "
+        f"decoded level, mean IoU at the contour, Pearson"
+    )
+    for level, m in choice["by_level"].items():
+        mark = "  <- chosen" if float(level) == choice["level"] else ""
+        print(f"  {float(level):.3f}  {m['iou']:.4f}  {m['pearson']:.4f}{mark}")
+    done = "recorded in the checkpoint" if args.write else "not recorded (--write)"
+    print(f"surface level {choice['level']:g} (was {before:g}): {done}")
     return 0
 
 
