@@ -14,17 +14,9 @@ from torch import nn
 from encoder import evaluate
 from encoder.checkpoint import load_checkpoint, save_checkpoint, write_surface_level
 from encoder.evaluate import choose_surface_level
-from encoder.model import CANONICAL_SURFACE, CryoSwan, CryoSwanConfig, to_surface
+from encoder.model import CANONICAL_SURFACE, CryoSwan, to_surface
 from swan_index.cli import main
-
-SMALL = CryoSwanConfig(
-    grid=32,
-    scales=(1, 2, 4),
-    depths=(1, 1, 1),
-    codebook_size=32,
-    latent_dim=8,
-    channels=(8, 16),
-)
+from tests.test_encoder import SMALL
 
 
 def test_the_level_becomes_the_surface_and_the_ends_stay():
