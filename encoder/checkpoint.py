@@ -21,7 +21,13 @@ from typing import Any
 
 import torch
 
-from encoder.model import ADDED_FIELDS, CANONICAL_SURFACE, CryoSwan, CryoSwanConfig
+from encoder.model import (
+    ADDED_FIELDS,
+    CANONICAL_SURFACE,
+    SURFACE_RAMP,
+    CryoSwan,
+    CryoSwanConfig,
+)
 
 FORMAT_VERSION = 1
 
@@ -151,7 +157,7 @@ def write_surface_level(path: str | Path, level: float) -> None:
     the weights and their hash unchanged)."""
     load_checkpoint(path)  # a readable checkpoint whose weights match its hash
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"surface level {level}: use a value in (0, 1)")
+    if not SURFACE_RAMP < level < 1.0:
+        raise ValueError(f"surface level {level}: use a value in ({SURFACE_RAMP}, 1)")
     blob["extra"] = {**(blob.get("extra") or {}), "surface_level": float(level)}
     atomic_save(blob, path)

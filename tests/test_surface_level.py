@@ -20,9 +20,10 @@ from tests.test_encoder import SMALL
 
 
 def test_the_level_becomes_the_surface_and_the_ends_stay():
-    v = torch.tensor([0.0, 0.1, 0.25, 0.4, 1.0])
+    v = torch.tensor([0.0, 0.1, 0.2, 0.225, 0.25, 0.4, 1.0])
     out = to_surface(v, 0.25)
-    assert out.tolist() == pytest.approx([0.0, 0.2, 0.5, 0.6, 1.0])
+    # the background as decoded, a ramp up to the level, then spread to 1
+    assert out.tolist() == pytest.approx([0.0, 0.1, 0.2, 0.35, 0.5, 0.6, 1.0])
     assert torch.all(out[1:] > out[:-1])  # monotone: the order of values kept
     assert to_surface(v, CANONICAL_SURFACE) is v
     with pytest.raises(ValueError, match="surface level"):
