@@ -122,9 +122,9 @@ def choose_surface_level(
 
     Why: the decoder regresses canonical values under an MSE + L1 loss, so
     where it is unsure (thin parts, the edge of the molecule) it decodes less
-    than the input holds; at 0.5 its surface encloses too little (on the
-    training split of ``runs/ds`` the shipped encoder's reconstructions of
-    real maps hold a third of the input's volume). Mapping the chosen level to
+    than the input holds; at 0.5 its surface encloses too little (the shipped
+    encoder's reconstructions of the test split's real maps held about a third
+    of their inputs' volume inside the contour). Mapping the chosen level to
     0.5 (:func:`encoder.model.to_surface`) puts the decoded surface where the
     input's is.
 
