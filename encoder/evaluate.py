@@ -108,6 +108,7 @@ SURFACE_LEVELS = tuple(round(v, 3) for v in np.arange(0.15, 0.501, 0.025))
 def choose_surface_level(
     model: torch.nn.Module,
     dataset: str | Path,
+    *,
     split: str = "train",
     limit: int = 800,
     seed: int = 0,

@@ -117,7 +117,7 @@ def _surface(args: argparse.Namespace) -> int:
         model, _ = load_checkpoint(args.checkpoint)
         before = model.surface_level
         choice = choose_surface_level(
-            model, args.dataset, args.split, args.limit, args.seed
+            model, args.dataset, split=args.split, limit=args.limit, seed=args.seed
         )
         if args.write:
             write_surface_level(args.checkpoint, choice["level"])
