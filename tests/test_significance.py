@@ -304,7 +304,8 @@ def test_the_benchmark_writes_where_out_says(tmp_path, monkeypatch):
     monkeypatch.setattr(
         bs, "save_result", lambda result, out, table: written.append((result, out))
     )
-    empty = ["--models", str(tmp_path / "none"), "--maps", str(tmp_path / "none")]
+    none = str(tmp_path / "none")  # no data folder is read (nor ../shared's)
+    empty = ["--models", none, "--maps", none, "--shapes", none]
     bs.main([*empty, "--demo", "--out", str(tmp_path / "x.json")])
     bs.main([*empty, "--out", str(tmp_path / "y.json")])
     bs.main([*empty, "--demo"])
