@@ -96,6 +96,7 @@ from dashboard.generative import (
 )
 from dashboard.pairs import Pair, Pairs
 from dashboard.service import SwanService
+from swan_index.generate import VARIATION_KEEP, VARIATION_STRENGTH
 from swan_index.superpose import safe_name
 
 log = logging.getLogger(__name__)
@@ -417,7 +418,7 @@ def create_api(
         n: DRAWS = 4,
         keep_scales: Annotated[
             int, Query(ge=1, le=8, description="coarsest scales of the entry kept")
-        ] = 3,
+        ] = VARIATION_KEEP,
         seed: SEED = 0,
         strength: Annotated[
             float,
@@ -427,7 +428,7 @@ def create_api(
                 description="the prior's share: 1 draws the finer scales afresh, "
                 "less starts from the entry's own and stays closer to it",
             ),
-        ] = 1.0,
+        ] = VARIATION_STRENGTH,
         format: DRAWN_FORMAT = "zip",
     ) -> Any:
         """``n`` maps that keep the first ``keep_scales`` scales of the entry's

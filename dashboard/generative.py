@@ -46,6 +46,8 @@ from ingest.mapio import GENERATED_LABEL, DensityMap
 from swan_index.commands.complete import DEFAULT_STRENGTH as COMPLETE_STRENGTH
 from swan_index.generate import (
     DEFAULT_PRIOR,
+    VARIATION_KEEP,
+    VARIATION_STRENGTH,
     Generator,
     canonical_map,
     completion_of,
@@ -333,9 +335,9 @@ class PriorService:
         self,
         entry: str | int,
         n: int = 4,
-        keep: int = 3,
+        keep: int = VARIATION_KEEP,
         seed: int = 0,
-        strength: float = 1.0,
+        strength: float = VARIATION_STRENGTH,
     ) -> Drawn:
         """``n`` maps keeping the first ``keep`` scales of the entry's stored code
         and drawing the finer ones: afresh (``strength`` 1), or starting from

@@ -37,6 +37,16 @@ from swan_index.significance import Significance
 from swan_index.store import Store
 from swan_index.superpose import mrc_bytes
 
+#: A variation's defaults (``swan generate --like``, the API's and the dashboard's
+#: variations): the coarsest 3 scales kept, and the finer ones started from the
+#: map's own and carried by the prior for 0.6 of the way. 0.6 is the largest share
+#: at which 3-scale variations of 13 TRAINING-split entries found their entry at
+#: rank 1 at least 90 % of the time (0.65 / 0.85 / 0.92 at 1 / 0.8 / 0.6;
+#: ``benchmarks/bench_generation.py``, docs/prior.md); 1 draws the finer scales
+#: afresh (the most varied; held-out entries were found again 0.46 of the time).
+VARIATION_KEEP = 3
+VARIATION_STRENGTH = 0.6
+
 #: The prior shipped with the package (trained on the shipped encoder).
 DEFAULT_PRIOR = Path(__file__).resolve().parents[1] / "data" / "prior.pt"
 #: Refuse maps whose float32 array is larger than this (the denoised copy is as

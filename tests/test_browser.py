@@ -338,8 +338,9 @@ def test_variations_of_an_entry_are_drawn_and_labelled(page):
     page.locator("#variations-graph").scroll_into_view_if_needed()
     page.locator("#variations-graph").screenshot(path=str(ARTIFACTS / "variations.png"))
     controls = page.locator("#variations-go").locator("..")
-    assert "strength" in controls.inner_text()  # 1 (afresh) by default
-    assert "afresh" in page.inner_text("#variations-strength")
+    assert "strength" in controls.inner_text()  # 0.6 (closer) by default
+    assert "0.6" in page.inner_text("#variations-strength")
+    assert "strength=0.6" in href
     controls.screenshot(path=str(ARTIFACTS / "variations_controls.png"))
 
 

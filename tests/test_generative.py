@@ -257,10 +257,12 @@ def test_the_entry_panel_draws_variations(service):
     assert titles[0] == "the entry (decoded)" and titles[1] == "variation 1"
     shown = str(text)
     assert "keeping the coarsest 2 of 4 scales" in shown and "not measured" in shown
-    assert "/api/entries/1/variations?n=3&keep_scales=2&seed=5" in shown
-    _, closer, _ = on_variations(service, 1, 2, seed=5, strength=0.6)
-    assert "seed 5, strength 0.6" in str(closer)
-    assert "keep_scales=2&seed=5&strength=0.6" in str(closer)
+    # the default strength: 0.6, started from the entry's own
+    assert "/api/entries/1/variations?n=3&keep_scales=2&seed=5&strength=0.6" in shown
+    assert "seed 5, strength 0.6" in shown
+    _, afresh, _ = on_variations(service, 1, 2, seed=5, strength=1.0)
+    assert "keep_scales=2&seed=5&strength=1" in str(afresh)  # not the API's default
+    assert "seed 5, strength 1 (afresh)" in str(afresh)
     _, refused, view = on_variations(service, None, 2, seed=1)
     assert "Choose an entry first" in str(refused) and view["display"] == "none"
     _, missing, _ = on_variations(service, 999, 2, seed=1)

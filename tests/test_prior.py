@@ -217,6 +217,8 @@ def test_generate_writes_labelled_variations(tiny, tmp_path):
     assert read_map(tmp_path / "u" / "generated_000.mrc").shape == (32, 32, 32)
     bad = ["generate", "--like", str(src), "--keep-scales", "3", "-o", str(out)]
     assert main(bad + args) == 1
+    unconditional = ["generate", "--keep-scales", "1", "-o", str(tmp_path / "k")]
+    assert main(unconditional + args) == 1  # keeps nothing without --like
 
 
 def test_generate_strength_keeps_variations_closer_to_the_map(tiny, tmp_path, capsys):
@@ -249,7 +251,9 @@ def test_generate_like_a_stored_entry(tiny, store, tmp_path, capsys):
     assert main(["generate", "--like", "EMD-5625", "-o", str(out)] + args) == 0
     made = read_map(out / "generated_000.mrc")
     assert made.shape == read_map(DATA / "maps" / "emd_5625.map").shape
-    assert "like EMD-5625 keep 1" in made.header["labels"][1]
+    # the defaults: all but the finest of this encoder's 3 scales (3 for 4
+    # scales), started from the entry's own at strength 0.6
+    assert "like EMD-5625 keep 2 strength 0.6" in made.header["labels"][1]
     assert main(["generate", "--like", "EMD-9999", "-o", str(out)] + args) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "9999" in err

@@ -5,7 +5,9 @@ coarse-to-fine views.
 "Draw variations" keeps the coarsest K scales of the entry's stored code
 (``variations-keep``) and draws the finer ones
 (:meth:`dashboard.generative.PriorService.variations`), afresh or, at a lower
-strength (``variations-strength``), starting from the entry's own; the entry's own
+strength (``variations-strength``; 0.6 and 3 kept scales by default, the setting
+at which variations find their entry again), starting from the entry's own; the
+entry's own
 decoding comes first, then the variations, side by side at one common scale,
 each at the canonical surface (0.5). Each click draws new ones (its count is
 the seed), and the message links the same maps as MRC files through the API.
@@ -28,6 +30,7 @@ from dashboard.figures3d import coarse_to_fine_figure, coarse_to_fine_height
 from dashboard.generative import PriorUnavailable, prior_service
 from dashboard.pages.common import graph_config, message
 from dashboard.service import SwanService, UploadError
+from swan_index.generate import VARIATION_KEEP, VARIATION_STRENGTH
 from swan_index.prepare import shrink
 
 log = logging.getLogger(__name__)
@@ -70,7 +73,7 @@ def layout(service: SwanService) -> list[Any]:
                 dcc.Dropdown(
                     id="variations-keep",
                     options=[{"label": str(k), "value": k} for k in keep],
-                    value=min(3, keep[-1]) if keep else None,
+                    value=min(VARIATION_KEEP, keep[-1]) if keep else None,
                     clearable=False,
                     style={"width": "70px", "display": "inline-block"},
                 ),
@@ -90,9 +93,9 @@ def layout(service: SwanService) -> list[Any]:
                         {"label": label, "value": value}
                         for value, label in STRENGTHS.items()
                     ],
-                    value=1.0,
+                    value=VARIATION_STRENGTH,
                     clearable=False,
-                    style={"width": "115px", "display": "inline-block"},
+                    style={"width": "140px", "display": "inline-block"},
                 ),
                 html.Button(f"Draw {DRAWS} variations", id="variations-go", n_clicks=0),
             ],
@@ -122,7 +125,7 @@ def on_variations(
     entry: int | None,
     keep: Any,
     seed: int,
-    strength: Any = 1.0,
+    strength: Any = VARIATION_STRENGTH,
 ) -> tuple[Any, html.Div, dict[str, str]]:
     """Draw variations of ``entry``: ``(figure, message, view style)`` (the
     view is shown once there is something to see).
@@ -153,12 +156,10 @@ def on_variations(
     figure.update_layout(uirevision=f"variations-{entry}")
     name = row.get("emdb_id") or f"entry {row['id']}"
     url = (
-        f"/api/entries/{row['id']}/variations?n={DRAWS}&keep_scales={keep}&seed={seed}"
+        f"/api/entries/{row['id']}/variations?n={DRAWS}&keep_scales={keep}"
+        f"&seed={seed}&strength={strength:g}"  # always: the API has its own default
     )
-    at = ""
-    if strength < 1:
-        url += f"&strength={strength:g}"
-        at = f", strength {strength:g}"
+    at = f", strength {strength:g}" + (" (afresh)" if strength >= 1 else "")
     text = html.Div(
         [
             f"{DRAWS} variations of {name} keeping the coarsest {keep} of "

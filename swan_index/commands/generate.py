@@ -3,17 +3,18 @@
 With --like MAP (a map file, or with --store an entry of the store: its store id
 or EMDB id, whose map file is read again at its stored contour): variations of
 MAP that keep its first --keep-scales K scales' codes exactly (K = 1 keeps the
-global shape, 3 all but the finest detail) and draw the finer scales from the
-prior given them (--strength below 1 starts them from MAP's own finer scales,
-so the variations stay closer to it); written on MAP's own grid, voxel size
-and origin. Without --like: maps drawn from the prior alone, written as
-canonical volumes (values 0-1, the molecule at 0.5 and above, 1 Å voxels: the
-canonical frame has no physical scale).
+global shape, 3, the default, all but the finest detail) and draw the finer
+scales from the prior given them (--strength, default 0.6: below 1 starts them
+from MAP's own finer scales and keeps the variations closer to it; 1 draws them
+afresh, the most varied); written on MAP's own grid, voxel size and origin.
+Without --like: maps drawn from the prior alone, written as canonical volumes
+(values 0-1, the molecule at 0.5 and above, 1 Å voxels: the canonical frame has
+no physical scale).
 
 examples:
   $ swan generate --like data/maps/emd_1832.map --keep-scales 2 -n 4 -o runs/var
   $ swan generate --like EMD-1832 --store runs/store -n 4 -o runs/var
-  $ swan generate --like data/maps/emd_1832.map --keep-scales 3 --strength 0.8 -o runs/v
+  $ swan generate --like data/maps/emd_1832.map --keep-scales 1 --strength 1 -o runs/v
   $ swan generate -n 8 -o runs/samples
 """
 
@@ -25,6 +26,8 @@ from pathlib import Path
 
 from swan_index.commands import add_prior_args
 from swan_index.generate import (
+    VARIATION_KEEP,
+    VARIATION_STRENGTH,
     Generator,
     canonical_map,
     on_input_grid,
@@ -39,14 +42,19 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--store", help="store that holds the --like entry")
     parser.add_argument(
-        "--keep-scales", type=int, default=1, help="scales of MAP kept (default 1)"
+        "--keep-scales",
+        type=int,
+        default=None,
+        help=f"scales of MAP kept (default {VARIATION_KEEP}, or all but the finest "
+        "for an encoder with fewer scales)",
     )
     parser.add_argument(
         "--strength",
         type=float,
-        default=1.0,
-        help="with --like: the prior's share in (0, 1]; 1 (the default) draws the "
-        "finer scales afresh, less starts from MAP's own and keeps more of it",
+        default=None,
+        help="with --like: the prior's share in (0, 1]; 1 draws the finer scales "
+        "afresh, less starts from MAP's own and keeps more of it (default "
+        f"{VARIATION_STRENGTH:g})",
     )
     parser.add_argument("-n", type=int, default=4, help="maps to draw (default 4)")
     parser.add_argument("-o", "--out", required=True, help="output folder")
@@ -58,10 +66,13 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.n < 1:
             raise ValueError(f"-n {args.n}: draw at least one map")
-        if not 0 < args.strength <= 1:
-            raise ValueError(f"--strength {args.strength:g}: use a value in (0, 1]")
-        if args.like is None and args.strength != 1:
+        if args.like is None and args.strength not in (None, 1):
             raise ValueError("--strength varies a map: give it with --like")
+        if args.like is None and args.keep_scales is not None:
+            raise ValueError("--keep-scales varies a map: give it with --like")
+        strength = VARIATION_STRENGTH if args.strength is None else args.strength
+        if not 0 < strength <= 1:
+            raise ValueError(f"--strength {strength:g}: use a value in (0, 1]")
         gen = Generator.load(args.checkpoint, args.prior)
         n_scales = len(gen.encoder.config.scales)
         out = Path(args.out)
@@ -71,21 +82,20 @@ def main(args: argparse.Namespace) -> int:
             maps = [(v, canonical_map(v, None)) for v in volumes]
             what = "swan generate, unconditional"
         else:
-            if not 0 <= args.keep_scales < n_scales:
-                raise ValueError(
-                    f"--keep-scales {args.keep_scales}: use 0..{n_scales - 1}"
-                )
+            keep = args.keep_scales
+            if keep is None:
+                keep = min(VARIATION_KEEP, n_scales - 1)
+            if not 0 <= keep < n_scales:
+                raise ValueError(f"--keep-scales {keep}: use 0..{n_scales - 1}")
             like, contour = stored_map(args) if args.store else (args.like, None)
             if args.contour is not None:
                 contour = args.contour
             dmap, cv = gen.read(like, contour)
-            volumes = gen.reconstruct(
-                cv, args.strength, args.keep_scales, args.n, args.seed
-            )
+            volumes = gen.reconstruct(cv, strength, keep, args.n, args.seed)
             maps = [(on_input_grid(v, cv, dmap), dmap) for v in volumes]
-            what = f"swan generate like {Path(args.like).name} keep {args.keep_scales}"
-            if args.strength != 1:
-                what += f" strength {args.strength:g}"
+            what = f"swan generate like {Path(args.like).name} keep {keep}"
+            if strength != 1:
+                what += f" strength {strength:g}"
         for i, (data, grid) in enumerate(maps):
             path = write_generated(
                 out / f"generated_{i:03d}.mrc", data, grid, [what, gen.tag]
