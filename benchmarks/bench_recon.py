@@ -75,9 +75,57 @@ def merge(paths: list[Path], out: Path) -> dict:
     results = json.loads(paths[0].read_text())
     for path in paths[1:]:
         results["runs"].update(json.loads(path.read_text())["runs"])
+    summary = summarize(results)
+    if summary:
+        results["summary"] = summary
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")
     return results
+
+
+def _full_code(recon: dict, kind: str) -> dict:
+    """The row of one kind with the whole code (the most scales)."""
+    rows = recon["by_kind"][kind]
+    return rows[max(rows, key=lambda k: int(k) if k.isdigit() else 0)]
+
+
+def summarize(results: dict) -> dict:
+    """Runs named ``MODEL@sSEED`` grouped by model: per kind of item, the full
+    code's IoU and Pearson per seed, their mean, and, against ``cryoswan``, the
+    difference seed by seed (Cryo-SWAN minus the model; same seed, same batches).
+    """
+    groups: dict[str, dict[int, dict]] = {}
+    for name, run in results["runs"].items():
+        model, sep, seed = name.rpartition("@s")
+        if not sep or not seed.isdigit():
+            continue
+        groups.setdefault(model, {})[int(seed)] = run
+    kinds = ("all", "real", "simulated", "synthetic", "shape")
+    out: dict = {}
+    for model, by_seed in sorted(groups.items()):
+        seeds = sorted(by_seed)
+        row: dict = {
+            "seeds": seeds,
+            "steps": [by_seed[s]["steps"] for s in seeds],
+            "loop_seconds": [by_seed[s].get("loop_seconds") for s in seeds],
+        }
+        for kind in kinds:
+            cells = [_full_code(by_seed[s]["recon"], kind) for s in seeds]
+            entry = {"n": cells[0]["n"], "bits": cells[0]["bits"]}
+            for metric in ("iou", "pearson"):
+                values = [c[metric] for c in cells]
+                entry[metric] = values
+                entry[metric + "_mean"] = round(sum(values) / len(values), 4)
+            ref = groups.get("cryoswan", {})
+            if model != "cryoswan" and all(s in ref for s in seeds):
+                for metric in ("iou", "pearson"):
+                    entry["cryoswan_minus_" + metric] = [
+                        round(_full_code(ref[s]["recon"], kind)[metric] - c[metric], 4)
+                        for s, c in zip(seeds, cells, strict=True)
+                    ]
+            row[kind] = entry
+        out[model] = row
+    return out
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -92,6 +140,14 @@ def main(argv: list[str] | None = None) -> dict:
         help="override a field of the base model config",
     )
     parser.add_argument("--label", help="name of the run in the results (one run)")
+    parser.add_argument(
+        "--tag", default="", help="appended to every run's name (e.g. @s1)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument(
+        "--threads", type=int, default=None, help="CPU threads (default: torch's)"
+    )
     parser.add_argument(
         "--merge",
         nargs="+",
@@ -130,6 +186,9 @@ def main(argv: list[str] | None = None) -> dict:
             "minutes": args.minutes,
             "batch_size": args.batch_size,
             "lr": args.lr,
+            "seed": args.seed,
+            "precision": args.precision,
+            "threads": args.threads,
         },
         "config_overrides": args.set,
         "runs": {},
@@ -146,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
         model_cfg = base
         if "kl_weight" in overrides:
             model_cfg = replace(model_cfg, kl_weight=args.kl_weight)
-        name = args.label or name
+        name = (args.label or name) + args.tag
         run_dir = args.checkpoints / name
         if run_dir.exists():
             shutil.rmtree(run_dir)
@@ -160,6 +219,9 @@ def main(argv: list[str] | None = None) -> dict:
             steps=args.steps,
             minutes=args.minutes,
             device=args.device,
+            seed=args.seed,
+            precision=args.precision,
+            threads=args.threads,
         )
         t0 = time.time()
         final = train(cfg, progress=False)
@@ -171,6 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
             "arch": arch,
             "config": model.config.to_dict(),
             "train_seconds": round(seconds, 1),
+            "loop_seconds": blob["extra"].get("loop_seconds"),
             "steps": blob["step"],
             "checkpoint": str(final),
             "checkpoint_hash": blob["hash"],

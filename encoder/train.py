@@ -296,6 +296,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         if step % cfg.checkpoint_every == 0:
             save_checkpoint(model, last, step, opt, extra)
     bar.close()
+    loop_seconds = round(time.time() - started, 1)  # the steps alone
     save_checkpoint(model, last, step, opt, extra)
     model.eval()
     if hasattr(model, "surface_level"):  # where the decoded surface is
@@ -317,7 +318,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> Path:
         final,
         step,
         None,
-        {**extra, "seconds": round(time.time() - started, 1)},
+        {
+            **extra,
+            "seconds": round(time.time() - started, 1),
+            "loop_seconds": loop_seconds,
+        },
     )
     if len(val_set):
         val = evaluate_loss(model, val_set, torch.device("cpu"))
