@@ -231,6 +231,9 @@ def main(argv: list[str] | None = None) -> dict:
             model = model.cuda()
         entry = {
             "arch": arch,
+            "seed": args.seed,
+            "precision": args.precision,
+            "budget": {"steps": args.steps, "minutes": args.minutes},
             "config": model.config.to_dict(),
             "train_seconds": round(seconds, 1),
             "loop_seconds": blob["extra"].get("loop_seconds"),
