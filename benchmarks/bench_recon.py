@@ -71,10 +71,26 @@ def _overrides(items: list[str]) -> dict:
 
 
 def merge(paths: list[Path], out: Path) -> dict:
-    """One result file from several runs' files (the first one's header)."""
-    results = json.loads(paths[0].read_text())
-    for path in paths[1:]:
-        results["runs"].update(json.loads(path.read_text())["runs"])
+    """One result file from several runs' files (the first one's header). Each
+    run keeps its own file's budget, seed and precision (files written before
+    runs recorded them carry them in their header only)."""
+    results: dict | None = None
+    for path in paths:
+        part = json.loads(path.read_text())
+        header = part.get("budget", {})
+        for run in part["runs"].values():
+            if "steps" in header:
+                run.setdefault(
+                    "budget",
+                    {"steps": header["steps"], "minutes": header.get("minutes")},
+                )
+            for key in ("seed", "precision"):
+                if key in header:
+                    run.setdefault(key, header[key])
+        if results is None:
+            results = part
+        else:
+            results["runs"].update(part["runs"])
     summary = summarize(results)
     if summary:
         results["summary"] = summary
@@ -100,7 +116,14 @@ def summarize(results: dict) -> dict:
         if not sep or not seed.isdigit():
             continue
         groups.setdefault(model, {})[int(seed)] = run
-    kinds = ("all", "real", "simulated", "synthetic", "shape")
+    # the kinds of item every run was evaluated on ("all" first)
+    present = [
+        set(run["recon"]["by_kind"])
+        for by_seed in groups.values()
+        for run in by_seed.values()
+    ]
+    common = set.intersection(*present) if present else set()
+    kinds = sorted(common, key=lambda k: (k != "all", k))
     out: dict = {}
     for model, by_seed in sorted(groups.items()):
         seeds = sorted(by_seed)

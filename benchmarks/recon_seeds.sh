@@ -20,7 +20,9 @@ shift 4
 mkdir -p "$out"
 common=(--dataset "$ds" --precision "$precision" --threads 1 --batch-size 16
     --checkpoints "$out/checkpoints")
+pids=()
 for seed in "$@"; do
+    rm -f "$out/steps_s$seed.json" "$out/time_s$seed.json"  # no stale results
     (
         python -m benchmarks.bench_recon "${common[@]}" --seed "$seed" \
             --steps "$steps" --runs cryoswan single-scale plain-ae --tag "@s$seed" \
@@ -32,7 +34,18 @@ print(r['cryoswan@s$seed']['loop_seconds'] / 60)" "$out/steps_s$seed.json") || e
             --tag "@time@s$seed" --out "$out/time_s$seed.json" \
             >"$out/time_s$seed.log" 2>&1
     ) &
+    pids+=($!)
 done
-wait
-python -m benchmarks.bench_recon --merge "$out"/steps_s*.json "$out"/time_s*.json \
-    --out "$out/bench_recon_seeds.json"
+failed=0
+for pid in "${pids[@]}"; do
+    wait "$pid" || failed=1
+done
+if [ "$failed" -ne 0 ]; then
+    echo "a seed's runs failed: see $out/*_s*.log; nothing merged" >&2
+    exit 1
+fi
+files=()
+for seed in "$@"; do
+    files+=("$out/steps_s$seed.json" "$out/time_s$seed.json")
+done
+python -m benchmarks.bench_recon --merge "${files[@]}" --out "$out/bench_recon_seeds.json"

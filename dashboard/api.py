@@ -417,8 +417,14 @@ def create_api(
         entry: ENTRY,
         n: DRAWS = 4,
         keep_scales: Annotated[
-            int, Query(ge=1, le=8, description="coarsest scales of the entry kept")
-        ] = VARIATION_KEEP,
+            int | None,
+            Query(
+                ge=1,
+                le=8,
+                description=f"coarsest scales of the entry kept (default "
+                f"{VARIATION_KEEP}, or all but the finest of an encoder with fewer)",
+            ),
+        ] = None,
         seed: SEED = 0,
         strength: Annotated[
             float,

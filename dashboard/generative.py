@@ -335,14 +335,15 @@ class PriorService:
         self,
         entry: str | int,
         n: int = 4,
-        keep: int = VARIATION_KEEP,
+        keep: int | None = None,
         seed: int = 0,
         strength: float = VARIATION_STRENGTH,
     ) -> Drawn:
         """``n`` maps keeping the first ``keep`` scales of the entry's stored code
-        and drawing the finer ones: afresh (``strength`` 1), or starting from
-        the entry's own latent (its stored code's) carried by the prior for
-        that share of the way (below 1: closer to the entry).
+        (None: ``VARIATION_KEEP``, or all but the finest scale of an encoder
+        with fewer) and drawing the finer ones: afresh (``strength`` 1), or
+        starting from the entry's own latent (its stored code's) carried by the
+        prior for that share of the way (below 1: closer to the entry).
 
         Raises:
             KeyError: no such entry.
@@ -352,6 +353,8 @@ class PriorService:
         gen = self.generator()
         n_scales = len(gen.encoder.config.scales)
         _check_draws(n)
+        if keep is None:
+            keep = min(VARIATION_KEEP, n_scales - 1)
         if not 1 <= keep < n_scales:
             raise UploadError(f"keep_scales {keep}: use 1..{n_scales - 1}")
         if not 0 < strength <= 1:

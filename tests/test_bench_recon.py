@@ -56,7 +56,11 @@ def test_merge_writes_every_run_and_the_summary(tmp_path):
     )
     b.write_text(
         json.dumps(
-            {"benchmark": "y", "runs": {"plain-ae@s0": _run(5, _cells(0.4, 0.7, None))}}
+            {
+                "benchmark": "y",
+                "budget": {"steps": 99, "minutes": 1.5, "seed": 0, "precision": "bf16"},
+                "runs": {"plain-ae@s0": _run(5, _cells(0.4, 0.7, None))},
+            }
         )
     )
     out = tmp_path / "all.json"
@@ -65,3 +69,27 @@ def test_merge_writes_every_run_and_the_summary(tmp_path):
     assert merged["benchmark"] == "x"
     assert set(merged["runs"]) == {"cryoswan@s0", "plain-ae@s0"}
     assert merged["summary"]["plain-ae"]["all"]["cryoswan_minus_iou"] == [0.1]
+    # each run keeps its own file's budget (the header is the first file's)
+    ae = merged["runs"]["plain-ae@s0"]
+    assert ae["budget"] == {"steps": 99, "minutes": 1.5}
+    assert ae["seed"] == 0 and ae["precision"] == "bf16"
+    assert "budget" not in merged["runs"]["cryoswan@s0"]  # none said
+
+
+def test_summary_keeps_the_kinds_every_run_has():
+    # a test split without shapes, and one run evaluated without real maps
+    cells = _cells(0.6, 0.9, 4)
+    del cells["shape"]
+    other = _cells(0.5, 0.8, 4)
+    del other["shape"], other["real"]
+    summary = summarize(
+        {"runs": {"cryoswan@s0": _run(7, cells), "single-scale@s0": _run(7, other)}}
+    )
+    assert [
+        k for k in summary["cryoswan"] if isinstance(summary["cryoswan"][k], dict)
+    ] == [
+        "all",
+        "simulated",
+        "synthetic",
+    ]
+    assert summary["single-scale"]["synthetic"]["cryoswan_minus_iou"] == [0.1]

@@ -158,6 +158,9 @@ def test_variations_keep_the_entry_and_differ(client, service, tmp_path):
     ).json()
     assert described["generated"] is True and len(described["maps"]) == 2
     assert all(m["voxels_above_half"] > 0 for m in described["maps"])
+    # the defaults: the coarsest 3 scales kept, strength 0.6
+    assert "keeping 3 of 4 scales" in described["description"]
+    assert "strength 0.6" in described["description"]
 
 
 def test_variations_at_a_lower_strength_stay_closer_to_the_entry(

@@ -202,7 +202,7 @@ def test_denoise_bad_input_one_line_exit_1(tiny, tmp_path, capsys, monkeypatch):
     assert not (tmp_path / "out.mrc").exists()
 
 
-def test_generate_writes_labelled_variations(tiny, tmp_path):
+def test_generate_writes_labelled_variations(tiny, tmp_path, capsys):
     src = DATA / "maps" / "emd_5625.map"
     args = ["--checkpoint", tiny["encoder"], "--prior", tiny["tokens"]]
     out = tmp_path / "gen"
@@ -217,8 +217,11 @@ def test_generate_writes_labelled_variations(tiny, tmp_path):
     assert read_map(tmp_path / "u" / "generated_000.mrc").shape == (32, 32, 32)
     bad = ["generate", "--like", str(src), "--keep-scales", "3", "-o", str(out)]
     assert main(bad + args) == 1
+    assert capsys.readouterr().err.strip() == "error: --keep-scales 3: use 0..2"
     unconditional = ["generate", "--keep-scales", "1", "-o", str(tmp_path / "k")]
     assert main(unconditional + args) == 1  # keeps nothing without --like
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --keep-scales") and "\n" not in err
 
 
 def test_generate_strength_keeps_variations_closer_to_the_map(tiny, tmp_path, capsys):
@@ -237,7 +240,12 @@ def test_generate_strength_keeps_variations_closer_to_the_map(tiny, tmp_path, ca
         )
     assert "strength 0.3" in made[0].header["labels"][1]
     assert closeness["0.3"] > closeness["1"]
-    for bad in (["--like", str(src), "--strength", "0"], ["--strength", "0.5"]):
+    bad_cases = (
+        ["--like", str(src), "--strength", "0"],
+        ["--strength", "0.5"],  # without --like
+        ["--strength", "1"],
+    )
+    for bad in bad_cases:
         assert main(["generate", *bad, "-o", str(tmp_path / "x")] + args) == 1
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err and "strength" in err

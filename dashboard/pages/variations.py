@@ -7,11 +7,10 @@ coarse-to-fine views.
 (:meth:`dashboard.generative.PriorService.variations`), afresh or, at a lower
 strength (``variations-strength``; 0.6 and 3 kept scales by default, the setting
 at which variations find their entry again), starting from the entry's own; the
-entry's own
-decoding comes first, then the variations, side by side at one common scale,
-each at the canonical surface (0.5). Each click draws new ones (its count is
-the seed), and the message links the same maps as MRC files through the API.
-Choosing another entry clears them.
+entry's own decoding comes first, then the variations, side by side at one
+common scale, each at the canonical surface (0.5). Each click draws new ones
+(its count is the seed), and the message links the same maps as MRC files
+through the API. Choosing another entry clears them.
 
 Component ids: ``variations-keep``, ``variations-strength``, ``variations-go``,
 ``variations-message``,

@@ -66,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         if args.n < 1:
             raise ValueError(f"-n {args.n}: draw at least one map")
-        if args.like is None and args.strength not in (None, 1):
+        if args.like is None and args.strength is not None:
             raise ValueError("--strength varies a map: give it with --like")
         if args.like is None and args.keep_scales is not None:
             raise ValueError("--keep-scales varies a map: give it with --like")
