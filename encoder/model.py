@@ -52,6 +52,7 @@ ADDED_FIELDS = {
     "prefix_trains_encoder": True,
     "retrieval_from": "latent",
     "retrieval_grids": None,
+    "decoder_knows_scales": False,
 }
 # (retrieval_grids=None is also the current default: it stays out of the hash
 # either way, and retrieval_from decides what None means)
@@ -85,6 +86,10 @@ class CryoSwanConfig:
     #: the reconstruction, 4 for the coarser scales and 6 for the finest, i.e.
     #: 64 and 216 dims; from the latent, min(side, 2))
     retrieval_grids: tuple[int, ...] | None = None
+    #: whether the decoder is told how many scales it reads (a learned bias per
+    #: count after its first convolution, zero at the start), so that partial
+    #: and full codes need not share one decoding
+    decoder_knows_scales: bool = False
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -253,6 +258,14 @@ class Decoder(nn.Module):
         super().__init__()
         c1, c2 = cfg.channels
         g = cfg.groups
+        self.n_scales = len(cfg.scales)
+        #: per number of scales read, a bias after the first convolution
+        #: (``decoder_knows_scales``; None: one decoding for every prefix)
+        self.scale_bias = (
+            nn.Parameter(torch.zeros(self.n_scales, c2))
+            if cfg.decoder_knows_scales
+            else None
+        )
         self.net = nn.Sequential(
             nn.Conv3d(cfg.latent_dim, c2, 3, padding=1),
             ResBlock(c2, g),
@@ -263,20 +276,43 @@ class Decoder(nn.Module):
             nn.Conv3d(c1, 8**HAAR_LEVELS, 3, padding=1),
         )
 
-    def bands(self, f_hat: torch.Tensor) -> torch.Tensor:
-        """The 64 Haar bands at G/4 that :meth:`forward` inverts."""
-        return self.net(f_hat)
+    def _trunk(
+        self, f_hat: torch.Tensor, up_to: int | torch.Tensor | None
+    ) -> torch.Tensor:
+        """Every layer but the head. ``up_to``: how many scales ``f_hat`` holds
+        (an int, or one per map; None: all), read when the decoder knows it."""
+        if self.scale_bias is None:
+            return self.net[:-1](f_hat)
+        h = self.net[0](f_hat)
+        if up_to is None:
+            bias = self.scale_bias[-1].expand(len(h), -1)
+        elif isinstance(up_to, torch.Tensor):
+            bias = self.scale_bias[up_to.long() - 1]
+        else:
+            bias = self.scale_bias[up_to - 1].expand(len(h), -1)
+        return self.net[1:-1](h + bias.to(h.dtype)[:, :, None, None, None])
 
-    def low_band(self, f_hat: torch.Tensor) -> torch.Tensor:
+    def bands(
+        self, f_hat: torch.Tensor, up_to: int | torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """The 64 Haar bands at G/4 that :meth:`forward` inverts."""
+        return self.net[-1](self._trunk(f_hat, up_to))
+
+    def low_band(
+        self, f_hat: torch.Tensor, up_to: int | torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Band 0 of :meth:`bands` alone, ``[B, 1, G/4, G/4, G/4]``: the
         low-pass, 2^(1.5 L) times the reconstruction's mean over each block of
         2^L voxels per axis (L Haar levels). Its head is one output channel of
         the 64, so it costs about half a full decoder pass."""
         head = self.net[-1]
-        return F.conv3d(self.net[:-1](f_hat), head.weight[:1], head.bias[:1], padding=1)
+        trunk = self._trunk(f_hat, up_to)
+        return F.conv3d(trunk, head.weight[:1], head.bias[:1], padding=1)
 
-    def forward(self, f_hat: torch.Tensor) -> torch.Tensor:
-        return haar_inverse(self.net(f_hat), HAAR_LEVELS)
+    def forward(
+        self, f_hat: torch.Tensor, up_to: int | torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return haar_inverse(self.bands(f_hat, up_to), HAAR_LEVELS)
 
 
 #: The canonical surface: canonical values at or above it are inside the map's
@@ -420,7 +456,13 @@ class CryoSwan(nn.Module):
             # One decoder pass for both (the decoder treats each map on its own).
             # The partial reconstructions only enter an MSE, which the orthonormal
             # Haar transform preserves: it is taken on the bands.
-            bands, part = self.decoder.bands(torch.cat([f_st, prefix])).split(
+            read = torch.cat(
+                [
+                    torch.full((len(x),), len(cfg.scales), device=x.device),
+                    s.to(x.device).expand(half),
+                ]
+            )
+            bands, part = self.decoder.bands(torch.cat([f_st, prefix]), read).split(
                 [len(x), half]
             )
             recon = haar_inverse(bands, HAAR_LEVELS)
@@ -462,7 +504,8 @@ class CryoSwan(nn.Module):
         up_to = n_scales if up_to is None else up_to
         if not 1 <= up_to <= n_scales:
             raise ValueError(f"up_to={up_to}: use 1..{n_scales}")
-        recon = self.decoder(self.cumulative_latents(list(indices[:up_to]))[-1])
+        latent = self.cumulative_latents(list(indices[:up_to]))[-1]
+        recon = self.decoder(latent, up_to)
         return to_surface(recon, self.surface_level) if up_to == n_scales else recon
 
     @torch.no_grad()
@@ -494,9 +537,9 @@ class CryoSwan(nn.Module):
                 # cells of whole Haar blocks: their means are the low-pass band's,
                 # scaled (the detail bands sum to 0 over a block), which the
                 # centring and normalising below take out
-                recon = self.decoder.low_band(f_hat[first])
+                recon = self.decoder.low_band(f_hat[first], s + 1)
             else:
-                recon = self.decoder(f_hat[first])
+                recon = self.decoder(f_hat[first], s + 1)
             pooled = F.adaptive_avg_pool3d(recon, cells).flatten(1)[back]
             pooled = pooled - pooled.mean(dim=1, keepdim=True)
             vectors.append(F.normalize(pooled, dim=1).cpu().numpy().astype(np.float32))

@@ -276,3 +276,46 @@ def test_plain_baseline_quantized_latent(batch):
     assert torch.equal(plain.reconstruct(batch), plain.decoder(z))
     rate = encoding_throughput(plain, 32, 2, 1, encode=plain.quantized_latent)
     assert rate > 0
+
+
+def test_a_decoder_that_knows_the_scales_reads_each_prefix_with_its_own_bias(
+    batch, tmp_path
+):
+    # decoder_knows_scales: one learned bias per number of scales read, zero at
+    # the start (the same decoding as without it), trained by the partial-code
+    # loss, used by decode(up_to=s) and by the retrieval vectors of scale s
+    cfg = replace(SMALL, decoder_knows_scales=True)
+    torch.manual_seed(0)
+    model = CryoSwan(cfg)
+    torch.manual_seed(0)
+    plain = CryoSwan(SMALL)
+    shared = {k: v for k, v in model.state_dict().items() if "scale_bias" not in k}
+    assert set(shared) == set(plain.state_dict())
+    plain.load_state_dict(shared)
+    model.eval(), plain.eval()
+    idx = model.encode_indices(batch)
+    for s in (1, 2, 3):
+        assert torch.allclose(
+            model.decode_indices(idx, s), plain.decode_indices(idx, s), atol=1e-6
+        )
+    model.train()
+    torch.manual_seed(1)
+    model(batch)["loss"].backward()
+    grad = model.decoder.scale_bias.grad
+    assert grad[-1].abs().sum() > 0  # the full code's bias, every step
+    assert (grad[:-1].abs().sum(dim=1) > 0).sum() == 1  # the drawn prefix's only
+    with torch.no_grad():
+        model.decoder.scale_bias[0] += 1.0
+    model.eval()
+    for s, changed in ((1, True), (2, False), (3, False)):
+        differs = not torch.allclose(
+            model.decode_indices(idx, s), plain.decode_indices(idx, s), atol=1e-6
+        )
+        assert differs == changed
+    a, b = model.encode(batch), plain.encode(batch)
+    assert not np.allclose(a.vectors[0], b.vectors[0], atol=1e-4)
+    assert np.allclose(a.vectors[2], b.vectors[2], atol=1e-5)
+    digest = save_checkpoint(model, tmp_path / "k.pt")
+    loaded, _ = load_checkpoint(tmp_path / "k.pt")
+    assert loaded.config.decoder_knows_scales and loaded.checkpoint_hash == digest
+    assert torch.equal(loaded.decoder.scale_bias, model.decoder.scale_bias)
