@@ -70,7 +70,7 @@ def _overrides(items: list[str]) -> dict:
     return out
 
 
-def merge(paths: list[Path], out: Path) -> dict:
+def merge(paths: list[Path], out: Path, reference: str = "cryoswan") -> dict:
     """One result file from several runs' files (the first one's header). Each
     run keeps its own file's budget, seed and precision (files written before
     runs recorded them carry them in their header only)."""
@@ -91,7 +91,7 @@ def merge(paths: list[Path], out: Path) -> dict:
             results = part
         else:
             results["runs"].update(part["runs"])
-    summary = summarize(results)
+    summary = summarize(results, reference)
     if summary:
         results["summary"] = summary
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -105,10 +105,12 @@ def _full_code(recon: dict, kind: str) -> dict:
     return rows[max(rows, key=lambda k: int(k) if k.isdigit() else 0)]
 
 
-def summarize(results: dict) -> dict:
+def summarize(results: dict, reference: str = "cryoswan") -> dict:
     """Runs named ``MODEL@sSEED`` grouped by model: per kind of item, the full
-    code's IoU and Pearson per seed, their mean, and, against ``cryoswan``, the
-    difference seed by seed (Cryo-SWAN minus the model; same seed, same batches).
+    code's IoU and Pearson per seed, their mean, and, against the ``reference``
+    model (a Cryo-SWAN run, ``cryoswan`` by default), the difference seed by
+    seed (``cryoswan_minus_*``: the reference minus the model; same seed, same
+    batches).
     """
     groups: dict[str, dict[int, dict]] = {}
     for name, run in results["runs"].items():
@@ -139,8 +141,8 @@ def summarize(results: dict) -> dict:
                 values = [c[metric] for c in cells]
                 entry[metric] = values
                 entry[metric + "_mean"] = round(sum(values) / len(values), 4)
-            ref = groups.get("cryoswan", {})
-            if model != "cryoswan" and all(s in ref for s in seeds):
+            ref = groups.get(reference, {})
+            if model != reference and all(s in ref for s in seeds):
                 for metric in ("iou", "pearson"):
                     entry["cryoswan_minus_" + metric] = [
                         round(_full_code(ref[s]["recon"], kind)[metric] - c[metric], 4)
@@ -172,6 +174,12 @@ def main(argv: list[str] | None = None) -> dict:
         "--threads", type=int, default=None, help="CPU threads (default: torch's)"
     )
     parser.add_argument(
+        "--reference",
+        default="cryoswan",
+        help="with --merge: the model (run name before @sSEED) the others are "
+        "compared with in the summary",
+    )
+    parser.add_argument(
         "--merge",
         nargs="+",
         type=Path,
@@ -195,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     args = parser.parse_args(argv)
     if args.merge:
-        return merge(args.merge, args.out)
+        return merge(args.merge, args.out, args.reference)
     if not args.dataset:
         parser.error("--dataset is required")
     if args.label and len(args.runs) != 1:

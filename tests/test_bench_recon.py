@@ -93,3 +93,17 @@ def test_summary_keeps_the_kinds_every_run_has():
         "synthetic",
     ]
     assert summary["single-scale"]["synthetic"]["cryoswan_minus_iou"] == [0.1]
+
+
+def test_summary_compares_with_the_reference_asked_for():
+    runs = {
+        "cryoswan-2100@s0": _run(21, _cells(0.7, 0.85, 4)),
+        "single-scale-2100@s0": _run(21, _cells(0.72, 0.86, 1)),
+    }
+    assert (
+        "cryoswan_minus_iou"
+        not in summarize({"runs": runs})["single-scale-2100"]["all"]
+    )
+    summary = summarize({"runs": runs}, reference="cryoswan-2100")
+    assert summary["single-scale-2100"]["all"]["cryoswan_minus_iou"] == [-0.02]
+    assert "cryoswan_minus_iou" not in summary["cryoswan-2100"]["all"]
