@@ -1,8 +1,12 @@
 """Shared fixtures: test files by short label (all inside the repository), the
-shipped encoder, the sample maps encoded, and a store holding them."""
+shipped encoder, the sample maps encoded, and a store holding them; and a guard
+that fails any test reading the data folder beside the repository
+(``../shared``): the tests must pass on a machine without it."""
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +31,54 @@ MAPS = {
 }
 HEADERS = TEST_DATA / "headers"
 MODELS = {"5me2": DATA / "models" / "5me2.pdb", "6272": DATA / "models" / "6272.pdb"}
+
+# The folder beside the repository that holds the larger real data set; the
+# benchmarks default to it, the tests must never read it. Python's audit events
+# see every open, listing and glob made in this process (not in the processes a
+# test starts, nor a bare ``exists()``); a test that made one fails.
+SHARED = ROOT.parent / "shared"
+_SHARED_ROOTS = tuple({os.path.normpath(SHARED), os.path.realpath(SHARED)})
+_WATCHED = frozenset(
+    {"open", "os.listdir", "os.scandir", "glob.glob", "os.walk", "shutil.copyfile"}
+)
+shared_reads: list[str] = []
+
+
+def under_shared(path) -> bool:
+    """Whether ``path`` (absolute, or relative to the working folder) lies in
+    the data folder beside the repository."""
+    full = os.path.abspath(os.fsdecode(path))
+    return any(full == r or full.startswith(r + os.sep) for r in _SHARED_ROOTS)
+
+
+def _watch_shared(event: str, args: tuple) -> None:
+    if event not in _WATCHED or not args:
+        return
+    path = args[0]
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        return  # a file descriptor
+    try:
+        if under_shared(path):
+            shared_reads.append(os.fsdecode(path))
+    except (OSError, ValueError):  # e.g. the working folder was removed
+        pass
+
+
+sys.addaudithook(_watch_shared)
+
+
+@pytest.fixture(autouse=True)
+def _no_shared_data():
+    start = len(shared_reads)
+    yield
+    read = shared_reads[start:]
+    if read:
+        del shared_reads[start:]
+        pytest.fail(
+            f"the test read {read[0]} (beside the repository): tests must pass "
+            "without ../shared; copy the file into tests/data and give its source "
+            "in data/PROVENANCE.md"
+        )
 
 
 @pytest.fixture
