@@ -31,16 +31,23 @@ depositor's level, given as ``swan denoise --contour`` would be).
 molecules and on real training-split maps that are not sample maps: what the
 data-consistency margins and the default strength were chosen on (never the
 maps reported); ``--solvent-margin M ... --rounds R ...`` adds ``swan
-denoise``'s path with those settings, to compare them.
+denoise``'s path with those settings, to compare them. ``--mean-of N`` adds
+two more at the default strength, made consistent the same way: the mean of N
+draws of the prior (an estimate of the posterior mean, which has a lower
+expected error than one draw), and the mean over N of the canonical volume's
+axis flips (each reconstructed, flipped back; N <= 8), the test-time
+augmentation of image denoisers.
 
     $ python -m benchmarks.bench_denoise --unet runs/unet_denoiser.pt
     $ python -m benchmarks.bench_denoise --training-split \\
         --strength 0 0.3 0.5 --solvent-margin 2 4 8 --rounds 0 2 5
+    $ python -m benchmarks.bench_denoise --training-split --mean-of 8
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import shlex
 import sys
 from dataclasses import replace
@@ -109,6 +116,21 @@ def oracle_gaussian(noisy: np.ndarray, truth: np.ndarray) -> tuple[np.ndarray, f
     return out, sigma
 
 
+#: The canonical volume's axis flips (``()``: none), for ``--mean-of``.
+FLIPS = tuple(a for r in range(4) for a in itertools.combinations((0, 1, 2), r))
+
+
+def mean_over_flips(gen: Generator, cv: Any, strength: float, n: int) -> np.ndarray:
+    """The mean of the reconstructions of the first ``n`` of :data:`FLIPS` of
+    ``cv``'s canonical volume, each flipped back."""
+    out = []
+    for axes in FLIPS[:n]:
+        flipped = replace(cv, values=np.flip(cv.values, axes).copy())
+        volume = gen.reconstruct(flipped, strength, seed=0)[0]
+        out.append(np.flip(volume, axes))
+    return np.mean(out, axis=0)
+
+
 def denoise_all(
     gen: Generator,
     unet: Any,
@@ -118,6 +140,7 @@ def denoise_all(
     rng: np.random.Generator,
     variants: list[tuple[int, int]] = (),
     auto: bool = False,
+    mean_of: int = 0,
 ) -> dict[str, Any]:
     """Every method on ``truth`` plus noise of ``noise`` x its std: a row. The
     noisy map is canonicalized at the truth's contour (the depositor's level,
@@ -126,7 +149,9 @@ def denoise_all(
     the default strength's map consistent, for choosing them. ``auto``: ``swan
     denoise`` without a contour too, the map carrying none: at the automatic
     level of the noisy map itself, and at :func:`noisy_contour`'s (what ``swan
-    denoise`` takes), with both levels in the row."""
+    denoise`` takes), with both levels in the row. ``mean_of``: the default
+    strength's map also as the mean of that many draws and of that many flips
+    (module docstring)."""
     sd = float(truth.data.std())
     data = truth.data + rng.normal(0, noise * sd, truth.shape).astype(np.float32)
     noisy = replace(truth, data=data.astype(np.float32), path=f"noisy:{truth.path}")
@@ -147,6 +172,18 @@ def denoise_all(
             made = consistent_on_input_grid(volume, cv, noisy, margin, rounds)
             label = f"{name} + data (margin {margin}, {rounds} rounds)"
             scores[label] = measure(made, truth)
+    if mean_of > 1:
+        name = _name(DEFAULT_STRENGTH)
+        averaged = {
+            f"{name} mean of {mean_of} draws + data": gen.reconstruct(
+                cv, DEFAULT_STRENGTH, n=mean_of, seed=0
+            ).mean(0),
+            f"{name} mean of {min(mean_of, len(FLIPS))} flips + data": (
+                mean_over_flips(gen, cv, DEFAULT_STRENGTH, mean_of)
+            ),
+        }
+        for label, volume in averaged.items():
+            scores[label] = measure(consistent_on_input_grid(volume, cv, noisy), truth)
     if auto:
         bare = replace(noisy, header={})  # no level carried: the automatic one
         levels = {
@@ -235,12 +272,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         paths = held_out([Path(m) for m in args.models])
     simulated, real = [], []
     variants = [(m, r) for m in args.solvent_margin for r in args.rounds]
+
+    def denoise(truth: DensityMap, noise: float) -> dict[str, Any]:
+        settings = (args.strength, rng, variants, args.auto, args.mean_of)
+        return denoise_all(gen, unet, truth, noise, *settings)
+
     for path in paths:
         truth = simulate_map(path, args.resolution)
         for noise in args.noise:
-            row = denoise_all(
-                gen, unet, truth, noise, args.strength, rng, variants, args.auto
-            )
+            row = denoise(truth, noise)
             simulated.append({"map": f"SIMULATED {path.name}", **row})
             print(_brief(simulated[-1]), flush=True)
     record.mark("simulated done")
@@ -249,9 +289,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         truth = read_map(path)
         split = split_of(group_of(path), "real", cfg)
         for noise in args.noise:
-            row = denoise_all(
-                gen, unet, truth, noise, args.strength, rng, variants, args.auto
-            )
+            row = denoise(truth, noise)
             real.append({"map": path.name, "split": split, **row})
             print(_brief(real[-1]), flush=True)
     which = "training-split" if args.training_split else "held-out"
@@ -327,6 +365,13 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, nargs="+", default=[ROUNDS])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--mean-of",
+        type=int,
+        default=0,
+        help="also the default strength's map as the mean of N draws, and of "
+        "N axis flips (N <= 8)",
+    )
     parser.add_argument(
         "--auto",
         action="store_true",

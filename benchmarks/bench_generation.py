@@ -26,6 +26,13 @@ same distribution.
   (rank N - 1), sampled exactly as ``mean + (F - mean)^T w / sqrt(N - 1)``, w
   standard normal.
 
+``--samplers`` adds the prior's draws made other ways, at temperature 1, for
+comparison only (the defaults stay as they are): ``euler-N`` integrates the
+flow with N Euler steps instead of the prior's own count; ``cascade`` draws
+coarse to fine, a full latent with no scale kept, then again with its first
+scale's tokens kept, and so on to the finest scale (each scale drawn given the
+coarser ones, as the conditional variations are).
+
 **Metrics** (against A): the Fréchet distance between Gaussians fitted to the
 retrieval vectors (per scale; :meth:`swan_index.map_encoder.MapEncoder.encode`,
 what ingest stores); and, with ``D = 1 - IoU`` of the voxel masks at the contour
@@ -279,6 +286,34 @@ def prior_latents(
     return gen.prior.integrate(noise * temperature, cond, k, 0.0)
 
 
+def cascade_draws(gen: Generator, n: int, seed: int) -> np.ndarray:
+    """``n`` maps drawn coarse to fine (``--samplers cascade``): scale by scale,
+    a latent drawn from the prior given the tokens kept so far, of which the
+    next scale's tokens are kept."""
+    enc, prior = gen.encoder, gen.prior
+    side, d = prior.config.latent_side, prior.config.latent_dim
+    g = torch.Generator().manual_seed(seed)
+    keep: list[torch.Tensor] = []
+    with torch.no_grad():
+        for _ in enc.config.scales:
+            noise = torch.randn(n, d, side, side, side, generator=g)
+            cond = enc.cumulative_latents(keep)[-1] if keep else torch.zeros_like(noise)
+            k = torch.full((n,), len(keep), dtype=torch.long)
+            tokens = enc._quantize(prior.integrate(noise, cond, k, 0.0), keep=keep)[1]
+            keep = tokens[: len(keep) + 1]
+        return enc.decode_indices(tokens)[:, 0].clamp(0, 1).numpy()
+
+
+def euler_draws(gen: Generator, n: int, steps: int, seed: int) -> np.ndarray:
+    """``n`` maps drawn at temperature 1 with ``steps`` Euler steps."""
+    own = gen.prior.config
+    gen.prior.config = replace(own, steps=steps)
+    try:
+        return prior_draws(gen, n, 1.0, seed)
+    finally:
+        gen.prior.config = own
+
+
 def prior_draws(gen: Generator, n: int, temperature: float, seed: int) -> np.ndarray:
     """``n`` maps drawn from the prior alone at ``temperature`` (as
     ``swan generate -n`` draws them at temperature 1)."""
@@ -362,6 +397,14 @@ def unconditional(
         candidates[f"prior T={chosen:g} (chosen on training)"] = drawn
     name = f"prior T={chosen:g}, contour {level:.3f} (both chosen on training)"
     candidates[name] = relevel(drawn, level)
+    for sampler in args.samplers:
+        if sampler == "cascade":
+            candidates["prior T=1, coarse to fine"] = cascade_draws(gen, n, args.seed)
+        else:
+            steps = int(sampler.removeprefix("euler-"))
+            candidates[f"prior T=1, {steps} Euler steps"] = euler_draws(
+                gen, n, steps, args.seed
+            )
     f_train = latents(gen, train_volumes)
     candidates["gaussian (fitted to training latents)"] = decode_latents(
         gen, gaussian_draws(f_train, n, args.seed)
@@ -705,6 +748,13 @@ def print_table(result: dict[str, Any]) -> None:
             print(f"  {name}: " + ", ".join(f"{k} {v:.3g}" for k, v in shown.items()))
 
 
+def _sampler(text: str) -> str:
+    steps = text.removeprefix("euler-")
+    if text == "cascade" or (text.startswith("euler-") and steps.isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"{text}: use cascade or euler-N (N steps)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prior", default=str(DEFAULT_PRIOR))
@@ -721,6 +771,13 @@ def main() -> None:
     parser.add_argument("--calibration", type=int, default=32)
     parser.add_argument(
         "--temperatures", type=float, nargs="+", default=[1.0, 1.25, 1.5]
+    )
+    parser.add_argument(
+        "--samplers",
+        nargs="*",
+        default=[],
+        type=_sampler,
+        help="more ways to draw, for comparison: cascade, euler-N",
     )
     parser.add_argument("--resolution", type=float, default=6.0)
     parser.add_argument("--store-synthetic", type=int, default=4)

@@ -96,3 +96,42 @@ def test_a_chosen_level_becomes_the_contour():
     assert (out >= 0.5).mean() == pytest.approx((v >= level).mean())
     assert out[0] == 0.0 and out[-1] == pytest.approx(1.0)
     assert np.all(np.diff(out) >= 0)  # order kept
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from swan_index.generate import DEFAULT_PRIOR, Generator
+    from swan_index.map_encoder import DEFAULT_CHECKPOINT
+
+    return Generator.load(DEFAULT_CHECKPOINT, DEFAULT_PRIOR)
+
+
+def test_the_comparison_samplers(shipped):
+    from benchmarks.bench_generation import cascade_draws, euler_draws, prior_draws
+
+    grid = shipped.encoder.config.grid
+    own = shipped.prior.config
+    # the prior's own step count draws what swan generate -n draws; the
+    # config is restored after another count
+    assert np.array_equal(
+        euler_draws(shipped, 2, own.steps, 3), prior_draws(shipped, 2, 1.0, 3)
+    )
+    fewer = euler_draws(shipped, 2, 2, 3)
+    assert shipped.prior.config is own
+    assert not np.array_equal(fewer, prior_draws(shipped, 2, 1.0, 3))
+    drawn = cascade_draws(shipped, 2, seed=4)
+    assert drawn.shape == (2, grid, grid, grid)
+    assert drawn.min() >= 0 and drawn.max() <= 1
+    assert np.array_equal(drawn, cascade_draws(shipped, 2, seed=4))
+    assert not np.array_equal(drawn, cascade_draws(shipped, 2, seed=5))
+
+
+def test_sampler_names_are_checked():
+    import argparse
+
+    from benchmarks.bench_generation import _sampler
+
+    assert _sampler("cascade") == "cascade" and _sampler("euler-64") == "euler-64"
+    for bad in ("euler-", "euler-x", "heun-4", ""):
+        with pytest.raises(argparse.ArgumentTypeError, match="cascade or euler-N"):
+            _sampler(bad)
