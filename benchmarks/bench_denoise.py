@@ -36,7 +36,13 @@ two more at the default strength, made consistent the same way: the mean of N
 draws of the prior (an estimate of the posterior mean, which has a lower
 expected error than one draw), and the mean over N of the canonical volume's
 axis flips (each reconstructed, flipped back; N <= 8), the test-time
-augmentation of image denoisers.
+augmentation of image denoisers. ``--small-box SIDE ...`` adds each real map
+resampled into a box whose longest side is SIDE voxels (a small box of large
+voxels, as a small map such as ``emd_3197``'s 20^3 is), reported apart;
+``--with-own-pieces`` adds ``swan denoise``'s path with the noisy map's own
+pieces at the contour (dust removed) counted as the molecule too, which keeps
+a thin molecule that smoothing hides from being flattened as solvent (tried
+and left out: ``docs/prior.md``).
 
     $ python -m benchmarks.bench_denoise --unet runs/unet_denoiser.pt
     $ python -m benchmarks.bench_denoise --training-split \\
@@ -131,6 +137,20 @@ def mean_over_flips(gen: Generator, cv: Any, strength: float, n: int) -> np.ndar
     return np.mean(out, axis=0)
 
 
+def in_small_box(dmap: DensityMap, side: int) -> DensityMap:
+    """``dmap`` resampled (linearly) onto a grid whose longest side is ``side``
+    voxels, the voxels larger by as much: a small box of large voxels."""
+    zoom = side / max(dmap.shape)
+    data = ndimage.zoom(dmap.data, zoom, order=1).astype(np.float32)
+    size = tuple(
+        v * s / n
+        for v, s, n in zip(
+            dmap.voxel_size, dmap.shape[::-1], data.shape[::-1], strict=True
+        )
+    )
+    return replace(dmap, data=data, voxel_size=size, path=f"{dmap.path}@{side}")
+
+
 def denoise_all(
     gen: Generator,
     unet: Any,
@@ -141,6 +161,7 @@ def denoise_all(
     variants: list[tuple[int, int]] = (),
     auto: bool = False,
     mean_of: int = 0,
+    with_own_pieces: bool = False,
 ) -> dict[str, Any]:
     """Every method on ``truth`` plus noise of ``noise`` x its std: a row. The
     noisy map is canonicalized at the truth's contour (the depositor's level,
@@ -151,7 +172,9 @@ def denoise_all(
     level of the noisy map itself, and at :func:`noisy_contour`'s (what ``swan
     denoise`` takes), with both levels in the row. ``mean_of``: the default
     strength's map also as the mean of that many draws and of that many flips
-    (module docstring)."""
+    (module docstring). ``with_own_pieces``: the default strength's map also
+    made consistent with the noisy map's own pieces at the contour counted as
+    the molecule (module docstring)."""
     sd = float(truth.data.std())
     data = truth.data + rng.normal(0, noise * sd, truth.shape).astype(np.float32)
     noisy = replace(truth, data=data.astype(np.float32), path=f"noisy:{truth.path}")
@@ -172,6 +195,11 @@ def denoise_all(
             made = consistent_on_input_grid(volume, cv, noisy, margin, rounds)
             label = f"{name} + data (margin {margin}, {rounds} rounds)"
             scores[label] = measure(made, truth)
+    if with_own_pieces:
+        name = f"{_name(DEFAULT_STRENGTH)} + data, with the map's own pieces"
+        volume = gen.reconstruct(cv, DEFAULT_STRENGTH, seed=0)[0]
+        made = consistent_on_input_grid(volume, cv, noisy, own_pieces=True)
+        scores[name] = measure(made, truth)
     if mean_of > 1:
         name = _name(DEFAULT_STRENGTH)
         averaged = {
@@ -274,7 +302,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     variants = [(m, r) for m in args.solvent_margin for r in args.rounds]
 
     def denoise(truth: DensityMap, noise: float) -> dict[str, Any]:
-        settings = (args.strength, rng, variants, args.auto, args.mean_of)
+        settings = (
+            args.strength,
+            rng,
+            variants,
+            args.auto,
+            args.mean_of,
+            args.with_own_pieces,
+        )
         return denoise_all(gen, unet, truth, noise, *settings)
 
     for path in paths:
@@ -285,6 +320,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             print(_brief(simulated[-1]), flush=True)
     record.mark("simulated done")
     reals = TRAINING_REAL_MAPS if args.training_split else args.real_maps
+    small: list[dict[str, Any]] = []
     for path in [] if args.no_real else [Path(p) for p in reals]:
         truth = read_map(path)
         split = split_of(group_of(path), "real", cfg)
@@ -292,6 +328,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row = denoise(truth, noise)
             real.append({"map": path.name, "split": split, **row})
             print(_brief(real[-1]), flush=True)
+        for side in args.small_box:
+            coarse = in_small_box(truth, side)
+            for noise in args.noise:
+                try:
+                    row = denoise(coarse, noise)
+                except IngestError as exc:  # no molecule left at the contour
+                    print(f"{path.name} in {side} voxels, noise {noise}: {exc}")
+                    continue
+                name = f"{path.name} in {'x'.join(map(str, coarse.shape))} voxels"
+                small.append({"map": name, "split": split, **row})
+                print(_brief(small[-1]), flush=True)
     which = "training-split" if args.training_split else "held-out"
     result: dict[str, Any] = {
         "command": "python -m benchmarks.bench_denoise " + shlex.join(sys.argv[1:]),
@@ -313,7 +360,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if real:
         result["real"] = summarise(real, args.noise)
         result["real_goal"] = goal(result["real"], DEFAULT_STRENGTH)
-    result["rows"] = simulated + real
+    if small:
+        result["small_box"] = summarise(small, args.noise)
+        result["small_box_goal"] = goal(result["small_box"], DEFAULT_STRENGTH)
+    result["rows"] = simulated + real + small
     result["run"] = record.finish()
     return result
 
@@ -325,7 +375,7 @@ def _brief(row: dict[str, Any]) -> str:
 
 def print_table(result: dict[str, Any]) -> None:
     print(result["what"])
-    for part in ("simulated", "real"):
+    for part in ("simulated", "real", "small_box"):
         if part not in result:
             continue
         for level, methods in result[part].items():
@@ -365,6 +415,20 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, nargs="+", default=[ROUNDS])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--with-own-pieces",
+        action="store_true",
+        help="also swan denoise's path with the noisy map's own pieces at the "
+        "contour counted as the molecule",
+    )
+    parser.add_argument(
+        "--small-box",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also each real map resampled into a box of this many voxels (its "
+        "longest side), the voxels larger by as much",
+    )
     parser.add_argument(
         "--mean-of",
         type=int,

@@ -26,8 +26,8 @@ from scipy import ndimage
 from encoder.model import CryoSwan
 from encoder.prior import LatentPrior, load_prior, sample
 from ingest.canonical import CanonicalVolume, canonicalize, to_original_frame
-from ingest.contour import auto_contour
-from ingest.errors import MapTooLargeError
+from ingest.contour import auto_contour, find_molecule
+from ingest.errors import MapFormatError, MapTooLargeError
 from ingest.mapio import GENERATED_LABEL, DensityMap, read_map
 from swan_index.map_encoder import MapEncoder
 from swan_index.query import Query, search_explained
@@ -298,6 +298,7 @@ def consistent_on_input_grid(
     dmap: DensityMap,
     solvent_margin: int = SOLVENT_MARGIN,
     rounds: int = ROUNDS,
+    own_pieces: bool = False,
 ) -> np.ndarray:
     """A denoised canonical volume on ``dmap``'s grid, in its units, made
     consistent with ``dmap`` itself, the noisy map it came from
@@ -308,7 +309,11 @@ def consistent_on_input_grid(
     or ``dmap`` smoothed by a voxel (its noise down about sevenfold) reaches the
     contour: a prior's map out of place must not pass the data's molecule off
     as noise. ``solvent_margin`` and ``rounds``: as
-    :func:`~swan_index.shells.restore_with_data`'s.
+    :func:`~swan_index.shells.restore_with_data`'s. ``own_pieces``: also
+    ``dmap``'s own pieces at the contour (:func:`data_molecule`), so that
+    smoothing cannot hide a molecule whose features are a voxel or two across;
+    off, because it did better on the training-split maps but worse on the
+    held-out ones (``docs/prior.md``, *Tried and left out*).
 
     Raises:
         MapTooLargeError: no memory for the copies this takes (one line).
@@ -318,6 +323,8 @@ def consistent_on_input_grid(
         smooth = ndimage.gaussian_filter(dmap.data, 1.0)
         molecule = (p >= cv.contour) | (smooth >= cv.contour)
         del smooth
+        if own_pieces:
+            molecule |= data_molecule(dmap, cv.contour)
         return restore_with_data(
             dmap.data, p, dmap.voxel_size, molecule, solvent_margin, rounds
         )
@@ -328,6 +335,20 @@ def consistent_on_input_grid(
             f"{'x'.join(map(str, dmap.shape[::-1]))} voxels",
             "free memory, or bin the map to fewer voxels first",
         ) from None
+
+
+def data_molecule(dmap: DensityMap, contour: float) -> np.ndarray:
+    """Where ``dmap`` itself reaches ``contour``, dust removed
+    (:func:`ingest.contour.find_molecule`), as a bool mask of the whole map;
+    nothing when no piece is large enough."""
+    mask = np.zeros(dmap.data.shape, bool)
+    try:
+        mol = find_molecule(dmap, contour, "given")
+    except MapFormatError:
+        return mask
+    box = tuple(slice(a, a + n) for a, n in zip(mol.start, mol.mask.shape, strict=True))
+    mask[box] = mol.mask
+    return mask
 
 
 def write_generated(
