@@ -1,5 +1,7 @@
 """The guard in conftest.py that keeps the tests off the data folder beside the
-repository: it must notice a read there, in any of the ways the code reads."""
+repository: it must notice a read there, in any of the ways the code reads,
+whether or not that folder exists on this machine (here a stand-in folder
+takes its place, so that every way of reading finds something)."""
 
 from __future__ import annotations
 
@@ -13,13 +15,21 @@ from tests import conftest
 
 def _reads_during(action) -> list[str]:
     start = len(conftest.shared_reads)
-    try:
-        action()
-    except OSError:
-        pass  # the folder need not exist: the attempt is what counts
+    action()
     read = conftest.shared_reads[start:]
     del conftest.shared_reads[start:]  # taken back, so this test passes
     return read
+
+
+@pytest.fixture
+def stand_in(tmp_path, monkeypatch):
+    """A folder with the shared data's layout, watched in its place."""
+    root = tmp_path / "shared"
+    (root / "data" / "real").mkdir(parents=True)
+    (root / "data" / "real" / "SOURCES.md").write_text("sources\n")
+    (root / "data" / "emd_1.map").write_bytes(b"\0")
+    monkeypatch.setattr(conftest, "_SHARED_ROOTS", (str(root),))
+    return root
 
 
 @pytest.mark.parametrize(
@@ -30,18 +40,21 @@ def _reads_during(action) -> list[str]:
         lambda p: list(os.scandir(p)),
         lambda p: glob.glob(str(p / "data" / "*")),
         lambda p: list((p / "data").glob("*.map")),
+        lambda p: list(os.walk(p)),
     ],
-    ids=["open", "listdir", "scandir", "glob", "pathlib-glob"],
+    ids=["open", "listdir", "scandir", "glob", "pathlib-glob", "walk"],
 )
-def test_a_read_beside_the_repository_is_seen(action):
-    read = _reads_during(lambda: action(conftest.SHARED))
+def test_a_read_beside_the_repository_is_seen(stand_in, action):
+    read = _reads_during(lambda: action(stand_in))
     assert read and all(conftest.under_shared(p) for p in read)
 
 
-def test_a_relative_path_is_resolved(monkeypatch):
-    monkeypatch.chdir(conftest.ROOT)
+def test_the_folder_beside_the_repository_is_the_one_watched(monkeypatch):
+    assert conftest.under_shared(conftest.ROOT.parent / "shared" / "data" / "x")
+    monkeypatch.chdir(conftest.ROOT)  # a relative path is resolved
     assert conftest.under_shared(os.path.join("..", "shared", "data"))
     assert not conftest.under_shared(os.path.join("..", "shared-not", "data"))
+    assert not conftest.under_shared(conftest.DATA)
 
 
 def test_reads_inside_the_repository_are_not_counted(tmp_path):
