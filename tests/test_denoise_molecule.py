@@ -1,7 +1,8 @@
 """Where ``swan denoise`` may take the molecule to be: with ``own_pieces`` the
-noisy map's own pieces at the contour count, so a molecule too thin for the
-smoothed map to reach the contour, and missed by the prior's map, is not
-flattened away as solvent (an option, off by default: docs/prior.md)."""
+noisy map's own pieces at the contour count too (always, or where the prior's
+map and the smoothed map missed most of the molecule), so a molecule too thin
+for the smoothed map to reach the contour is not flattened away as solvent
+(options, off by default: docs/prior.md)."""
 
 from __future__ import annotations
 
@@ -61,10 +62,32 @@ def test_a_thin_molecule_missed_by_the_prior_is_kept(shipped):
         noisy = _map(clean + rng.normal(0, sd, clean.shape).astype(np.float32))
         cv = shipped.canonical(noisy, contour)
         missed = np.zeros_like(cv.values)
-        kept = consistent_on_input_grid(missed, cv, noisy, own_pieces=True)
+        kept = consistent_on_input_grid(missed, cv, noisy, own_pieces="missed")
+        assert np.array_equal(
+            kept, consistent_on_input_grid(missed, cv, noisy, own_pieces=True)
+        )
         before = consistent_on_input_grid(missed, cv, noisy)  # the default
         r_noisy = volume_correlation(noisy.data, clean)
         r_kept = volume_correlation(kept, clean)
         assert r_kept > r_noisy + 0.02
         assert r_kept > volume_correlation(before, clean) + 0.02
         assert kept.shape == clean.shape and kept.dtype == np.float32
+
+
+def test_the_pieces_change_nothing_where_the_molecule_was_found(shipped):
+    """SIMULATED blobs, the prior's map the noisy map's own canonical volume:
+    the molecule is found without the pieces, and ``"missed"`` gives the
+    output without them, to the bit."""
+    rng = np.random.default_rng(5)
+    clean = np.zeros((32, 32, 32), np.float32)
+    for z, y, x in rng.integers(10, 22, (12, 3)):
+        clean[z, y, x] += 1.0
+    clean = ndimage.gaussian_filter(clean, 1.5)
+    contour = 0.3 * float(clean.max())
+    noisy = _map(clean + rng.normal(0, 0.3 * clean.std(), clean.shape), voxel=2.0)
+    cv = shipped.canonical(noisy, contour)
+    when = consistent_on_input_grid(cv.values, cv, noisy, own_pieces="missed")
+    assert np.array_equal(when, consistent_on_input_grid(cv.values, cv, noisy))
+    assert not np.array_equal(
+        when, consistent_on_input_grid(cv.values, cv, noisy, own_pieces=True)
+    )
