@@ -96,7 +96,12 @@ import torch
 from scipy import linalg
 
 from benchmarks.bench_prior import MODELS, SHARED_MODELS, held_out
-from benchmarks.common import ROOT, RunRecord, add_out_argument, save_result
+from benchmarks.common import (
+    SHARED_DATA,
+    RunRecord,
+    add_out_argument,
+    save_result,
+)
 from encoder.training_data.dataset import (
     DatasetConfig,
     from_uint8,
@@ -116,7 +121,7 @@ from swan_index.query import Query, search
 from swan_index.ranking import SearchOptions
 from swan_index.store import Store
 
-SHARED_MAPS = ROOT.parent / "shared" / "data" / "real" / "maps"
+SHARED_MAPS = SHARED_DATA / "maps"
 MAP_SUFFIXES = (".map", ".mrc", ".ccp4", ".map.gz", ".mrc.gz")
 MODEL_SUFFIXES = (".pdb", ".cif", ".ent", ".pdb.gz", ".cif.gz")
 #: The canonical surface: the map's contour (as :mod:`encoder.evaluate` uses).

@@ -68,6 +68,7 @@ from isal import igzip
 
 from benchmarks.common import (
     ROOT,
+    SHARED_DATA,
     RunRecord,
     add_out_argument,
     machine_info,
@@ -83,7 +84,7 @@ from ingest import (
 )
 from ingest.simulate import SIGMA_FACTOR, model_atoms
 
-SHARED_MODELS = ROOT.parent / "shared" / "data" / "real" / "models"
+SHARED_MODELS = SHARED_DATA / "models"
 #: Models to simulate, in turn (those present are used).
 MODELS = (
     ROOT / "data" / "models" / "5me2.pdb",

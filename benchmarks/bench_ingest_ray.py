@@ -52,6 +52,7 @@ from benchmarks.bench_ingest import (
 )
 from benchmarks.common import (
     ROOT,
+    SHARED_DATA,
     RunRecord,
     add_out_argument,
     machine_info,
@@ -60,7 +61,7 @@ from benchmarks.common import (
 )
 from ingest import map_size
 
-EMDB_METADATA = ROOT.parent / "shared" / "data" / "real" / "headers"
+EMDB_METADATA = SHARED_DATA / "headers"
 EMDB_METADATA = EMDB_METADATA / "EMDB_metadata.csv"
 #: Box sides (voxels) the projection is made at.
 BOX_SIDES = (256, 320, 400)

@@ -38,7 +38,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, RunRecord, add_out_argument, save_result
+from benchmarks.common import (
+    SHARED_DATA,
+    RunRecord,
+    add_out_argument,
+    save_result,
+)
 from encoder.training_data import DEFAULT_TEST_GROUPS, group_of
 from ingest.discover import is_map_file
 from swan_index import DEFAULT_CHECKPOINT, MapEncoder, Query, SearchOptions, Store
@@ -47,7 +52,7 @@ from swan_index.indexer import ingest_paths
 
 log = logging.getLogger(__name__)
 
-SHARED = ROOT.parent / "shared" / "data" / "real"
+SHARED = SHARED_DATA
 #: The real maps' own resolutions, Å, as ``SOURCES.md`` gives them (EMDB
 #: metadata of the entry each map comes from).
 MAP_RESOLUTIONS = {

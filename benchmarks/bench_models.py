@@ -31,7 +31,7 @@ import numpy as np
 from scipy import ndimage
 
 from benchmarks.common import (
-    ROOT,
+    SHARED_DATA,
     RunRecord,
     add_out_argument,
     machine_info,
@@ -44,7 +44,7 @@ from ingest.models import read_model_file, simulate_model
 from ingest.simulate import SIGMA_FACTOR
 from swan_index.prepare import prepare_map, prepare_model
 
-SOURCE = ROOT.parent / "shared" / "data" / "real" / "models" / "3c91.pdb"
+SOURCE = SHARED_DATA / "models" / "3c91.pdb"
 RESOLUTIONS = (4.0, 6.0, 8.0)
 
 

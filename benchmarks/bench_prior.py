@@ -46,14 +46,20 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from benchmarks.common import ROOT, RunRecord, add_out_argument, save_result
+from benchmarks.common import (
+    ROOT,
+    SHARED_DATA,
+    RunRecord,
+    add_out_argument,
+    save_result,
+)
 from encoder.training_data.dataset import DEFAULT_TEST_GROUPS, group_of
 from ingest.canonical import volume_correlation
 from ingest.simulate import simulate_map
 from swan_index.generate import DEFAULT_PRIOR, Generator, on_input_grid
 from swan_index.map_encoder import DEFAULT_CHECKPOINT
 
-SHARED_MODELS = ROOT.parent / "shared" / "data" / "real" / "models"
+SHARED_MODELS = SHARED_DATA / "models"
 MODELS = (
     ROOT / "data" / "models" / "5me2.pdb",
     ROOT / "data" / "models" / "6272.pdb",

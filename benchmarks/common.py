@@ -30,6 +30,10 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 #: Where the benchmarks' results are kept.
 RESULTS = ROOT / "benchmarks" / "results"
+#: The larger real data set beside the repository (maps, models, shapes, EMDB
+#: headers; ``SOURCES.md`` says where each came from): the benchmarks' default
+#: inputs, never needed by the tests.
+SHARED_DATA = ROOT.parent / "shared" / "data" / "real"
 #: Ending of the per-item rows file next to a result's ``NAME.json``.
 ROWS_SUFFIX = ".rows.jsonl.gz"
 _POINTER_KEYS = frozenset({"rows_file", "first_line", "count"})

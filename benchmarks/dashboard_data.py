@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import ROOT
+from benchmarks.common import SHARED_DATA
 
 #: Resolutions and release dates of real EMDB entries (optional).
-EMDB_METADATA = ROOT.parent / "shared/data/real/headers/EMDB_metadata.csv"
+EMDB_METADATA = SHARED_DATA / "headers" / "EMDB_metadata.csv"
 CENTRES = 50
 NOISE_FRACTION = 0.04
 BATCH = 10_000

@@ -22,13 +22,13 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import ROOT
+from benchmarks.common import ROOT, SHARED_DATA
 from benchmarks.search_measure import rss_mb, top_functions
 from encoder.code import MultiScaleCode
 from swan_index.schema import EntryRecord
 from swan_index.store import Store
 
-SHARED = ROOT.parent / "shared" / "data" / "real"
+SHARED = SHARED_DATA
 METADATA_CSV = SHARED / "headers" / "EMDB_metadata.csv"
 #: Real maps and atomic models, in this order; a file name met twice is used once.
 MAP_DIRS = (ROOT / "data" / "maps", SHARED / "maps")

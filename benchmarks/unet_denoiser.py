@@ -33,10 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import ROOT
+from benchmarks.common import SHARED_DATA
 from encoder.training_data.dataset import DatasetConfig, group_of, lowpass, split_of
 
-SHARED = ROOT.parent / "shared" / "data" / "real"
+SHARED = SHARED_DATA
 PATCH = 32
 
 

@@ -1,7 +1,8 @@
 """Shared fixtures: test files by short label (all inside the repository), the
 shipped encoder, the sample maps encoded, and a store holding them; and a guard
-that fails any test reading the data folder beside the repository
-(``../shared``): the tests must pass on a machine without it."""
+that fails any test reading the benchmarks' larger data set beside the
+repository (``benchmarks.common.SHARED_DATA``): the tests must pass on a machine
+without it."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.common import SHARED_DATA
 from ingest import find_entries
 from swan_index.map_encoder import MapEncoder
 from swan_index.prepare import prepare_entry
@@ -32,11 +34,12 @@ MAPS = {
 HEADERS = TEST_DATA / "headers"
 MODELS = {"5me2": DATA / "models" / "5me2.pdb", "6272": DATA / "models" / "6272.pdb"}
 
-# The folder beside the repository that holds the larger real data set; the
-# benchmarks default to it, the tests must never read it. Python's audit events
-# see every open, listing and glob made in this process (not in the processes a
-# test starts, nor a bare ``exists()``); a test that made one fails.
-SHARED = ROOT.parent / "shared"
+# The folder beside the repository that holds the benchmarks' larger real data
+# set (SHARED_DATA lies two levels down in it); the benchmarks default to it,
+# the tests must never read it. Python's audit events see every open, listing
+# and glob made in this process (not in the processes a test starts, nor a bare
+# ``exists()``); a test that made one fails.
+SHARED = SHARED_DATA.parents[1]
 _SHARED_ROOTS = tuple({os.path.normpath(SHARED), os.path.realpath(SHARED)})
 _WATCHED = frozenset(
     {"open", "os.listdir", "os.scandir", "glob.glob", "os.walk", "shutil.copyfile"}
@@ -75,9 +78,9 @@ def _no_shared_data():
     if read:
         del shared_reads[start:]
         pytest.fail(
-            f"the test read {read[0]} (beside the repository): tests must pass "
-            "without ../shared; copy the file into tests/data and give its source "
-            "in data/PROVENANCE.md"
+            f"the test read {read[0]}, in {SHARED} beside the repository: tests "
+            "must pass without that folder; copy the file into tests/data and "
+            "give its source in data/PROVENANCE.md"
         )
 
 

@@ -50,10 +50,12 @@ def test_a_read_beside_the_repository_is_seen(stand_in, action):
 
 
 def test_the_folder_beside_the_repository_is_the_one_watched(monkeypatch):
-    assert conftest.under_shared(conftest.ROOT.parent / "shared" / "data" / "x")
+    folder = conftest.SHARED
+    assert folder.parent == conftest.ROOT.parent  # beside the repository
+    assert conftest.under_shared(folder / "data" / "x")
     monkeypatch.chdir(conftest.ROOT)  # a relative path is resolved
-    assert conftest.under_shared(os.path.join("..", "shared", "data"))
-    assert not conftest.under_shared(os.path.join("..", "shared-not", "data"))
+    assert conftest.under_shared(os.path.join("..", folder.name, "data"))
+    assert not conftest.under_shared(os.path.join("..", folder.name + "-not", "x"))
     assert not conftest.under_shared(conftest.DATA)
 
 

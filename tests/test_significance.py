@@ -304,7 +304,7 @@ def test_the_benchmark_writes_where_out_says(tmp_path, monkeypatch):
     monkeypatch.setattr(
         bs, "save_result", lambda result, out, table: written.append((result, out))
     )
-    none = str(tmp_path / "none")  # no data folder is read (nor ../shared's)
+    none = str(tmp_path / "none")  # no data folder is read (nor the default)
     empty = ["--models", none, "--maps", none, "--shapes", none]
     bs.main([*empty, "--demo", "--out", str(tmp_path / "x.json")])
     bs.main([*empty, "--out", str(tmp_path / "y.json")])

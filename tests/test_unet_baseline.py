@@ -14,8 +14,8 @@ from benchmarks import unet_denoiser
 
 @pytest.fixture
 def small_maps(monkeypatch):
-    """Two random 40^3 maps stand in for the training maps (built from
-    ../shared otherwise)."""
+    """Two random 40^3 maps stand in for the training maps (built from the
+    benchmarks' larger real data set otherwise)."""
     rng = np.random.default_rng(0)
     maps = [rng.random((40, 40, 40), dtype=np.float32) for _ in range(2)]
     monkeypatch.setattr(

@@ -45,7 +45,12 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks.common import ROOT, add_out_argument, machine_info, save_result
+from benchmarks.common import (
+    SHARED_DATA,
+    add_out_argument,
+    machine_info,
+    save_result,
+)
 from benchmarks.retrieval.variants import (
     QUERY_CONDITIONS,
     held_out_molecules,
@@ -449,7 +454,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     """``--models``, ``--maps``, ``--shapes``: the real data of the draws."""
-    shared = ROOT.parent / "shared" / "data" / "real"
+    shared = SHARED_DATA
     parser.add_argument("--models", type=Path, default=shared / "models")
     parser.add_argument("--maps", type=Path, default=shared / "maps")
     parser.add_argument("--shapes", type=Path, default=shared / "shapes")
