@@ -51,6 +51,9 @@ from swan_index import MapEncoder
 from swan_index.commands.complete import DEFAULT_STRENGTH
 from swan_index.fit import FitQuery
 from swan_index.generate import (
+    COMPLETION_DRAWS,
+    COMPLETION_KEEPS_DATA,
+    DEFAULT_COMPLETION_PRIOR,
     DEFAULT_PRIOR,
     Generator,
     completion_of,
@@ -60,11 +63,18 @@ from swan_index.query import search
 from swan_index.ranking import SearchOptions
 from swan_index.retrieval import rank_metrics, summarize
 
-METHODS = ("plain", "complete", "completion-only")
+
+def completer_label(gen: Generator, strength: float) -> str:
+    """How a completer is named in the rows: its prior's task and strength."""
+    task = "completion prior" if gen.completes else "scales prior"
+    return f"{task} {gen.prior_hash[:12]}, s={strength:g}"
 
 
-def run_draw(args: argparse.Namespace, seed: int, gen: Generator) -> list[dict]:
-    """Rows (one per query and method) of one draw."""
+def run_draw(
+    args: argparse.Namespace, seed: int, completers: list[tuple[Generator, float]]
+) -> list[dict]:
+    """Rows (one per query and method) of one draw: ``plain``, then for every
+    completer (a prior and a strength) ``complete`` and ``completion-only``."""
     draw = argparse.Namespace(**{**vars(args), "seed": seed})
     encoder = MapEncoder(args.checkpoint)
     gallery, queries = _gallery_and_queries(draw)
@@ -86,53 +96,104 @@ def run_draw(args: argparse.Namespace, seed: int, gen: Generator) -> list[dict]:
         for q in queries:
             if size[q.group] < 1 or q.group not in truth:
                 continue
-            t0 = time.perf_counter()
-            completion = completion_of(q.query, gen, encoder, args.strength, seed)
-            complete_s = time.perf_counter() - t0
-            ranked = {
-                "plain": search(store, q.query, k, opts, significance=False),
-                "complete": search_with_completion(store, q.query, completion, k, opts)[
-                    0
-                ],
-                "completion-only": search(
-                    store, completion, k, opts, significance=False
-                ),
-            }
             preview = store.get_preview(truth[q.group])
             whole_input = float(FitQuery(q.query.volumes).score(preview[None])[0])
-            whole_done = float(FitQuery(completion.volumes).score(preview[None])[0])
-            for method, hits in ranked.items():
+            plain = search(store, q.query, k, opts, significance=False)
+            base = {
+                "seed": seed,
+                "query": q.name,
+                "group": q.group,
+                "whole_corr_input": whole_input,
+            }
+
+            def row(method: str, hits: list, base: dict = base, **more: Any) -> dict:
                 labels = [group_of[h.id] for h in hits]
-                rows.append(
-                    {
-                        "seed": seed,
-                        "query": q.name,
-                        "group": q.group,
-                        "method": method,
-                        "top": labels[0] if labels else None,
-                        "whole_corr_input": whole_input,
-                        "whole_corr_completion": whole_done,
-                        "completion_s": complete_s,
-                        **rank_metrics(labels, q.group, size[q.group]),
-                    }
-                )
+                return {
+                    **base,
+                    "method": method,
+                    "top": labels[0] if labels else None,
+                    **more,
+                    **rank_metrics(labels, base["group"], size[base["group"]]),
+                }
+
+            rows.append(row("plain", plain))
+            for gen, strength in completers:
+                label = completer_label(gen, strength)
+                t0 = time.perf_counter()
+                try:
+                    completion = completion_of(
+                        q.query,
+                        gen,
+                        encoder,
+                        strength,
+                        seed,
+                        draws=args.draws,
+                        keep_data=args.keep_data,
+                    )
+                except ValueError as err:  # an empty completion: the map alone
+                    print(f"{q.name}: {err}")
+                    completion = None
+                complete_s = time.perf_counter() - t0
+                if completion is None:
+                    both, alone, whole_done = plain, [], float("nan")
+                else:
+                    both = search_with_completion(store, q.query, completion, k, opts)[
+                        0
+                    ]
+                    alone = search(store, completion, k, opts, significance=False)
+                    whole_done = float(
+                        FitQuery(completion.volumes).score(preview[None])[0]
+                    )
+                more = {"whole_corr_completion": whole_done, "completion_s": complete_s}
+                rows.append(row(f"complete ({label})", both, **more))
+                rows.append(row(f"completion-only ({label})", alone, **more))
         store.close()
     return rows
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    gen = Generator.load(args.checkpoint, args.prior)
+    completers = [
+        (Generator.load(args.checkpoint, prior), strength)
+        for prior in args.prior
+        for strength in args.strength
+    ]
     rows: list[dict] = []
     for seed in args.seeds:
-        rows += run_draw(args, seed, gen)
-    plain = [r for r in rows if r["method"] == "plain"]
+        rows += run_draw(args, seed, completers)
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    whole = {}
+    for gen, strength in completers:
+        label = completer_label(gen, strength)
+        done = [r for r in rows if r["method"] == f"complete ({label})"]
+        ok = [r for r in done if np.isfinite(r["whole_corr_completion"])]
+        whole[label] = {
+            "input_median": float(np.median([r["whole_corr_input"] for r in done])),
+            "completion_median": float(
+                np.median([r["whole_corr_completion"] for r in ok])
+            )
+            if ok
+            else None,
+            "completion_better": int(
+                sum(r["whole_corr_completion"] > r["whole_corr_input"] for r in ok)
+            ),
+            "empty_completions": len(done) - len(ok),
+            "queries": len(done),
+            "completion_seconds_median": float(
+                np.median([r["completion_s"] for r in done])
+            ),
+        }
     return {
-        "benchmark": "completion by the latent prior and search --complete, on "
+        "benchmark": "completion by the latent priors and search --complete, on "
         "the retrieval benchmark's incomplete queries (simulated)",
         "checkpoint": str(args.checkpoint),
-        "encoder": gen.encoder.checkpoint_hash[:12],
-        "prior": gen.prior_hash[:12],
-        "strength": args.strength,
+        "encoder": completers[0][0].encoder.checkpoint_hash[:12],
+        "priors": {
+            str(p): gen.prior_hash[:12]
+            for p, (gen, _) in zip(
+                args.prior, completers[:: len(args.strength)], strict=True
+            )
+        },
+        "strengths": list(args.strength),
         "settings": {k: str(v) for k, v in vars(args).items()},
         "summary": {
             m: {
@@ -144,52 +205,59 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     for s in args.seeds
                 },
             }
-            for m in METHODS
+            for m in methods
         },
-        "whole_molecule_correlation": {
-            "input_median": float(np.median([r["whole_corr_input"] for r in plain])),
-            "completion_median": float(
-                np.median([r["whole_corr_completion"] for r in plain])
-            ),
-            "completion_better": int(
-                sum(r["whole_corr_completion"] > r["whole_corr_input"] for r in plain)
-            ),
-            "queries": len(plain),
-        },
-        "completion_seconds_median": float(
-            np.median([r["completion_s"] for r in plain])
-        ),
+        "whole_molecule_correlation": whole,
         "rows": rows,
         "machine": machine_info(),
     }
 
 
 def print_table(result: dict[str, Any]) -> None:
-    print(
-        f"strength {result['strength']}, prior {result['prior']}, "
-        f"encoder {result['encoder']}"
-    )
+    print(f"priors {result['priors']}, encoder {result['encoder']}")
     for method, by in result["summary"].items():
         cells = "  ".join(
             f"{name}: P@1 {s['p_at_1']:.3f} (n={s['n']})" for name, s in by.items()
         )
-        print(f"{method:16s} {cells}")
-    w = result["whole_molecule_correlation"]
-    print(
-        f"correlation with the whole molecule, median: input {w['input_median']:.3f}"
-        f", completion {w['completion_median']:.3f}; completion better on "
-        f"{w['completion_better']} of {w['queries']}"
-    )
-    print(f"completion: {result['completion_seconds_median']:.1f} s per query")
+        print(f"{method:58s} {cells}")
+    for label, w in result["whole_molecule_correlation"].items():
+        done = w["completion_median"]
+        print(
+            f"{label}: correlation with the whole molecule, median: input "
+            f"{w['input_median']:.3f}, completion "
+            f"{'-' if done is None else f'{done:.3f}'}; completion better on "
+            f"{w['completion_better']} of {w['queries']} "
+            f"({w['empty_completions']} empty); "
+            f"{w['completion_seconds_median']:.1f} s per query"
+        )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_draw_arguments(parser)
     parser.set_defaults(synthetic=12, distractors=20, shapes_limit=2)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--strength", type=float, default=DEFAULT_STRENGTH)
-    parser.add_argument("--prior", type=Path, default=DEFAULT_PRIOR)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--draws",
+        type=int,
+        default=COMPLETION_DRAWS,
+        help="completion prior: draws per query (default %(default)s)",
+    )
+    parser.add_argument(
+        "--keep-data",
+        action=argparse.BooleanOptionalAction,
+        default=COMPLETION_KEEPS_DATA,
+        help="completion prior: keep the map's own density where it has some",
+    )
+    parser.add_argument("--strength", type=float, nargs="+", default=[DEFAULT_STRENGTH])
+    parser.add_argument(
+        "--prior",
+        type=Path,
+        nargs="+",
+        default=[p for p in (DEFAULT_PRIOR, DEFAULT_COMPLETION_PRIOR) if p.exists()],
+        help="priors to complete with (a scales prior restores every pose where "
+        "it is; a completion prior draws the whole molecule, canonicalized again)",
+    )
     add_out_argument(parser, "bench_complete.json")
     args = drop_missing_data(parser.parse_args(argv))
     return save_result(run(args), args.out, print_table, rows_key="rows")

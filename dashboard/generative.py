@@ -45,6 +45,7 @@ from ingest.errors import IngestError, MapTooLargeError
 from ingest.mapio import GENERATED_LABEL, DensityMap
 from swan_index.commands.complete import DEFAULT_STRENGTH as COMPLETE_STRENGTH
 from swan_index.generate import (
+    DEFAULT_COMPLETION_PRIOR,
     DEFAULT_PRIOR,
     VARIATION_KEEP,
     VARIATION_STRENGTH,
@@ -55,6 +56,7 @@ from swan_index.generate import (
     merge_completion,
     noisy_contour,
     on_input_grid,
+    with_own_density,
 )
 from swan_index.query import Query, display_name, read_upload
 from swan_index.superpose import mrc_bytes
@@ -139,11 +141,19 @@ class PriorService:
         prior: the prior file (default: the shipped one).
     """
 
-    def __init__(self, service: SwanService, prior: str | Path = DEFAULT_PRIOR):
+    def __init__(
+        self,
+        service: SwanService,
+        prior: str | Path = DEFAULT_PRIOR,
+        completion: str | Path = DEFAULT_COMPLETION_PRIOR,
+    ):
         self.service = service
         self.path = Path(prior)
+        self.completion_path = Path(completion)
         self._generator: Generator | None = None
         self._error: str | None = None
+        self._completer: Generator | None = None
+        self._completer_error: str | None = None
         self._load_lock = threading.Lock()
         self._turn = threading.BoundedSemaphore(1)
         self._denoised: OrderedDict[tuple, Denoised] = OrderedDict()
@@ -171,17 +181,52 @@ class PriorService:
                 raise PriorUnavailable(self._error)
             return self._generator
 
+    def completer(self) -> Generator:
+        """The completion prior (``completion_path``) with the service's encoder
+        (loaded once): what completes uploads and searches with completion.
+
+        Raises:
+            PriorUnavailable: no completion prior file, or one of another encoder
+                or task.
+        """
+        with self._load_lock:
+            if self._completer is None and self._completer_error is None:
+                model = self.service.encoder.model
+                try:
+                    prior, blob = load_prior(self.completion_path, model)
+                    if prior.config.task != "completion":
+                        raise ValueError(
+                            f"{self.completion_path}: a {prior.config.task} prior, "
+                            "not a completion prior"
+                        )
+                except (ValueError, OSError) as err:
+                    self._completer_error = (
+                        f"the server's completion prior cannot be used ({err}); "
+                        "start it with --completion-prior PRIOR, one trained on "
+                        "its encoder (swan train-prior --task completion)"
+                    )
+                else:
+                    self._completer = Generator(model, prior, blob["hash"])
+            if self._completer is None:
+                raise PriorUnavailable(self._completer_error)
+            return self._completer
+
     def describe(self) -> dict[str, object]:
         """Whether the prior can be used, and which one."""
         try:
             gen = self.generator()
         except PriorUnavailable as err:
             return {"available": False, "reason": str(err)}
+        try:
+            completion = self.completer().prior_hash[:12]
+        except PriorUnavailable:
+            completion = None
         return {
             "available": True,
             "prior": gen.prior_hash[:12],
             "kind": gen.prior.config.kind,
             "encoder": gen.encoder.checkpoint_hash[:12],
+            "completion_prior": completion,
         }
 
     @contextmanager
@@ -247,7 +292,7 @@ class PriorService:
         (``"denoised"`` or ``"completed"``) names the file and its label."""
         if not 0 <= strength <= 1:
             raise UploadError(f"strength {strength:g}: use a value in [0, 1]")
-        gen = self.generator()
+        gen = self.generator() if made_as == "denoised" else self.completer()
         self.service._check_upload(data)
         shown = display_name(name)
         digest = hashlib.sha256(data).hexdigest()
@@ -267,6 +312,8 @@ class PriorService:
             raise UploadError(str(exc)) from None
         with self._run():
             volume = gen.reconstruct(cv, strength or None, seed=seed)[0]
+        if gen.completes and strength:  # a completion keeps the upload's density
+            volume = with_own_density(volume, cv.values)
         labels = [f"{made_as} upload {shown[:40]} strength {strength:g}", gen.tag]
         # a denoised map is kept consistent with the upload (as `swan denoise`);
         # a completion is not (the data would keep the missing parts empty)
@@ -313,7 +360,7 @@ class PriorService:
         if not 0 < strength <= 1:
             raise UploadError(f"completion strength {strength:g}: use (0, 1]")
         svc = self.service
-        gen = self.generator()
+        gen = self.completer()
         query, options = svc.upload_query_for_search(
             data, name, k, where, exact, contour
         )

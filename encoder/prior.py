@@ -20,6 +20,12 @@ codes reconstruct of it, :meth:`CryoSwan.cumulative_latents`):
   prior logit - distance`` of the noisy map's residual to the code (over the
   mean nearest distance): strength 0 leaves the noisy map's code as it is.
 
+* **Completion** (``task="completion"``, a flow): the same velocity field,
+  conditioned instead on the latent of a map with parts missing (at condition
+  index k = S), learns the latent of the whole molecule in that map's frame from
+  SIMULATED partial/whole pairs (:mod:`encoder.completion`). Sampling starts from
+  the partial map's latent mixed with noise at ``t = 1 - strength``.
+
 Both run one network, :class:`LatentNet`: a small 3D U-Net at n^3 -> (n/2)^3 ->
 n^3 whose residual blocks are modulated (FiLM) by embeddings of t and k.
 
@@ -43,6 +49,10 @@ from torch import nn
 from encoder.model import CryoSwan
 
 KINDS = ("flow", "tokens")
+#: ``scales``: the latent given its first K scales (denoising, generation);
+#: ``completion``: a whole molecule's latent given a partial map's latent, both in
+#: the partial map's canonical frame (:mod:`encoder.completion`).
+TASKS = ("scales", "completion")
 FORMAT = "cryoswan-prior"
 
 
@@ -58,6 +68,7 @@ class PriorConfig:
     """
 
     kind: str = "flow"
+    task: str = "scales"
     channels: int = 32
     blocks: int = 1
     steps: int = 32
@@ -70,6 +81,10 @@ class PriorConfig:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"prior kind {self.kind!r}: use one of {KINDS}")
+        if self.task not in TASKS:
+            raise ValueError(f"prior task {self.task!r}: use one of {TASKS}")
+        if self.task == "completion" and self.kind != "flow":
+            raise ValueError("a completion prior is a flow (--kind flow)")
         if self.latent_side % 2 or self.channels % 8:
             raise ValueError("latent side must be even, channels a multiple of 8")
 
@@ -87,9 +102,16 @@ class PriorConfig:
         )
 
     def to_dict(self) -> dict:
-        return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()
-        }
+        d = {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        if d["task"] == "scales":  # files written before the field keep their hash
+            del d["task"]
+        return d
+
+    @property
+    def completion_k(self) -> int:
+        """The condition index a completion prior is run with (one past the
+        kept-scale counts 0..S-1 that a ``scales`` prior learns)."""
+        return len(self.scales)
 
     @classmethod
     def from_dict(cls, d: dict) -> PriorConfig:
@@ -272,6 +294,7 @@ def sample(
     strength: float = 1.0,
     generator: torch.Generator | None = None,
     temperature: float = 1.0,
+    given: torch.Tensor | None = None,
 ) -> list[torch.Tensor]:
     """Token indices per scale of ``n`` maps drawn from the prior.
 
@@ -286,6 +309,8 @@ def sample(
         generator: for reproducible draws.
         temperature: scales the starting noise (flow) or divides the logits
             (tokens).
+        given: for a completion prior (and only for one), the raw latent
+            ``[n, D, m, m, m]`` of the partial maps to complete.
 
     Returns:
         Per scale, int64 ``[n, depth_s, s, s, s]`` indices; decode them with
@@ -297,8 +322,15 @@ def sample(
     keep = list(keep or [])
     cfg = prior.config
     device = encoder.phi[0].weight.device
-    cond = _kept(encoder, keep, n)
-    k = torch.full((n,), len(keep), dtype=torch.long, device=device)
+    completes = given is not None
+    if (cfg.task == "completion") != completes or (completes and keep):
+        raise ValueError(
+            "a completion prior completes given partial latents (and keeps no "
+            "scales); a scales prior takes no given latent"
+        )
+    cond = given if given is not None else _kept(encoder, keep, n)
+    index = cfg.completion_k if given is not None else len(keep)
+    k = torch.full((n,), index, dtype=torch.long, device=device)
     if cfg.kind == "tokens":
         return _sample_tokens(
             prior, encoder, keep, n, generator, temperature, start, strength

@@ -53,6 +53,10 @@ class PriorTrainConfig(RunConfig):
     batch_size: int = 32
     lr: float = 1e-3
     val_every: int = 250
+    #: a prior file of this encoder to start from (its weights and normalisation)
+    init: str | None = None
+    #: completion: SIMULATED partial/whole pairs made per training volume
+    pairs_per_item: int = 4
 
 
 @torch.no_grad()
@@ -77,20 +81,25 @@ def encode_split(
     return torch.cat(fs), tokens
 
 
-def cached_latents(
-    encoder: CryoSwan, dataset: str, split: str, out: Path, seed: int
-) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """A split's latents and tokens, from ``out`` when cached for this encoder and
-    dataset, else encoded (the training split twice: as is and half-turned)."""
+def _cache_key(encoder: CryoSwan, dataset: str, extra: str = "") -> str:
+    """What a cache of ``dataset``'s latents depends on: the encoder, the
+    dataset's manifest and ``extra`` (refuses a folder that is not a dataset)."""
     manifest = Path(dataset) / "manifest.json"
     if not manifest.is_file():
         raise ValueError(
             f"{dataset}: not a dataset folder (no manifest.json); "
             "build one with `swan dataset build`"
         )
-    key = hashlib.sha256(
-        (encoder.checkpoint_hash + manifest.read_bytes().hex()).encode()
-    ).hexdigest()
+    text = encoder.checkpoint_hash + manifest.read_bytes().hex() + extra
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cached_latents(
+    encoder: CryoSwan, dataset: str, split: str, out: Path, seed: int
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """A split's latents and tokens, from ``out`` when cached for this encoder and
+    dataset, else encoded (the training split twice: as is and half-turned)."""
+    key = _cache_key(encoder, dataset)
     path = out / f"latents_{split}.pt"
     if path.exists():
         blob = torch.load(path, weights_only=True)
@@ -106,6 +115,51 @@ def cached_latents(
     return f.half(), tokens
 
 
+def completion_pairs(
+    encoder: CryoSwan,
+    dataset: str,
+    split: str,
+    out: Path,
+    seed: int,
+    per_item: int,
+    progress: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Latents of SIMULATED partial/whole pairs (:func:`encoder.completion.
+    completion_pair`, ``per_item`` per volume of ``split``): ``(whole, partial)``,
+    both in the partial map's frame; cached in ``out`` for this encoder, dataset,
+    seed and count."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from encoder.completion import completion_pair
+
+    key = _cache_key(encoder, dataset, f"completion {seed} {per_item}")
+    path = out / f"completion_{split}.pt"
+    if path.exists():
+        blob = torch.load(path, weights_only=True)
+        if blob.get("key") == key:
+            return blob["whole"], blob["partial"]
+    volumes = load_split(dataset, split)
+    rng = np.random.default_rng([seed, len(split)])
+    partial, whole = [], []
+    items = [(i, r) for i in range(len(volumes)) for r in range(per_item)]
+    for i, _ in tqdm(items, desc=f"pairs {split}", disable=not progress):
+        try:
+            p, w, _ = completion_pair(volumes[i].astype(np.float32) / 255, rng)
+        except ValueError as err:  # a volume too small to cut, or one left empty
+            log.warning("%s item %d: no pair (%s)", split, i, err)
+            continue
+        partial.append(np.round(p * 255).astype(np.uint8))
+        whole.append(np.round(w * 255).astype(np.uint8))
+    if not partial:
+        raise ValueError(f"{dataset}: no completion pair could be made from {split}")
+    f_whole, _ = encode_split(encoder, torch.from_numpy(np.stack(whole)))
+    f_part, _ = encode_split(encoder, torch.from_numpy(np.stack(partial)))
+    blob = {"key": key, "whole": f_whole.half(), "partial": f_part.half()}
+    atomic_save(blob, path)
+    return blob["whole"], blob["partial"]
+
+
 def _batch_loss(
     prior: LatentPrior,
     encoder: CryoSwan,
@@ -113,7 +167,11 @@ def _batch_loss(
     tokens: list[torch.Tensor],
     gen: torch.Generator,
 ) -> torch.Tensor:
-    """One batch's training loss (a random number of kept scales per map)."""
+    """One batch's training loss (a random number of kept scales per map; for a
+    completion prior, ``tokens`` is ``[partial latents]``)."""
+    if prior.config.task == "completion":
+        k = torch.full((len(f),), prior.config.completion_k, device=f.device)
+        return prior.flow_loss(f, tokens[0].float(), k)
     n_scales = len(tokens)
     if prior.config.kind == "tokens":
         k = int(torch.randint(0, n_scales, (), generator=gen))
@@ -144,6 +202,11 @@ def held_out_loss(
     for i in range(0, len(f), batch_size):
         fb = f[i : i + batch_size].to(device).float()
         tb = [t[i : i + batch_size].to(device) for t in tokens]
+        if prior.config.task == "completion":  # tokens: [partial latents]
+            ks = torch.full((len(fb),), prior.config.completion_k, device=device)
+            total += float(prior.flow_loss(fb, tb[0].float(), ks)) * len(fb)
+            n += len(fb)
+            continue
         cumulative = [fb * 0, *encoder.cumulative_latents(tb[:-1])]
         for k in range(len(tb)):
             if prior.config.kind == "tokens":
@@ -171,8 +234,18 @@ def train_prior(cfg: PriorTrainConfig, progress: bool = True) -> Path:
     if not isinstance(encoder, CryoSwan):
         raise ValueError(f"{cfg.encoder}: a baseline checkpoint; use a Cryo-SWAN one")
     encoder.requires_grad_(False)
-    f_train, t_train = cached_latents(encoder, cfg.dataset, "train", out, cfg.seed)
-    f_val, t_val = cached_latents(encoder, cfg.dataset, "val", out, cfg.seed)
+    if cfg.prior.task == "completion":
+        pairs = {
+            split: completion_pairs(
+                encoder, cfg.dataset, split, out, cfg.seed, cfg.pairs_per_item
+            )
+            for split in ("train", "val")
+        }
+        (f_train, p_train), (f_val, p_val) = pairs["train"], pairs["val"]
+        t_train, t_val = [p_train], [p_val]
+    else:
+        f_train, t_train = cached_latents(encoder, cfg.dataset, "train", out, cfg.seed)
+        f_val, t_val = cached_latents(encoder, cfg.dataset, "val", out, cfg.seed)
     if len(f_train) == 0:
         raise ValueError(f"{cfg.dataset}: the training split is empty")
     f_train, t_train = f_train.to(device), [t.to(device) for t in t_train]
@@ -185,6 +258,14 @@ def train_prior(cfg: PriorTrainConfig, progress: bool = True) -> Path:
     prior.mean.copy_(flat.mean(1).reshape(prior.mean.shape))
     prior.std.copy_(flat.std(1).clamp_min(1e-4).reshape(prior.std.shape))
     prior.encoder_hash = encoder.checkpoint_hash
+    if cfg.init:  # its weights and normalisation; the config's shape must match
+        start, _ = load_prior(cfg.init, encoder, map_location=device)
+        if _shape(start.config) | {"task": cfg.prior.task} != _shape(config):
+            raise ValueError(
+                f"{cfg.init}: a prior of another shape ({_shape(start.config)}); "
+                "pass --kind, --channels and --blocks as it has them"
+            )
+        prior.load_state_dict(start.state_dict())
     opt = torch.optim.AdamW(
         prior.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay
     )
@@ -252,7 +333,14 @@ def train_prior(cfg: PriorTrainConfig, progress: bool = True) -> Path:
 
 def _shape(cfg: PriorConfig) -> dict:
     """The fields of a prior config that are the prior's own (not the encoder's)."""
-    return {k: getattr(cfg, k) for k in ("kind", "channels", "blocks", "steps")}
+    keys = ("kind", "task", "channels", "blocks", "steps")
+    return {k: getattr(cfg, k) for k in keys}
 
 
-__all__ = ["PriorTrainConfig", "encode_split", "held_out_loss", "train_prior"]
+__all__ = [
+    "PriorTrainConfig",
+    "completion_pairs",
+    "encode_split",
+    "held_out_loss",
+    "train_prior",
+]

@@ -15,6 +15,7 @@ temporary file that is then renamed.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,7 +28,7 @@ from encoder.model import CryoSwan
 from encoder.prior import LatentPrior, load_prior, sample
 from ingest.canonical import CanonicalVolume, canonicalize, to_original_frame
 from ingest.contour import auto_contour, find_molecule
-from ingest.errors import MapFormatError, MapTooLargeError
+from ingest.errors import IngestError, MapFormatError, MapTooLargeError
 from ingest.mapio import GENERATED_LABEL, DensityMap, read_map
 from swan_index.map_encoder import MapEncoder
 from swan_index.query import Query, search_explained
@@ -49,6 +50,18 @@ VARIATION_STRENGTH = 0.6
 
 #: The prior shipped with the package (trained on the shipped encoder).
 DEFAULT_PRIOR = Path(__file__).resolve().parents[1] / "data" / "prior.pt"
+#: The completion prior shipped with it (``swan complete``, ``search --complete``):
+#: whole molecules given partial maps, learnt from SIMULATED pairs
+#: (:mod:`encoder.completion`).
+DEFAULT_COMPLETION_PRIOR = DEFAULT_PRIOR.with_name("completion.pt")
+#: How a search with completion completes its query with the completion prior
+#: (``swan search --complete``, the API's and the dashboard's): 4 draws, each
+#: keeping the map's own density where it reaches the surface. Chosen on the
+#: retrieval benchmark's draw seed 0 (``benchmarks/bench_complete.py``,
+#: docs/prior.md): 1 draw 0.80, 4 draws 0.85, 4 draws keeping the data 0.85
+#: (and the completion alone 0.90, against 0.80) of its 20 incomplete queries.
+COMPLETION_DRAWS = 4
+COMPLETION_KEEPS_DATA = True
 #: Refuse maps whose float32 array is larger than this (the denoised copy is as
 #: large again, and canonicalizing needs about twice the map).
 MAX_MAP_BYTES = 2 * 2**30
@@ -76,6 +89,12 @@ class Generator:
             raise ValueError(f"{encoder}: a baseline checkpoint; use a Cryo-SWAN one")
         loaded, blob = load_prior(prior, model)
         return cls(model, loaded, blob["hash"])
+
+    @property
+    def completes(self) -> bool:
+        """True for a completion prior (``task="completion"``): it is given the
+        map's latent and draws a whole molecule's, in the map's frame."""
+        return self.prior.config.task == "completion"
 
     @property
     def tag(self) -> str:
@@ -133,6 +152,7 @@ class Generator:
                     start=f.expand(n, *f.shape[1:]),
                     strength=strength,
                     generator=gen,
+                    given=f.expand(n, *f.shape[1:]) if self.completes else None,
                 )
             volumes = model.decode_indices(tokens)[:, 0]
         return volumes.clamp(0, 1).numpy()
@@ -160,8 +180,18 @@ class Generator:
                 start=f,
                 strength=strength,
                 generator=torch.Generator().manual_seed(seed),
+                given=f if self.completes else None,
             )
             out = model.decode_indices(tokens)[:, 0]
+        return out.clamp(0, 1).numpy()
+
+    def autoencode(self, volumes: np.ndarray) -> np.ndarray:
+        """Canonical volumes ``[P, G, G, G]`` encoded and decoded, no prior."""
+        x = torch.from_numpy(np.asarray(volumes, np.float32))[:, None]
+        with torch.no_grad():
+            f, _ = self.encoder.encode_latent(x)
+            tokens = self.encoder._quantize(f)[1]
+            out = self.encoder.decode_indices(tokens)[:, 0]
         return out.clamp(0, 1).numpy()
 
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
@@ -173,14 +203,29 @@ class Generator:
 
 
 def completion_of(
-    query: Query, gen: Generator, encoder: MapEncoder, strength: float, seed: int = 0
+    query: Query,
+    gen: Generator,
+    encoder: MapEncoder,
+    strength: float,
+    seed: int = 0,
+    draws: int = COMPLETION_DRAWS,
+    keep_data: bool = COMPLETION_KEEPS_DATA,
 ) -> Query:
-    """The query of ``query``'s completion: each of its candidate poses'
-    canonical volumes restored by the prior (:meth:`Generator.restore`).
+    """The query of ``query``'s completion.
+
+    With a scales prior, each of its candidate poses' canonical volumes restored
+    by the prior where it is (:meth:`Generator.restore`). With a completion
+    prior (:attr:`Generator.completes`), the whole molecule drawn in the map's
+    frame from its primary pose, ``draws`` times, each canonicalized again as
+    a map of the query's voxel size (so that it is searched in its own frame,
+    every candidate pose of every draw one row of the query's code: a search
+    keeps, per entry, the best of them); ``keep_data``: the map's own density
+    kept wherever it reaches the surface, the drawn one only elsewhere.
 
     Raises:
         ValueError: a query without canonical volumes (a stored entry searched
-            by its stored vectors or preview alone).
+            by its stored vectors or preview alone), or a completion with
+            nothing at the surface.
     """
     volumes = query.volumes
     if volumes is None or volumes.ndim != 4 or volumes.shape[1] != encoder.grid:
@@ -188,14 +233,71 @@ def completion_of(
             f"{query.name or 'the query'}: completion needs the map itself; "
             "search a map file (or an entry whose file is on hand)"
         )
-    restored = gen.restore(volumes, strength, seed)
+    name = f"completion of {query.name or 'the query'}"
+    if not gen.completes:  # a scales prior: every pose restored where it is
+        restored = gen.restore(volumes, strength, seed)
+        return replace(
+            query,
+            code=encoder.encode(restored),
+            volumes=restored,
+            prepared=None,
+            name=name,
+        )
+    # A completion prior draws the whole molecule in the partial map's frame
+    # (off-centre, turned and scaled by the part): canonicalize it again, as a
+    # map of the query's voxel size, so that it is searched in its own frame.
+    size = canonical_voxel_size(volumes[0], query.rg)
+    wholes = gen.restore(np.repeat(volumes[:1], draws, axis=0), strength, seed)
+    made = []
+    for whole in wholes:
+        if keep_data:
+            whole = with_own_density(whole, volumes[0])
+        dmap = replace(
+            canonical_map(whole, None),
+            path=name,
+            sha256=hashlib.sha256(whole.tobytes()).hexdigest(),
+            voxel_size=(size,) * 3,
+            origin=(0.0, 0.0, 0.0),
+        )
+        try:
+            made.append(Query.from_map(encoder, dmap, contour=0.5, source=query.source))
+        except IngestError:  # nothing at the surface level in this draw
+            continue
+    if not made:
+        raise ValueError(f"{name}: the completion is empty (nothing at its surface)")
+    if len(made) == 1:
+        return replace(made[0], name=name)
+    stacked = np.concatenate([m.volumes for m in made])
+    rg = [m.rg for m in made if m.rg is not None]
     return replace(
-        query,
-        code=encoder.encode(restored),
-        volumes=restored,
+        made[0],
+        code=encoder.encode(stacked),
+        volumes=stacked,
+        rg=float(np.mean(rg)) if rg else None,
         prepared=None,
-        name=f"completion of {query.name or 'the query'}",
+        name=name,
     )
+
+
+def with_own_density(completed: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """A completion (canonical values) that keeps the map's ``own`` canonical
+    density wherever it reaches the surface (0.5), the drawn one elsewhere."""
+    own = np.asarray(own, np.float32)
+    return np.where(own >= 0.5, own, np.asarray(completed, np.float32))
+
+
+def canonical_voxel_size(volume: np.ndarray, rg: float | None) -> float:
+    """Å per voxel of a canonical volume whose molecule's radius of gyration is
+    ``rg`` Å (1 when unknown): ``rg`` over the volume's own, weighted as the
+    canonical transform weighs density (by its height above the surface)."""
+    w = np.clip(np.asarray(volume, np.float64) - 0.5, 0.0, None)
+    if rg is None or not rg > 0 or w.sum() <= 0:
+        return 1.0
+    idx = np.indices(w.shape).reshape(3, -1)
+    flat = w.reshape(-1) / w.sum()
+    centre = idx @ flat
+    own = np.sqrt(((idx - centre[:, None]) ** 2).sum(0) @ flat)
+    return float(rg / own) if own > 0 else 1.0
 
 
 def search_with_completion(

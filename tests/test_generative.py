@@ -19,6 +19,7 @@ from dashboard.server import create_server
 from dashboard.service import SwanService, UploadError
 from ingest import read_map, write_map
 from ingest.mapio import GENERATED_LABEL
+from swan_index.generate import DEFAULT_PRIOR
 from swan_index.indexer import ingest_paths
 from swan_index.map_encoder import MapEncoder
 from swan_index.store import Store
@@ -322,7 +323,7 @@ def test_search_with_the_completion_over_http(client, tmp_path):
     assert set(after) == set(before)
     assert all(after[i] >= before[i] - 1e-6 for i in before)
     query = both.json()["query"]
-    assert query["completion_strength"] == pytest.approx(0.6)
+    assert query["completion_strength"] == pytest.approx(1.0)  # the default
     assert plain.json()["query"]["completion_strength"] is None
     poses = query["poses"]
     for h in both.json()["hits"]:  # a hit from the completion beat the map's
@@ -339,7 +340,7 @@ def test_the_search_page_searches_with_the_completion(service):
     both = on_upload(service, contents, "emd_5625.map", None, 5, complete=True)
     assert sorted(plain["hits"]) == sorted(both["hits"])
     text = str(both["message"])
-    assert "better of the map and its completion by the prior (strength 0.6)" in text
+    assert "better of the map and its completion by the prior (strength 1)" in text
     assert "completion" not in str(plain["message"])
 
 
@@ -367,7 +368,9 @@ def test_complete_gives_a_labelled_map_on_the_upload_grid(client, tmp_path):
     assert np.allclose(out.origin, upload.origin, atol=1e-3)
     assert out.header["labels"][0] == GENERATED_LABEL and out.generated
     assert out.header["labels"][1].startswith("completed upload partial.mrc")
-    assert "strength 0.6" in out.header["labels"][1]  # swan complete's default
+    assert "strength 1" in out.header["labels"][1]  # swan complete's default
+    # the completion prior's draw: the upload's own density kept where it is
+    # above its contour (in canonical values, on the canonical grid)
     # the denoising path at the completion's strength: the same reconstruction,
     # but a denoised map is kept consistent with the upload and a completion not
     denoised = client.post(
@@ -382,12 +385,12 @@ def test_complete_gives_a_labelled_map_on_the_upload_grid(client, tmp_path):
     # another strength, another map
     far = client.post(
         "/api/complete",
-        params={"strength": 1.0},
+        params={"strength": 0.5},
         files={"file": ("partial.mrc", blob)},
     )
     assert far.status_code == 200, far.text
     near = _read(far.content, tmp_path, "far.mrc")
-    assert "strength 1" in near.header["labels"][1]
+    assert "strength 0.5" in near.header["labels"][1]
     assert not np.array_equal(near.data, out.data)
 
 
@@ -413,9 +416,13 @@ def test_complete_over_the_limit_or_without_a_prior(store_dir, tmp_path):
     blob = MAPS["emd_5625"].read_bytes()
     for options, status, says in (
         ({"max_upload_bytes": len(blob) // 2}, 413, "-byte limit"),
-        ({"prior": prior}, 503, "prior cannot be used"),
+        ({"completion": prior}, 503, "completion prior cannot be used"),
+        ({"completion": DEFAULT_PRIOR}, 503, "not a completion prior"),
     ):
+        completion = options.pop("completion", None)
         svc = SwanService(store_dir, **options)
+        if completion is not None:
+            prior_service(svc).completion_path = completion
         try:
             with TestClient(create_server(svc)) as c:
                 r = c.post("/api/complete", files={"file": ("emd_5625.map", blob)})

@@ -333,7 +333,9 @@ def test_search_with_the_completion_keeps_each_entrys_best(store, tmp_path, caps
     # the command line
     store.close()  # the command opens it read-only
     base = ["search", str(partial), "--store", str(store.path), "--exact", "--json"]
-    assert main([*base, "-k", "6", "--complete", "--complete-strength", "0.6"]) == 0
+    scales = ["--prior", str(DEFAULT_PRIOR)]  # the scales prior's completion
+    complete = ["--complete", "--complete-strength", "0.6", *scales]
+    assert main([*base, "-k", "6", *complete]) == 0
     shown = json.loads(capsys.readouterr().out)
     assert [h["id"] for h in shown] == [h.id for h in merged]
     for bad in (

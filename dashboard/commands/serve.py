@@ -59,6 +59,12 @@ def add_server_args(parser: argparse.ArgumentParser) -> None:
         "data/prior.pt; it must be trained on --checkpoint)",
     )
     parser.add_argument(
+        "--completion-prior",
+        default=None,
+        help="completion prior for completing uploads (default: the shipped "
+        "data/completion.pt; trained on --checkpoint)",
+    )
+    parser.add_argument(
         "--max-upload-mb", type=float, default=512, help="largest upload (MB)"
     )
     parser.add_argument(
@@ -112,6 +118,10 @@ def run_server(store: str | Path, args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError, StoreBusyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if getattr(args, "completion_prior", None):
+        from dashboard.generative import prior_service
+
+        prior_service(service).completion_path = Path(args.completion_prior)
     try:
         limit = {} if args.max_searches is None else {"max_searches": args.max_searches}
         serve(service, args.host, args.port, dash_app=create_app(service), **limit)

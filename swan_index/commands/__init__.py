@@ -93,15 +93,18 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {key: getattr(args, key) for key in keys}
 
 
-def add_prior_args(parser: argparse.ArgumentParser) -> None:
+def add_prior_args(parser: argparse.ArgumentParser, prior: Any = None) -> None:
     """The options of the commands that use the prior (``swan denoise``, ``swan
-    generate``): ``--contour``, ``--seed``, ``--prior``, ``--checkpoint``."""
+    generate``, ``swan complete``): ``--contour``, ``--seed``, ``--prior``
+    (default ``prior``, else the shipped prior), ``--checkpoint``."""
     from swan_index.generate import DEFAULT_PRIOR
     from swan_index.map_encoder import DEFAULT_CHECKPOINT
 
     parser.add_argument("--contour", type=float, default=None, help="MAP's contour")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--prior", default=str(DEFAULT_PRIOR), help="prior file")
+    parser.add_argument(
+        "--prior", default=str(prior or DEFAULT_PRIOR), help="prior file"
+    )
     parser.add_argument(
         "--checkpoint",
         default=str(DEFAULT_CHECKPOINT),

@@ -30,6 +30,7 @@ from swan_index.generate import (
     Generator,
     consistent_on_input_grid,
     on_input_grid,
+    with_own_density,
     write_generated,
 )
 
@@ -42,9 +43,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     add_restore_args(parser, DEFAULT_STRENGTH)
 
 
-def add_restore_args(parser: argparse.ArgumentParser, strength: float) -> None:
+def add_restore_args(
+    parser: argparse.ArgumentParser, strength: float, prior: Path | None = None
+) -> None:
     """The arguments of ``swan denoise`` and ``swan complete`` (``strength``:
-    the default of ``--strength``)."""
+    the default of ``--strength``; ``prior``: of ``--prior``)."""
     parser.add_argument("map", metavar="MAP", help="map file (.map/.mrc/.ccp4, .gz)")
     parser.add_argument("-o", "--out", required=True, help="output MRC file")
     parser.add_argument(
@@ -53,7 +56,7 @@ def add_restore_args(parser: argparse.ArgumentParser, strength: float) -> None:
         default=strength,
         help="the prior's share, in [0, 1] (default %(default)s)",
     )
-    add_prior_args(parser)
+    add_prior_args(parser, prior)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -73,6 +76,8 @@ def restore(args: argparse.Namespace, command: str, consistent: bool = False) ->
         dmap, cv = gen.read(args.map, args.contour, noisy=consistent)
         strength = args.strength or None  # 0: the map's own code
         volume = gen.reconstruct(cv, strength, seed=args.seed)[0]
+        if gen.completes and strength is not None:  # a completion keeps the map
+            volume = with_own_density(volume, cv.values)
         made = (
             consistent_on_input_grid(volume, cv, dmap)
             if consistent

@@ -100,7 +100,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
         "complete's)",
     )
     parser.add_argument(
-        "--prior", default=None, help="prior file for --complete (default: shipped)"
+        "--prior",
+        default=None,
+        help="prior for --complete (default: the shipped completion prior)",
     )
     parser.add_argument("--json", action="store_true")
 
@@ -169,7 +171,7 @@ def _search_with_completion(
     best kept."""
     from swan_index.commands.complete import DEFAULT_STRENGTH
     from swan_index.generate import (
-        DEFAULT_PRIOR,
+        DEFAULT_COMPLETION_PRIOR,
         Generator,
         completion_of,
         search_with_completion,
@@ -180,7 +182,7 @@ def _search_with_completion(
         strength = DEFAULT_STRENGTH
     if not 0 < strength <= 1:
         raise ValueError(f"--complete-strength {strength:g}: use a value in (0, 1]")
-    gen = Generator.load(args.checkpoint, args.prior or DEFAULT_PRIOR)
+    gen = Generator.load(args.checkpoint, args.prior or DEFAULT_COMPLETION_PRIOR)
     completion = completion_of(query, gen, MapEncoder(args.checkpoint), strength)
     return search_with_completion(store, query, completion, args.k, options)
 
