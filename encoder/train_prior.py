@@ -59,6 +59,10 @@ class PriorTrainConfig(RunConfig):
     pairs_per_item: int = 4
 
 
+#: Completion pairs are encoded this many at a time (their volumes then dropped).
+PAIR_CHUNK = 256
+
+
 @torch.no_grad()
 def encode_split(
     encoder: CryoSwan, volumes: torch.Tensor, batch_size: int = 32
@@ -133,6 +137,8 @@ def completion_pairs(
 
     from encoder.completion import completion_pair
 
+    if per_item < 1:
+        raise ValueError(f"--pairs-per-item {per_item}: make at least one pair")
     key = _cache_key(encoder, dataset, f"completion {seed} {per_item}")
     path = out / f"completion_{split}.pt"
     if path.exists():
@@ -141,7 +147,17 @@ def completion_pairs(
             return blob["whole"], blob["partial"]
     volumes = load_split(dataset, split)
     rng = np.random.default_rng([seed, len(split)])
-    partial, whole = [], []
+    empty = encode_split(encoder, torch.zeros(0))[0]  # an empty split: no pairs
+    wholes, partials = [empty], [empty]
+    chunk: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def flush() -> None:  # encode a chunk of pairs: memory holds latents only
+        if chunk:
+            for i, kept in enumerate((wholes, partials)):
+                stack = torch.from_numpy(np.stack([pair[i] for pair in chunk]))
+                kept.append(encode_split(encoder, stack)[0].half())
+            chunk.clear()
+
     items = [(i, r) for i in range(len(volumes)) for r in range(per_item)]
     for i, _ in tqdm(items, desc=f"pairs {split}", disable=not progress):
         try:
@@ -149,13 +165,17 @@ def completion_pairs(
         except ValueError as err:  # a volume too small to cut, or one left empty
             log.warning("%s item %d: no pair (%s)", split, i, err)
             continue
-        partial.append(np.round(p * 255).astype(np.uint8))
-        whole.append(np.round(w * 255).astype(np.uint8))
-    if not partial:
-        raise ValueError(f"{dataset}: no completion pair could be made from {split}")
-    f_whole, _ = encode_split(encoder, torch.from_numpy(np.stack(whole)))
-    f_part, _ = encode_split(encoder, torch.from_numpy(np.stack(partial)))
-    blob = {"key": key, "whole": f_whole.half(), "partial": f_part.half()}
+        chunk.append(
+            (np.round(w * 255).astype(np.uint8), np.round(p * 255).astype(np.uint8))
+        )
+        if len(chunk) == PAIR_CHUNK:
+            flush()
+    flush()
+    blob = {
+        "key": key,
+        "whole": torch.cat([t.half() for t in wholes]),
+        "partial": torch.cat([t.half() for t in partials]),
+    }
     atomic_save(blob, path)
     return blob["whole"], blob["partial"]
 

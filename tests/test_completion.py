@@ -122,6 +122,11 @@ def test_completion_prior_trains_from_a_scales_prior_and_resumes(tiny, tmp_path)
     )
     with pytest.raises(ValueError, match="another shape"):
         train_prior(bad, progress=False)
+    from dataclasses import replace
+
+    none = replace(bad, out=str(tmp_path / "none"), pairs_per_item=0)
+    with pytest.raises(ValueError, match="at least one pair"):
+        train_prior(none, progress=False)
 
 
 def test_completion_prior_samples_given_a_partial_latent_only(tiny, tmp_path):  # noqa: F811
