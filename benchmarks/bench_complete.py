@@ -13,7 +13,9 @@ side by side:
 * ``complete``: ``swan search --complete``: the same search with the query and
   with its completion (:func:`swan_index.generate.completion_of`, every
   candidate pose restored by the prior at ``--strength``), each entry keeping
-  the better hit (:func:`swan_index.generate.search_with_completion`);
+  the better hit (:func:`swan_index.generate.merge_completion`: by each
+  hit's excess over its own query's background; ``complete by raw score``:
+  by raw score, the earlier rule, from the same two searches);
 * ``completion-only``: the completion alone as the query.
 
 Metrics: P@1, MRR and R@10 per method (:mod:`swan_index.retrieval`); and the
@@ -57,9 +59,9 @@ from swan_index.generate import (
     DEFAULT_PRIOR,
     Generator,
     completion_of,
-    search_with_completion,
+    merge_completion,
 )
-from swan_index.query import search
+from swan_index.query import search, search_explained
 from swan_index.ranking import SearchOptions
 from swan_index.retrieval import rank_metrics, summarize
 
@@ -135,17 +137,21 @@ def run_draw(
                     completion = None
                 complete_s = time.perf_counter() - t0
                 if completion is None:
-                    both, alone, whole_done = plain, [], float("nan")
-                else:
-                    both = search_with_completion(store, q.query, completion, k, opts)[
-                        0
-                    ]
-                    alone = search(store, completion, k, opts, significance=False)
+                    both, by_score = plain, plain
+                    alone, whole_done = [], float("nan")
+                else:  # both merges from the same two searches
+                    hits, sig = search_explained(store, q.query, k, opts)
+                    alone, _ = search_explained(store, completion, k, opts)
+                    both = merge_completion(hits, sig, alone, q.query, k)[0]
+                    by_score = merge_completion(
+                        hits, sig, alone, q.query, k, by="score"
+                    )[0]
                     whole_done = float(
                         FitQuery(completion.volumes).score(preview[None])[0]
                     )
                 more = {"whole_corr_completion": whole_done, "completion_s": complete_s}
                 rows.append(row(f"complete ({label})", both, **more))
+                rows.append(row(f"complete by raw score ({label})", by_score, **more))
                 rows.append(row(f"completion-only ({label})", alone, **more))
         store.close()
     return rows

@@ -59,7 +59,8 @@ DEFAULT_COMPLETION_PRIOR = DEFAULT_PRIOR.with_name("completion.pt")
 #: keeping the map's own density where it reaches the surface. Chosen on the
 #: retrieval benchmark's draw seed 0 (``benchmarks/bench_complete.py``,
 #: docs/prior.md): 1 draw 0.80, 4 draws 0.85, 4 draws keeping the data 0.85
-#: (and the completion alone 0.90, against 0.80) of its 20 incomplete queries.
+#: (and the completion alone 0.90, against 0.80) of its 20 incomplete queries,
+#: hits then merged by raw score (by excess, :func:`merge_completion`: 0.90).
 COMPLETION_DRAWS = 4
 COMPLETION_KEEPS_DATA = True
 #: Refuse maps whose float32 array is larger than this (the denoised copy is as
@@ -308,9 +309,11 @@ def search_with_completion(
     options: SearchOptions | None = None,
 ) -> tuple[list[Hit], Significance]:
     """Search with ``query`` and with its ``completion`` (:func:`completion_of`)
-    and keep, for every entry, the better-scoring of the two hits (each with
-    its own score terms and E-value; a hit from the completion has ``pose`` at
-    or above ``query.poses``), best first, ``k`` of them.
+    and keep, for every entry, the better of the two hits
+    (:func:`merge_completion`: by each hit's excess over its own query's
+    background; each hit keeps its own score terms and E-value; a hit from the
+    completion has ``pose`` at or above ``query.poses``), best first, ``k`` of
+    them.
     """
     hits, sig = search_explained(store, query, k, options)
     more, _ = search_explained(store, completion, k, options)
@@ -318,17 +321,39 @@ def search_with_completion(
 
 
 def merge_completion(
-    hits: list[Hit], sig: Significance, more: list[Hit], query: Query, k: int
+    hits: list[Hit],
+    sig: Significance,
+    more: list[Hit],
+    query: Query,
+    k: int,
+    by: str = "excess",
 ) -> tuple[list[Hit], Significance]:
     """The hits of ``query`` and of its completion (``more``) merged: each
     entry's better hit, best first, ``k`` of them; a hit from the completion
-    gets ``pose`` past ``query``'s poses. ``sig`` (the query's) is recounted."""
+    gets ``pose`` past ``query``'s poses. ``sig`` (the query's) is recounted.
+
+    "Better" compares what the two searches can share: when both have a null
+    model, each hit's excess over *its own* query's background (its score
+    minus the median score of the store's reference sample against that query:
+    the order of the E-values, since one null model serves both), else the raw
+    scores. The raw scores of two queries are not on one scale: a partial map
+    whose wrong best hit scores high would otherwise keep it first whatever
+    its completion finds (``benchmarks/bench_complete.py``, docs/prior.md).
+    ``by="score"`` compares the raw scores always (the earlier rule).
+    """
+    if by not in ("excess", "score"):
+        raise ValueError(f"merge by {by!r}: use 'excess' or 'score'")
+    calibrated = by == "excess" and all(h.excess is not None for h in [*hits, *more])
+
+    def merit(h: Hit) -> float:
+        return float(h.excess if calibrated else h.score)  # type: ignore[arg-type]
+
     best = {h.id: h for h in hits}
     for h in more:
         h = replace(h, pose=h.pose + query.poses)
-        if h.id not in best or h.score > best[h.id].score:
+        if h.id not in best or merit(h) > merit(best[h.id]):
             best[h.id] = h
-    ranked = sorted(best.values(), key=lambda h: (-h.score, h.id))[:k]
+    ranked = sorted(best.values(), key=lambda h: (-merit(h), h.id))[:k]
     merged = [replace(h, rank=i) for i, h in enumerate(ranked, start=1)]
     if sig.significant is None:
         return merged, sig

@@ -249,3 +249,53 @@ def test_search_complete_uses_the_completion_prior(store, tmp_path, capsys):
     both = json.loads(capsys.readouterr().out)
     assert {h["id"] for h in both} == set(plain)
     assert all(h["score"] >= plain[h["id"]] - 1e-6 for h in both)
+
+
+def _hit(i, score, excess, evalue=1.0, pose=0):
+    from swan_index.ranking import Hit
+
+    return Hit(
+        rank=1,
+        id=i,
+        score=score,
+        scores={},
+        pose=pose,
+        entry={},
+        excess=excess,
+        evalue=evalue,
+        significant=evalue < 0.01,
+    )
+
+
+def test_the_merge_compares_each_querys_excess_over_its_background():
+    from types import SimpleNamespace
+
+    from swan_index.generate import merge_completion
+    from swan_index.significance import Significance
+
+    sig = Significance("f", 0.01, 50, 0, "no significant match", {})
+    query = SimpleNamespace(poses=3, entry_id=None)
+    # the map: entry 1 first on raw score; its background median 0.70
+    hits = [_hit(1, 0.80, 0.10), _hit(2, 0.78, 0.08)]
+    # its completion: lower raw scores (background 0.50), entry 2 far above it
+    more = [_hit(2, 0.75, 0.25, evalue=0.001), _hit(1, 0.60, 0.10)]
+    merged, told = merge_completion(hits, sig, more, query, 5)
+    assert [h.id for h in merged] == [2, 1] and [h.rank for h in merged] == [1, 2]
+    assert merged[0].pose == 3 and merged[0].score == 0.75  # from the completion
+    assert merged[1].pose == 0  # a tie in excess keeps the map's own hit
+    assert told.significant == 1 and "1 significant match" in told.message
+    # by raw score (the earlier rule) the map's entry 1 stays first
+    raw, _ = merge_completion(hits, sig, more, query, 5, by="score")
+    assert [h.id for h in raw] == [1, 2] and raw[1].score == 0.78
+    # without a null model (no excess) the raw scores decide
+    bare = [replace_excess(h) for h in hits]
+    plain, _ = merge_completion(bare, sig, more, query, 5)
+    assert [h.id for h in plain] == [1, 2]
+    with pytest.raises(ValueError, match="merge by"):
+        merge_completion(hits, sig, more, query, 5, by="evalue")
+
+
+def replace_excess(h):
+    from dataclasses import replace
+
+    return replace(h, excess=None)
