@@ -299,3 +299,14 @@ def replace_excess(h):
     from dataclasses import replace
 
     return replace(h, excess=None)
+
+
+def test_the_cut_out_benchmark_scores_what_a_completion_found():
+    from benchmarks.bench_completion_pairs import scores
+
+    whole = _blob()
+    partial, _, _ = cut_partial(whole, np.random.default_rng(1))
+    assert scores(whole, whole, partial)["missing_found"] == pytest.approx(1.0)
+    same = scores(partial, whole, partial)
+    assert same["missing_found"] == 0.0 and same["iou"] < 1.0
+    assert scores(whole, whole, partial)["pearson"] == pytest.approx(1.0)
