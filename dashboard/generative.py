@@ -121,6 +121,17 @@ class Drawn:
 
 _made_lock = threading.Lock()
 
+#: Per prior task: what the server calls it, the option that names its file,
+#: and the command that trains one.
+_LOADS = {
+    "scales": ("prior", "--prior", "swan train-prior"),
+    "completion": (
+        "completion prior",
+        "--completion-prior",
+        "swan train-prior --task completion",
+    ),
+}
+
 
 def prior_service(service: SwanService) -> PriorService:
     """The one :class:`PriorService` of ``service`` (its ``prior_path``), made
@@ -150,10 +161,7 @@ class PriorService:
         self.service = service
         self.path = Path(prior)
         self.completion_path = Path(completion)
-        self._generator: Generator | None = None
-        self._error: str | None = None
-        self._completer: Generator | None = None
-        self._completer_error: str | None = None
+        self._loaded: dict[str, Generator | str] = {}  # a prior, or why not
         self._load_lock = threading.Lock()
         self._turn = threading.BoundedSemaphore(1)
         self._denoised: OrderedDict[tuple, Denoised] = OrderedDict()
@@ -163,23 +171,9 @@ class PriorService:
         """The loaded prior with the service's encoder (loaded once).
 
         Raises:
-            PriorUnavailable: no prior file, or one of another encoder.
+            PriorUnavailable: no prior file, or one of another encoder or task.
         """
-        with self._load_lock:
-            if self._generator is None and self._error is None:
-                model = self.service.encoder.model
-                try:
-                    prior, blob = load_prior(self.path, model)
-                except (ValueError, OSError) as err:
-                    self._error = (
-                        f"the server's prior cannot be used ({err}); start it with "
-                        "--prior PRIOR, one trained on its encoder (swan train-prior)"
-                    )
-                else:
-                    self._generator = Generator(model, prior, blob["hash"])
-            if self._generator is None:
-                raise PriorUnavailable(self._error)
-            return self._generator
+        return self._load("scales")
 
     def completer(self) -> Generator:
         """The completion prior (``completion_path``) with the service's encoder
@@ -189,27 +183,35 @@ class PriorService:
             PriorUnavailable: no completion prior file, or one of another encoder
                 or task.
         """
+        return self._load("completion")
+
+    def _load(self, task: str) -> Generator:
+        """The prior of ``task`` (``scales``: ``path``; ``completion``:
+        ``completion_path``), loaded once; a file that cannot serve is
+        remembered as its one-line reason."""
+        what, option, command = _LOADS[task]
         with self._load_lock:
-            if self._completer is None and self._completer_error is None:
+            if task not in self._loaded:
+                path = self.path if task == "scales" else self.completion_path
                 model = self.service.encoder.model
                 try:
-                    prior, blob = load_prior(self.completion_path, model)
-                    if prior.config.task != "completion":
+                    prior, blob = load_prior(path, model)
+                    if prior.config.task != task:
                         raise ValueError(
-                            f"{self.completion_path}: a {prior.config.task} prior, "
-                            "not a completion prior"
+                            f"{path}: a {prior.config.task} prior, not a {what}"
                         )
                 except (ValueError, OSError) as err:
-                    self._completer_error = (
-                        f"the server's completion prior cannot be used ({err}); "
-                        "start it with --completion-prior PRIOR, one trained on "
-                        "its encoder (swan train-prior --task completion)"
+                    self._loaded[task] = (
+                        f"the server's {what} cannot be used ({err}); start it "
+                        f"with {option} PRIOR, one trained on its encoder "
+                        f"({command})"
                     )
                 else:
-                    self._completer = Generator(model, prior, blob["hash"])
-            if self._completer is None:
-                raise PriorUnavailable(self._completer_error)
-            return self._completer
+                    self._loaded[task] = Generator(model, prior, blob["hash"])
+            made = self._loaded[task]
+        if isinstance(made, str):
+            raise PriorUnavailable(made)
+        return made
 
     def describe(self) -> dict[str, object]:
         """Whether the prior can be used, and which one."""

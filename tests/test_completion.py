@@ -21,7 +21,7 @@ from encoder.prior import PriorConfig, load_prior, sample
 from encoder.train_prior import PriorTrainConfig, train_prior
 from ingest.canonical import canonicalize
 from swan_index.generate import DEFAULT_PRIOR, canonical_voxel_size
-from tests.test_prior import tiny  # noqa: F401  (the module's fixture)
+from tests.test_prior import _train, tiny  # noqa: F401  (the module's fixture)
 
 
 def _blob(side: int = 32) -> np.ndarray:
@@ -77,21 +77,16 @@ def test_scales_priors_keep_their_hash_and_completion_is_a_flow():
 
 
 def _train_completion(tiny, out, steps):  # noqa: F811
-    cfg = PriorTrainConfig(
-        dataset=tiny["dataset"],
-        encoder=tiny["encoder"],
-        out=str(out),
-        prior=PriorConfig(kind="flow", task="completion", channels=8, steps=4),
+    return _train(
+        tiny["root"],
+        tiny["encoder"],
+        "flow",
+        steps,
+        out=out,
+        task="completion",
         init=tiny["flow"],
         pairs_per_item=2,
-        batch_size=2,
-        steps=steps,
-        log_every=1,
-        val_every=2,
-        checkpoint_every=2,
-        device="cpu",
     )
-    return train_prior(cfg, progress=False)
 
 
 def test_completion_prior_trains_from_a_scales_prior_and_resumes(tiny, tmp_path):  # noqa: F811

@@ -60,18 +60,21 @@ def tiny(tmp_path_factory):
     return {"root": root, "dataset": str(root / "ds"), "encoder": enc, **priors}
 
 
-def _train(root, enc, kind, steps):
+def _train(root, enc, kind, steps, out=None, task="scales", **more):
+    """A tiny prior trained ``steps`` steps on the fixture's dataset (``more``:
+    other fields of the run, e.g. ``init`` and ``pairs_per_item``)."""
     cfg = PriorTrainConfig(
         dataset=str(root / "ds"),
         encoder=enc,
-        out=str(root / kind),
-        prior=PriorConfig(kind=kind, channels=8, blocks=1, steps=4),
+        out=str(out or root / kind),
+        prior=PriorConfig(kind=kind, task=task, channels=8, blocks=1, steps=4),
         batch_size=2,
         steps=steps,
         log_every=1,
         val_every=3,
         checkpoint_every=2,
         device="cpu",
+        **more,
     )
     return str(train_prior(cfg, progress=False))
 
