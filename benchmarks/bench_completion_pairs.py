@@ -56,6 +56,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = np.random.default_rng(args.seed)
     pick = rng.choice(len(volumes), min(args.items, len(volumes)), replace=False)
     gens = [Generator.load(args.checkpoint, p) for p in args.priors]
+    tasks = ["completion prior" if g.completes else "scales prior" for g in gens]
+    if len(set(tasks)) < len(tasks):  # two priors of one task: name their files
+        tasks = [f"{t} {p}" for t, p in zip(tasks, args.priors, strict=True)]
     rows = []
     for i in sorted(pick.tolist()):
         try:
@@ -66,8 +69,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         rows.append({**base, "method": "partial", **scores(partial, whole, partial)})
         recon = gens[0].autoencode(partial[None])[0]
         rows.append({**base, "method": "encoder", **scores(recon, whole, partial)})
-        for gen in gens:
-            task = "completion prior" if gen.completes else "scales prior"
+        for gen, task in zip(gens, tasks, strict=True):
             for s in args.strength:
                 made = gen.restore(partial[None], s, seed=args.seed)[0]
                 rows.append(

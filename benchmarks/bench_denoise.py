@@ -82,7 +82,7 @@ from swan_index.generate import (
     on_input_grid,
 )
 from swan_index.map_encoder import DEFAULT_CHECKPOINT
-from swan_index.shells import ROUNDS, fsc_resolution
+from swan_index.shells import OUTSIDE_WEIGHTS, ROUNDS, fsc_resolution
 
 #: Gaussian widths (voxels) the oracle chooses from.
 SIGMAS = tuple(np.round(np.arange(0.25, 4.01, 0.25), 2))
@@ -163,6 +163,7 @@ def denoise_all(
     auto: bool = False,
     mean_of: int = 0,
     with_own_pieces: bool = False,
+    outside: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Every method on ``truth`` plus noise of ``noise`` x its std: a row. The
     noisy map is canonicalized at the truth's contour (the depositor's level,
@@ -175,7 +176,10 @@ def denoise_all(
     strength's map also as the mean of that many draws and of that many flips
     (module docstring). ``with_own_pieces``: the default strength's map also
     made consistent with the noisy map's own pieces at the contour counted as
-    the molecule, always and when missed (module docstring)."""
+    the molecule, always and when missed (module docstring). ``outside``: the
+    default strength's map also made consistent with the data's weight outside
+    the molecule's mask measured each of these ways
+    (:data:`swan_index.shells.OUTSIDE_WEIGHTS`)."""
     sd = float(truth.data.std())
     data = truth.data + rng.normal(0, noise * sd, truth.shape).astype(np.float32)
     noisy = replace(truth, data=data.astype(np.float32), path=f"noisy:{truth.path}")
@@ -202,6 +206,11 @@ def denoise_all(
             name = f"{_name(DEFAULT_STRENGTH)} + data, the map's own pieces {label}"
             made = consistent_on_input_grid(volume, cv, noisy, own_pieces=rule)
             scores[name] = measure(made, truth)
+    for way in outside:
+        volume = gen.reconstruct(cv, DEFAULT_STRENGTH, seed=0)[0]
+        name = f"{_name(DEFAULT_STRENGTH)} + data, outside weighed {way}"
+        made = consistent_on_input_grid(volume, cv, noisy, outside=way)
+        scores[name] = measure(made, truth)
     if mean_of > 1:
         name = _name(DEFAULT_STRENGTH)
         averaged = {
@@ -311,6 +320,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             args.auto,
             args.mean_of,
             args.with_own_pieces,
+            tuple(args.outside),
         )
         return denoise_all(gen, unet, truth, noise, *settings)
 
@@ -422,6 +432,15 @@ def main() -> None:
         action="store_true",
         help="also swan denoise's path with the noisy map's own pieces at the "
         "contour counted as the molecule, always and when missed",
+    )
+    parser.add_argument(
+        "--outside",
+        nargs="+",
+        default=[],
+        choices=OUTSIDE_WEIGHTS,
+        help="also swan denoise's path with the data's weight outside the "
+        "molecule's mask measured this way (box: on the whole box; own: on "
+        "the outside alone)",
     )
     parser.add_argument(
         "--small-box",

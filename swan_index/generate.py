@@ -33,7 +33,12 @@ from ingest.mapio import GENERATED_LABEL, DensityMap, read_map
 from swan_index.map_encoder import MapEncoder
 from swan_index.query import Query, search_explained
 from swan_index.ranking import Hit, SearchOptions
-from swan_index.shells import ROUNDS, SOLVENT_MARGIN, restore_with_data
+from swan_index.shells import (
+    OUTSIDE_WEIGHT,
+    ROUNDS,
+    SOLVENT_MARGIN,
+    restore_with_data,
+)
 from swan_index.significance import Significance
 from swan_index.store import Store
 from swan_index.superpose import mrc_bytes
@@ -426,6 +431,7 @@ def consistent_on_input_grid(
     solvent_margin: int = SOLVENT_MARGIN,
     rounds: int = ROUNDS,
     own_pieces: bool | str = False,
+    outside: str = OUTSIDE_WEIGHT,
 ) -> np.ndarray:
     """A denoised canonical volume on ``dmap``'s grid, in its units, made
     consistent with ``dmap`` itself, the noisy map it came from
@@ -443,7 +449,9 @@ def consistent_on_input_grid(
     hold more than :data:`MISSED_FACTOR` times the voxels found without them
     (the prior's map and the smoothed map missed most of the molecule). Off:
     both did better on training-split maps and no better on held-out ones
-    (``docs/prior.md``, *Tried and left out*).
+    (``docs/prior.md``, *Tried and left out*). ``outside``: how the data's
+    weight outside the molecule's mask is measured
+    (:data:`~swan_index.shells.OUTSIDE_WEIGHT`).
 
     Raises:
         MapTooLargeError: no memory for the copies this takes (one line).
@@ -459,7 +467,7 @@ def consistent_on_input_grid(
             if own_pieces != "missed" or missed:
                 molecule |= pieces
         return restore_with_data(
-            dmap.data, p, dmap.voxel_size, molecule, solvent_margin, rounds
+            dmap.data, p, dmap.voxel_size, molecule, solvent_margin, rounds, outside
         )
     except MemoryError:
         raise MapTooLargeError(

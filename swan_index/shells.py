@@ -58,6 +58,12 @@ MASK_MARGIN = 1
 #: noise levels and kinds among margins 0-3 and softness 1-2), never on the
 #: maps the benchmark reports.
 MASK_SOFTNESS = 1.0
+#: How the data's weight outside the molecule's mask is measured
+#: (:func:`consistent_with_data`): ``"box"``, on the whole box's disagreement;
+#: ``"own"``, on the disagreement outside the mask alone (its own
+#: signal-to-noise ratio, as inside).
+OUTSIDE_WEIGHT = "box"
+OUTSIDE_WEIGHTS = ("box", "own")
 #: Fewer solvent voxels than this (or than 5 % of the box): the noise is taken
 #: from the outermost Fourier shell instead (white noise assumed).
 MIN_SOLVENT_VOXELS = 1000
@@ -172,6 +178,7 @@ def consistent_with_data(
     voxel_size: tuple[float, float, float],
     molecule: np.ndarray,
     margin: int = NOISE_MARGIN,
+    outside: str = OUTSIDE_WEIGHT,
 ) -> np.ndarray:
     """The denoised map ``p`` made consistent with the noisy map ``x`` it came
     from (see the module docstring).
@@ -183,10 +190,13 @@ def consistent_with_data(
         molecule: bool ``[z, y, x]``, where the molecule is (e.g. ``p`` at the
             contour); the noise is measured outside it, ``margin`` voxels away.
         margin: voxels between the molecule and the solvent.
+        outside: :data:`OUTSIDE_WEIGHT`'s choices.
 
     Returns:
         float32 map on ``x``'s grid.
     """
+    if outside not in OUTSIDE_WEIGHTS:
+        raise ValueError(f"outside={outside!r}: one of {', '.join(OUTSIDE_WEIGHTS)}")
     if x.shape != p.shape or x.shape != molecule.shape:
         raise ValueError(f"maps of shapes {x.shape}, {p.shape}, {molecule.shape}")
     x = np.asarray(x, np.float32)
@@ -197,11 +207,15 @@ def consistent_with_data(
     mask = molecule_mask(molecule)
     difference = x - p
     everywhere = fft.rfftn(difference)  # the whole disagreement
-    weight_all = wiener_weight(everywhere, noise, shells, count)
     difference *= mask
     inside = fft.rfftn(difference)  # the disagreement inside the mask
     del difference
     weight_in = wiener_weight(inside, noise * float(np.mean(mask**2)), shells, count)
+    if outside == "own":  # outside the mask: its own disagreement and noise
+        rest = np.mean((1.0 - mask) ** 2)
+        weight_all = wiener_weight(everywhere - inside, noise * rest, shells, count)
+    else:
+        weight_all = wiener_weight(everywhere, noise, shells, count)
     # p + W_in (inside) + W_all (everywhere - inside), in place: one map's
     # spectrum at a time beside the two above
     everywhere *= weight_all.astype(np.float32)[shells]
@@ -239,13 +253,14 @@ def restore_with_data(
     molecule: np.ndarray,
     solvent_margin: int = SOLVENT_MARGIN,
     rounds: int = ROUNDS,
+    outside: str = OUTSIDE_WEIGHT,
 ) -> np.ndarray:
     """``p`` made consistent with ``x``, then ``rounds`` times: its solvent
     flattened and the result made consistent with ``x`` again (see the module
     docstring).
 
     Args:
-        x, p, voxel_size, molecule: as :func:`consistent_with_data`.
+        x, p, voxel_size, molecule, outside: as :func:`consistent_with_data`.
         solvent_margin: voxels around ``molecule`` that are not flattened.
         rounds: how many times to flatten and make consistent (0: once
             consistent, no flattening).
@@ -253,12 +268,12 @@ def restore_with_data(
     Returns:
         float32 map on ``x``'s grid.
     """
-    out = consistent_with_data(x, p, voxel_size, molecule)
+    out = consistent_with_data(x, p, voxel_size, molecule, outside=outside)
     solvent = solvent_mask(molecule, solvent_margin)
     if solvent.all() or not solvent.any():
         return out
     level = float(np.mean(x[solvent]))
     for _ in range(rounds):
         flat = np.where(solvent, level, out)
-        out = consistent_with_data(x, flat, voxel_size, molecule)
+        out = consistent_with_data(x, flat, voxel_size, molecule, outside=outside)
     return out
