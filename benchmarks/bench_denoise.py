@@ -164,6 +164,7 @@ def denoise_all(
     mean_of: int = 0,
     with_own_pieces: bool = False,
     outside: tuple[str, ...] = (),
+    uncalibrated: bool = False,
 ) -> dict[str, Any]:
     """Every method on ``truth`` plus noise of ``noise`` x its std: a row. The
     noisy map is canonicalized at the truth's contour (the depositor's level,
@@ -179,7 +180,9 @@ def denoise_all(
     the molecule, always and when missed (module docstring). ``outside``: the
     default strength's map also made consistent with the data's weight outside
     the molecule's mask measured each of these ways
-    (:data:`swan_index.shells.OUTSIDE_WEIGHTS`)."""
+    (:data:`swan_index.shells.OUTSIDE_WEIGHTS`). ``uncalibrated``: the default
+    strength's map also made consistent without first fitting it to the noisy
+    map's units (what ``swan denoise`` did before)."""
     sd = float(truth.data.std())
     data = truth.data + rng.normal(0, noise * sd, truth.shape).astype(np.float32)
     noisy = replace(truth, data=data.astype(np.float32), path=f"noisy:{truth.path}")
@@ -206,6 +209,11 @@ def denoise_all(
             name = f"{_name(DEFAULT_STRENGTH)} + data, the map's own pieces {label}"
             made = consistent_on_input_grid(volume, cv, noisy, own_pieces=rule)
             scores[name] = measure(made, truth)
+    if uncalibrated:
+        volume = gen.reconstruct(cv, DEFAULT_STRENGTH, seed=0)[0]
+        name = f"{_name(DEFAULT_STRENGTH)} + data, uncalibrated"
+        made = consistent_on_input_grid(volume, cv, noisy, calibrate=False)
+        scores[name] = measure(made, truth)
     for way in outside:
         volume = gen.reconstruct(cv, DEFAULT_STRENGTH, seed=0)[0]
         name = f"{_name(DEFAULT_STRENGTH)} + data, outside weighed {way}"
@@ -321,6 +329,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             args.mean_of,
             args.with_own_pieces,
             tuple(args.outside),
+            args.uncalibrated,
         )
         return denoise_all(gen, unet, truth, noise, *settings)
 
@@ -441,6 +450,12 @@ def main() -> None:
         help="also swan denoise's path with the data's weight outside the "
         "molecule's mask measured this way (box: on the whole box; own: on "
         "the outside alone)",
+    )
+    parser.add_argument(
+        "--uncalibrated",
+        action="store_true",
+        help="also swan denoise's path without fitting the prior's map to the "
+        "noisy map's units first (as before)",
     )
     parser.add_argument(
         "--small-box",

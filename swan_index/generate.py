@@ -432,6 +432,7 @@ def consistent_on_input_grid(
     rounds: int = ROUNDS,
     own_pieces: bool | str = False,
     outside: str = OUTSIDE_WEIGHT,
+    calibrate: bool = True,
 ) -> np.ndarray:
     """A denoised canonical volume on ``dmap``'s grid, in its units, made
     consistent with ``dmap`` itself, the noisy map it came from
@@ -451,13 +452,18 @@ def consistent_on_input_grid(
     both did better on training-split maps and no better on held-out ones
     (``docs/prior.md``, *Tried and left out*). ``outside``: how the data's
     weight outside the molecule's mask is measured
-    (:data:`~swan_index.shells.OUTSIDE_WEIGHT`).
+    (:data:`~swan_index.shells.OUTSIDE_WEIGHT`). ``calibrate``: the prior's
+    map first scaled and shifted to fit ``dmap`` by least squares
+    (:func:`fit_to_data`; on by default: better on every training-split
+    condition, ``docs/prior.md``).
 
     Raises:
         MapTooLargeError: no memory for the copies this takes (one line).
     """
     try:  # a few float32 copies of the map and of its spectrum at once
         p = on_input_grid(volume, cv, dmap)
+        if calibrate:
+            p = fit_to_data(p, dmap.data)
         smooth = ndimage.gaussian_filter(dmap.data, 1.0)
         molecule = (p >= cv.contour) | (smooth >= cv.contour)
         del smooth
@@ -476,6 +482,23 @@ def consistent_on_input_grid(
             f"{'x'.join(map(str, dmap.shape[::-1]))} voxels",
             "free memory, or bin the map to fewer voxels first",
         ) from None
+
+
+def fit_to_data(p: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``a p + b`` with ``a`` and ``b`` the least-squares fit of ``x`` (the
+    noisy map) by ``p`` (a map without noise on its grid): the noise is
+    independent of ``p`` and zero-mean, so the fit is not biased by it. It
+    puts ``p`` in ``x``'s units where :func:`to_map_units`'s rule (the
+    median as the background) does not hold, e.g. a molecule filling half
+    its box. ``p`` unchanged when it is flat or the fit turns it over."""
+    pd = p.astype(np.float64) - float(p.mean())
+    var = float(np.mean(pd * pd))
+    if var <= 0:
+        return p
+    a = float(np.mean(pd * (x - float(x.mean())))) / var
+    if a <= 0:
+        return p
+    return (a * pd + float(x.mean())).astype(np.float32)
 
 
 #: ``consistent_on_input_grid(own_pieces="missed")`` adds the map's own pieces

@@ -19,7 +19,7 @@ from dashboard.server import create_server
 from dashboard.service import SwanService, UploadError
 from ingest import read_map, write_map
 from ingest.mapio import GENERATED_LABEL
-from swan_index.generate import DEFAULT_PRIOR
+from swan_index.generate import DEFAULT_PRIOR, fit_to_data
 from swan_index.indexer import ingest_paths
 from swan_index.map_encoder import MapEncoder
 from swan_index.store import Store
@@ -431,3 +431,17 @@ def test_complete_over_the_limit_or_without_a_prior(store_dir, tmp_path):
         assert r.status_code == status, r.text
         message = r.json()["error"]
         assert says in message and "\n" not in message
+
+
+def test_the_priors_map_is_fitted_to_the_noisy_maps_units(rng):
+    """A map in the wrong units (scaled and shifted) is put in the noisy
+    map's by least squares; a flat map or one the fit would turn over is
+    left as it is."""
+    truth = rng.normal(0, 1, (16, 16, 16)).astype(np.float32)
+    noisy = truth + rng.normal(0, 1, truth.shape).astype(np.float32)
+    fitted = fit_to_data(2.5 * truth - 4.0, noisy)
+    assert np.abs(fitted - truth).max() < 0.1 * truth.std()
+    flat = np.full_like(truth, 3.0)
+    assert fit_to_data(flat, noisy) is flat
+    upside_down = -truth
+    assert fit_to_data(upside_down, noisy) is upside_down

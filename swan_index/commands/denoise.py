@@ -6,8 +6,9 @@ voxel since noise raises the automatic level) as a search query is, and
 encoded; its latent is mixed with noise and carried back to the prior's data
 by the flow (--strength: how far, in [0, 1]; 0 keeps the map's own code, i.e.
 the plain autoencoder's reconstruction; 1 draws a fresh map), quantized,
-decoded, and resampled back onto MAP's own grid, voxel size and origin. That
-reconstruction is then made consistent with MAP itself:
+decoded, and resampled back onto MAP's own grid, voxel size and origin, where
+it is scaled and shifted to fit MAP by least squares (MAP's noise does not bias
+the fit). That reconstruction is then made consistent with MAP itself:
 shell by shell in Fourier space OUT keeps MAP's data where their own
 signal-to-noise ratio supports them (the noise measured in MAP's solvent, away
 from the molecule) and the prior's map where it does not, and the solvent is
