@@ -491,14 +491,17 @@ def fit_to_data(p: np.ndarray, x: np.ndarray) -> np.ndarray:
     puts ``p`` in ``x``'s units where :func:`to_map_units`'s rule (the
     median as the background) does not hold, e.g. a molecule filling half
     its box. ``p`` unchanged when it is flat or the fit turns it over."""
-    pd = p.astype(np.float64) - float(p.mean())
-    var = float(np.mean(pd * pd))
+    pd = np.asarray(p, np.float32) - np.float32(p.mean(dtype=np.float64))
+    var = float(np.mean(pd * pd, dtype=np.float64))  # float32 copies only
     if var <= 0:
         return p
-    a = float(np.mean(pd * (x - float(x.mean())))) / var
+    x_mean = float(x.mean(dtype=np.float64))
+    a = float(np.mean(pd * x, dtype=np.float64)) / var
     if a <= 0:
         return p
-    return (a * pd + float(x.mean())).astype(np.float32)
+    pd *= np.float32(a)
+    pd += np.float32(x_mean)
+    return pd
 
 
 #: ``consistent_on_input_grid(own_pieces="missed")`` adds the map's own pieces
