@@ -137,7 +137,7 @@ def run_draw(
                     completion = None
                 complete_s = time.perf_counter() - t0
                 if completion is None:
-                    both, by_score = plain, plain
+                    both, by_score, by_sum = plain, plain, plain
                     alone, whole_done = [], float("nan")
                 else:  # both merges from the same two searches
                     hits, sig = search_explained(store, q.query, k, opts)
@@ -146,12 +146,14 @@ def run_draw(
                     by_score = merge_completion(
                         hits, sig, alone, q.query, k, by="score"
                     )[0]
+                    by_sum = merge_completion(hits, sig, alone, q.query, k, by="sum")[0]
                     whole_done = float(
                         FitQuery(completion.volumes).score(preview[None])[0]
                     )
                 more = {"whole_corr_completion": whole_done, "completion_s": complete_s}
                 rows.append(row(f"complete ({label})", both, **more))
                 rows.append(row(f"complete by raw score ({label})", by_score, **more))
+                rows.append(row(f"complete by summed excess ({label})", by_sum, **more))
                 rows.append(row(f"completion-only ({label})", alone, **more))
         store.close()
     return rows

@@ -43,7 +43,9 @@ voxels, as a small map such as ``emd_3197``'s 20^3 is), reported apart;
 pieces at the contour (dust removed) counted as the molecule too, which keeps
 a thin molecule that smoothing hides from being flattened as solvent: always,
 and only when they hold more than 3 times the molecule found without them
-(tried and left out: ``docs/prior.md``).
+(tried and left out: ``docs/prior.md``). ``--ceilings`` adds bounds that
+use the clean map (:mod:`benchmarks.denoise_ceilings`): how far the prior's
+route can go with this encoder.
 
     $ python -m benchmarks.bench_denoise --unet runs/unet_denoiser.pt
     $ python -m benchmarks.bench_denoise --training-split \\
@@ -67,6 +69,7 @@ from scipy import ndimage
 from benchmarks import unet_denoiser
 from benchmarks.bench_prior import MODELS, SHARED_MODELS, held_out
 from benchmarks.common import ROOT, RunRecord, add_out_argument, save_result
+from benchmarks.denoise_ceilings import ceiling_maps
 from encoder.training_data.dataset import DatasetConfig, group_of, split_of
 from ingest.canonical import volume_correlation
 from ingest.contour import auto_contour
@@ -165,6 +168,7 @@ def denoise_all(
     with_own_pieces: bool = False,
     outside: tuple[str, ...] = (),
     uncalibrated: bool = False,
+    ceilings: bool = False,
 ) -> dict[str, Any]:
     """Every method on ``truth`` plus noise of ``noise`` x its std: a row. The
     noisy map is canonicalized at the truth's contour (the depositor's level,
@@ -182,7 +186,9 @@ def denoise_all(
     the molecule's mask measured each of these ways
     (:data:`swan_index.shells.OUTSIDE_WEIGHTS`). ``uncalibrated``: the default
     strength's map also made consistent without first fitting it to the noisy
-    map's units (what ``swan denoise`` did before)."""
+    map's units (what ``swan denoise`` did before). ``ceilings``: the
+    bounds of :mod:`benchmarks.denoise_ceilings` too (they use the clean map;
+    not methods)."""
     sd = float(truth.data.std())
     data = truth.data + rng.normal(0, noise * sd, truth.shape).astype(np.float32)
     noisy = replace(truth, data=data.astype(np.float32), path=f"noisy:{truth.path}")
@@ -219,6 +225,9 @@ def denoise_all(
         name = f"{_name(DEFAULT_STRENGTH)} + data, outside weighed {way}"
         made = consistent_on_input_grid(volume, cv, noisy, outside=way)
         scores[name] = measure(made, truth)
+    if ceilings:
+        bounds = ceiling_maps(gen, truth, noisy, cv, contour, DEFAULT_STRENGTH)
+        scores.update({label: measure(m, truth) for label, m in bounds.items()})
     if mean_of > 1:
         name = _name(DEFAULT_STRENGTH)
         averaged = {
@@ -330,6 +339,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             args.with_own_pieces,
             tuple(args.outside),
             args.uncalibrated,
+            args.ceilings,
         )
         return denoise_all(gen, unet, truth, noise, *settings)
 
@@ -456,6 +466,13 @@ def main() -> None:
         action="store_true",
         help="also swan denoise's path without fitting the prior's map to the "
         "noisy map's units first (as before)",
+    )
+    parser.add_argument(
+        "--ceilings",
+        action="store_true",
+        help="also the bounds of benchmarks.denoise_ceilings: swan denoise's "
+        "data step on the clean map's canonical volume, on its code, on the "
+        "decoder fitted to it, and the decoder fitted to the noisy map",
     )
     parser.add_argument(
         "--small-box",

@@ -346,9 +346,9 @@ def merge_completion(
     its completion finds (``benchmarks/bench_complete.py``, docs/prior.md).
     ``by="score"`` compares the raw scores always (the earlier rule).
     """
-    if by not in ("excess", "score"):
-        raise ValueError(f"merge by {by!r}: use 'excess' or 'score'")
-    calibrated = by == "excess" and all(h.excess is not None for h in [*hits, *more])
+    if by not in MERGE_RULES:
+        raise ValueError(f"merge by {by!r}: use one of {', '.join(MERGE_RULES)}")
+    calibrated = by != "score" and all(h.excess is not None for h in [*hits, *more])
 
     def merit(h: Hit) -> float:
         return float(h.excess if calibrated else h.score)  # type: ignore[arg-type]
@@ -358,7 +358,10 @@ def merge_completion(
         h = replace(h, pose=h.pose + query.poses)
         if h.id not in best or merit(h) > merit(best[h.id]):
             best[h.id] = h
-    ranked = sorted(best.values(), key=lambda h: (-merit(h), h.id))[:k]
+    order = {i: merit(h) for i, h in best.items()}
+    if by == "sum" and calibrated:  # both queries' evidence, each entry
+        order = {i: _evidence(hits, i, merit) + _evidence(more, i, merit) for i in best}
+    ranked = sorted(best.values(), key=lambda h: (-order[h.id], h.id))[:k]
     merged = [replace(h, rank=i) for i, h in enumerate(ranked, start=1)]
     if sig.significant is None:
         return merged, sig
@@ -369,6 +372,22 @@ def merge_completion(
     else:
         message = f"no significant match (E < {sig.threshold:g})"
     return merged, replace(sig, significant=count, message=message)
+
+
+#: How :func:`merge_completion` ranks an entry: ``"excess"``, by its better
+#: hit's excess over that hit's own query's background; ``"sum"``, by the sum
+#: of its two excesses (the evidence of both queries); ``"score"``, by its
+#: better raw score.
+MERGE_RULES = ("excess", "sum", "score")
+
+
+def _evidence(hits: list[Hit], entry: str, merit) -> float:  # noqa: ANN001
+    """``entry``'s merit among ``hits``; when it is not among them, the last
+    (lowest) hit's, which it does not exceed (0 when there are no hits)."""
+    for h in hits:
+        if h.id == entry:
+            return merit(h)
+    return min((merit(h) for h in hits), default=0.0)
 
 
 def to_map_units(

@@ -290,6 +290,34 @@ def test_the_merge_compares_each_querys_excess_over_its_background():
         merge_completion(hits, sig, more, query, 5, by="evalue")
 
 
+def test_the_summed_merge_ranks_by_both_queries_evidence():
+    from types import SimpleNamespace
+
+    from swan_index.generate import merge_completion
+    from swan_index.significance import Significance
+
+    sig = Significance("f", 0.01, 50, 0, "no significant match", {})
+    query = SimpleNamespace(poses=3, entry_id=None)
+    # the partial map fits entry 1 best, its completion entry 2; entry 2 is
+    # well supported by both queries, entry 1 by the map alone
+    hits = [_hit(1, 0.80, 0.30), _hit(2, 0.78, 0.20), _hit(3, 0.70, 0.05)]
+    more = [_hit(2, 0.75, 0.25), _hit(3, 0.60, 0.06), _hit(1, 0.50, -0.05)]
+    by_excess, _ = merge_completion(hits, sig, more, query, 5)
+    assert [h.id for h in by_excess] == [1, 2, 3]  # the better hit: 0.30 > 0.25
+    summed, _ = merge_completion(hits, sig, more, query, 5, by="sum")
+    assert [h.id for h in summed] == [2, 1, 3]  # 0.45 > 0.25 > 0.11
+    assert summed[0].pose == 3 and summed[0].score == 0.75  # its better hit kept
+    assert summed[1].pose == 0 and summed[1].score == 0.80
+    # an entry one query did not return counts that query's lowest excess
+    short = [_hit(2, 0.75, 0.25), _hit(3, 0.60, 0.06)]
+    summed, _ = merge_completion(hits, sig, short, query, 5, by="sum")
+    assert [h.id for h in summed] == [2, 1, 3]  # entry 1: 0.30 + 0.06
+    # without a null model the summed rule falls back to the raw scores
+    bare = [replace_excess(h) for h in hits]
+    plain, _ = merge_completion(bare, sig, more, query, 5, by="sum")
+    assert [h.id for h in plain] == [1, 2, 3]
+
+
 def replace_excess(h):
     from dataclasses import replace
 
