@@ -67,6 +67,27 @@ def test_noise_spectrum_from_the_solvent_matches_white_noise(rng):
     assert np.median(measured[2:]) == pytest.approx(expected, rel=0.15)
 
 
+def test_noise_in_a_small_box_comes_from_its_few_solvent_voxels(rng):
+    # 20^3 voxels, a molecule with detail up to the outermost shell filling
+    # most of the box: a few hundred solvent voxels, too few for their
+    # spectrum; the outermost shell holds the molecule's power too
+    side, sigma = 20, 0.5
+    molecule = np.zeros((side, side, side), bool)
+    molecule[1:19, 1:19, 1:18] = True  # 620 voxels left beyond one voxel
+    detail = rng.choice([0.0, 4.0], molecule.shape)  # power up to Nyquist
+    x = (rng.normal(0, sigma, molecule.shape) + detail * molecule).astype(np.float32)
+    shells = shell_index(x.shape, VOXEL)
+    count = int(shells.max()) + 1
+    solvent = solvent_mask(molecule, 1)
+    assert 200 <= solvent.sum() < 1000
+    measured = noise_spectrum(x, solvent, shells, count)
+    expected = sigma**2 * x.size
+    assert measured[0] == pytest.approx(expected, rel=0.2)
+    # no solvent at all: the outermost shell, the molecule's power in it
+    none = noise_spectrum(x, np.zeros_like(solvent), shells, count)
+    assert none[0] > 3 * expected
+
+
 def test_a_clean_map_is_kept_as_it_is(rng):
     clean = _blobs(rng)
     wrong = np.roll(clean, 6, axis=0)  # a denoised guess that is off
