@@ -38,7 +38,8 @@ expected error than one draw), and the mean over N of the canonical volume's
 axis flips (each reconstructed, flipped back; N <= 8), the test-time
 augmentation of image denoisers. ``--small-box SIDE ...`` adds each real map
 resampled into a box whose longest side is SIDE voxels (a small box of large
-voxels, as a small map such as ``emd_3197``'s 20^3 is), reported apart;
+voxels, as a small map such as ``emd_3197``'s 20^3 is), reported apart, and
+each SIMULATED map the same way after them (reported apart too);
 ``--with-own-pieces`` adds ``swan denoise``'s path with the noisy map's own
 pieces at the contour (dust removed) counted as the molecule too, which keeps
 a thin molecule that smoothing hides from being flattened as solvent: always,
@@ -81,6 +82,7 @@ from swan_index.generate import (
     DEFAULT_PRIOR,
     Generator,
     consistent_on_input_grid,
+    denoise_level,
     noisy_contour,
     on_input_grid,
 )
@@ -169,6 +171,7 @@ def denoise_all(
     outside: tuple[str, ...] = (),
     uncalibrated: bool = False,
     ceilings: bool = False,
+    contour_factors: tuple[float, ...] = (),
 ) -> dict[str, Any]:
     """Every method on ``truth`` plus noise of ``noise`` x its std: a row. The
     noisy map is canonicalized at the truth's contour (the depositor's level,
@@ -188,7 +191,9 @@ def denoise_all(
     strength's map also made consistent without first fitting it to the noisy
     map's units (what ``swan denoise`` did before). ``ceilings``: the
     bounds of :mod:`benchmarks.denoise_ceilings` too (they use the clean map;
-    not methods)."""
+    not methods). ``contour_factors``: the default strength's path with the
+    noisy map canonicalized at a level between its background (median) and
+    the contour, that share of the way up, as well."""
     sd = float(truth.data.std())
     data = truth.data + rng.normal(0, noise * sd, truth.shape).astype(np.float32)
     noisy = replace(truth, data=data.astype(np.float32), path=f"noisy:{truth.path}")
@@ -199,32 +204,48 @@ def denoise_all(
     scores = {"noisy": measure(noisy.data, truth)}
     smooth, row["oracle_sigma_voxels"] = oracle_gaussian(noisy.data, truth.data)
     scores["gaussian (oracle sigma)"] = measure(smooth, truth)
+    # swan denoise's level (below the contour: denoise_level) for "+ data"
+    cv_d = gen.canonical(noisy, denoise_level(noisy, contour))
+    row["denoise level"] = cv_d.contour
     for s in sorted({0.0, *strengths}):
         volume = gen.reconstruct(cv, s or None, seed=0)[0]
         name = _name(s)
         scores[name] = measure(on_input_grid(volume, cv, noisy), truth)
-        consistent = consistent_on_input_grid(volume, cv, noisy)
+        volume = gen.reconstruct(cv_d, s or None, seed=0)[0]
+        consistent = consistent_on_input_grid(volume, cv_d, noisy)
         scores[f"{name} + data"] = measure(consistent, truth)
         for margin, rounds in variants if s == DEFAULT_STRENGTH else ():
-            made = consistent_on_input_grid(volume, cv, noisy, margin, rounds)
+            made = consistent_on_input_grid(volume, cv_d, noisy, margin, rounds)
             label = f"{name} + data (margin {margin}, {rounds} rounds)"
             scores[label] = measure(made, truth)
     if with_own_pieces:
-        volume = gen.reconstruct(cv, DEFAULT_STRENGTH, seed=0)[0]
+        volume = gen.reconstruct(cv_d, DEFAULT_STRENGTH, seed=0)[0]
         for rule, label in ((True, "always"), ("missed", "when missed")):
             name = f"{_name(DEFAULT_STRENGTH)} + data, the map's own pieces {label}"
-            made = consistent_on_input_grid(volume, cv, noisy, own_pieces=rule)
+            made = consistent_on_input_grid(volume, cv_d, noisy, own_pieces=rule)
             scores[name] = measure(made, truth)
     if uncalibrated:
-        volume = gen.reconstruct(cv, DEFAULT_STRENGTH, seed=0)[0]
+        volume = gen.reconstruct(cv_d, DEFAULT_STRENGTH, seed=0)[0]
         name = f"{_name(DEFAULT_STRENGTH)} + data, uncalibrated"
-        made = consistent_on_input_grid(volume, cv, noisy, calibrate=False)
+        made = consistent_on_input_grid(volume, cv_d, noisy, calibrate=False)
         scores[name] = measure(made, truth)
     for way in outside:
-        volume = gen.reconstruct(cv, DEFAULT_STRENGTH, seed=0)[0]
+        volume = gen.reconstruct(cv_d, DEFAULT_STRENGTH, seed=0)[0]
         name = f"{_name(DEFAULT_STRENGTH)} + data, outside weighed {way}"
-        made = consistent_on_input_grid(volume, cv, noisy, outside=way)
+        made = consistent_on_input_grid(volume, cv_d, noisy, outside=way)
         scores[name] = measure(made, truth)
+    for factor in contour_factors:
+        background = float(np.median(noisy.data))
+        level = background + factor * (contour - background)
+        name = f"{_name(DEFAULT_STRENGTH)} + data, contour x{factor:g}"
+        try:
+            cv_f = gen.canonical(noisy, level)
+        except IngestError as exc:
+            row[f"{name} error"] = str(exc)
+            scores[name] = {"pearson": float("nan"), "fsc05": float("nan")}
+            continue
+        volume = gen.reconstruct(cv_f, DEFAULT_STRENGTH, seed=0)[0]
+        scores[name] = measure(consistent_on_input_grid(volume, cv_f, noisy), truth)
     if ceilings:
         bounds = ceiling_maps(gen, truth, noisy, cv, contour, DEFAULT_STRENGTH)
         scores.update({label: measure(m, truth) for label, m in bounds.items()})
@@ -232,14 +253,15 @@ def denoise_all(
         name = _name(DEFAULT_STRENGTH)
         averaged = {
             f"{name} mean of {mean_of} draws + data": gen.reconstruct(
-                cv, DEFAULT_STRENGTH, n=mean_of, seed=0
+                cv_d, DEFAULT_STRENGTH, n=mean_of, seed=0
             ).mean(0),
             f"{name} mean of {min(mean_of, len(FLIPS))} flips + data": (
-                mean_over_flips(gen, cv, DEFAULT_STRENGTH, mean_of)
+                mean_over_flips(gen, cv_d, DEFAULT_STRENGTH, mean_of)
             ),
         }
         for label, volume in averaged.items():
-            scores[label] = measure(consistent_on_input_grid(volume, cv, noisy), truth)
+            made = consistent_on_input_grid(volume, cv_d, noisy)
+            scores[label] = measure(made, truth)
     if auto:
         bare = replace(noisy, header={})  # no level carried: the automatic one
         levels = {
@@ -250,7 +272,7 @@ def denoise_all(
             row[f"contour, {label}"] = level
             name = f"{_name(DEFAULT_STRENGTH)} + data, {label}"
             try:
-                cv_auto = gen.canonical(bare, level)
+                cv_auto = gen.canonical(bare, denoise_level(bare, level))
             except IngestError as exc:  # what swan denoise would say, and stop
                 row[f"{name} error"] = str(exc)
                 scores[name] = {"pearson": float("nan"), "fsc05": float("nan")}
@@ -340,6 +362,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             tuple(args.outside),
             args.uncalibrated,
             args.ceilings,
+            tuple(args.contour_factor),
         )
         return denoise_all(gen, unet, truth, noise, *settings)
 
@@ -352,6 +375,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     record.mark("simulated done")
     reals = TRAINING_REAL_MAPS if args.training_split else args.real_maps
     small: list[dict[str, Any]] = []
+
+    def in_small_boxes(truth: DensityMap, label: str, into: list, **more: Any) -> None:
+        for side in args.small_box:
+            coarse = in_small_box(truth, side)
+            for noise in args.noise:
+                try:
+                    row = denoise(coarse, noise)
+                except IngestError as exc:  # no molecule left at the contour
+                    print(f"{label} in {side} voxels, noise {noise}: {exc}")
+                    continue
+                name = f"{label} in {'x'.join(map(str, coarse.shape))} voxels"
+                into.append({"map": name, **more, **row})
+                print(_brief(into[-1]), flush=True)
+
     for path in [] if args.no_real else [Path(p) for p in reals]:
         truth = read_map(path)
         split = split_of(group_of(path), "real", cfg)
@@ -359,17 +396,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             row = denoise(truth, noise)
             real.append({"map": path.name, "split": split, **row})
             print(_brief(real[-1]), flush=True)
-        for side in args.small_box:
-            coarse = in_small_box(truth, side)
-            for noise in args.noise:
-                try:
-                    row = denoise(coarse, noise)
-                except IngestError as exc:  # no molecule left at the contour
-                    print(f"{path.name} in {side} voxels, noise {noise}: {exc}")
-                    continue
-                name = f"{path.name} in {'x'.join(map(str, coarse.shape))} voxels"
-                small.append({"map": name, "split": split, **row})
-                print(_brief(small[-1]), flush=True)
+        in_small_boxes(truth, path.name, small, split=split)
+    # the simulated maps in small boxes last: the draws before stay as they were
+    small_simulated: list[dict[str, Any]] = []
+    for path in paths if args.small_box else []:
+        truth = simulate_map(path, args.resolution)
+        in_small_boxes(truth, f"SIMULATED {path.name}", small_simulated)
     which = "training-split" if args.training_split else "held-out"
     result: dict[str, Any] = {
         "command": "python -m benchmarks.bench_denoise " + shlex.join(sys.argv[1:]),
@@ -394,7 +426,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if small:
         result["small_box"] = summarise(small, args.noise)
         result["small_box_goal"] = goal(result["small_box"], DEFAULT_STRENGTH)
-    result["rows"] = simulated + real + small
+    if small_simulated:
+        result["small_box_simulated"] = summarise(small_simulated, args.noise)
+        result["small_box_simulated_goal"] = goal(
+            result["small_box_simulated"], DEFAULT_STRENGTH
+        )
+    result["rows"] = simulated + real + small + small_simulated
     result["run"] = record.finish()
     return result
 
@@ -473,6 +510,14 @@ def main() -> None:
         help="also the bounds of benchmarks.denoise_ceilings: swan denoise's "
         "data step on the clean map's canonical volume, on its code, on the "
         "decoder fitted to it, and the decoder fitted to the noisy map",
+    )
+    parser.add_argument(
+        "--contour-factor",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also swan denoise's path with the noisy map canonicalized at "
+        "this share of the way from its median to the contour",
     )
     parser.add_argument(
         "--small-box",
