@@ -46,7 +46,9 @@ a thin molecule that smoothing hides from being flattened as solvent: always,
 and only when they hold more than 3 times the molecule found without them
 (tried and left out: ``docs/prior.md``). ``--ceilings`` adds bounds that
 use the clean map (:mod:`benchmarks.denoise_ceilings`): how far the prior's
-route can go with this encoder.
+route can go with this encoder. ``--contour-factor F ...`` adds ``swan
+denoise``'s path with the noisy map canonicalized below its contour, F of the
+way from its median up to it (tried and left out: ``docs/prior.md``).
 
     $ python -m benchmarks.bench_denoise --unet runs/unet_denoiser.pt
     $ python -m benchmarks.bench_denoise --training-split \\
@@ -82,7 +84,6 @@ from swan_index.generate import (
     DEFAULT_PRIOR,
     Generator,
     consistent_on_input_grid,
-    denoise_level,
     noisy_contour,
     on_input_grid,
 )
@@ -204,35 +205,31 @@ def denoise_all(
     scores = {"noisy": measure(noisy.data, truth)}
     smooth, row["oracle_sigma_voxels"] = oracle_gaussian(noisy.data, truth.data)
     scores["gaussian (oracle sigma)"] = measure(smooth, truth)
-    # swan denoise's level (below the contour: denoise_level) for "+ data"
-    cv_d = gen.canonical(noisy, denoise_level(noisy, contour))
-    row["denoise level"] = cv_d.contour
     for s in sorted({0.0, *strengths}):
         volume = gen.reconstruct(cv, s or None, seed=0)[0]
         name = _name(s)
         scores[name] = measure(on_input_grid(volume, cv, noisy), truth)
-        volume = gen.reconstruct(cv_d, s or None, seed=0)[0]
-        consistent = consistent_on_input_grid(volume, cv_d, noisy)
+        consistent = consistent_on_input_grid(volume, cv, noisy)
         scores[f"{name} + data"] = measure(consistent, truth)
         for margin, rounds in variants if s == DEFAULT_STRENGTH else ():
-            made = consistent_on_input_grid(volume, cv_d, noisy, margin, rounds)
+            made = consistent_on_input_grid(volume, cv, noisy, margin, rounds)
             label = f"{name} + data (margin {margin}, {rounds} rounds)"
             scores[label] = measure(made, truth)
     if with_own_pieces:
-        volume = gen.reconstruct(cv_d, DEFAULT_STRENGTH, seed=0)[0]
+        volume = gen.reconstruct(cv, DEFAULT_STRENGTH, seed=0)[0]
         for rule, label in ((True, "always"), ("missed", "when missed")):
             name = f"{_name(DEFAULT_STRENGTH)} + data, the map's own pieces {label}"
-            made = consistent_on_input_grid(volume, cv_d, noisy, own_pieces=rule)
+            made = consistent_on_input_grid(volume, cv, noisy, own_pieces=rule)
             scores[name] = measure(made, truth)
     if uncalibrated:
-        volume = gen.reconstruct(cv_d, DEFAULT_STRENGTH, seed=0)[0]
+        volume = gen.reconstruct(cv, DEFAULT_STRENGTH, seed=0)[0]
         name = f"{_name(DEFAULT_STRENGTH)} + data, uncalibrated"
-        made = consistent_on_input_grid(volume, cv_d, noisy, calibrate=False)
+        made = consistent_on_input_grid(volume, cv, noisy, calibrate=False)
         scores[name] = measure(made, truth)
     for way in outside:
-        volume = gen.reconstruct(cv_d, DEFAULT_STRENGTH, seed=0)[0]
+        volume = gen.reconstruct(cv, DEFAULT_STRENGTH, seed=0)[0]
         name = f"{_name(DEFAULT_STRENGTH)} + data, outside weighed {way}"
-        made = consistent_on_input_grid(volume, cv_d, noisy, outside=way)
+        made = consistent_on_input_grid(volume, cv, noisy, outside=way)
         scores[name] = measure(made, truth)
     for factor in contour_factors:
         background = float(np.median(noisy.data))
@@ -253,14 +250,14 @@ def denoise_all(
         name = _name(DEFAULT_STRENGTH)
         averaged = {
             f"{name} mean of {mean_of} draws + data": gen.reconstruct(
-                cv_d, DEFAULT_STRENGTH, n=mean_of, seed=0
+                cv, DEFAULT_STRENGTH, n=mean_of, seed=0
             ).mean(0),
             f"{name} mean of {min(mean_of, len(FLIPS))} flips + data": (
-                mean_over_flips(gen, cv_d, DEFAULT_STRENGTH, mean_of)
+                mean_over_flips(gen, cv, DEFAULT_STRENGTH, mean_of)
             ),
         }
         for label, volume in averaged.items():
-            made = consistent_on_input_grid(volume, cv_d, noisy)
+            made = consistent_on_input_grid(volume, cv, noisy)
             scores[label] = measure(made, truth)
     if auto:
         bare = replace(noisy, header={})  # no level carried: the automatic one
@@ -272,7 +269,7 @@ def denoise_all(
             row[f"contour, {label}"] = level
             name = f"{_name(DEFAULT_STRENGTH)} + data, {label}"
             try:
-                cv_auto = gen.canonical(bare, denoise_level(bare, level))
+                cv_auto = gen.canonical(bare, level)
             except IngestError as exc:  # what swan denoise would say, and stop
                 row[f"{name} error"] = str(exc)
                 scores[name] = {"pearson": float("nan"), "fsc05": float("nan")}

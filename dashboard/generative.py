@@ -53,7 +53,6 @@ from swan_index.generate import (
     canonical_map,
     completion_of,
     consistent_on_input_grid,
-    denoise_level,
     merge_completion,
     noisy_contour,
     on_input_grid,
@@ -307,7 +306,7 @@ class PriorService:
         try:
             dmap = read_upload(data, shown, max_bytes=self.service.max_map_bytes)
             if made_as == "denoised":
-                contour = denoise_level(dmap, noisy_contour(dmap, contour))
+                contour = noisy_contour(dmap, contour)
             cv = gen.canonical(dmap, contour)
         except MapTooLargeError as exc:
             raise UploadError(str(exc), status=413) from None

@@ -113,11 +113,10 @@ class Generator:
     ) -> tuple[DensityMap, CanonicalVolume]:
         """A map file and its canonical volume (one line :class:`IngestError` for
         a map that is unreadable, too large, or empty at its contour); ``noisy``:
-        a map to denoise, canonicalized at :func:`denoise_level` (below its
-        contour; the automatic contour is :func:`noisy_contour`'s)."""
+        a map to denoise, whose automatic contour is :func:`noisy_contour`'s."""
         dmap = read_map(path, max_bytes=MAX_MAP_BYTES)
         if noisy:
-            contour = denoise_level(dmap, noisy_contour(dmap, contour))
+            contour = noisy_contour(dmap, contour)
         return dmap, self.canonical(dmap, contour)
 
     def canonical(
@@ -435,34 +434,6 @@ def noisy_contour(dmap: DensityMap, contour: float | None = None) -> float | Non
             "give --contour, free memory, or bin the map to fewer voxels first",
         ) from None
     return auto_contour(smooth)
-
-
-#: ``swan denoise`` canonicalizes a map at this share of the way from its
-#: background (its median) up to its contour (:func:`denoise_level`).
-DENOISE_LEVEL_SHARE = 0.7
-
-
-def denoise_level(dmap: DensityMap, contour: float | None) -> float | None:
-    """The level ``swan denoise`` canonicalizes ``dmap`` at: :data:`DENOISE_LEVEL_SHARE`
-    of the way from its median up to ``contour`` (or up to the level the map
-    carries when ``contour`` is ``None``; ``None`` when it carries none either:
-    the automatic rule's, as given). Why below the contour: the canonical
-    volume keeps nothing below its level, so the prior's map has no density
-    where the molecule's density falls off towards the solvent, which the data
-    step must then take from the noisy map alone; a lower level puts that
-    fall-off in the canonical volume. Chosen on training-split maps, among
-    shares 1, 0.9, 0.8 and 0.7 (``python -m benchmarks.bench_denoise
-    --training-split --strength 0.5 --small-box 20 28 --contour-factor 0.9 0.8
-    0.7``: the mean Pearson over the six usual conditions 0.98580 at 1 and
-    0.98627 at 0.7, the small boxes' 0.899 and 0.927; 0.6 did worse, 0.98595);
-    ``docs/prior.md``."""
-    level = contour if contour is not None else dmap.header.get("recommended_contour")
-    if level is None:
-        return None
-    background = float(np.median(dmap.data))
-    if not background < level:
-        return float(level)
-    return background + DENOISE_LEVEL_SHARE * (float(level) - background)
 
 
 def on_input_grid(

@@ -19,12 +19,7 @@ from dashboard.server import create_server
 from dashboard.service import SwanService, UploadError
 from ingest import read_map, write_map
 from ingest.mapio import GENERATED_LABEL
-from swan_index.generate import (
-    DEFAULT_PRIOR,
-    DENOISE_LEVEL_SHARE,
-    denoise_level,
-    fit_to_data,
-)
+from swan_index.generate import DEFAULT_PRIOR, fit_to_data
 from swan_index.indexer import ingest_paths
 from swan_index.map_encoder import MapEncoder
 from swan_index.store import Store
@@ -450,24 +445,3 @@ def test_the_priors_map_is_fitted_to_the_noisy_maps_units(rng):
     assert fit_to_data(flat, noisy) is flat
     upside_down = -truth
     assert fit_to_data(upside_down, noisy) is upside_down
-
-
-def test_a_map_to_denoise_is_canonicalized_below_its_contour(rng):
-    """``swan denoise``'s level: 0.7 of the way from the map's median up to
-    the contour given, or to the level the map carries; none when it carries
-    none (the automatic rule's then); the contour itself when the median is
-    not below it."""
-    bare = read_map(MAPS["emd_5625"])
-    background = float(np.median(bare.data))
-    carried = background + 2.0 * float(bare.data.std())
-    dmap = replace(bare, header={**bare.header, "recommended_contour": carried})
-    given = carried * 1.5
-    assert denoise_level(dmap, given) == pytest.approx(
-        background + DENOISE_LEVEL_SHARE * (given - background)
-    )
-    assert denoise_level(dmap, None) == pytest.approx(
-        background + DENOISE_LEVEL_SHARE * (carried - background)
-    )
-    assert background < denoise_level(dmap, None) < carried
-    assert denoise_level(bare, None) is None
-    assert denoise_level(bare, background - 1.0) == background - 1.0
