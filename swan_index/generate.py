@@ -381,7 +381,7 @@ def merge_completion(
 MERGE_RULES = ("excess", "sum", "score")
 
 
-def _evidence(hits: list[Hit], entry: str, merit) -> float:  # noqa: ANN001
+def _evidence(hits: list[Hit], entry: int, merit) -> float:  # noqa: ANN001
     """``entry``'s merit among ``hits``; when it is not among them, the last
     (lowest) hit's, which it does not exceed (0 when there are no hits)."""
     for h in hits:
