@@ -45,3 +45,32 @@ def test_each_flip_is_reconstructed_and_flipped_back():
     # fewer flips: the first n only
     one = mean_over_flips(_Reconstructs(lambda v: v + ramp), _Volume(values), 0.5, 1)
     assert np.allclose(one, values + ramp)
+
+
+def test_the_decoders_input_is_fitted_and_the_weights_stay():
+    """``--ceilings``' fit (benchmarks/denoise_ceilings.py): a few Adam steps
+    on the decoder's input bring its map closer to the target, and leave the
+    weights (and which of them train) as they were."""
+    import torch
+
+    from benchmarks.denoise_ceilings import _code_latent, _decode, _fit
+    from swan_index.generate import DEFAULT_PRIOR, Generator
+    from swan_index.map_encoder import DEFAULT_CHECKPOINT
+
+    gen = Generator.load(DEFAULT_CHECKPOINT, DEFAULT_PRIOR)
+    side = gen.encoder.config.grid
+    z, y, x = np.indices((side, side, side)) - (side - 1) / 2
+    ball = (x**2 + (y / 0.6) ** 2 + z**2 < (side / 4) ** 2).astype(np.float32)
+    target = np.where(ball > 0, 0.75, 0.0).astype(np.float32)
+    start = _code_latent(gen, target)
+    before = {k: v.clone() for k, v in gen.encoder.state_dict().items()}
+    trains = [p.requires_grad for p in gen.encoder.parameters()]
+
+    def error(latent: torch.Tensor) -> float:
+        return float(np.mean((_decode(gen, latent) - target) ** 2))
+
+    fitted = _fit(gen, target, start, 5)
+    assert error(fitted) < error(start)
+    after = gen.encoder.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert [p.requires_grad for p in gen.encoder.parameters()] == trains
