@@ -35,6 +35,7 @@ import argparse
 import tempfile
 import time
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +54,14 @@ from swan_index import MapEncoder
 from swan_index.commands.complete import DEFAULT_STRENGTH
 from swan_index.fit import FitQuery
 from swan_index.generate import (
+    CENTER_WEIGHT,
     COMPLETION_DRAWS,
     COMPLETION_KEEPS_DATA,
     DEFAULT_COMPLETION_PRIOR,
     DEFAULT_PRIOR,
     Generator,
     completion_of,
+    hub_centers,
     merge_completion,
 )
 from swan_index.query import search, search_explained
@@ -119,6 +122,14 @@ def run_draw(
                 }
 
             rows.append(row("plain", plain))
+            if args.center_weight:  # the map alone, less each entry's background
+                got, sig0 = search_explained(store, q.query, k, opts)
+                centers = hub_centers(store, got, opts, q.query.fit() is not None)
+                for w in args.center_weight:
+                    alone_w = merge_completion(
+                        got, sig0, [], q.query, k, centers=centers, center_weight=w
+                    )[0]
+                    rows.append(row(f"plain less entry background x{w:g}", alone_w))
             for gen, strength in completers:
                 label = completer_label(gen, strength)
                 t0 = time.perf_counter()
@@ -137,21 +148,41 @@ def run_draw(
                     completion = None
                 complete_s = time.perf_counter() - t0
                 if completion is None:
-                    both, by_score, by_sum = plain, plain, plain
+                    both, by_excess, by_score, by_sum = plain, plain, plain, plain
                     alone, whole_done = [], float("nan")
-                else:  # both merges from the same two searches
+                    weighted = {w: plain for w in args.center_weight}
+                else:  # every merge from the same two searches
                     hits, sig = search_explained(store, q.query, k, opts)
                     alone, _ = search_explained(store, completion, k, opts)
-                    both = merge_completion(hits, sig, alone, q.query, k)[0]
-                    by_score = merge_completion(
-                        hits, sig, alone, q.query, k, by="score"
-                    )[0]
-                    by_sum = merge_completion(hits, sig, alone, q.query, k, by="sum")[0]
+                    centers = None
+                    if args.center_weight or CENTER_WEIGHT:
+                        centers = hub_centers(
+                            store, [*hits, *alone], opts, q.query.fit() is not None
+                        )
+
+                    merge = partial(merge_completion, hits, sig, alone, q.query, k)
+                    both = merge("excess", centers, CENTER_WEIGHT)[0]
+                    by_excess = merge("excess")[0]
+                    by_score, by_sum = merge("score")[0], merge("sum")[0]
+                    weighted = {
+                        w: merge("excess", centers, w)[0] for w in args.center_weight
+                    }
                     whole_done = float(
                         FitQuery(completion.volumes).score(preview[None])[0]
                     )
                 more = {"whole_corr_completion": whole_done, "completion_s": complete_s}
                 rows.append(row(f"complete ({label})", both, **more))
+                rows.append(
+                    row(f"complete by excess alone ({label})", by_excess, **more)
+                )
+                for w, got_w in weighted.items():
+                    rows.append(
+                        row(
+                            f"complete less entry background x{w:g} ({label})",
+                            got_w,
+                            **more,
+                        )
+                    )
                 rows.append(row(f"complete by raw score ({label})", by_score, **more))
                 rows.append(row(f"complete by summed excess ({label})", by_sum, **more))
                 rows.append(row(f"completion-only ({label})", alone, **more))
@@ -265,6 +296,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=[p for p in (DEFAULT_PRIOR, DEFAULT_COMPLETION_PRIOR) if p.exists()],
         help="priors to complete with (a scales prior restores every pose where "
         "it is; a completion prior draws the whole molecule, canonicalized again)",
+    )
+    parser.add_argument(
+        "--center-weight",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also rank by the excess less this times each entry's own "
+        f"background (the shipped merge uses {CENTER_WEIGHT:g}; 0: the query's "
+        "background alone), for the map alone and merged",
     )
     add_out_argument(parser, "bench_complete.json")
     args = drop_missing_data(parser.parse_args(argv))

@@ -43,6 +43,7 @@ from dashboard.service import SearchCancelled, SwanService, UploadError
 from encoder.prior import load_prior, sample
 from ingest.errors import IngestError, MapTooLargeError
 from ingest.mapio import GENERATED_LABEL, DensityMap
+from swan_index import generate
 from swan_index.commands.complete import DEFAULT_STRENGTH as COMPLETE_STRENGTH
 from swan_index.generate import (
     DEFAULT_COMPLETION_PRIOR,
@@ -53,6 +54,7 @@ from swan_index.generate import (
     canonical_map,
     completion_of,
     consistent_on_input_grid,
+    hub_centers,
     merge_completion,
     noisy_contour,
     on_input_grid,
@@ -372,7 +374,12 @@ class PriorService:
             completion = completion_of(query, gen, svc.encoder, strength)
         hits, sig = svc.search_hits(query, fit, k, options, cancelled)
         more, _ = svc.search_hits(completion, fit, k, options, cancelled)
-        hits, sig = merge_completion(hits, sig, more, query, k)
+        centers = None
+        if generate.CENTER_WEIGHT:  # each entry's own background too
+            fitted = fit and svc._fits.get(query) is not None  # as the searches
+            with svc._lock.reading():
+                centers = hub_centers(svc.store, [*hits, *more], options, fitted)
+        hits, sig = merge_completion(hits, sig, more, query, k, centers=centers)
         return query, {
             "query": {**query.describe(), "completion_strength": strength},
             "hits": [h.to_dict() for h in hits],

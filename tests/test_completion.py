@@ -333,3 +333,44 @@ def test_the_cut_out_benchmark_scores_what_a_completion_found():
     same = scores(partial, whole, partial)
     assert same["missing_found"] == 0.0 and same["iou"] < 1.0
     assert scores(whole, whole, partial)["pearson"] == pytest.approx(1.0)
+
+
+def test_the_merge_takes_each_entrys_own_background_off_too():
+    from types import SimpleNamespace
+
+    from swan_index.generate import merge_completion
+    from swan_index.significance import Significance
+
+    sig = Significance("f", 0.01, 50, 0, "no significant match", {})
+    query = SimpleNamespace(poses=3, entry_id=None)
+    # entry 9 meets every query high (a hub: own background 0.20); entry 2 is
+    # the molecule, a little below it for the partial map and its completion
+    hits = [_hit(9, 0.82, 0.26), _hit(2, 0.80, 0.22), _hit(3, 0.70, 0.05)]
+    more = [_hit(9, 0.70, 0.24), _hit(2, 0.69, 0.23)]
+    centers = {9: 0.20, 2: 0.05, 3: 0.0}
+    plain, _ = merge_completion(hits, sig, more, query, 5)
+    assert [h.id for h in plain] == [9, 2, 3]
+    shipped, _ = merge_completion(hits, sig, more, query, 5, centers=centers)
+    assert [h.id for h in shipped] == [9, 2, 3]  # weight 0 as shipped
+    fair, _ = merge_completion(
+        hits, sig, more, query, 5, centers=centers, center_weight=1
+    )
+    assert [h.id for h in fair] == [2, 9, 3]  # 0.18 > 0.06 > 0.05
+    assert fair[0].pose == 3 and fair[0].score == 0.69  # its better hit kept
+    # half the weight: 0.225 > 0.16; none: the query's background alone
+    half, _ = merge_completion(
+        hits, sig, more, query, 5, centers=centers, center_weight=0.5
+    )
+    assert [h.id for h in half] == [2, 9, 3]
+    none, _ = merge_completion(
+        hits, sig, more, query, 5, centers=centers, center_weight=0
+    )
+    assert [h.id for h in none] == [9, 2, 3]
+    # the raw-score rule has no background to take off
+    raw, _ = merge_completion(hits, sig, more, query, 5, by="score", centers=centers)
+    assert [h.id for h in raw] == [9, 2, 3]
+    # the map's hits alone (nothing from a completion) are re-ranked the same way
+    alone, _ = merge_completion(
+        hits, sig, [], query, 5, centers=centers, center_weight=1
+    )
+    assert [h.id for h in alone] == [2, 9, 3] and alone[0].pose == 0

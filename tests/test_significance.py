@@ -341,3 +341,82 @@ def test_another_store_with_the_same_ids_gets_its_own_null(tmp_path):
     finally:
         for st in stores:
             st.close()
+
+
+def test_an_entry_close_to_everything_has_the_highest_own_background(
+    family_store, monkeypatch
+):
+    # a hub: at every scale the mean direction of all the store's entries
+    vectors = [
+        _unit(family_store.encoder.query_vectors(family_store.get_code(int(i)))[s])
+        for i in family_store.ids
+        for s in range(len(SMALL.dims))
+    ]
+    per_scale = [np.concatenate(vectors[s :: len(SMALL.dims)]) for s in range(2)]
+    hub_vectors = tuple(_unit(v.sum(0, keepdims=True)) for v in per_scale)
+    tokens = tuple(np.zeros((1, 1, s, s, s), np.int16) for s in SMALL.scales)
+    code = MultiScaleCode(SMALL.scales, tokens, hub_vectors, SMALL.hash)
+    (hub,) = family_store.add(code, [EntryRecord(sha256="hub", rg=20.0)])
+    models = sg.NullModels(cache=None)
+    ids = [int(i) for i in family_store.ids]
+    centers = models.centers(family_store, ids, NO_FIT, False)
+    assert set(centers) == set(ids)
+    others = [c for i, c in centers.items() if i != hub]
+    assert centers[hub] > max(others)
+    assert centers[hub] > np.median(others) + 0.1
+    # the same entry against the same null model: from memory, not scored again
+    monkeypatch.setattr(sg, "stored_background", lambda *a, **k: pytest.fail("again"))
+    assert models.centers(family_store, [hub], NO_FIT, False) == {hub: centers[hub]}
+
+
+def test_a_store_without_a_null_model_has_no_own_backgrounds(tmp_path):
+    st = Store.open(tmp_path / "few", encoder=SMALL)
+    st.add(*family_batch(np.random.default_rng(6), 1, 3, 3, start=0))
+    assert sg.NullModels(cache=None).centers(st, st.ids, NO_FIT, False) == {}
+    st.close()
+
+
+def test_search_with_completion_ranks_less_each_entrys_own_background(
+    family_store, monkeypatch
+):
+    from swan_index import generate
+    from swan_index.generate import merge_completion, search_with_completion
+    from swan_index.query import Query, search_explained
+
+    def query(i: int) -> Query:
+        return Query(
+            family_store.get_code(int(family_store.ids[i])), 20.0, None, "memory"
+        )
+
+    partial, completion = query(0), query(1)  # two members of one family
+    # as shipped (weight 0) no entry's background is computed
+    monkeypatch.setattr(generate, "hub_centers", lambda *a, **k: pytest.fail("hub"))
+    plain, _ = search_with_completion(family_store, partial, completion, 12, NO_FIT)
+    monkeypatch.undo()
+    monkeypatch.setattr(generate, "CENTER_WEIGHT", 0.75)
+    got, sig = search_with_completion(family_store, partial, completion, 12, NO_FIT)
+    hits, sig0 = search_explained(family_store, partial, 12, NO_FIT)
+    more, _ = search_explained(family_store, completion, 12, NO_FIT)
+    ids = {h.id for h in [*hits, *more]}
+    centers = sg.MODELS.centers(family_store, ids, NO_FIT, False)
+    assert set(centers) == ids
+    want, _ = merge_completion(hits, sig0, more, partial, 12, centers=centers)
+    assert [h.id for h in got] == [h.id for h in want]
+    same, _ = merge_completion(
+        hits, sig0, more, partial, 12, centers=centers, center_weight=0
+    )
+    assert [h.id for h in plain] == [h.id for h in same]
+    assert [h.pose for h in got] == [h.pose for h in want]
+    assert sig.significant == sum(h.significant for h in got)
+
+
+def test_another_store_with_the_same_ids_gets_its_own_backgrounds(tmp_path):
+    models = sg.NullModels(cache=None)
+    got = []
+    for name, seed in (("one", 7), ("two", 8)):
+        st = Store.open(tmp_path / name, encoder=SMALL)
+        st.add(*family_batch(np.random.default_rng(seed), 2, 5, 20, start=seed))
+        got.append(models.centers(st, st.ids, NO_FIT, False))
+        st.close()
+    assert set(got[0]) == set(got[1])  # the same ids, other maps
+    assert any(abs(got[0][i] - got[1][i]) > 1e-6 for i in got[0])
